@@ -1,0 +1,168 @@
+"""Command line for the core, without Discord: same registry, same model store as the bot.
+
+    python -m bot.cli train --guild G --handle H --file F [--base-model M] [--method lora|full] [--epochs N]
+    python -m bot.cli generate --guild G --handle H [--prompt P] [-n N]
+    python -m bot.cli list --guild G
+    python -m bot.cli delete --guild G --handle H
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from .config import SettingsError, load_settings
+from .core.errors import UserError
+from .core.ingest import IngestError, ingest_path
+from .core.jobs import JobOutcome
+from .core.registry import RegistryError
+from .core.service import Tweetalike
+from .core.training import TrainProgress
+
+
+def progress_line(progress: TrainProgress, width: int = 30) -> str:
+    if progress.phase != "training" or not progress.total_steps:
+        return f"{progress.phase}..."
+    done = progress.step / progress.total_steps
+    bar = "#" * int(done * width) + "-" * (width - int(done * width))
+    eta = f"{progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else "?"
+    return f"[{bar}] {progress.step}/{progress.total_steps} loss {progress.loss:.3f} ETA {eta}"
+
+
+async def cmd_train(core: Tweetalike, args: argparse.Namespace) -> int:
+    result = await asyncio.to_thread(ingest_path, args.file)
+    print(result.stats.as_markdown())
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    job = await core.submit_training(
+        guild_id=args.guild, handle=args.handle, tweets=result.tweets, stats=result.stats.as_dict(),
+        display_name=args.display_name, method=args.method, epochs=args.epochs, base_model=args.base_model,
+    )
+    print(f"Job #{job.id} queued for {job.handle}.")
+    finished: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
+
+    def on_progress(j, progress: TrainProgress) -> None:
+        if j.id == job.id:
+            print("\r" + progress_line(progress).ljust(80), end="", file=sys.stderr, flush=True)
+
+    def on_finish(outcome: JobOutcome) -> None:
+        if outcome.job.id == job.id and not finished.done():
+            finished.set_result(outcome)
+
+    core.queue.progress_listeners.append(on_progress)
+    core.queue.finish_listeners.append(on_finish)
+    try:
+        outcome = await finished
+    except asyncio.CancelledError:
+        await core.cancel_job(args.guild, job.id)
+        raise
+    print(file=sys.stderr)
+    if outcome.state != "done":
+        print(f"error: training {outcome.state}: {outcome.error or ''}", file=sys.stderr)
+        return 1
+    m = outcome.model.metrics
+    print(f"Saved {outcome.model.handle} to {core.store.resolve(outcome.model.path)}")
+    if m.get("val_loss") is not None:
+        print(f"validation loss {m['initial_val_loss']:.3f} -> {m['val_loss']:.3f}, perplexity {m['val_perplexity']:.1f}")
+    return 0
+
+
+async def cmd_generate(core: Tweetalike, args: argparse.Namespace) -> int:
+    model, tweets = await core.generate(args.guild, args.handle, args.prompt or "", args.n)
+    for tweet in tweets:
+        print(f"{model.display_name} (@{model.handle}): {tweet}")
+    return 0
+
+
+async def cmd_list(core: Tweetalike, args: argparse.Namespace) -> int:
+    models = await core.list_models(args.guild)
+    if not models:
+        print("No models in this guild.")
+    for m in models:
+        kept = m.stats.get("kept", "?")
+        print(f"{m.handle:24} {m.display_name:24} {m.method:8} {kept!s:>6} tweets  {m.status}")
+    for job in await core.registry.list_jobs(args.guild, active_only=True):
+        print(f"{job.handle:24} job #{job.id} {job.state}")
+    return 0
+
+
+async def cmd_delete(core: Tweetalike, args: argparse.Namespace) -> int:
+    model = await core.delete_model(args.guild, args.handle)
+    print(f"Deleted {model.handle}.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bot.cli", description="tweetalike without Discord")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="fine-tune a model on a file of posts")
+    train.add_argument("--guild", type=int, required=True)
+    train.add_argument("--handle", required=True)
+    train.add_argument("--file", type=Path, required=True, help="tweets.js, archive .zip, CSV, JSON/JSONL or text")
+    train.add_argument("--display-name")
+    train.add_argument("--base-model", help="hub id or local folder (default: BASE_MODEL)")
+    train.add_argument("--method", choices=["lora", "full"])
+    train.add_argument("--epochs", type=int)
+    train.set_defaults(run=cmd_train)
+
+    generate = sub.add_parser("generate", help="write tweets with a trained model")
+    generate.add_argument("--guild", type=int, required=True)
+    generate.add_argument("--handle", required=True)
+    generate.add_argument("--prompt", default="")
+    generate.add_argument("-n", type=int, default=5)
+    generate.set_defaults(run=cmd_generate)
+
+    listing = sub.add_parser("list", help="list a guild's models")
+    listing.add_argument("--guild", type=int, required=True)
+    listing.set_defaults(run=cmd_list)
+
+    delete = sub.add_parser("delete", help="delete a model")
+    delete.add_argument("--guild", type=int, required=True)
+    delete.add_argument("--handle", required=True)
+    delete.set_defaults(run=cmd_delete)
+    return parser
+
+
+async def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    core = Tweetalike(settings)
+    await core.start(run_queue=args.command == "train")
+    try:
+        return await args.run(core, args)
+    finally:
+        await core.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    try:
+        return asyncio.run(run(args))
+    except (SettingsError, UserError, IngestError, RegistryError, OSError) as exc:
+        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet_libraries() -> None:
+    """transformers' progress bars and notices are noise in a bot's log and a CLI's output."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Generate tweets from a fine-tuned model, with huggingtweets' sampling defaults.
+
+Models are cached in memory, least recently used first out. LoRA personas share their base
+model: one copy of GPT-2 is loaded per base, and each persona is a named adapter on it (a few
+MB), so many personas cost little more memory than one. Requests for different personas on
+the same base can then run as one batch (peft's mixed-adapter batches, `adapter_names=`).
+
+All methods are synchronous and thread-safe; call them from an executor, never the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .training import autocast_dtype, pick_device, _autocast
+
+log = logging.getLogger(__name__)
+
+EOS_TEXT = "<|endoftext|>"
+_SPECIAL_TOKEN_RE = re.compile(r"<\|[a-z_]+\|>")
+# Control characters and U+FFFD appear when sampling stops inside a multi-byte character.
+_JUNK_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
+
+
+class GenerationError(RuntimeError):
+    """The model cannot be loaded or used (user-facing message)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    top_p: float = 0.95
+    temperature: float = 1.0
+    max_new_tokens: int = 160
+    min_new_tokens: int = 10
+
+
+@dataclass
+class GenerationRequest:
+    model: str  # model folder or hub id
+    prompt: str = ""
+    n: int = 5
+
+
+@dataclass
+class _Loaded:
+    """A persona ready to sample: the model to call and, for LoRA, its adapter name."""
+
+    model: Any
+    tokenizer: Any
+    base_key: str | None = None  # LoRA: the shared base this adapter lives on
+    adapter: str | None = None
+    n_params: int = 0
+
+
+@dataclass
+class _Base:
+    peft_model: Any
+    adapters: set[str] = field(default_factory=set)
+
+
+def clean_generated(prompt: str, continuation: str) -> str:
+    """huggingtweets' post-processing: stop at end-of-text, keep the first line, strip."""
+    text = continuation.split(EOS_TEXT, 1)[0]
+    text = text.split("\n", 1)[0]
+    text = _JUNK_RE.sub("", _SPECIAL_TOKEN_RE.sub("", text))
+    return " ".join((prompt + text).split())
+
+
+def model_key(path: str) -> str:
+    """Cache key that changes when a model folder is replaced by a retrained one."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return path  # a hub id
+    return f"{path}@{st.st_ino}:{st.st_mtime_ns}"
+
+
+class Generator:
+    def __init__(self, sampling: Sampling | None = None, cache_size: int = 4, device: str = "auto",
+                 precision: str = "fp32"):
+        self.sampling = sampling or Sampling()
+        self.cache_size = cache_size
+        self.device = pick_device(device)
+        self.amp_dtype = autocast_dtype(precision, self.device)
+        self._lock = threading.RLock()
+        self._personas: OrderedDict[str, _Loaded] = OrderedDict()
+        self._bases: dict[str, _Base] = {}
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def _load(self, path: str) -> _Loaded:
+        key = model_key(path)
+        loaded = self._personas.get(key)
+        if loaded is not None:
+            self._personas.move_to_end(key)
+            return loaded
+        self._drop_stale(path)
+        adapter_config = Path(path) / "adapter_config.json"
+        loaded = self._load_adapter(path, key, adapter_config) if adapter_config.is_file() else self._load_full(path)
+        self._personas[key] = loaded
+        while len(self._personas) > self.cache_size:
+            self._evict(next(iter(self._personas)))
+        return loaded
+
+    def _load_full(self, path: str) -> _Loaded:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            raise GenerationError(f"Could not load the model {path!r} ({exc.__class__.__name__}).") from exc
+        return _Loaded(model=model, tokenizer=_prepare_tokenizer(tokenizer))
+
+    def _load_adapter(self, path: str, key: str, adapter_config: Path) -> _Loaded:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        base_id = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or "gpt2"
+        name = "p" + str(abs(hash(key)))  # adapter names become module attribute names
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            base = self._bases.get(base_id)
+            if base is None:
+                model = AutoModelForCausalLM.from_pretrained(base_id).to(self.device).eval()
+                peft_model = PeftModel.from_pretrained(model, path, adapter_name=name).eval()
+                base = self._bases[base_id] = _Base(peft_model=peft_model)
+            else:
+                base.peft_model.load_adapter(path, adapter_name=name)
+                base.peft_model.eval()
+        except (OSError, ValueError) as exc:
+            raise GenerationError(
+                f"Could not load the persona or its base model {base_id!r} ({exc.__class__.__name__})."
+            ) from exc
+        base.adapters.add(name)
+        return _Loaded(model=base.peft_model, tokenizer=_prepare_tokenizer(tokenizer), base_key=base_id, adapter=name)
+
+    def _evict(self, key: str) -> None:
+        loaded = self._personas.pop(key)
+        if loaded.adapter is None:
+            return
+        base = self._bases[loaded.base_key]
+        base.adapters.discard(loaded.adapter)
+        if not base.adapters:
+            del self._bases[loaded.base_key]  # last persona on this base: free the base too
+        else:
+            base.peft_model.delete_adapter(loaded.adapter)
+
+    def _drop_stale(self, path: str) -> None:
+        for key in [k for k in self._personas if k.rsplit("@", 1)[0] == path]:
+            self._evict(key)
+
+    def forget(self, path: str | os.PathLike) -> None:
+        """Unload a model (after it is deleted or replaced)."""
+        with self._lock:
+            self._drop_stale(str(path))
+
+    def loaded_count(self) -> int:
+        return len(self._personas)
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def generate(self, model: str | os.PathLike, prompt: str = "", n: int = 5) -> list[str]:
+        return self.generate_batch([GenerationRequest(str(model), prompt, n)])[0]
+
+    def generate_batch(self, requests: list[GenerationRequest]) -> list[list[str]]:
+        """Answer several requests, batching those whose personas share a base model."""
+        with self._lock:
+            loaded = [self._load(r.model) for r in requests]
+            results: list[list[str]] = [[] for _ in requests]
+            for _ in range(3):  # a sample may be empty after clean-up: ask again for the missing ones
+                missing = [i for i, r in enumerate(requests) if len(results[i]) < r.n]
+                if not missing:
+                    break
+                for group in _group_by_model(missing, loaded):
+                    texts = self._sample(
+                        [loaded[i] for i in group],
+                        [requests[i].prompt for i in group],
+                        [requests[i].n - len(results[i]) for i in group],
+                    )
+                    for i, batch in zip(group, texts):
+                        results[i].extend(t for t in batch if t)
+            return [res[: r.n] for res, r in zip(results, requests)]
+
+    @torch.inference_mode()
+    def _sample(self, personas: list[_Loaded], prompts: list[str], counts: list[int]) -> list[list[str]]:
+        tokenizer = personas[0].tokenizer
+        texts, adapter_names = [], []
+        for persona, prompt, count in zip(personas, prompts, counts):
+            texts += [tokenizer.eos_token + prompt] * count
+            adapter_names += [persona.adapter] * count
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        kwargs: dict[str, Any] = {}
+        if personas[0].adapter is not None:
+            kwargs["adapter_names"] = adapter_names
+        s = self.sampling
+        with _autocast(self.device, self.amp_dtype):
+            output = personas[0].model.generate(
+                **batch, do_sample=True, top_p=s.top_p, temperature=s.temperature,
+                max_new_tokens=s.max_new_tokens, min_new_tokens=s.min_new_tokens,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **kwargs,
+            )
+        new_tokens = output[:, batch["input_ids"].shape[1]:]
+        decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=False)
+        out, offset = [], 0
+        for prompt, count in zip(prompts, counts):
+            out.append([clean_generated(prompt, d) for d in decoded[offset : offset + count]])
+            offset += count
+        return out
+
+
+def _prepare_tokenizer(tokenizer):
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation continues from the right edge
+    return tokenizer
+
+
+def _group_by_model(indices: list[int], loaded: list[_Loaded]) -> list[list[int]]:
+    """Requests that can share one forward pass: same full model, or adapters on one base."""
+    groups: dict[int, list[int]] = {}
+    for i in indices:
+        groups.setdefault(id(loaded[i].model), []).append(i)
+    return list(groups.values())

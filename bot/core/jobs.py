@@ -1,0 +1,222 @@
+"""The training queue: persisted jobs, run one at a time (by default) in a thread pool.
+
+Jobs live in the registry, so a queued job survives a restart, and a job that was running when
+the process died is put back in the queue at start-up (`recovered`). The event loop only
+claims jobs and records results; the training itself and every file write run in the
+executor. Progress comes back from the worker thread through `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from .modelcard import render_card
+from .registry import JobRecord, ModelRecord, Registry
+from .store import ModelStore, StoreError
+from .training import TrainConfig, TrainingCancelled, TrainingError, TrainProgress, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SAVE_INTERVAL = 5.0  # seconds between progress writes to the database
+
+
+@dataclass
+class JobOutcome:
+    job: JobRecord
+    state: str  # done | failed | cancelled
+    error: str | None = None
+    model: ModelRecord | None = None
+    result: TrainResult | None = None
+
+
+@dataclass
+class _Running:
+    job: JobRecord
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: TrainProgress | None = None
+    last_saved: float = 0.0
+
+
+ProgressListener = Callable[[JobRecord, TrainProgress], Awaitable[None] | None]
+FinishListener = Callable[[JobOutcome], Awaitable[None] | None]
+
+
+class TrainingQueue:
+    def __init__(
+        self,
+        registry: Registry,
+        store: ModelStore,
+        executor: Executor,
+        make_config: Callable[[JobRecord], TrainConfig],
+        *,
+        workers: int = 1,
+        train_fn: Callable[..., TrainResult] = train,
+    ):
+        self.registry = registry
+        self.store = store
+        self.executor = executor
+        self.make_config = make_config
+        self.workers = workers
+        self.train_fn = train_fn
+        self.running: dict[int, _Running] = {}
+        self.recovered: list[JobRecord] = []  # jobs a previous process left running
+        self.progress_listeners: list[ProgressListener] = []
+        self.finish_listeners: list[FinishListener] = []
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.recovered = await self.registry.requeue_interrupted_jobs()
+        for job in self.recovered:
+            log.warning("Training job %s (%s) was interrupted by a restart; it is queued again", job.id, job.handle)
+        self._tasks = [asyncio.create_task(self._worker(i), name=f"training-worker-{i}") for i in range(self.workers)]
+        self._wakeup.set()
+
+    async def stop(self) -> None:
+        for running in self.running.values():
+            running.cancel.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def notify(self) -> None:
+        """A job was queued: wake an idle worker."""
+        self._wakeup.set()
+
+    def cancel_running(self, job_id: int) -> bool:
+        running = self.running.get(job_id)
+        if running is None:
+            return False
+        running.cancel.set()
+        return True
+
+    def progress_of(self, job_id: int) -> TrainProgress | None:
+        running = self.running.get(job_id)
+        return running.progress if running else None
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until no job is queued or running (tests and the CLI)."""
+        async def idle() -> None:
+            while True:
+                async with self.registry.db.execute(
+                    "SELECT count(*) FROM training_jobs WHERE state IN ('queued', 'running')"
+                ) as cur:
+                    (count,) = await cur.fetchone()
+                if count == 0 and not self.running:
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(idle(), timeout)
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _worker(self, index: int) -> None:
+        while True:
+            job = await self.registry.claim_next_job()
+            if job is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._run(job)
+
+    async def _run(self, job: JobRecord) -> None:
+        running = self.running[job.id] = _Running(job=job)
+        log.info("Training job %s started: guild %s, handle %s", job.id, job.guild_id, job.handle)
+        try:
+            corpus = await self.registry.job_corpus(job.id)
+            config = self.make_config(job)
+            result, model = await self._loop.run_in_executor(
+                self.executor, self._train_and_publish, job, corpus, config, running
+            )
+            model = await self.registry.save_model(model)
+            await self.registry.finish_job(job.id, "done")
+            outcome = JobOutcome(job=job, state="done", model=model, result=result)
+        except TrainingCancelled:
+            await self.registry.finish_job(job.id, "cancelled")
+            outcome = JobOutcome(job=job, state="cancelled")
+        except (TrainingError, StoreError) as exc:
+            await self.registry.finish_job(job.id, "failed", str(exc))
+            outcome = JobOutcome(job=job, state="failed", error=str(exc))
+        except asyncio.CancelledError:
+            raise  # shutting down: the job stays 'running' and is re-queued at the next start
+        except Exception as exc:  # a bug or an unexpected library error: keep the worker alive
+            log.exception("Training job %s failed", job.id)
+            message = f"Training failed unexpectedly ({exc.__class__.__name__})."
+            await self.registry.finish_job(job.id, "failed", message)
+            outcome = JobOutcome(job=job, state="failed", error=message)
+        finally:
+            self.running.pop(job.id, None)
+        log.info("Training job %s ended: %s", job.id, outcome.state)
+        await self._dispatch(self.finish_listeners, outcome)
+
+    def _train_and_publish(self, job: JobRecord, corpus: list[str], config: TrainConfig,
+                           running: _Running) -> tuple[TrainResult, ModelRecord]:
+        """Runs in the executor thread: train into a staging folder, add the card, move into place."""
+        staging = self.store.new_staging_dir(job.guild_id, job.handle)
+        try:
+            result = self.train_fn(
+                corpus, staging, config, progress=lambda p: self._from_thread(running, p), cancel=running.cancel
+            )
+            try:
+                (staging / "README.md").write_text(
+                    render_card(
+                        handle=job.handle, display_name=job.display_name, base_model=config.base_model,
+                        method=config.method, stats=job.stats, config=result.config, metrics=result.metrics,
+                        avatar_url=job.avatar_url,
+                    ),
+                    encoding="utf-8",
+                )
+            except OSError as exc:
+                raise StoreError(f"Cannot write the model card ({exc.strerror}).") from exc
+            final = self.store.publish(staging, job.guild_id, job.handle)
+        except OSError as exc:  # disk full while saving weights, read-only store...
+            raise StoreError(f"Could not save the model: {exc.strerror or exc}.") from exc
+        finally:
+            self.store.discard(staging)  # no-op once published
+        model = ModelRecord(
+            guild_id=job.guild_id, handle=job.handle, display_name=job.display_name,
+            avatar_url=job.avatar_url, base_model=config.base_model, method=config.method,
+            path=self.store.relative(final), stats=job.stats,
+            metrics=result.metrics | {"history": _thin_history(result.history)},
+            created_by=job.requested_by,
+        )
+        return result, model
+
+    def _from_thread(self, running: _Running, progress: TrainProgress) -> None:
+        self._loop.call_soon_threadsafe(self._on_progress, running, progress)
+
+    def _on_progress(self, running: _Running, progress: TrainProgress) -> None:
+        running.progress = progress
+        now = time.monotonic()
+        if now - running.last_saved >= PROGRESS_SAVE_INTERVAL or progress.phase != "training":
+            running.last_saved = now
+            asyncio.ensure_future(self.registry.update_job_progress(running.job.id, progress.as_dict()))
+        asyncio.ensure_future(self._dispatch(self.progress_listeners, running.job, progress))
+
+    async def _dispatch(self, listeners: list[Callable[..., Any]], *args: Any) -> None:
+        for listener in listeners:
+            try:
+                result = listener(*args)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("Training listener %r failed", listener)
+
+
+def _thin_history(history: list[dict[str, Any]], limit: int = 400) -> list[dict[str, Any]]:
+    """Keep the loss curve small enough for the registry: every validation point, sampled steps."""
+    train_points = [h for h in history if "train_loss" in h]
+    stride = max(1, len(train_points) // limit)
+    kept = train_points[::stride]
+    if train_points and kept[-1] is not train_points[-1]:
+        kept.append(train_points[-1])
+    return sorted(kept + [h for h in history if "val_loss" in h], key=lambda h: h["step"])

@@ -1,0 +1,132 @@
+"""The on-disk model store: MODELS_DIR/<guild_id>/<handle>/, written atomically.
+
+A model is built in MODELS_DIR/.staging/<unique>/ and only then renamed into place, so a
+process killed mid-write leaves a staging folder (removed at start-up), never a half-written
+model where the registry points. Replacing an existing model moves the old folder to
+MODELS_DIR/.trash/ first; if the process dies between the two renames, start-up puts the old
+one back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STAGING = ".staging"
+TRASH = ".trash"
+
+
+class StoreError(RuntimeError):
+    """The model folder could not be written (disk full, permissions...)."""
+
+
+class ModelStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def model_dir(self, guild_id: int, handle: str) -> Path:
+        # Handles are validated to [a-z0-9_-] by the registry; guild ids are integers.
+        return self.root / str(int(guild_id)) / handle
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root))
+
+    def resolve(self, stored_path: str) -> Path:
+        """Registry paths are stored relative to the store so MODELS_DIR can move."""
+        path = Path(stored_path)
+        return path if path.is_absolute() else self.root / path
+
+    def new_staging_dir(self, guild_id: int, handle: str) -> Path:
+        path = self.root / STAGING / f"{int(guild_id)}-{handle}-{uuid.uuid4().hex[:12]}"
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise StoreError(f"Cannot create a folder in the model store ({exc.strerror}).") from exc
+        return path
+
+    def publish(self, staging: Path, guild_id: int, handle: str) -> Path:
+        """Move a finished staging folder to its final place, replacing any previous version."""
+        final = self.model_dir(guild_id, handle)
+        _fsync_tree(staging)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            old = None
+            if final.exists():
+                old = self.root / TRASH / f"{int(guild_id)}__{handle}__{uuid.uuid4().hex[:12]}"
+                old.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(final, old)
+            os.replace(staging, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise StoreError(f"Cannot move the new model into place ({exc.strerror}).") from exc
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def remove(self, guild_id: int, handle: str) -> None:
+        """Delete a model folder: rename it away first so a half-deleted folder is never loaded."""
+        final = self.model_dir(guild_id, handle)
+        if not final.exists():
+            return
+        doomed = self.root / TRASH / f"deleted__{uuid.uuid4().hex[:12]}"
+        doomed.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(final, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def discard(self, staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    def recover(self) -> list[str]:
+        """Start-up clean-up after a crash. Returns what was done, for the log."""
+        actions: list[str] = []
+        staging_root = self.root / STAGING
+        if staging_root.is_dir():
+            for entry in staging_root.iterdir():
+                shutil.rmtree(entry, ignore_errors=True)
+                actions.append(f"removed unfinished {entry.name}")
+        trash_root = self.root / TRASH
+        if trash_root.is_dir():
+            for entry in trash_root.iterdir():
+                parts = entry.name.split("__")
+                if len(parts) == 3 and parts[0].isdigit():
+                    final = self.model_dir(int(parts[0]), parts[1])
+                    if not final.exists():
+                        # Died between moving the old version away and moving the new one in.
+                        os.replace(entry, final)
+                        actions.append(f"restored {final.relative_to(self.root)}")
+                        continue
+                shutil.rmtree(entry, ignore_errors=True)
+                actions.append(f"removed leftover {entry.name}")
+        for action in actions:
+            log.info("Model store recovery: %s", action)
+        return actions
+
+
+def _fsync_tree(path: Path) -> None:
+    """Flush the files to disk before the rename makes them visible."""
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,342 @@
+"""Fine-tune a GPT-2 style model on one person's tweets (huggingtweets' recipe, LoRA by default).
+
+The recipe, as huggingtweets did it: every tweet is wrapped as `<|endoftext|>tweet<|endoftext|>`,
+the tweets are shuffled each pass (4 passes by default), concatenated and cut into blocks
+(packing, as `run_clm.py` does, so no compute is spent on padding), and trained with AdamW and a
+cosine schedule. 10% of the tweets are held out to report validation loss and perplexity.
+
+`train()` is synchronous and meant to run in a worker thread: it reports progress through a
+callback (called from that thread) and checks a `threading.Event` between steps to cancel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+LORA_TARGET_MODULES = ["c_attn", "c_proj", "c_fc"]  # GPT-2's Conv1D layers (attention and MLP)
+TRAINING_INFO_FILE = "training.json"
+
+
+class TrainingCancelled(Exception):
+    pass
+
+
+class TrainingError(RuntimeError):
+    """Training could not run (the base model cannot be loaded, no data...)."""
+
+
+@dataclass
+class TrainConfig:
+    base_model: str = "gpt2"
+    method: str = "lora"  # lora | full
+    epochs: int = 4
+    batch_size: int = 8
+    block_size: int = 128
+    learning_rate: float | None = None  # default depends on the method
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.0
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    seed: int = 42
+    val_fraction: float = 0.1
+    max_steps: int = 0  # 0 = run all epochs
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda
+    pack: bool = True  # False pads each tweet to its own row (the slow baseline, for bench/)
+
+    @property
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 5e-4 if self.method == "lora" else 5e-5
+
+
+@dataclass
+class TrainProgress:
+    phase: str  # loading | training | evaluating | saving
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    loss: float | None = None
+    elapsed: float = 0.0
+    eta_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)  # per step train loss, per eval val loss
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype to autocast to, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return cpu_bf16_dtype()
+
+
+def cpu_bf16_dtype() -> torch.dtype | None:
+    """bf16 autocast pays off only on CPUs with native bf16 matrix instructions (AVX512-BF16/AMX)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        flags = ""
+    if ("avx512_bf16" in flags or "amx_bf16" in flags) and "AVX512" in capability:
+        return torch.bfloat16
+    return None
+
+
+def split_tweets(tweets: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    order = list(tweets)
+    random.Random(seed).shuffle(order)
+    n_val = max(1, int(round(len(order) * val_fraction))) if len(order) >= 10 else 0
+    return order[n_val:], order[:n_val]
+
+
+def encode_tweets(tokenizer, tweets: list[str]) -> list[list[int]]:
+    """Token ids of `<|endoftext|>tweet<|endoftext|>` for each tweet."""
+    eos = tokenizer.eos_token_id
+    encoded = tokenizer(tweets, add_special_tokens=False)["input_ids"]
+    return [[eos, *ids, eos] for ids in encoded]
+
+
+def pack_blocks(sequences: list[list[int]], block_size: int) -> list[list[int]]:
+    """Concatenate sequences and cut them into blocks of block_size (the last one may be short)."""
+    flat = [token for seq in sequences for token in seq]
+    return [flat[i : i + block_size] for i in range(0, len(flat), block_size)]
+
+
+def pad_rows(sequences: list[list[int]], block_size: int) -> list[list[int]]:
+    """One sequence per row, truncated to block_size (the baseline without packing)."""
+    return [seq[:block_size] for seq in sequences]
+
+
+def make_batch(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        labels[i, : len(row)] = torch.tensor(row)
+        attention[i, : len(row)] = 1
+    return {
+        "input_ids": input_ids.to(device),
+        "labels": labels.to(device),
+        "attention_mask": attention.to(device),
+    }
+
+
+def load_base_model(base_model: str, device: torch.device):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+        model = AutoModelForCausalLM.from_pretrained(base_model)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(
+            f"Could not load the base model {base_model!r}: it must be a Hugging Face hub id "
+            f"reachable from this machine or a local model folder ({exc.__class__.__name__})."
+        ) from exc
+    if tokenizer.eos_token_id is None:
+        raise TrainingError(f"The base model {base_model!r} has no end-of-text token.")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device), tokenizer
+
+
+def wrap_lora(model, config: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=LORA_TARGET_MODULES,
+        fan_in_fan_out=True,  # GPT-2 uses Conv1D, whose weight is stored transposed
+    )
+    return get_peft_model(model, lora)
+
+
+@torch.no_grad()
+def evaluate(model, blocks: list[list[int]], batch_size: int, pad_id: int, device, amp_dtype) -> float | None:
+    """Mean loss per predicted token over the validation blocks."""
+    if not blocks:
+        return None
+    model.eval()
+    total_loss, total_tokens = 0.0, 0
+    for i in range(0, len(blocks), batch_size):
+        rows = blocks[i : i + batch_size]
+        batch = make_batch(rows, pad_id, device)
+        with _autocast(device, amp_dtype):
+            loss = model(**batch).loss
+        tokens = sum(len(row) - 1 for row in rows)
+        total_loss += float(loss) * tokens
+        total_tokens += tokens
+    model.train()
+    return total_loss / max(1, total_tokens)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def train(
+    tweets: list[str],
+    output_dir: str | Path,
+    config: TrainConfig,
+    *,
+    progress: Callable[[TrainProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> TrainResult:
+    """Fine-tune `config.base_model` on `tweets` and save model + tokenizer in `output_dir`."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    if len(tweets) < 2:
+        raise TrainingError("At least two tweets are needed to train.")
+    report = progress or (lambda p: None)
+    started = time.monotonic()
+    report(TrainProgress(phase="loading"))
+
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+    amp_dtype = autocast_dtype(config.precision, device)
+    model, tokenizer = load_base_model(config.base_model, device)
+    block_size = min(config.block_size, getattr(model.config, "n_positions", config.block_size))
+    if config.method == "lora":
+        model = wrap_lora(model, config)
+    elif config.method != "full":
+        raise TrainingError(f"Unknown training method {config.method!r} (use lora or full).")
+    model.train()
+
+    train_tweets, val_tweets = split_tweets(tweets, config.val_fraction, config.seed)
+    val_encoded = encode_tweets(tokenizer, val_tweets)
+    val_blocks = pack_blocks(val_encoded, block_size)
+    arrange = pack_blocks if config.pack else pad_rows
+    train_encoded = encode_tweets(tokenizer, train_tweets)
+    rows_per_epoch = len(arrange(train_encoded, block_size))
+    steps_per_epoch = max(1, math.ceil(rows_per_epoch / config.batch_size))
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, int(total_steps * config.warmup_fraction), total_steps
+    )
+    pad_id = tokenizer.pad_token_id
+    history: list[dict[str, Any]] = []
+
+    initial_val = evaluate(model, val_blocks, config.batch_size, pad_id, device, amp_dtype)
+    if initial_val is not None:
+        history.append({"step": 0, "val_loss": initial_val})
+
+    rng = random.Random(config.seed)
+    step, tokens_seen, smoothed = 0, 0, None
+    train_started = time.monotonic()
+    for epoch in range(config.epochs):
+        order = list(train_encoded)
+        rng.shuffle(order)
+        rows = arrange(order, block_size)
+        if not config.pack:
+            rows.sort(key=len)  # bucket similar lengths so padding stays small (like group_by_length)
+            batches = [rows[i : i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
+            rng.shuffle(batches)
+        else:
+            batches = [rows[i : i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
+        for batch_rows in batches:
+            if cancel is not None and cancel.is_set():
+                raise TrainingCancelled()
+            batch = make_batch(batch_rows, pad_id, device)
+            with _autocast(device, amp_dtype):
+                loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += int(batch["attention_mask"].sum())
+            value = float(loss.detach())
+            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+            history.append({"step": step, "train_loss": value})
+            elapsed = time.monotonic() - train_started
+            report(
+                TrainProgress(
+                    phase="training", step=step, total_steps=total_steps, epoch=epoch + 1,
+                    loss=smoothed, elapsed=time.monotonic() - started,
+                    eta_seconds=elapsed / step * (total_steps - step),
+                )
+            )
+            if step >= total_steps:
+                break
+        report(TrainProgress(phase="evaluating", step=step, total_steps=total_steps, epoch=epoch + 1, loss=smoothed))
+        val_loss = evaluate(model, val_blocks, config.batch_size, pad_id, device, amp_dtype)
+        if val_loss is not None:
+            history.append({"step": step, "val_loss": val_loss})
+        if step >= total_steps:
+            break
+
+    train_seconds = time.monotonic() - train_started
+    report(TrainProgress(phase="saving", step=step, total_steps=total_steps, loss=smoothed))
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+
+    final_val = history[-1].get("val_loss") if history and "val_loss" in history[-1] else None
+    metrics: dict[str, Any] = {
+        "train_loss": smoothed,
+        "initial_val_loss": initial_val,
+        "val_loss": final_val,
+        "val_perplexity": math.exp(final_val) if final_val is not None else None,
+        "steps": step,
+        "epochs": config.epochs,
+        "train_tweets": len(train_tweets),
+        "val_tweets": len(val_tweets),
+        "train_tokens": tokens_seen,
+        "train_seconds": round(train_seconds, 2),
+        "tokens_per_second": round(tokens_seen / train_seconds, 1) if train_seconds > 0 else None,
+        "device": device.type,
+        "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+    }
+    config_dict = asdict(config) | {"learning_rate": config.lr, "block_size": block_size}
+    info = {"config": config_dict, "metrics": metrics, "history": history}
+    (output_dir / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=1))
+    log.info("Trained %s steps in %.1fs: val loss %s -> %s", step, train_seconds, initial_val, final_val)
+    return TrainResult(output_dir=output_dir, metrics=metrics, history=history, config=config_dict)

@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny GPT-2 built once per session, settings pointing at temp folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub from tests
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from bot.config import load_settings  # noqa: E402
+from tests.tiny_model import build_tiny_gpt2  # noqa: E402
+
+SHARED_TWEETS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tweets"
+TINY_CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory) -> str:
+    """A 2-layer GPT-2 with its own byte-level BPE tokenizer, saved like any hub model."""
+    return str(build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2")))
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_base_model):
+    """Settings as the bot would read them, with a temp database and store and the tiny model."""
+    env = {
+        "DATABASE_PATH": str(tmp_path / "data" / "bot.db"),
+        "MODELS_DIR": str(tmp_path / "models"),
+        "BASE_MODEL": tiny_base_model,
+        "TRAIN_EPOCHS": "2",
+        "TRAIN_BATCH_SIZE": "8",
+        "TRAIN_BLOCK_SIZE": "64",
+        "TRAIN_LEARNING_RATE": "0.003",
+        "TRAIN_MAX_STEPS": "12",
+        "GENERATION_MAX_NEW_TOKENS": "24",
+        "GENERATION_MIN_NEW_TOKENS": "4",
+        "IMPERSONATE_COOLDOWN_SECONDS": "0",
+    }
+    return load_settings(env)
+
+
+def shared_corpus(name: str) -> Path:
+    path = SHARED_TWEETS / name
+    if not path.is_file():
+        pytest.skip(f"real tweet corpus {path} is not available (../shared/data/tweets/ is absent)")
+    return path
+
+
+def tiny_tweets() -> list[str]:
+    return [line.strip() for line in TINY_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]

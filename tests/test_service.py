@@ -1,0 +1,157 @@
+"""The core service as the bot and CLI use it: queue, persistence, registry and store together."""
+
+import asyncio
+
+import pytest
+
+from bot.core.errors import UserError
+from bot.core.service import Tweetalike
+from tests.conftest import tiny_tweets
+
+STATS = {"downloaded": 400, "retweets": 0, "short": 0, "duplicates": 0, "kept": 400}
+
+
+async def started(settings, run_queue=True) -> Tweetalike:
+    core = Tweetalike(settings)
+    await core.start(run_queue=run_queue)
+    return core
+
+
+async def finished(core: Tweetalike, job_id: int, timeout: float = 120):
+    done = asyncio.get_running_loop().create_future()
+
+    def on_finish(outcome):
+        if outcome.job.id == job_id and not done.done():
+            done.set_result(outcome)
+
+    core.queue.finish_listeners.append(on_finish)
+    return await asyncio.wait_for(done, timeout)
+
+
+async def test_train_generate_delete_round_trip(settings):
+    core = await started(settings)
+    try:
+        progress = []
+        core.queue.progress_listeners.append(lambda job, p: progress.append(p))
+        job = await core.submit_training(guild_id=1, handle="@Alice", tweets=tiny_tweets(), stats=STATS,
+                                         display_name="Alice A.", requested_by=7)
+        with pytest.raises(UserError, match="still training"):
+            await core.generate(1, "alice")
+        with pytest.raises(UserError, match="already queued or training"):
+            await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
+        outcome = await finished(core, job.id)
+        assert outcome.state == "done", outcome.error
+        assert any(p.phase == "training" for p in progress)
+        model = await core.registry.get_model(1, "alice")
+        assert model.display_name == "Alice A." and model.created_by == 7 and model.stats == STATS
+        folder = core.store.resolve(model.path)
+        card = (folder / "README.md").read_text()
+        assert "huggingtweets" in card and "| Tweets kept | 400 |" in card and "Alice A." in card
+        _, tweets = await core.generate(1, "alice", "We", 3)
+        assert len(tweets) == 3 and all(t.startswith("We") for t in tweets)
+        # Another guild can neither see nor use nor delete it.
+        with pytest.raises(UserError, match="no model called"):
+            await core.generate(2, "alice")
+        with pytest.raises(UserError):
+            await core.delete_model(2, "alice")
+        assert await core.list_models(2) == []
+        await core.delete_model(1, "alice")
+        assert not folder.exists() and await core.list_models(1) == []
+        assert (await core.registry.get_job(1, job.id)).state == "done"
+    finally:
+        await core.close()
+
+
+async def test_queued_job_survives_restart_and_interrupted_job_is_requeued(settings):
+    core = await started(settings, run_queue=False)
+    first = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
+    second = await core.submit_training(guild_id=1, handle="bob", tweets=tiny_tweets(), stats=STATS)
+    await core.registry.claim_next_job()  # as if a process died while training `alice`
+    await core.close()
+
+    core = await started(settings)
+    try:
+        assert [j.id for j in core.queue.recovered] == [first.id]
+        await core.queue.wait_idle(timeout=180)
+        assert {m.handle for m in await core.list_models(1)} == {"alice", "bob"}
+        assert (await core.registry.get_job(1, second.id)).state == "done"
+        assert (await core.registry.get_job(1, first.id)).interrupted == 1
+    finally:
+        await core.close()
+
+
+async def test_cancel_running_and_queued_jobs(settings):
+    core = await started(settings.replace(train_max_steps=0, train_epochs=20))
+    try:
+        job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets() * 5, stats=STATS)
+        queued = await core.submit_training(guild_id=1, handle="bob", tweets=tiny_tweets(), stats=STATS)
+        while core.queue.progress_of(job.id) is None or core.queue.progress_of(job.id).step < 1:
+            await asyncio.sleep(0.05)
+        assert await core.cancel_job(1, queued.id) == "cancelled"
+        with pytest.raises(UserError):
+            await core.cancel_job(2, job.id)  # another guild's job
+        assert await core.cancel_job(1, job.id) == "cancelling"
+        outcome = await finished(core, job.id)
+        assert outcome.state == "cancelled"
+        assert await core.list_models(1) == []
+        assert list((core.store.root / ".staging").iterdir()) == []
+    finally:
+        await core.close()
+
+
+async def test_save_failure_fails_the_job_and_keeps_the_previous_version(settings):
+    core = await started(settings)
+    try:
+        job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
+        assert (await finished(core, job.id)).state == "done"
+        _, before = await core.generate(1, "alice", "", 1)
+        # Make the next save impossible: the staging area cannot be created.
+        import shutil
+        shutil.rmtree(core.store.root / ".staging")
+        (core.store.root / ".staging").write_text("in the way")
+        job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
+        outcome = await finished(core, job.id)
+        assert outcome.state == "failed" and "Cannot create a folder" in outcome.error
+        assert (await core.registry.get_job(1, job.id)).error == outcome.error
+        _, after = await core.generate(1, "alice", "", 1)
+        assert len(after) == 1
+    finally:
+        await core.close()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(handle="has space"), "letters, digits"),
+    (dict(handle="ok", method="qlora"), "lora"),
+    (dict(handle="ok", epochs=99), "Epochs"),
+    (dict(handle="ok", avatar_url="javascript:alert(1)"), "http"),
+])
+async def test_submit_validates_input_and_leaves_no_trace(settings, kwargs, message):
+    core = await started(settings, run_queue=False)
+    try:
+        with pytest.raises(UserError, match=message):
+            await core.submit_training(guild_id=1, tweets=tiny_tweets(), stats=STATS, **kwargs)
+        assert await core.registry.list_jobs(1) == []
+    finally:
+        await core.close()
+
+
+@pytest.mark.parametrize("n,prompt,message", [(0, "", "between 1 and"), (11, "", "between 1 and"), (1, "x" * 5000, "too long")])
+async def test_generate_validates_input(settings, n, prompt, message):
+    core = await started(settings, run_queue=False)
+    try:
+        with pytest.raises(UserError, match=message):
+            await core.generate(1, "alice", prompt, n)
+    finally:
+        await core.close()
+
+
+async def test_queue_cap_per_guild(settings):
+    core = await started(settings, run_queue=False)
+    try:
+        for handle in ("a", "b", "c"):
+            await core.submit_training(guild_id=1, handle=handle, tweets=tiny_tweets(), stats=STATS)
+        with pytest.raises(UserError, match="already has 3 trainings"):
+            await core.submit_training(guild_id=1, handle="d", tweets=tiny_tweets(), stats=STATS)
+        await core.submit_training(guild_id=2, handle="d", tweets=tiny_tweets(), stats=STATS)
+    finally:
+        await core.close()

@@ -1,0 +1,102 @@
+"""Real training of the tiny GPT-2 through the same from_pretrained path as `gpt2`."""
+
+import json
+import threading
+
+import pytest
+
+from bot.core.generation import Generator, GenerationRequest, Sampling, clean_generated
+from bot.core.training import TrainConfig, TrainingCancelled, TrainingError, encode_tweets, pack_blocks, train
+from tests.conftest import shared_corpus, tiny_tweets
+
+
+def config(base, **kw) -> TrainConfig:
+    defaults = dict(base_model=base, epochs=1, batch_size=8, block_size=64, learning_rate=3e-3, max_steps=15)
+    return TrainConfig(**(defaults | kw))
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_training_lowers_validation_loss_on_a_real_corpus(tiny_base_model, tmp_path, method):
+    from bot.core.ingest import ingest_path
+
+    tweets = ingest_path(shared_corpus("barackobama_fivethirtyeight.csv")).tweets
+    seen = []
+    result = train(tweets, tmp_path / "out", config(tiny_base_model, method=method), progress=seen.append)
+    m = result.metrics
+    assert m["val_loss"] < m["initial_val_loss"]
+    assert m["val_perplexity"] > 1 and m["steps"] == 15
+    assert m["val_tweets"] == round(len(tweets) * 0.1)
+    steps = [p.step for p in seen if p.phase == "training"]
+    assert steps == list(range(1, 16))
+    assert all(p.eta_seconds is not None and p.loss is not None for p in seen if p.phase == "training")
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "tokenizer.json" in files and "training.json" in files
+    assert ("adapter_config.json" in files) == (method == "lora")
+    if method == "lora":
+        adapter = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+        assert adapter["fan_in_fan_out"] is True and adapter["base_model_name_or_path"] == tiny_base_model
+    info = json.loads((tmp_path / "out" / "training.json").read_text())
+    assert info["config"]["seed"] == 42 and info["history"][0]["step"] == 0
+
+
+def test_generation_returns_clean_tweets(tiny_base_model, tmp_path):
+    train(tiny_tweets(), tmp_path / "lora", config(tiny_base_model, max_steps=5))
+    train(tiny_tweets(), tmp_path / "full", config(tiny_base_model, method="full", max_steps=5))
+    gen = Generator(Sampling(max_new_tokens=20, min_new_tokens=3), cache_size=4)
+    for folder in ("lora", "full"):
+        tweets = gen.generate(tmp_path / folder, prompt="We love", n=3)
+        assert len(tweets) == 3
+        for tweet in tweets:
+            assert tweet.startswith("We love") and len(tweet) > len("We love")
+            assert "\n" not in tweet and "<|endoftext|>" not in tweet and "\ufffd" not in tweet
+    # Two personas on one base share it; a mixed batch answers each request.
+    (tmp_path / "lora2").symlink_to(tmp_path / "lora")
+    out = gen.generate_batch([GenerationRequest(str(tmp_path / "lora"), "", 2),
+                              GenerationRequest(str(tmp_path / "lora2"), "I", 1)])
+    assert [len(o) for o in out] == [2, 1] and out[1][0].startswith("I")
+    assert len(gen._bases) == 1
+
+
+def test_generation_cache_is_lru_bounded(tiny_base_model, tmp_path):
+    for i in range(3):
+        train(tiny_tweets(), tmp_path / f"m{i}", config(tiny_base_model, max_steps=1, seed=i))
+    gen = Generator(Sampling(max_new_tokens=5, min_new_tokens=1), cache_size=2)
+    for i in range(3):
+        gen.generate(tmp_path / f"m{i}", n=1)
+    assert gen.loaded_count() == 2
+    gen.forget(tmp_path / "m2")
+    assert gen.loaded_count() == 1
+
+
+def test_cancel_between_steps(tiny_base_model, tmp_path):
+    cancel = threading.Event()
+
+    def progress(p):
+        if p.step == 2:
+            cancel.set()
+
+    with pytest.raises(TrainingCancelled):
+        train(tiny_tweets(), tmp_path / "out", config(tiny_base_model), progress=progress, cancel=cancel)
+
+
+def test_unknown_base_model_is_a_clear_error(tmp_path):
+    with pytest.raises(TrainingError, match="Could not load the base model"):
+        train(tiny_tweets(), tmp_path / "out", config(str(tmp_path / "no-such-model")))
+
+
+def test_tweets_are_wrapped_in_end_of_text_and_packed(tiny_base_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_base_model)
+    encoded = encode_tweets(tok, ["hello there", "bye"])
+    eos = tok.eos_token_id
+    assert all(seq[0] == eos and seq[-1] == eos for seq in encoded)
+    blocks = pack_blocks(encoded, 4)
+    assert sum(len(b) for b in blocks) == sum(len(s) for s in encoded)
+    assert all(len(b) == 4 for b in blocks[:-1])
+
+
+def test_clean_generated_follows_huggingtweets():
+    assert clean_generated("My dream", " is big<|endoftext|>next tweet") == "My dream is big"
+    assert clean_generated("", " first line\nsecond") == "first line"
+    assert clean_generated("", "a\x07b\ufffd  c") == "ab c"
