@@ -21,6 +21,7 @@ from .core.jobs import JobOutcome
 from .core.registry import RegistryError
 from .core.service import Tweetalike
 from .core.training import TrainProgress
+from .logs import quiet_libraries
 
 
 def progress_line(progress: TrainProgress, width: int = 30) -> str:
@@ -140,7 +141,7 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
+    quiet_libraries()
     try:
         return asyncio.run(run(args))
     except (SettingsError, UserError, IngestError, RegistryError, OSError) as exc:
@@ -150,18 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-
-
-def _quiet_libraries() -> None:
-    """transformers' progress bars and notices are noise in a bot's log and a CLI's output."""
-    import os
-
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

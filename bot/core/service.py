@@ -102,13 +102,7 @@ class Tweetalike:
             raise UserError("Epochs must be between 1 and 20.")
         if avatar_url and not avatar_url.startswith(("https://", "http://")):
             raise UserError("The avatar must be an http(s) image URL.")
-        if await self.registry.active_job_for_handle(guild_id, handle):
-            raise UserError(f"`{handle}` is already queued or training here; wait for it or cancel it first.")
-        active = await self.registry.list_jobs(guild_id, active_only=True)
-        if len(active) >= MAX_QUEUED_JOBS_PER_GUILD:
-            raise UserError(
-                f"This server already has {len(active)} trainings queued; wait for one to finish."
-            )
+        await self.ensure_can_queue(guild_id, handle)
         job = await self.registry.create_job(
             guild_id=guild_id, handle=handle, display_name=clean_display_name(display_name, handle),
             avatar_url=avatar_url, base_model=base_model or self.settings.base_model, method=method,
@@ -116,6 +110,16 @@ class Tweetalike:
         )
         self.queue.notify()
         return job
+
+    async def ensure_can_queue(self, guild_id: int, handle: str) -> None:
+        """Refuse early (before a download) what submit_training would refuse."""
+        if await self.registry.active_job_for_handle(guild_id, handle):
+            raise UserError(f"`{handle}` is already queued or training here; wait for it or cancel it first.")
+        active = await self.registry.list_jobs(guild_id, active_only=True)
+        if len(active) >= MAX_QUEUED_JOBS_PER_GUILD:
+            raise UserError(
+                f"This server already has {len(active)} trainings queued; wait for one to finish."
+            )
 
     async def cancel_job(self, guild_id: int, job_id: int) -> str:
         job = await self.registry.get_job(guild_id, job_id)

@@ -1,0 +1,82 @@
+"""The Discord adapter: a `commands.Bot` that owns the core and loads one cog per feature."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from .config import Settings
+from .core.service import Tweetalike
+from .ui import send_error, user_message_for
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (
+    "bot.cogs.training",
+    "bot.cogs.impersonate",
+    "bot.cogs.models",
+)
+
+
+def apply_endpoint_overrides(settings: Settings) -> None:
+    """Point discord.py at another Discord-compatible server (the tests' local one)."""
+    if settings.discord_api_base:
+        discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
+    if settings.discord_gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+def bot_intents() -> discord.Intents:
+    # Slash commands arrive as interactions and need no privileged intent; `guilds` gives us
+    # channels and roles for permission checks and scheduled posts.
+    intents = discord.Intents.none()
+    intents.guilds = True
+    return intents
+
+
+class TweetalikeBot(commands.Bot):
+    def __init__(self, settings: Settings, core: Tweetalike | None = None):
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            intents=bot_intents(),
+            help_command=None,
+            # Nothing the bot sends pings anyone unless a message says so explicitly.
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.core = core or Tweetalike(settings)
+        self.tree.on_error = self.on_app_command_error
+
+    async def setup_hook(self) -> None:
+        await self.core.start()
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        if self.settings.dev_guild_id:
+            guild = discord.Object(id=self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("Synced %d commands to the dev guild %s", len(synced), self.settings.dev_guild_id)
+        else:
+            synced = await self.tree.sync()
+            log.info("Synced %d global commands (they can take up to an hour to appear)", len(synced))
+
+    async def on_ready(self) -> None:
+        log.info("Logged in as %s (%s) in %d guilds", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            await self.core.close()
+
+    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """One place that turns every failure into a short ephemeral answer."""
+        message, unexpected = user_message_for(error)
+        if unexpected:
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error("Command /%s failed", command, exc_info=error)
+        await send_error(interaction, message)

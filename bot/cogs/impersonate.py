@@ -1,0 +1,54 @@
+"""/impersonate: write new posts in a trained persona's voice."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from ..ui import NO_PINGS, defer_public, handle_autocomplete, tweet_embed
+
+
+def impersonate_cooldown(interaction: discord.Interaction) -> Optional[app_commands.Cooldown]:
+    seconds = interaction.client.settings.impersonate_cooldown_seconds
+    return app_commands.Cooldown(1, seconds) if seconds > 0 else None
+
+
+class ImpersonateCog(commands.Cog):
+    def __init__(self, bot):
+        self.bot = bot
+        self.core = bot.core
+
+    @app_commands.command(name="impersonate", description="Write new posts in someone's voice")
+    @app_commands.describe(
+        handle="Which persona (this server's models)",
+        prompt="Start of the post (optional)",
+        count="How many posts (1-10, default 5)",
+    )
+    @app_commands.guild_only()
+    @app_commands.checks.dynamic_cooldown(impersonate_cooldown, key=lambda i: (i.guild_id, i.user.id))
+    @app_commands.autocomplete(handle=handle_autocomplete)
+    async def impersonate(
+        self,
+        interaction: discord.Interaction,
+        handle: str,
+        prompt: Optional[app_commands.Range[str, 1, 200]] = None,
+        count: Optional[app_commands.Range[int, 1, 10]] = 5,
+    ) -> None:
+        # Fast checks first, so a typo gets an ephemeral answer instead of a public "thinking...".
+        model = await self.core.get_model(interaction.guild_id, handle)
+        await defer_public(interaction)
+        model, tweets = await self.core.generate(interaction.guild_id, model.handle, prompt or "", count or 5)
+        if not tweets:
+            await interaction.edit_original_response(content="The model had nothing to say this time; try again.")
+            return
+        interaction.extras["answered"] = True
+        await interaction.edit_original_response(
+            embeds=[tweet_embed(model, text) for text in tweets], allowed_mentions=NO_PINGS
+        )
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(ImpersonateCog(bot))

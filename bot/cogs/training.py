@@ -1,0 +1,235 @@
+"""/train: upload someone's posts, watch the fine-tuning, get told when it is done."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from ..core.errors import UserError
+from ..core.ingest import ingest
+from ..core.jobs import JobOutcome
+from ..core.registry import JobRecord, normalize_handle
+from ..core.training import TrainProgress
+from ..ui import NO_PINGS, defer_public, format_duration, progress_text, stats_table
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EDIT_INTERVAL = 5.0  # seconds between edits of the progress message (Discord rate limits)
+INTERACTION_EDIT_WINDOW = 14 * 60  # interaction tokens expire after 15 minutes
+
+
+@dataclass
+class ProgressMessage:
+    """Where a job's progress is shown: the /train reply, then a channel message once the token expires."""
+
+    job: JobRecord
+    interaction: discord.Interaction | None
+    started: float = field(default_factory=time.monotonic)
+    last_edit: float = 0.0
+    message: discord.Message | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class TrainingCog(commands.Cog):
+    train = app_commands.Group(
+        name="train",
+        description="Teach the bot to write like someone",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+    def __init__(self, bot):
+        self.bot = bot
+        self.core = bot.core
+        self.progress_messages: dict[int, ProgressMessage] = {}
+
+    async def cog_load(self) -> None:
+        self.core.queue.progress_listeners.append(self.on_progress)
+        self.core.queue.finish_listeners.append(self.on_finished)
+        if self.core.queue.recovered:
+            asyncio.create_task(self.announce_recovered(list(self.core.queue.recovered)))
+
+    async def cog_unload(self) -> None:
+        self.core.queue.progress_listeners.remove(self.on_progress)
+        self.core.queue.finish_listeners.remove(self.on_finished)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    @train.command(name="new", description="Fine-tune a model on a file of someone's posts")
+    @app_commands.describe(
+        handle="Name of the persona, like a Twitter handle (letters, digits, _)",
+        file="Twitter/X archive (.zip or tweets.js), CSV, JSON/JSONL or text file, one post per line",
+        display_name="Name shown on generated posts",
+        avatar="Image URL shown on generated posts",
+        method="LoRA adapters (default, small and fast) or full fine-tuning",
+        epochs="Passes over the data (default 4)",
+    )
+    @app_commands.choices(method=[
+        app_commands.Choice(name="LoRA adapters (small, fast)", value="lora"),
+        app_commands.Choice(name="Full fine-tuning", value="full"),
+    ])
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def train_new(
+        self,
+        interaction: discord.Interaction,
+        handle: str,
+        file: discord.Attachment,
+        display_name: Optional[app_commands.Range[str, 1, 80]] = None,
+        avatar: Optional[str] = None,
+        method: Optional[app_commands.Choice[str]] = None,
+        epochs: Optional[app_commands.Range[int, 1, 20]] = None,
+    ) -> None:
+        handle = normalize_handle(handle)
+        limit = self.bot.settings.max_attachment_bytes
+        if file.size > limit:
+            raise UserError(
+                f"`{file.filename}` is {file.size / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB. "
+                "Send only the tweets file (data/tweets.js) or a CSV."
+            )
+        if avatar and not avatar.startswith(("https://", "http://")):
+            raise UserError("The avatar must be an http(s) image URL.")
+        await self.core.ensure_can_queue(interaction.guild_id, handle)
+        await defer_public(interaction)
+        data = await file.read()
+        result = await asyncio.to_thread(ingest, data, file.filename)
+        job = await self.core.submit_training(
+            guild_id=interaction.guild_id, handle=handle, tweets=result.tweets,
+            stats=result.stats.as_dict(), display_name=display_name, avatar_url=avatar,
+            method=method.value if method else None, epochs=epochs,
+            requested_by=interaction.user.id, channel_id=interaction.channel_id,
+        )
+        interaction.extras["answered"] = True
+        watcher = self.progress_messages[job.id] = ProgressMessage(job=job, interaction=interaction)
+        ahead = await self.core.registry.queue_position(job.id)
+        note = "\n".join(f"⚠️ {w}" for w in result.warnings)
+        queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
+        await interaction.edit_original_response(
+            content=note or None, embed=self.progress_embed(job, None, f"Queued: {queued}."),
+            allowed_mentions=NO_PINGS,
+        )
+        watcher.last_edit = time.monotonic()
+
+    @train.command(name="status", description="Show this server's training jobs")
+    async def train_status(self, interaction: discord.Interaction) -> None:
+        jobs = await self.core.registry.list_jobs(interaction.guild_id, limit=10)
+        if not jobs:
+            await interaction.response.send_message("No training jobs in this server yet.", ephemeral=True)
+            return
+        lines = []
+        for job in jobs:
+            line = f"**#{job.id}** `{job.handle}` — {job.state}"
+            if job.state == "running":
+                live = self.core.queue.progress_of(job.id)
+                line += "\n" + progress_text(live)
+            elif job.state == "queued":
+                line += f" ({await self.core.registry.queue_position(job.id)} ahead)"
+            elif job.error:
+                line += f": {job.error}"
+            lines.append(line)
+        embed = discord.Embed(title="Training jobs", description="\n".join(lines)[:4000])
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @train.command(name="cancel", description="Cancel a queued or running training")
+    @app_commands.describe(job="Job number, from /train status")
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def train_cancel(self, interaction: discord.Interaction, job: int) -> None:
+        state = await self.core.cancel_job(interaction.guild_id, job)
+        text = f"Job #{job} is cancelled." if state == "cancelled" else f"Job #{job} will stop after the current step."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @train_cancel.autocomplete("job")
+    async def job_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
+        jobs = await self.core.registry.list_jobs(interaction.guild_id, active_only=True)
+        return [app_commands.Choice(name=f"#{j.id} {j.handle} ({j.state})", value=j.id)
+                for j in jobs if current in str(j.id) or current.lower() in j.handle][:25]
+
+    # -- progress and completion ----------------------------------------------------------------
+
+    def progress_embed(self, job: JobRecord, progress: TrainProgress | None, status: str | None = None) -> discord.Embed:
+        embed = discord.Embed(
+            title=f"Training {job.display_name} (@{job.handle})",
+            description=status or progress_text(progress),
+            colour=discord.Colour.blurple(),
+        )
+        embed.add_field(name="Data", value=f"```\n{stats_table(job.stats)}\n```", inline=False)
+        embed.set_footer(text=f"Job #{job.id} · {job.method} · {job.epochs} epochs")
+        return embed
+
+    async def on_progress(self, job: JobRecord, progress: TrainProgress) -> None:
+        watcher = self.progress_messages.get(job.id)
+        if watcher is None or watcher.lock.locked():
+            return
+        if time.monotonic() - watcher.last_edit < PROGRESS_EDIT_INTERVAL:
+            return
+        async with watcher.lock:
+            watcher.last_edit = time.monotonic()
+            await self.show(watcher, embed=self.progress_embed(job, progress))
+
+    async def show(self, watcher: ProgressMessage, **fields) -> None:
+        """Edit the progress message, moving to a channel message when the interaction expires."""
+        try:
+            if watcher.interaction is not None and time.monotonic() - watcher.started < INTERACTION_EDIT_WINDOW:
+                await watcher.interaction.edit_original_response(**fields)
+                return
+            if watcher.message is None:
+                channel = self.bot.get_partial_messageable(watcher.job.channel_id, guild_id=watcher.job.guild_id)
+                watcher.message = await channel.send(allowed_mentions=NO_PINGS, **fields)
+            else:
+                await watcher.message.edit(**fields)
+        except discord.HTTPException as exc:
+            log.warning("Could not update progress of job %s: %s", watcher.job.id, exc)
+
+    async def on_finished(self, outcome: JobOutcome) -> None:
+        job = outcome.job
+        watcher = self.progress_messages.pop(job.id, None)
+        if outcome.state == "done":
+            m = outcome.model.metrics
+            status = (f"✅ Done in {format_duration(m.get('train_seconds'))}: validation loss "
+                      f"{_num(m.get('initial_val_loss'))} → {_num(m.get('val_loss'))}, perplexity {_num(m.get('val_perplexity'), 1)}.")
+            text = f"<@{job.requested_by}> `{job.handle}` is ready. {status[2:]} Try `/impersonate {job.handle}`."
+        elif outcome.state == "cancelled":
+            status = "🛑 Cancelled."
+            text = f"<@{job.requested_by}> training of `{job.handle}` was cancelled."
+        else:
+            status = f"❌ Failed: {outcome.error}"
+            text = f"<@{job.requested_by}> training of `{job.handle}` failed: {outcome.error}"
+        if watcher is not None:
+            async with watcher.lock:
+                await self.show(watcher, embed=self.progress_embed(job, None, status))
+        await self.tell_channel(job, text)
+
+    async def tell_channel(self, job: JobRecord, text: str) -> None:
+        """A normal channel message (interaction tokens expire), pinging only the requester."""
+        if job.channel_id is None:
+            return
+        mention = discord.AllowedMentions(users=[discord.Object(job.requested_by)] if job.requested_by else False,
+                                          everyone=False, roles=False)
+        channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        try:
+            await channel.send(text, allowed_mentions=mention)
+        except discord.HTTPException as exc:
+            log.warning("Could not tell channel %s about job %s: %s", job.channel_id, job.id, exc)
+
+    async def announce_recovered(self, jobs: list[JobRecord]) -> None:
+        await self.bot.wait_until_ready()
+        for job in jobs:
+            self.progress_messages[job.id] = ProgressMessage(job=job, interaction=None)
+            await self.tell_channel(
+                job, f"<@{job.requested_by}> training of `{job.handle}` was interrupted by a restart; "
+                     "it is queued again and starts over."
+            )
+
+
+def _num(value, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(TrainingCog(bot))
