@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
 import yarl
 from discord import app_commands
-from discord.ext import commands
+from discord.ext import commands, tasks
 
 from .config import Settings
+from .health import heartbeat_path
 from .core.service import Tweetalike
 from .ui import send_error, user_message_for
 
@@ -63,11 +65,19 @@ class TweetalikeBot(commands.Bot):
         else:
             synced = await self.tree.sync()
             log.info("Synced %d global commands (they can take up to an hour to appear)", len(synced))
+        self.heartbeat.start()
+
+    @tasks.loop(seconds=30)
+    async def heartbeat(self) -> None:
+        """Touch a file while connected, for the container health check."""
+        if self.is_ready() and not self.is_closed():
+            await asyncio.to_thread(heartbeat_path(self.settings.database_path).touch)
 
     async def on_ready(self) -> None:
         log.info("Logged in as %s (%s) in %d guilds", self.user, getattr(self.user, "id", "?"), len(self.guilds))
 
     async def close(self) -> None:
+        self.heartbeat.cancel()
         try:
             await super().close()
         finally:

@@ -1,0 +1,30 @@
+# tweetalike: a slim CPU image. Models and the database live on the /data volume.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    DATABASE_PATH=/data/bot.db \
+    MODELS_DIR=/data/models \
+    HF_HOME=/data/hf-cache
+
+WORKDIR /app
+
+# CPU-only torch first: the default PyPI wheel would pull several GB of CUDA libraries.
+COPY requirements.txt .
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+    && pip install -r requirements.txt
+
+COPY bot ./bot
+
+RUN useradd --create-home --uid 10001 tweetalike \
+    && mkdir -p /data \
+    && chown tweetalike:tweetalike /data
+USER tweetalike
+VOLUME ["/data"]
+
+# The bot touches a heartbeat file while its gateway connection is alive.
+HEALTHCHECK --interval=60s --timeout=10s --start-period=120s --retries=3 \
+    CMD ["python", "-m", "bot.health"]
+
+CMD ["python", "-m", "bot"]

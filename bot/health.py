@@ -1,0 +1,36 @@
+"""Container health check: healthy while the bot refreshes its heartbeat file.
+
+The bot writes `<database folder>/heartbeat` every 30 s while connected to Discord
+(`TweetalikeBot.heartbeat`); this exits non-zero when the file is missing or stale.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .config import load_settings
+
+STALE_AFTER = 180  # seconds
+
+
+def heartbeat_path(database_path: str) -> Path:
+    return Path(database_path).parent / "heartbeat"
+
+
+def main() -> int:
+    path = heartbeat_path(load_settings().database_path)
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        sys.stderr.write(f"unhealthy: no heartbeat at {path}\n")
+        return 1
+    if age > STALE_AFTER:
+        sys.stderr.write(f"unhealthy: last heartbeat {age:.0f}s ago\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
