@@ -111,6 +111,34 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX schedules_due ON schedules (paused, next_run_at);
     """,
+    # 2: daily schedules, crash-safe posting, persona webhooks, per-guild options, post log.
+    """
+    ALTER TABLE schedules ADD COLUMN daily_times TEXT;      -- "09:00,18:30", or NULL for every interval_s
+    ALTER TABLE schedules ADD COLUMN timezone TEXT NOT NULL DEFAULT 'UTC';
+    ALTER TABLE schedules ADD COLUMN last_run_at REAL;
+    ALTER TABLE schedules ADD COLUMN pending_nonce TEXT;    -- set before a post, cleared after it
+    ALTER TABLE schedules ADD COLUMN pending_since REAL;
+    CREATE TABLE channel_webhooks (
+        channel_id    INTEGER PRIMARY KEY,
+        guild_id      INTEGER NOT NULL,
+        webhook_id    INTEGER NOT NULL,
+        webhook_token TEXT    NOT NULL
+    );
+    CREATE TABLE guild_options (
+        guild_id      INTEGER PRIMARY KEY,
+        persona_webhooks INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE generated_posts (
+        message_id    INTEGER PRIMARY KEY,
+        guild_id      INTEGER NOT NULL,
+        channel_id    INTEGER NOT NULL,
+        handle        TEXT    NOT NULL,
+        requested_by  INTEGER,
+        schedule_id   INTEGER,
+        created_at    REAL    NOT NULL
+    );
+    CREATE INDEX generated_posts_guild ON generated_posts (guild_id, created_at);
+    """,
 ]
 
 

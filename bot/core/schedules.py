@@ -1,0 +1,270 @@
+"""Scheduled auto-posts: parsing human intervals, storing schedules, deciding what is due.
+
+Rules that keep a schedule honest across restarts:
+- The next run time is stored; after a post the next one is computed from *now*, so a bot that
+  was down for a day posts a missed window once, not once per missed interval.
+- Before posting, a nonce is stored (`pending_nonce`) and sent with the message; if the process
+  dies mid-post, the retry after a restart reuses it and Discord drops the duplicate
+  (`enforce_nonce`). Webhook posts, which take no nonce, are checked against recent history.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import UserError
+from .registry import Registry, normalize_handle
+
+MIN_INTERVAL = 5 * 60
+MAX_INTERVAL = 7 * 24 * 3600
+MAX_SCHEDULES_PER_GUILD = 25
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400, "w": 604800}
+# Longest unit names first, so "90minutes" is not read as "90m" + "inutes".
+_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(weeks?|w|days?|d|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)")
+
+
+def parse_duration(text: str) -> int:
+    """'30m', '2h', '1d', '1h30m', '90 minutes' -> seconds. Raises UserError."""
+    raw = (text or "").strip().lower()
+    if not raw:
+        raise UserError("Give a duration such as `30m`, `2h` or `1d`.")
+    if raw.startswith("-"):
+        raise UserError(f"`{text}` is negative; use a duration such as `30m`, `2h` or `1d`.")
+    compact = raw.replace(" ", "")
+    pos, total = 0, 0.0
+    for match in _PART_RE.finditer(compact):
+        if match.start() != pos:
+            break
+        unit = match.group(2)
+        unit = unit[0] if unit not in _UNITS else unit  # "hours" -> "h", "weeks" -> "w"...
+        total += float(match.group(1)) * _UNITS[unit]
+        pos = match.end()
+    if pos != len(compact) or pos == 0:
+        raise UserError(f"`{text}` is not a duration; use forms like `30m`, `2h`, `1d` or `1h30m`.")
+    return int(total)
+
+
+def parse_interval(text: str) -> int:
+    seconds = parse_duration(text)
+    if not MIN_INTERVAL <= seconds <= MAX_INTERVAL:
+        raise UserError(f"`{text}` is out of range: the interval must be between 5 minutes and 7 days.")
+    return seconds
+
+
+def parse_jitter(text: str | None, interval: int) -> int:
+    if not text:
+        return 0
+    seconds = parse_duration(text)
+    if seconds > interval // 2:
+        raise UserError("The jitter must be at most half the interval.")
+    return seconds
+
+
+def parse_daily_times(text: str) -> list[str]:
+    """'9:00, 18:30' -> ['09:00', '18:30']."""
+    times = []
+    for part in re.split(r"[,\s]+", (text or "").strip()):
+        if not part:
+            continue
+        match = re.fullmatch(r"(\d{1,2}):(\d{2})", part)
+        if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+            raise UserError(f"`{part}` is not a time of day; use 24-hour `HH:MM`, e.g. `09:00, 18:30`.")
+        times.append(f"{int(match.group(1)):02d}:{match.group(2)}")
+    if not times:
+        raise UserError("Give at least one time of day, e.g. `09:00`.")
+    if len(times) > 24:
+        raise UserError("At most 24 times a day.")
+    return sorted(set(times))
+
+
+def parse_timezone(name: str | None) -> str:
+    name = (name or "UTC").strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UserError(f"`{name}` is not a time zone; use a name like `Europe/Paris` or `UTC`.") from None
+    return name
+
+
+def format_interval(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass
+class Schedule:
+    id: int
+    guild_id: int
+    handle: str
+    channel_id: int
+    interval_s: int
+    jitter_s: int
+    prompt: str
+    next_run_at: float
+    paused: bool
+    pause_reason: str | None
+    created_by: int | None
+    created_at: float
+    daily_times: list[str] | None
+    timezone: str
+    last_run_at: float | None
+    pending_nonce: str | None
+    pending_since: float | None
+
+    def describe(self) -> str:
+        if self.daily_times:
+            return f"daily at {', '.join(self.daily_times)} ({self.timezone})"
+        jitter = f" ± {format_interval(self.jitter_s)}" if self.jitter_s else ""
+        return f"every {format_interval(self.interval_s)}{jitter}"
+
+
+_COLUMNS = (
+    "id, guild_id, handle, channel_id, interval_s, jitter_s, prompt, next_run_at, paused, pause_reason, "
+    "created_by, created_at, daily_times, timezone, last_run_at, pending_nonce, pending_since"
+)
+
+
+def _schedule(row) -> Schedule:
+    r = list(row)
+    return Schedule(
+        id=r[0], guild_id=r[1], handle=r[2], channel_id=r[3], interval_s=r[4], jitter_s=r[5], prompt=r[6],
+        next_run_at=r[7], paused=bool(r[8]), pause_reason=r[9], created_by=r[10], created_at=r[11],
+        daily_times=r[12].split(",") if r[12] else None, timezone=r[13], last_run_at=r[14],
+        pending_nonce=r[15], pending_since=r[16],
+    )
+
+
+def next_run(schedule: Schedule, after: float, rng: Callable[[], float] = random.random) -> float:
+    """The first run time strictly after `after` (jitter spreads interval posts over ± jitter)."""
+    if schedule.daily_times:
+        zone = ZoneInfo(schedule.timezone)
+        local = datetime.fromtimestamp(after, zone)
+        for day in range(0, 3):
+            date = (local + timedelta(days=day)).date()
+            for hhmm in schedule.daily_times:
+                hour, minute = map(int, hhmm.split(":"))
+                candidate = datetime(date.year, date.month, date.day, hour, minute, tzinfo=zone).timestamp()
+                if candidate > after:
+                    return candidate
+        raise AssertionError("no daily time within three days")  # unreachable with >= 1 time
+    jitter = (rng() * 2 - 1) * schedule.jitter_s
+    return after + schedule.interval_s + jitter
+
+
+class Scheduler:
+    """Schedules in the registry, with a clock that tests can control."""
+
+    def __init__(self, registry: Registry, clock: Callable[[], float] = time.time,
+                 rng: Callable[[], float] = random.random):
+        self.registry = registry
+        self.clock = clock
+        self.rng = rng
+
+    @property
+    def db(self):
+        return self.registry.db
+
+    async def add(self, *, guild_id: int, handle: str, channel_id: int, every: str | None = None,
+                  jitter: str | None = None, prompt: str = "", daily_at: str | None = None,
+                  timezone: str | None = None, created_by: int | None = None) -> Schedule:
+        handle = normalize_handle(handle)
+        if (every is None) == (daily_at is None):
+            raise UserError("Give either an interval (`every`, e.g. `2h`) or times of day (`daily_at`), not both.")
+        prompt = " ".join((prompt or "").split())
+        if len(prompt) > 200:
+            raise UserError("The prompt is too long (at most 200 characters).")
+        async with self.db.execute("SELECT count(*) FROM schedules WHERE guild_id = ?", (guild_id,)) as cur:
+            (count,) = await cur.fetchone()
+        if count >= MAX_SCHEDULES_PER_GUILD:
+            raise UserError(f"This server already has {count} schedules (the limit is {MAX_SCHEDULES_PER_GUILD}).")
+        interval = parse_interval(every) if every is not None else 86400
+        jitter_s = parse_jitter(jitter, interval) if every is not None else 0
+        times = parse_daily_times(daily_at) if daily_at is not None else None
+        tz = parse_timezone(timezone) if times else "UTC"
+        now = self.clock()
+        draft = Schedule(0, guild_id, handle, channel_id, interval, jitter_s, prompt, 0.0, False, None,
+                         created_by, now, times, tz, None, None, None)
+        first = next_run(draft, now, self.rng)
+        async with self.db.execute(
+            f"""INSERT INTO schedules (guild_id, handle, channel_id, interval_s, jitter_s, prompt, next_run_at,
+                                       created_by, created_at, daily_times, timezone)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}""",
+            (guild_id, handle, channel_id, interval, jitter_s, prompt, first, created_by, now,
+             ",".join(times) if times else None, tz),
+        ) as cur:
+            return _schedule(await cur.fetchone())
+
+    async def get(self, guild_id: int, schedule_id: int) -> Schedule:
+        async with self.db.execute(
+            f"SELECT {_COLUMNS} FROM schedules WHERE id = ? AND guild_id = ?", (schedule_id, guild_id)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise UserError(f"There is no schedule #{schedule_id} in this server. See `/autopost list`.")
+        return _schedule(row)
+
+    async def list(self, guild_id: int) -> list[Schedule]:
+        async with self.db.execute(f"SELECT {_COLUMNS} FROM schedules WHERE guild_id = ? ORDER BY id", (guild_id,)) as cur:
+            return [_schedule(r) for r in await cur.fetchall()]
+
+    async def pause(self, guild_id: int, schedule_id: int, reason: str | None = None) -> Schedule:
+        await self.get(guild_id, schedule_id)
+        await self.db.execute("UPDATE schedules SET paused = 1, pause_reason = ? WHERE id = ? AND guild_id = ?",
+                              (reason, schedule_id, guild_id))
+        return await self.get(guild_id, schedule_id)
+
+    async def resume(self, guild_id: int, schedule_id: int) -> Schedule:
+        schedule = await self.get(guild_id, schedule_id)
+        await self.db.execute(
+            "UPDATE schedules SET paused = 0, pause_reason = NULL, next_run_at = ? WHERE id = ? AND guild_id = ?",
+            (next_run(schedule, self.clock(), self.rng), schedule_id, guild_id),
+        )
+        return await self.get(guild_id, schedule_id)
+
+    async def remove(self, guild_id: int, schedule_id: int) -> Schedule:
+        schedule = await self.get(guild_id, schedule_id)
+        await self.db.execute("DELETE FROM schedules WHERE id = ? AND guild_id = ?", (schedule_id, guild_id))
+        return schedule
+
+    async def remove_for_handle(self, guild_id: int, handle: str) -> int:
+        async with self.db.execute(
+            "DELETE FROM schedules WHERE guild_id = ? AND handle = ? RETURNING id", (guild_id, handle)
+        ) as cur:
+            return len(await cur.fetchall())
+
+    async def due(self) -> list[Schedule]:
+        async with self.db.execute(
+            f"SELECT {_COLUMNS} FROM schedules WHERE paused = 0 AND next_run_at <= ? ORDER BY next_run_at",
+            (self.clock(),),
+        ) as cur:
+            return [_schedule(r) for r in await cur.fetchall()]
+
+    async def begin_post(self, schedule: Schedule) -> str:
+        """Record the nonce of the post about to be sent (kept if a previous attempt died)."""
+        if schedule.pending_nonce:
+            return schedule.pending_nonce
+        nonce = f"s{schedule.id}r{int(schedule.next_run_at)}"[:25]
+        await self.db.execute(
+            "UPDATE schedules SET pending_nonce = ?, pending_since = ? WHERE id = ?", (nonce, self.clock(), schedule.id)
+        )
+        schedule.pending_nonce, schedule.pending_since = nonce, self.clock()
+        return nonce
+
+    async def finish_post(self, schedule: Schedule) -> float:
+        """The post went out (or was found already sent): clear the nonce, set the next run from now."""
+        now = self.clock()
+        following = next_run(schedule, now, self.rng)
+        await self.db.execute(
+            "UPDATE schedules SET pending_nonce = NULL, pending_since = NULL, last_run_at = ?, next_run_at = ? "
+            "WHERE id = ?",
+            (now, following, schedule.id),
+        )
+        return following
