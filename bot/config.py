@@ -99,6 +99,7 @@ SETTINGS: list[Setting] = [
     Setting("MODEL_CACHE_SIZE", "model_cache_size", "16", _int(1, 1000), "Personas kept loaded (LRU). LoRA personas share one base model, so each costs a few MB."),
     Setting("MAX_ATTACHMENT_MB", "max_attachment_mb", "25", _int(1, 500), "Largest upload /train accepts, in MiB."),
     Setting("IMPERSONATE_COOLDOWN_SECONDS", "impersonate_cooldown_seconds", "10", _float(0, 3600), "Per-user cooldown between /impersonate calls."),
+    Setting("HF_LOCAL_MIRROR", "hf_local_mirror", "", _str, "Folder of local model copies named owner/name, tried before the hub by /models import (offline hosts)."),
     Setting("DISCORD_API_BASE", "discord_api_base", "", _str, "Override Discord's REST base URL (tests use a local server)."),
     Setting("DISCORD_GATEWAY_URL", "discord_gateway_url", "", _str, "Override Discord's gateway URL (tests use a local server)."),
     Setting("LOG_LEVEL", "log_level", "INFO", _choice("debug", "info", "warning", "error"), "Logging level."),
@@ -129,6 +130,7 @@ class Settings:
     model_cache_size: int
     max_attachment_mb: int
     impersonate_cooldown_seconds: float
+    hf_local_mirror: str
     discord_api_base: str
     discord_gateway_url: str
     log_level: str

@@ -155,3 +155,66 @@ async def test_queue_cap_per_guild(settings):
         await core.submit_training(guild_id=2, handle="d", tweets=tiny_tweets(), stats=STATS)
     finally:
         await core.close()
+
+
+HUGGINGTWEETS_CARD = """---
+language: en
+thumbnail: http://www.huggingtweets.com/js_thrill/1600000000/predictions.png
+tags:
+- huggingtweets
+widget:
+- text: "My dream is"
+---
+
+<div class="inline-flex flex-col" style="line-height: 1.5;">
+<div style="text-align: center; margin-top: 3px; font-size: 16px; font-weight: 800">🤖 AI BOT 🤖</div>
+<div style="text-align: center; font-size: 16px; font-weight: 800">JS Thrill</div>
+<div style="text-align: center; font-size: 14px;">@js_thrill</div>
+</div>
+
+| Data | JS Thrill |
+| --- | --- |
+| Tweets downloaded | 3,250 |
+| Retweets | 40 |
+| Short tweets | 449 |
+| Tweets kept | 2761 |
+"""
+
+
+async def test_import_from_local_mirror_then_generate_and_delete(settings, tmp_path, tiny_base_model):
+    import shutil
+
+    mirror = tmp_path / "mirror"
+    shutil.copytree(tiny_base_model, mirror / "huggingtweets" / "js_thrill")
+    (mirror / "huggingtweets" / "js_thrill" / "README.md").write_text(HUGGINGTWEETS_CARD)
+    core = await started(settings.replace(hf_local_mirror=str(mirror)), run_queue=False)
+    try:
+        model = await core.import_model(1, "huggingtweets/js_thrill", created_by=9)
+        assert (model.handle, model.display_name, model.method) == ("js_thrill", "JS Thrill", "imported")
+        assert model.stats == {"downloaded": 3250, "retweets": 40, "short": 449, "kept": 2761}
+        _, tweets = await core.generate(1, "js_thrill", "My dream is", 2)
+        assert len(tweets) == 2 and all(t.startswith("My dream is") for t in tweets)
+        with pytest.raises(UserError, match="already exists"):
+            await core.import_model(1, "huggingtweets/js_thrill")
+        with pytest.raises(UserError, match="no model"):
+            await core.generate(2, "js_thrill")
+        # Without a mirror copy or network, the hub answers with a clear error and nothing is kept.
+        with pytest.raises(UserError, match="Hugging Face hub"):
+            await core.import_model(1, "huggingtweets/nobody_here")
+        assert [m.handle for m in await core.list_models(1)] == ["js_thrill"]
+        assert list((core.store.root / ".staging").iterdir()) == []
+        await core.delete_model(1, "js_thrill")
+        assert not (core.store.root / "1" / "js_thrill").exists()
+    finally:
+        await core.close()
+
+
+@pytest.mark.parametrize("repo", ["", "no-slash", "../../etc/passwd", "a/b/c", "huggingtweets/..", "x/y z"])
+async def test_import_refuses_bad_ids(settings, repo):
+    core = await started(settings, run_queue=False)
+    try:
+        with pytest.raises(UserError):
+            await core.import_model(1, repo)
+        assert await core.list_models(1) == []
+    finally:
+        await core.close()

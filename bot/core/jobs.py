@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from .modelcard import render_card
+from .plots import loss_curve_png
 from .registry import JobRecord, ModelRecord, Registry
 from .store import ModelStore, StoreError
 from .training import TrainConfig, TrainingCancelled, TrainingError, TrainProgress, TrainResult, train
 
 log = logging.getLogger(__name__)
 
+LOSS_CURVE_FILE = "loss_curve.png"
 PROGRESS_SAVE_INTERVAL = 5.0  # seconds between progress writes to the database
 
 
@@ -175,6 +177,7 @@ class TrainingQueue:
                     ),
                     encoding="utf-8",
                 )
+                (staging / LOSS_CURVE_FILE).write_bytes(loss_curve_png(result.history, f"@{job.handle}"))
             except OSError as exc:
                 raise StoreError(f"Cannot write the model card ({exc.strerror}).") from exc
             final = self.store.publish(staging, job.guild_id, job.handle)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .modelcard import parse_card
 from .generation import GenerationError, Generator, Sampling
 from .jobs import TrainingQueue
 from .registry import JobRecord, ModelRecord, Registry, RegistryError, clean_display_name, normalize_handle
@@ -24,6 +27,9 @@ log = logging.getLogger(__name__)
 MAX_TWEETS_PER_REQUEST = 10
 MAX_PROMPT_CHARS = 200
 MAX_QUEUED_JOBS_PER_GUILD = 3
+HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# What a causal-LM folder needs; anything else on the hub repo (TF/Flax weights...) is skipped.
+IMPORT_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "README.md"]
 
 
 class Tweetalike:
@@ -146,9 +152,6 @@ class Tweetalike:
         raise RegistryError(f"There is no model called `{handle}` in this server. See `/models list`.")
 
     def model_location(self, model: ModelRecord) -> str:
-        """A folder for trained models; imported models may name a hub id instead."""
-        if model.method == "imported" and not Path(model.path).is_absolute() and not (self.store.root / model.path).exists():
-            return model.path
         return str(self.store.resolve(model.path))
 
     async def generate(self, guild_id: int, handle: str, prompt: str = "", n: int = 5) -> tuple[ModelRecord, list[str]]:
@@ -175,9 +178,82 @@ class Tweetalike:
         model = await self.registry.delete_model(guild_id, handle)
         if model is None:
             raise RegistryError(f"There is no model called `{handle}` in this server.")
-        if model.method != "imported" or (self.store.root / model.path).exists():
-            location = self.store.resolve(model.path)
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self.generate_executor, self.generator.forget, str(location))
-            await asyncio.to_thread(self.store.remove, guild_id, handle)  # not behind a training
+        location = self.model_location(model)
+        await asyncio.get_running_loop().run_in_executor(self.generate_executor, self.generator.forget, location)
+        await asyncio.to_thread(self.store.remove, guild_id, handle)  # not behind a training
         return model
+
+    # -- hub import and export ------------------------------------------------------------------
+
+    async def import_model(self, guild_id: int, repo: str, handle: str | None = None,
+                           created_by: int | None = None) -> ModelRecord:
+        """Register an existing fine-tuned model (e.g. huggingtweets/js_thrill) without training.
+
+        The files are copied into the store, so the persona keeps working offline and is
+        deleted with it; the hub is only asked when HF_LOCAL_MIRROR has no copy.
+        """
+        repo = (repo or "").strip()
+        if not HUB_ID_RE.match(repo) or ".." in repo:
+            raise UserError("Give a Hugging Face model id like `huggingtweets/js_thrill`.")
+        handle = normalize_handle(handle or repo.split("/", 1)[1].replace("-", "_"))
+        if await self.registry.get_model(guild_id, handle):
+            raise UserError(f"`{handle}` already exists here; delete it first or pick another handle.")
+        await self.ensure_can_queue(guild_id, handle)
+        staging = await asyncio.to_thread(self.store.new_staging_dir, guild_id, handle)
+        try:
+            await asyncio.to_thread(self._fetch_into, repo, staging)
+            info = await asyncio.get_running_loop().run_in_executor(
+                self.generate_executor, self._check_loadable, staging
+            )
+            final = await asyncio.to_thread(self.store.publish, staging, guild_id, handle)
+        finally:
+            await asyncio.to_thread(self.store.discard, staging)
+        card = parse_card((final / "README.md").read_text(encoding="utf-8", errors="replace")) \
+            if (final / "README.md").is_file() else parse_card("")
+        model = ModelRecord(
+            guild_id=guild_id, handle=handle,
+            display_name=clean_display_name(card.display_name, handle),
+            base_model=info.get("base_model") or card.base_model or repo, method="imported",
+            path=self.store.relative(final), stats=card.stats,
+            metrics={"source": repo, "adapter": info.get("adapter", False)}, created_by=created_by,
+        )
+        return await self.registry.save_model(model)
+
+    def _fetch_into(self, repo: str, target: Path) -> None:
+        mirror = Path(self.settings.hf_local_mirror) / repo if self.settings.hf_local_mirror else None
+        if mirror is not None and mirror.is_dir():
+            shutil.copytree(mirror, target, dirs_exist_ok=True)
+            return
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+        try:
+            snapshot_download(repo_id=repo, local_dir=target, allow_patterns=IMPORT_PATTERNS)
+        except RepositoryNotFoundError:
+            raise UserError(f"There is no model `{repo}` on the Hugging Face hub (or it is private).") from None
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+            raise UserError(f"Could not download `{repo}` from the Hugging Face hub ({exc.__class__.__name__}).") from None
+
+    def _check_loadable(self, folder: Path) -> dict[str, Any]:
+        """Refuse a folder that is not a text-generation model, before it is registered."""
+        import json
+
+        if (folder / "adapter_config.json").is_file():
+            config = json.loads((folder / "adapter_config.json").read_text())
+            return {"adapter": True, "base_model": config.get("base_model_name_or_path")}
+        if not (folder / "config.json").is_file():
+            raise UserError("That repository has no model in it (no config.json).")
+        from transformers import AutoConfig, AutoTokenizer
+
+        try:
+            config = AutoConfig.from_pretrained(folder)
+            AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"That repository is not a usable model ({exc.__class__.__name__}).") from None
+        if not any(a.endswith("LMHeadModel") or a.endswith("ForCausalLM") for a in config.architectures or []):
+            raise UserError("That model is not a text-generation model (GPT-2 style).")
+        return {"adapter": False, "base_model": getattr(config, "_name_or_path", None)}
+
+    async def model_folder(self, guild_id: int, handle: str) -> tuple[ModelRecord, Path]:
+        model = await self.get_model(guild_id, handle)
+        return model, self.store.resolve(model.path)
