@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Callable
 
 import discord
 import yarl
@@ -21,6 +23,7 @@ EXTENSIONS = (
     "bot.cogs.training",
     "bot.cogs.impersonate",
     "bot.cogs.models",
+    "bot.cogs.autopost",
 )
 
 
@@ -41,7 +44,7 @@ def bot_intents() -> discord.Intents:
 
 
 class TweetalikeBot(commands.Bot):
-    def __init__(self, settings: Settings, core: Tweetalike | None = None):
+    def __init__(self, settings: Settings, core: Tweetalike | None = None, clock: Callable[[], float] = time.time):
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=bot_intents(),
@@ -50,6 +53,7 @@ class TweetalikeBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
+        self.clock = clock  # schedules read time through this, so tests can move it
         self.core = core or Tweetalike(settings)
         self.tree.on_error = self.on_app_command_error
 

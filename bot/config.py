@@ -100,6 +100,7 @@ SETTINGS: list[Setting] = [
     Setting("MAX_ATTACHMENT_MB", "max_attachment_mb", "25", _int(1, 500), "Largest upload /train accepts, in MiB."),
     Setting("IMPERSONATE_COOLDOWN_SECONDS", "impersonate_cooldown_seconds", "10", _float(0, 3600), "Per-user cooldown between /impersonate calls."),
     Setting("HF_LOCAL_MIRROR", "hf_local_mirror", "", _str, "Folder of local model copies named owner/name, tried before the hub by /models import (offline hosts)."),
+    Setting("SCHEDULE_TICK_SECONDS", "schedule_tick_seconds", "30", _float(0.05, 3600), "How often due auto-posts are checked."),
     Setting("DISCORD_API_BASE", "discord_api_base", "", _str, "Override Discord's REST base URL (tests use a local server)."),
     Setting("DISCORD_GATEWAY_URL", "discord_gateway_url", "", _str, "Override Discord's gateway URL (tests use a local server)."),
     Setting("LOG_LEVEL", "log_level", "INFO", _choice("debug", "info", "warning", "error"), "Logging level."),
@@ -131,6 +132,7 @@ class Settings:
     max_attachment_mb: int
     impersonate_cooldown_seconds: float
     hf_local_mirror: str
+    schedule_tick_seconds: float
     discord_api_base: str
     discord_gateway_url: str
     log_level: str
@@ -172,3 +174,22 @@ def load_settings(env: dict[str, str] | None = None, *, dotenv: bool = True) -> 
     if settings.generation_min_new_tokens > settings.generation_max_new_tokens:
         raise SettingsError("GENERATION_MIN_NEW_TOKENS must not exceed GENERATION_MAX_NEW_TOKENS.")
     return settings
+
+
+def render_env_example() -> str:
+    """The text of `.env.example` (a test keeps the file in step with SETTINGS)."""
+    lines = ["# tweetalike settings. Copy to .env and fill in DISCORD_TOKEN; everything else has a default.", ""]
+    for setting in SETTINGS:
+        lines += [f"# {setting.help}", f"{setting.env}={setting.default}", ""]
+    return "\n".join(lines)
+
+
+def render_settings_table() -> str:
+    """The README's settings table."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{s.env}` | {f'`{s.default}`' if s.default else ''} | {s.help} |" for s in SETTINGS]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(render_env_example())

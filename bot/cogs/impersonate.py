@@ -8,6 +8,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..core.errors import UserError
+from ..core.registry import GuildData
+from ..personas import PersonaPoster
 from ..ui import NO_PINGS, defer_public, handle_autocomplete, tweet_embed
 
 
@@ -20,6 +23,7 @@ class ImpersonateCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.core = bot.core
+        self.poster = PersonaPoster(bot)
 
     @app_commands.command(name="impersonate", description="Write new posts in someone's voice")
     @app_commands.describe(
@@ -39,16 +43,32 @@ class ImpersonateCog(commands.Cog):
     ) -> None:
         # Fast checks first, so a typo gets an ephemeral answer instead of a public "thinking...".
         model = await self.core.get_model(interaction.guild_id, handle)
+        data = GuildData(self.core.registry)
+        channel = interaction.channel
+        if await data.persona_webhooks(interaction.guild_id) and isinstance(channel, discord.TextChannel):
+            await self.post_as_persona(interaction, channel, model, prompt or "", count or 5)
+            return
         await defer_public(interaction)
         model, tweets = await self.core.generate(interaction.guild_id, model.handle, prompt or "", count or 5)
         if not tweets:
-            await interaction.edit_original_response(content="The model had nothing to say this time; try again.")
-            return
+            raise UserError("The model had nothing to say this time; try again.")
         interaction.extras["answered"] = True
-        await interaction.edit_original_response(
+        message = await interaction.edit_original_response(
             embeds=[tweet_embed(model, text) for text in tweets], allowed_mentions=NO_PINGS
         )
+        await data.record_post(message_id=message.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id,
+                               handle=model.handle, requested_by=interaction.user.id)
 
+    async def post_as_persona(self, interaction, channel, model, prompt: str, count: int) -> None:
+        """Webhook posts with the persona's name and avatar; the reply itself stays private."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        _, tweets = await self.core.generate(interaction.guild_id, model.handle, prompt, count)
+        data = GuildData(self.core.registry)
+        for text in tweets:
+            message = await self.poster.post(channel, model, text, as_webhook=True)
+            await data.record_post(message_id=message.id, guild_id=interaction.guild_id, channel_id=channel.id,
+                                   handle=model.handle, requested_by=interaction.user.id)
+        await interaction.followup.send(f"Posted {len(tweets)} as **{model.display_name}**.", ephemeral=True)
 
 async def setup(bot) -> None:
     await bot.add_cog(ImpersonateCog(bot))

@@ -6,7 +6,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..ui import ConfirmView, NO_PINGS, handle_autocomplete, stats_table
+import asyncio
+import io
+import zipfile
+from pathlib import Path
+
+from ..core.registry import GuildData
+from ..ui import ConfirmView, NO_PINGS, defer_public, handle_autocomplete, stats_table
+
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -77,6 +85,58 @@ class ModelsCog(commands.Cog):
             return
         await self.core.delete_model(interaction.guild_id, model.handle)
         await interaction.edit_original_response(content=f"Deleted `@{model.handle}`.", view=None)
+
+    @models.command(name="import", description="Use an existing Hugging Face model, e.g. huggingtweets/js_thrill")
+    @app_commands.describe(repo="Hub model id, e.g. huggingtweets/js_thrill", handle="Name to use here (default: from the id)")
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def models_import(self, interaction: discord.Interaction, repo: str, handle: str | None = None) -> None:
+        await defer_public(interaction)
+        model = await self.core.import_model(interaction.guild_id, repo, handle, created_by=interaction.user.id)
+        interaction.extras["answered"] = True
+        kept = model.stats.get("kept")
+        data = f" ({kept} tweets)" if kept else ""
+        await interaction.edit_original_response(
+            content=f"Imported **{model.display_name}** (`@{model.handle}`) from `{repo}`{data}. "
+                    f"Try `/impersonate {model.handle}`.",
+            allowed_mentions=NO_PINGS,
+        )
+
+    @models.command(name="export", description="Get a persona's model card and files, ready for the Hugging Face hub")
+    @app_commands.autocomplete(handle=handle_autocomplete)
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def models_export(self, interaction: discord.Interaction, handle: str) -> None:
+        model, folder = await self.core.model_folder(interaction.guild_id, handle)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        limit = interaction.guild.filesize_limit if interaction.guild else DEFAULT_UPLOAD_LIMIT
+        archive = await asyncio.to_thread(zip_folder, folder)
+        files = []
+        if (folder / "README.md").is_file():
+            files.append(discord.File(folder / "README.md", filename="README.md"))
+        if len(archive) <= limit - 64 * 1024:
+            files.append(discord.File(io.BytesIO(archive), filename=f"{model.handle}.zip"))
+            note = "The zip is a Hugging Face model folder: unzip it and `huggingface-cli upload` it as it is."
+        else:
+            note = (f"The model is {len(archive) / 2**20:.0f} MB, over this server's upload limit "
+                    f"({limit / 2**20:.0f} MB); here is its card. LoRA personas are small enough to send.")
+        await interaction.followup.send(note, files=files, ephemeral=True)
+
+    @models.command(name="personas", description="Post /impersonate answers as the persona (webhook name and avatar)")
+    @app_commands.describe(enabled="On: posts look like the person, labelled (bot). Off: the bot's own embeds.")
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def models_personas(self, interaction: discord.Interaction, enabled: bool) -> None:
+        await GuildData(self.core.registry).set_persona_webhooks(interaction.guild_id, enabled)
+        text = ("Persona posts are **on**: answers go through a webhook with the persona's name and avatar "
+                "(needs Manage Webhooks; otherwise I fall back to embeds)." if enabled else "Persona posts are **off**.")
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+def zip_folder(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
 
 
 async def setup(bot) -> None:

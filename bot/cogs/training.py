@@ -13,8 +13,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..core.errors import UserError
-from ..core.ingest import ingest
-from ..core.jobs import JobOutcome
+from ..core.ingest import IngestError, ingest, merge_for_cyborg
+from ..core.jobs import LOSS_CURVE_FILE, JobOutcome
 from ..core.registry import JobRecord, normalize_handle
 from ..core.training import TrainProgress
 from ..ui import NO_PINGS, defer_public, format_duration, progress_text, stats_table
@@ -62,7 +62,7 @@ class TrainingCog(commands.Cog):
 
     # -- commands -----------------------------------------------------------------------------
 
-    @train.command(name="new", description="Fine-tune a model on a file of someone's posts")
+    @train.command(name="new", description="Fine-tune a model on a file of someone's posts (up to three people)")
     @app_commands.describe(
         handle="Name of the persona, like a Twitter handle (letters, digits, _)",
         file="Twitter/X archive (.zip or tweets.js), CSV, JSON/JSONL or text file, one post per line",
@@ -70,6 +70,10 @@ class TrainingCog(commands.Cog):
         avatar="Image URL shown on generated posts",
         method="LoRA adapters (default, small and fast) or full fine-tuning",
         epochs="Passes over the data (default 4)",
+        handle2="A second person, to mix both voices",
+        file2="The second person's posts",
+        handle3="A third person",
+        file3="The third person's posts",
     )
     @app_commands.choices(method=[
         app_commands.Choice(name="LoRA adapters (small, fast)", value="lora"),
@@ -85,36 +89,63 @@ class TrainingCog(commands.Cog):
         avatar: Optional[str] = None,
         method: Optional[app_commands.Choice[str]] = None,
         epochs: Optional[app_commands.Range[int, 1, 20]] = None,
+        handle2: Optional[str] = None,
+        file2: Optional[discord.Attachment] = None,
+        handle3: Optional[str] = None,
+        file3: Optional[discord.Attachment] = None,
     ) -> None:
-        handle = normalize_handle(handle)
-        limit = self.bot.settings.max_attachment_bytes
-        if file.size > limit:
-            raise UserError(
-                f"`{file.filename}` is {file.size / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB. "
-                "Send only the tweets file (data/tweets.js) or a CSV."
-            )
+        people = self.people_from(handle, file, handle2, file2, handle3, file3)
+        combined = "-".join(h for h, _ in people)
         if avatar and not avatar.startswith(("https://", "http://")):
             raise UserError("The avatar must be an http(s) image URL.")
-        await self.core.ensure_can_queue(interaction.guild_id, handle)
+        await self.core.ensure_can_queue(interaction.guild_id, normalize_handle(combined))
         await defer_public(interaction)
-        data = await file.read()
-        result = await asyncio.to_thread(ingest, data, file.filename)
+        results = []
+        for person, attachment in people:
+            data = await attachment.read()
+            try:
+                results.append(await asyncio.to_thread(ingest, data, attachment.filename))
+            except IngestError as exc:
+                raise UserError(f"`{attachment.filename}` ({person}): {exc}" if len(people) > 1 else str(exc)) from None
+        tweets, stats = combine(people, results)
         job = await self.core.submit_training(
-            guild_id=interaction.guild_id, handle=handle, tweets=result.tweets,
-            stats=result.stats.as_dict(), display_name=display_name, avatar_url=avatar,
-            method=method.value if method else None, epochs=epochs,
+            guild_id=interaction.guild_id, handle=combined, tweets=tweets, stats=stats,
+            display_name=display_name or (" & ".join(h for h, _ in people) if len(people) > 1 else None),
+            avatar_url=avatar, method=method.value if method else None, epochs=epochs,
             requested_by=interaction.user.id, channel_id=interaction.channel_id,
         )
         interaction.extras["answered"] = True
         watcher = self.progress_messages[job.id] = ProgressMessage(job=job, interaction=interaction)
         ahead = await self.core.registry.queue_position(job.id)
-        note = "\n".join(f"⚠️ {w}" for w in result.warnings)
+        note = "\n".join(f"⚠️ {w}" for result in results for w in result.warnings)
         queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
         await interaction.edit_original_response(
             content=note or None, embed=self.progress_embed(job, None, f"Queued: {queued}."),
             allowed_mentions=NO_PINGS,
         )
         watcher.last_edit = time.monotonic()
+
+    def people_from(self, *pairs) -> list[tuple[str, discord.Attachment]]:
+        """(handle, file) pairs from the options, validated before anything is downloaded."""
+        people = []
+        limit = self.bot.settings.max_attachment_bytes
+        for handle, attachment in zip(pairs[::2], pairs[1::2]):
+            if handle is None and attachment is None:
+                continue
+            if handle is None or attachment is None:
+                raise UserError("Each extra person needs both a handle and a file (handle2 with file2, handle3 with file3).")
+            handle = normalize_handle(handle)
+            if "-" in handle:
+                raise UserError("Give each person's handle separately (handle2, handle3), without `-`.")
+            if attachment.size > limit:
+                raise UserError(
+                    f"`{attachment.filename}` is {attachment.size / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB. "
+                    "Send only the tweets file (data/tweets.js) or a CSV."
+                )
+            people.append((handle, attachment))
+        if len({h for h, _ in people}) != len(people):
+            raise UserError("The same handle appears twice.")
+        return people
 
     @train.command(name="status", description="Show this server's training jobs")
     async def train_status(self, interaction: discord.Interaction) -> None:
@@ -203,9 +234,14 @@ class TrainingCog(commands.Cog):
         if watcher is not None:
             async with watcher.lock:
                 await self.show(watcher, embed=self.progress_embed(job, None, status))
-        await self.tell_channel(job, text)
+        curve = None
+        if outcome.model is not None:
+            path = self.core.store.resolve(outcome.model.path) / LOSS_CURVE_FILE
+            if path.is_file():
+                curve = discord.File(path, filename=f"{job.handle}-loss.png")
+        await self.tell_channel(job, text, file=curve)
 
-    async def tell_channel(self, job: JobRecord, text: str) -> None:
+    async def tell_channel(self, job: JobRecord, text: str, file: discord.File | None = None) -> None:
         """A normal channel message (interaction tokens expire), pinging only the requester."""
         if job.channel_id is None:
             return
@@ -213,7 +249,7 @@ class TrainingCog(commands.Cog):
                                           everyone=False, roles=False)
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
-            await channel.send(text, allowed_mentions=mention)
+            await channel.send(text, allowed_mentions=mention, **({"file": file} if file else {}))
         except discord.HTTPException as exc:
             log.warning("Could not tell channel %s about job %s: %s", job.channel_id, job.id, exc)
 
@@ -225,6 +261,16 @@ class TrainingCog(commands.Cog):
                 job, f"<@{job.requested_by}> training of `{job.handle}` was interrupted by a restart; "
                      "it is queued again and starts over."
             )
+
+
+def combine(people, results) -> tuple[list[str], dict]:
+    """One person's tweets and stats as they are; several people balanced like huggingtweets."""
+    if len(results) == 1:
+        return results[0].tweets, results[0].stats.as_dict()
+    tweets = merge_for_cyborg([r.tweets for r in results])
+    per_person = [dict(r.stats.as_dict(), name=h, handle=h) for (h, _), r in zip(people, results)]
+    totals = {key: sum(p[key] for p in per_person) for key in results[0].stats.as_dict()}
+    return tweets, dict(totals, people=per_person)
 
 
 def _num(value, digits: int = 3) -> str:

@@ -29,8 +29,12 @@ class CardInfo:
 
 
 def data_table(name: str, stats: dict[str, Any]) -> str:
-    lines = [f"| Data | {name} |", "| --- | --- |"]
-    lines += [f"| {label} | {stats[key]} |" for key, label in STAT_ROWS if key in stats]
+    """One column per person: a multi-person model keeps each one's figures in stats["people"]."""
+    people = stats.get("people") or [dict(stats, name=name)]
+    lines = ["| Data | " + " | ".join(p.get("name", "?") for p in people) + " |",
+             "| --- |" + " --- |" * len(people)]
+    lines += [f"| {label} | " + " | ".join(str(p.get(key, "")) for p in people) + " |"
+              for key, label in STAT_ROWS if any(key in p for p in people)]
     return "\n".join(lines)
 
 

@@ -451,3 +451,56 @@ def _split_sql(script: str) -> list[str]:
         if text:
             statements.append(text)
     return statements
+
+
+class GuildData:
+    """Small per-guild records used by the Discord adapter: webhooks, options, the post log."""
+
+    def __init__(self, registry: Registry):
+        self.db = registry.db
+
+    async def webhook(self, channel_id: int) -> tuple[int, str] | None:
+        async with self.db.execute(
+            "SELECT webhook_id, webhook_token FROM channel_webhooks WHERE channel_id = ?", (channel_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+    async def save_webhook(self, guild_id: int, channel_id: int, webhook_id: int, token: str) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO channel_webhooks (channel_id, guild_id, webhook_id, webhook_token) VALUES (?, ?, ?, ?)",
+            (channel_id, guild_id, webhook_id, token),
+        )
+
+    async def forget_webhook(self, channel_id: int) -> None:
+        await self.db.execute("DELETE FROM channel_webhooks WHERE channel_id = ?", (channel_id,))
+
+    async def persona_webhooks(self, guild_id: int) -> bool:
+        async with self.db.execute("SELECT persona_webhooks FROM guild_options WHERE guild_id = ?", (guild_id,)) as cur:
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def set_persona_webhooks(self, guild_id: int, enabled: bool) -> None:
+        await self.db.execute(
+            "INSERT INTO guild_options (guild_id, persona_webhooks) VALUES (?, ?) "
+            "ON CONFLICT (guild_id) DO UPDATE SET persona_webhooks = excluded.persona_webhooks",
+            (guild_id, int(enabled)),
+        )
+
+    async def record_post(self, *, message_id: int, guild_id: int, channel_id: int, handle: str,
+                          requested_by: int | None = None, schedule_id: int | None = None) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO generated_posts (message_id, guild_id, channel_id, handle, requested_by, "
+            "schedule_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (message_id, guild_id, channel_id, handle, requested_by, schedule_id, time.time()),
+        )
+
+    async def post(self, guild_id: int, message_id: int) -> dict[str, Any] | None:
+        async with self.db.execute(
+            "SELECT handle, requested_by, schedule_id, created_at, channel_id FROM generated_posts "
+            "WHERE guild_id = ? AND message_id = ?", (guild_id, message_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return {"handle": row[0], "requested_by": row[1], "schedule_id": row[2], "created_at": row[3], "channel_id": row[4]}

@@ -1,0 +1,197 @@
+"""/autopost: a persona posts on its own, on an interval or at fixed times of day."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import discord
+from discord import app_commands
+from discord.ext import commands, tasks
+
+from ..core.errors import UserError
+from ..core.registry import GuildData
+from ..core.schedules import Schedule, Scheduler
+from ..personas import PersonaPoster
+from ..ui import NO_PINGS, handle_autocomplete
+
+log = logging.getLogger(__name__)
+
+RECENT_HISTORY = 20  # messages checked for an already-sent webhook post after a crash
+
+
+class AutopostCog(commands.Cog):
+    autopost = app_commands.Group(
+        name="autopost",
+        description="Let a persona post on its own",
+        guild_only=True,
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
+
+    def __init__(self, bot):
+        self.bot = bot
+        self.core = bot.core
+        self.scheduler = Scheduler(bot.core.registry, clock=bot.clock)
+        self.poster = PersonaPoster(bot)
+
+    async def cog_load(self) -> None:
+        self.tick.change_interval(seconds=self.bot.settings.schedule_tick_seconds)
+        self.tick.start()
+
+    async def cog_unload(self) -> None:
+        self.tick.cancel()
+
+    # -- commands -----------------------------------------------------------------------------
+
+    @autopost.command(name="add", description="Post as a persona on a schedule")
+    @app_commands.describe(
+        handle="Which persona",
+        channel="Where to post",
+        every="Interval: 30m, 2h, 1d ... (5 minutes to 7 days)",
+        jitter="Random spread around each post, e.g. 10m",
+        prompt="Start of every post (optional)",
+        daily_at="Instead of an interval: times of day, e.g. 09:00, 18:30",
+        timezone="Time zone for daily_at, e.g. Europe/Paris (default UTC)",
+    )
+    @app_commands.autocomplete(handle=handle_autocomplete)
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def add(
+        self,
+        interaction: discord.Interaction,
+        handle: str,
+        channel: discord.TextChannel,
+        every: Optional[str] = None,
+        jitter: Optional[str] = None,
+        prompt: Optional[str] = None,
+        daily_at: Optional[str] = None,
+        timezone: Optional[str] = None,
+    ) -> None:
+        model = await self.core.get_model(interaction.guild_id, handle)
+        if channel.guild.id != interaction.guild_id:
+            raise UserError("That channel is not in this server.")
+        schedule = await self.scheduler.add(
+            guild_id=interaction.guild_id, handle=model.handle, channel_id=channel.id, every=every,
+            jitter=jitter, prompt=prompt or "", daily_at=daily_at, timezone=timezone,
+            created_by=interaction.user.id,
+        )
+        await interaction.response.send_message(
+            f"Schedule #{schedule.id}: **{model.display_name}** posts in {channel.mention} {schedule.describe()}, "
+            f"next <t:{int(schedule.next_run_at)}:R>.",
+            ephemeral=True,
+        )
+
+    @autopost.command(name="list", description="This server's schedules")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        schedules = await self.scheduler.list(interaction.guild_id)
+        if not schedules:
+            await interaction.response.send_message("No schedules. Add one with `/autopost add`.", ephemeral=True)
+            return
+        lines = []
+        for s in schedules:
+            state = f"⏸️ paused ({s.pause_reason})" if s.paused and s.pause_reason else "⏸️ paused" if s.paused \
+                else f"next <t:{int(s.next_run_at)}:R>"
+            lines.append(f"**#{s.id}** `@{s.handle}` in <#{s.channel_id}> {s.describe()} · {state}")
+        embed = discord.Embed(title="Schedules", description="\n".join(lines)[:4000])
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @autopost.command(name="pause", description="Pause a schedule")
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def pause(self, interaction: discord.Interaction, id: int) -> None:
+        await self.scheduler.pause(interaction.guild_id, id)
+        await interaction.response.send_message(f"Schedule #{id} is paused.", ephemeral=True)
+
+    @autopost.command(name="resume", description="Resume a paused schedule")
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def resume(self, interaction: discord.Interaction, id: int) -> None:
+        schedule = await self.scheduler.resume(interaction.guild_id, id)
+        await interaction.response.send_message(
+            f"Schedule #{id} resumed; next post <t:{int(schedule.next_run_at)}:R>.", ephemeral=True
+        )
+
+    @autopost.command(name="remove", description="Delete a schedule")
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def remove(self, interaction: discord.Interaction, id: int) -> None:
+        await self.scheduler.remove(interaction.guild_id, id)
+        await interaction.response.send_message(f"Schedule #{id} is removed.", ephemeral=True)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    @tasks.loop(seconds=30)
+    async def tick(self) -> None:
+        for schedule in await self.scheduler.due():
+            try:
+                await self.run_schedule(schedule)
+            except Exception:  # one broken schedule must not stop the others
+                log.exception("Schedule %s failed", schedule.id)
+
+    @tick.before_loop
+    async def before_tick(self) -> None:
+        await self.bot.wait_until_ready()
+
+    async def run_schedule(self, schedule: Schedule) -> None:
+        guild_data = GuildData(self.core.registry)
+        model = await self.core.registry.get_model(schedule.guild_id, schedule.handle)
+        if model is None or model.status != "ready":
+            await self.pause_and_tell(schedule, f"the persona `@{schedule.handle}` no longer exists")
+            return
+        channel = self.bot.get_channel(schedule.channel_id)
+        if not isinstance(channel, discord.TextChannel) or channel.guild.id != schedule.guild_id:
+            await self.pause_and_tell(schedule, "its channel was deleted or I cannot see it")
+            return
+        perms = channel.permissions_for(channel.guild.me)
+        if not (perms.send_messages and perms.embed_links) and not perms.manage_webhooks:
+            await self.pause_and_tell(schedule, f"I lost the permission to post in {channel.mention}")
+            return
+        as_webhook = await guild_data.persona_webhooks(schedule.guild_id)
+        retrying = schedule.pending_nonce is not None
+        nonce = await self.scheduler.begin_post(schedule)
+        if retrying and as_webhook and await self.already_posted(channel, schedule, guild_data):
+            await self.scheduler.finish_post(schedule)
+            return
+        _, texts = await self.core.generate(schedule.guild_id, schedule.handle, schedule.prompt, 1)
+        if not texts:
+            return  # nothing usable this time; the nonce stays and the next tick tries again
+        try:
+            message = await self.poster.post(channel, model, texts[0], as_webhook=as_webhook, nonce=nonce)
+        except discord.Forbidden:
+            await self.pause_and_tell(schedule, f"I lost the permission to post in {channel.mention}")
+            return
+        except discord.NotFound:
+            await self.pause_and_tell(schedule, "its channel was deleted")
+            return
+        await guild_data.record_post(message_id=message.id, guild_id=schedule.guild_id, channel_id=channel.id,
+                                     handle=schedule.handle, schedule_id=schedule.id)
+        await self.scheduler.finish_post(schedule)
+
+    async def already_posted(self, channel: discord.TextChannel, schedule: Schedule, guild_data: GuildData) -> bool:
+        """After a crash mid-post: did our webhook's message go out before we could record it?"""
+        saved = await guild_data.webhook(channel.id)
+        if saved is None:
+            return False
+        try:
+            async for message in channel.history(limit=RECENT_HISTORY):
+                if message.webhook_id == saved[0] and message.created_at.timestamp() >= (schedule.pending_since or 0) - 1:
+                    return True
+        except discord.HTTPException:
+            return False
+        return False
+
+    async def pause_and_tell(self, schedule: Schedule, reason: str) -> None:
+        """Pause instead of failing forever, and tell the guild once (paused schedules never run)."""
+        await self.scheduler.pause(schedule.guild_id, schedule.id, reason)
+        log.info("Paused schedule %s: %s", schedule.id, reason)
+        guild = self.bot.get_guild(schedule.guild_id)
+        candidates = [self.bot.get_channel(schedule.channel_id), guild.system_channel if guild else None]
+        text = (f"Schedule #{schedule.id} (`@{schedule.handle}`) is paused: {reason}. "
+                "Fix it, then `/autopost resume`, or `/autopost remove` it.")
+        for channel in candidates:
+            if isinstance(channel, discord.TextChannel) and channel.permissions_for(channel.guild.me).send_messages:
+                try:
+                    await channel.send(text, allowed_mentions=NO_PINGS)
+                    return
+                except discord.HTTPException:
+                    continue
+
+
+async def setup(bot) -> None:
+    await bot.add_cog(AutopostCog(bot))
