@@ -100,3 +100,17 @@ def test_clean_generated_follows_huggingtweets():
     assert clean_generated("My dream", " is big<|endoftext|>next tweet") == "My dream is big"
     assert clean_generated("", " first line\nsecond") == "first line"
     assert clean_generated("", "a\x07b\ufffd  c") == "ab c"
+
+
+def test_recited_training_tweets_are_detected(tmp_path):
+    from bot.core.safety import MemorizationIndex, save_index, strip_links
+
+    corpus = ["I love a long walk in the park with my dog every sunday morning", "short one"]
+    save_index(corpus, tmp_path)
+    index = MemorizationIndex.load(tmp_path)
+    assert index.is_copy("I love a long walk in the park with my dog every sunday morning")
+    assert index.is_copy("i LOVE a long walk in the park with my dog every sunday")  # near copy
+    assert index.is_copy("short one")
+    assert not index.is_copy("A brand new thought about coffee and rockets at dawn today")
+    assert strip_links("join discord.gg/abc now https://t.co/x ok") == "join now ok"
+    assert strip_links("see discord.com/invite/xyz") == "see"

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .safety import MemorizationIndex, strip_links
 from .training import autocast_dtype, pick_device, _autocast
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class _Loaded:
     tokenizer: Any
     base_key: str | None = None  # LoRA: the shared base this adapter lives on
     adapter: str | None = None
-    n_params: int = 0
+    memorized: MemorizationIndex | None = None
 
 
 @dataclass
@@ -73,7 +74,7 @@ def clean_generated(prompt: str, continuation: str) -> str:
     text = continuation.split(EOS_TEXT, 1)[0]
     text = text.split("\n", 1)[0]
     text = _JUNK_RE.sub("", _SPECIAL_TOKEN_RE.sub("", text))
-    return " ".join((prompt + text).split())
+    return strip_links(prompt + text)
 
 
 def model_key(path: str) -> str:
@@ -107,6 +108,7 @@ class Generator:
         self._drop_stale(path)
         adapter_config = Path(path) / "adapter_config.json"
         loaded = self._load_adapter(path, key, adapter_config) if adapter_config.is_file() else self._load_full(path)
+        loaded.memorized = MemorizationIndex.load(path)
         self._personas[key] = loaded
         while len(self._personas) > self.cache_size:
             self._evict(next(iter(self._personas)))
@@ -189,8 +191,15 @@ class Generator:
                         [requests[i].n - len(results[i]) for i in group],
                     )
                     for i, batch in zip(group, texts):
-                        results[i].extend(t for t in batch if t)
+                        results[i].extend(t for t in batch if self._acceptable(loaded[i], requests[i].prompt, t))
             return [res[: r.n] for res, r in zip(results, requests)]
+
+    @staticmethod
+    def _acceptable(persona: _Loaded, prompt: str, text: str) -> bool:
+        """Non-empty beyond the prompt, and not a recited training tweet."""
+        if not text or len(text) <= len(prompt.strip()):
+            return False
+        return persona.memorized is None or not persona.memorized.is_copy(text)
 
     @torch.inference_mode()
     def _sample(self, personas: list[_Loaded], prompts: list[str], counts: list[int]) -> list[list[str]]:

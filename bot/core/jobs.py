@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 
 from .modelcard import render_card
 from .plots import loss_curve_png
+from .safety import save_index
 from .registry import JobRecord, ModelRecord, Registry
 from .store import ModelStore, StoreError
 from .training import TrainConfig, TrainingCancelled, TrainingError, TrainProgress, TrainResult, train
@@ -178,6 +179,7 @@ class TrainingQueue:
                     encoding="utf-8",
                 )
                 (staging / LOSS_CURVE_FILE).write_bytes(loss_curve_png(result.history, f"@{job.handle}"))
+                save_index(corpus, staging)
             except OSError as exc:
                 raise StoreError(f"Cannot write the model card ({exc.strerror}).") from exc
             final = self.store.publish(staging, job.guild_id, job.handle)

@@ -56,7 +56,7 @@ class TrainConfig:
     max_steps: int = 0  # 0 = run all epochs
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda
-    pack: bool = True  # False pads each tweet to its own row (the slow baseline, for bench/)
+    pack: bool = True  # False: one tweet per row, padded to the batch's longest (the baseline in bench/)
 
     @property
     def lr(self) -> float:
@@ -273,12 +273,7 @@ def train(
         order = list(train_encoded)
         rng.shuffle(order)
         rows = arrange(order, block_size)
-        if not config.pack:
-            rows.sort(key=len)  # bucket similar lengths so padding stays small (like group_by_length)
-            batches = [rows[i : i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
-            rng.shuffle(batches)
-        else:
-            batches = [rows[i : i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
+        batches = [rows[i : i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
         for batch_rows in batches:
             if cancel is not None and cancel.is_set():
                 raise TrainingCancelled()
