@@ -217,7 +217,10 @@ class Generator:
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         extra: dict[str, Any] = {}
         if personas[0].adapter is not None:
-            extra["adapter_names"] = adapter_names
+            if len(set(adapter_names)) == 1:
+                personas[0].model.set_adapter(adapter_names[0])  # one persona: peft's cheaper path
+            else:
+                extra["adapter_names"] = adapter_names  # several: one mixed-adapter batch
         tokens = sample_tokens(
             personas[0].model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
             self.sampling, stop_ids=personas[0].stop_ids, eos_id=tokenizer.eos_token_id, extra=extra,
@@ -233,20 +236,20 @@ class Generator:
 def top_p_sample(logits: torch.Tensor, top_p: float, first_k: int = 256) -> torch.Tensor:
     """Nucleus sampling, exact, without sorting the whole vocabulary.
 
-    The nucleus (the fewest most-likely tokens holding top_p of the mass) usually lies in the
-    top few hundred tokens: take the top k, and only widen k for rows where it does not.
-    Sorting 50k logits per step costs more than a GPT-2 layer on a small CPU.
+    Sorting 50k logits per step costs about as much as a GPT-2 layer on a small CPU. The nucleus
+    (the fewest most-likely tokens holding top_p of the mass) usually lies in the top few hundred
+    tokens, so take the top k; where it does not, every nucleus token has a probability of at
+    least (1 - top_p) / vocab (the tokens below that hold less than 1 - top_p in total), which
+    bounds how many candidates need sorting.
     """
     probs = torch.softmax(logits.float(), dim=-1)
     if top_p >= 1.0:
         return torch.multinomial(probs, 1).squeeze(-1)
     vocab = probs.shape[-1]
-    k = min(first_k, vocab)
-    while True:
-        top_probs, top_ids = probs.topk(k, dim=-1)
-        if k == vocab or bool((top_probs.sum(-1) >= top_p).all()):
-            break
-        k = min(vocab, k * 8)
+    top_probs, top_ids = probs.topk(min(first_k, vocab), dim=-1)
+    if not bool((top_probs.sum(-1) >= top_p).all()):
+        k = int((probs >= (1.0 - top_p) / vocab).sum(-1).max())
+        top_probs, top_ids = probs.topk(max(1, min(k, vocab)), dim=-1)
     before = top_probs.cumsum(-1) - top_probs
     top_probs = top_probs.masked_fill(before >= top_p, 0.0)  # outside the nucleus
     choice = torch.multinomial(top_probs, 1)
