@@ -289,8 +289,8 @@ def train(
             tokens_seen += int(batch["attention_mask"].sum())
             value = float(loss.detach())
             smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
-            history.append({"step": step, "train_loss": value})
             elapsed = time.monotonic() - train_started
+            history.append({"step": step, "train_loss": value, "tokens": tokens_seen, "time": round(elapsed, 4)})
             report(
                 TrainProgress(
                     phase="training", step=step, total_steps=total_steps, epoch=epoch + 1,

@@ -1,0 +1,386 @@
+"""Our training and generation path against the baseline, side by side, in one run.
+
+Baseline: huggingtweets' recipe as plain transformers code: fp32 weights, full fine-tuning,
+one tweet per row padded to the batch's longest, and `model.generate()` in eager mode.
+Ours: LoRA adapters, bf16 where the CPU computes it natively, tweets packed into blocks, our
+sampling loop, and personas batched across adapters on one shared base.
+
+Both run on the same corpus (../shared/data/tweets/, Obama by default), with a GPT-2-124M-shaped
+model with random weights (the speed of a matrix does not depend on its values). The final
+layer norm is scaled so that next-token distributions are about as peaked as a trained
+model's (random weights would otherwise give a uniform distribution, which no real model has
+and which makes nucleus sampling artificially expensive). Quality is measured separately on a
+small GPT-2-shaped model that is first pre-trained on other people's tweets, so both paths
+fine-tune from the same start.
+
+    python bench/perf.py            # full run (about 10 minutes on 2 cores)
+    python bench/perf.py --quick    # CI-sized shapes, about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch  # noqa: E402
+
+from bot.core.generation import GenerationRequest, Generator, Sampling  # noqa: E402
+from bot.core.ingest import ingest_path  # noqa: E402
+from bot.core.training import TrainConfig, encode_tweets, split_tweets, train  # noqa: E402
+from bot.logs import quiet_libraries  # noqa: E402
+from tests.tiny_model import build_tiny_gpt2  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "tweets"
+SHAPES = {
+    "full": dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, model_vocab_size=50257),
+    "quick": dict(n_layer=4, n_embd=256, n_head=4, n_positions=256, model_vocab_size=8192),
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+def build_model(folder: Path, corpus_text: Path, shape: dict, *, peaked: bool = True) -> str:
+    build_tiny_gpt2(folder, vocab_size=8192, corpus_files=[corpus_text], **shape)
+    if peaked:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        with torch.no_grad():
+            model.transformer.ln_f.weight.mul_(12.0)  # sharper logits, like a trained model's
+        model.save_pretrained(folder)
+    return str(folder)
+
+
+def entropy_of(model_dir: str, tweets: list[str]) -> float:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = tok(tok.eos_token + tweets[0], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        probs = torch.softmax(model(ids).logits[0].float(), -1)
+    return float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def throughput(history: list[dict]) -> float:
+    """Tokens per second from the second step on (the first pays one-off warm-up)."""
+    steps = [h for h in history if "tokens" in h]
+    first, last = steps[0], steps[-1]
+    return (last["tokens"] - first["tokens"]) / max(1e-9, last["time"] - first["time"])
+
+
+def bench_training(base: str, tweets: list[str], steps: int, work: Path) -> dict:
+    variants = [
+        ("baseline: full, fp32, padded", dict(method="full", precision="fp32", pack=False)),
+        ("+ packing", dict(method="full", precision="fp32", pack=True)),
+        ("+ bf16 autocast", dict(method="full", precision="auto", pack=True)),
+        ("+ LoRA (ours)", dict(method="lora", precision="auto", pack=True)),
+    ]
+    rows = []
+    for name, options in variants:
+        config = TrainConfig(base_model=base, epochs=100, batch_size=8, block_size=128, max_steps=steps, **options)
+        log(f"training: {name}")
+        result = train(tweets, work / f"train-{len(rows)}", config)
+        rows.append({"name": name, "tokens_per_second": throughput(result.history),
+                     "precision": result.metrics["precision"]})
+    from transformers import AutoTokenizer
+
+    train_part, _ = split_tweets(tweets, 0.1, 42)
+    epoch_tokens = sum(len(seq) for seq in encode_tweets(AutoTokenizer.from_pretrained(base), train_part))
+    return {"variants": rows, "epoch_tokens": epoch_tokens}
+
+
+def bench_quality(corpus: list[str], pretrain: list[str], work: Path, corpus_text: Path, epochs: int) -> dict:
+    """Validation perplexity after the same training tokens, from the same pre-trained start."""
+    start = build_model(work / "quality-start", corpus_text,
+                        dict(n_layer=4, n_embd=256, n_head=4, n_positions=256), peaked=False)
+    log("quality: pre-training the shared start on other people's tweets")
+    pre = train(pretrain, work / "quality-pretrained",
+                TrainConfig(base_model=start, method="full", epochs=2, learning_rate=1e-3, precision="fp32"))
+    base = str(pre.output_dir)
+    out = {}
+    for name, options in [
+        ("baseline", dict(method="full", precision="fp32", pack=False, learning_rate=5e-5)),
+        ("ours", dict(method="lora", precision="auto", pack=True, learning_rate=5e-4)),
+    ]:
+        log(f"quality: fine-tuning, {name}")
+        result = train(corpus, work / f"quality-{name}", TrainConfig(base_model=base, epochs=epochs, **options))
+        out[name] = {"val_perplexity": result.metrics["val_perplexity"], "train_tokens": result.metrics["train_tokens"],
+                     "initial_val_perplexity": math.exp(result.metrics["initial_val_loss"])}
+    return out
+
+
+# -- generation ----------------------------------------------------------------------------------
+
+
+def make_personas(base: str, tweets: list[str], count: int, work: Path) -> list[str]:
+    """One LoRA persona trained for a few steps, copied to `count` folders (distinct adapters)."""
+    first = train(tweets, work / "persona-0", TrainConfig(base_model=base, method="lora", max_steps=2))
+    folders = [str(first.output_dir)]
+    for i in range(1, count):
+        target = work / f"persona-{i}"
+        shutil.copytree(first.output_dir, target, dirs_exist_ok=True)
+        folders.append(str(target))
+    return folders
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def baseline_generate(model, tokenizer, n: int, new_tokens: int) -> None:
+    inputs = tokenizer([tokenizer.eos_token], return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        model.generate(**inputs, do_sample=True, top_p=0.95, temperature=1.0, max_new_tokens=new_tokens,
+                       min_new_tokens=new_tokens, num_return_sequences=n, pad_token_id=tokenizer.eos_token_id)
+
+
+def bench_generation(base: str, personas: list[str], runs: int, new_tokens: int, concurrent: int) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    full = AutoModelForCausalLM.from_pretrained(base).eval()
+    sampling = Sampling(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    ours = Generator(sampling, cache_size=len(personas) + 1)
+
+    def timed(fn) -> list[float]:
+        fn()  # warm-up
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - started)
+        return times
+
+    log("generation: latency of one /impersonate of 5")
+    base_times = timed(lambda: baseline_generate(full, tokenizer, 5, new_tokens))
+    our_times = timed(lambda: ours.generate(personas[0], "", 5))
+
+    log(f"generation: {concurrent} concurrent requests for different personas")
+    started = time.perf_counter()
+    for _ in range(concurrent):  # the baseline answers one request after another
+        baseline_generate(full, tokenizer, 5, new_tokens)
+    base_rate = concurrent * 5 / (time.perf_counter() - started)
+    requests = [GenerationRequest(p, "", 5) for p in personas[:concurrent]]
+    ours.generate_batch(requests[:2])  # load the adapters outside the timing
+    for p in personas[:concurrent]:
+        ours.generate(p, "", 1)
+    started = time.perf_counter()
+    ours.generate_batch(requests)  # requests that arrive together share one forward pass per token
+    our_rate = concurrent * 5 / (time.perf_counter() - started)
+    return {
+        "baseline": {"p50": statistics.median(base_times), "p95": percentile(base_times, 0.95), "rate": base_rate},
+        "ours": {"p50": statistics.median(our_times), "p95": percentile(our_times, 0.95), "rate": our_rate},
+    }
+
+
+# -- memory and disk -----------------------------------------------------------------------------
+
+RSS_SCRIPT = """
+import os, sys, resource, json
+sys.path.insert(0, {root!r})
+os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+from bot.core.generation import Generator, Sampling
+import torch
+mode, paths = sys.argv[1], sys.argv[2:]
+if mode == "baseline":
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(paths[0]).eval()
+    with torch.inference_mode():
+        model.generate(torch.zeros((1, 1), dtype=torch.long), max_new_tokens=8, do_sample=True, pad_token_id=0)
+else:
+    gen = Generator(Sampling(max_new_tokens=8, min_new_tokens=8), cache_size=len(paths) + 1)
+    for p in paths:
+        gen.generate(p, "", 1)
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+"""
+
+
+def peak_rss(mode: str, paths: list[str]) -> int:
+    script = RSS_SCRIPT.format(root=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", script, mode, *paths], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def folder_bytes(folder: str, *, weights_only: bool = False) -> int:
+    total = 0
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and (not weights_only or path.suffix in {".safetensors", ".bin"}):
+            total += path.stat().st_size
+    return total
+
+
+# -- event loop lag ------------------------------------------------------------------------------
+
+
+async def loop_lag(base: str, personas: list[str], tweets: list[str], work: Path, concurrent: int, seconds: float) -> dict:
+    """p99 of how late a 10 ms timer fires while one training and `concurrent` generations run."""
+    from bot.config import load_settings
+    from bot.core.registry import ModelRecord
+    from bot.core.service import Tweetalike
+
+    settings = load_settings({
+        "DATABASE_PATH": str(work / "lag.db"), "MODELS_DIR": str(work / "lag-models"), "BASE_MODEL": base,
+        "TRAIN_EPOCHS": "50", "GENERATION_MAX_NEW_TOKENS": "20", "GENERATION_MIN_NEW_TOKENS": "5",
+        "MODEL_CACHE_SIZE": str(concurrent + 2),
+    }, dotenv=False)
+    core = Tweetalike(settings)
+    await core.start()
+    for i, folder in enumerate(personas[:concurrent]):
+        target = core.store.model_dir(1, f"p{i}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(folder, target, dirs_exist_ok=True)
+        await core.registry.save_model(ModelRecord(guild_id=1, handle=f"p{i}", display_name=f"P{i}", base_model=base,
+                                                   method="lora", path=core.store.relative(target)))
+    stats = {"downloaded": len(tweets), "retweets": 0, "short": 0, "duplicates": 0, "kept": len(tweets)}
+    await core.submit_training(guild_id=1, handle="trainee", tweets=tweets, stats=stats)
+    lags: list[float] = []
+    stop = time.monotonic() + seconds
+
+    async def probe() -> None:
+        while time.monotonic() < stop:
+            before = time.perf_counter()
+            await asyncio.sleep(0.01)
+            lags.append(time.perf_counter() - before - 0.01)
+
+    async def users() -> None:
+        while time.monotonic() < stop:
+            await asyncio.gather(*(core.generate(1, f"p{i}", "", 5) for i in range(concurrent)))
+
+    await asyncio.sleep(1.0)  # let the training start
+    await asyncio.gather(probe(), users())
+    await core.close()
+    return {"p50_ms": 1000 * statistics.median(lags), "p99_ms": 1000 * percentile(lags, 0.99), "samples": len(lags)}
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def ratio(ours: float, baseline: float, lower_is_better: bool = False) -> str:
+    if not baseline or not ours:
+        return "n/a"
+    value = baseline / ours if lower_is_better else ours / baseline
+    return f"{value:.2f}x"
+
+
+def report(r: dict) -> str:
+    t = r["training"]["variants"]
+    base_tps, our_tps = t[0]["tokens_per_second"], t[-1]["tokens_per_second"]
+    epoch = r["training"]["epoch_tokens"]
+    g = r["generation"]
+    q = r["quality"]
+    m = r["memory"]
+    lines = [
+        f"machine: {r['machine']}",
+        f"model: {r['shape']}; corpus: {r['corpus']} ({r['tweets']} tweets kept)",
+        "",
+        "| figure | baseline | ours | ours vs baseline |",
+        "| --- | --- | --- | --- |",
+        f"| training tokens/s | {base_tps:.0f} | {our_tps:.0f} | {ratio(our_tps, base_tps)} |",
+        f"| time per epoch of the corpus | {epoch / base_tps:.0f} s | {epoch / our_tps:.0f} s | {ratio(epoch / our_tps, epoch / base_tps, True)} |",
+        f"| /impersonate of 5 tweets, p50 | {g['baseline']['p50']:.2f} s | {g['ours']['p50']:.2f} s | {ratio(g['ours']['p50'], g['baseline']['p50'], True)} |",
+        f"| /impersonate of 5 tweets, p95 | {g['baseline']['p95']:.2f} s | {g['ours']['p95']:.2f} s | {ratio(g['ours']['p95'], g['baseline']['p95'], True)} |",
+        f"| {r['concurrent']} concurrent requests, tweets/s | {g['baseline']['rate']:.1f} | {g['ours']['rate']:.1f} | {ratio(g['ours']['rate'], g['baseline']['rate'])} |",
+        f"| peak RSS, one persona | {m['baseline_one'] / 2**20:.0f} MiB | {m['ours_one'] / 2**20:.0f} MiB | {ratio(m['ours_one'], m['baseline_one'], True)} |",
+        f"| peak RSS, {m['many']} personas | | {m['ours_many'] / 2**20:.0f} MiB | {m['ours_many'] / m['ours_one']:.2f}x one persona |",
+        f"| bytes on disk per persona | {m['disk_full'] / 2**20:.1f} MiB | {m['disk_lora'] / 2**20:.2f} MiB | {ratio(m['disk_lora'], m['disk_full'], True)} |",
+        f"| validation perplexity, same training tokens | {q['baseline']['val_perplexity']:.2f} | {q['ours']['val_perplexity']:.2f} | {100 * (q['ours']['val_perplexity'] / q['baseline']['val_perplexity'] - 1):+.1f}% |",
+        f"| event loop lag p99 (training + {r['concurrent']} generations) | | {r['lag']['p99_ms']:.1f} ms | target < 100 ms |",
+        "",
+        "Training, one change at a time (tokens/s, gain over the previous line):",
+        "",
+        "| variant | tokens/s | gain |",
+        "| --- | --- | --- |",
+    ]
+    previous = None
+    for v in t:
+        gain = f"{v['tokens_per_second'] / previous:.2f}x" if previous else ""
+        lines.append(f"| {v['name']} ({v['precision']}) | {v['tokens_per_second']:.0f} | {gain} |")
+        previous = v["tokens_per_second"]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {device}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small shapes and few repetitions (CI-sized)")
+    parser.add_argument("--corpus", type=Path, default=SHARED / "barackobama_fivethirtyeight.csv")
+    parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    args = parser.parse_args()
+    quiet_libraries()
+    if not args.corpus.is_file():
+        sys.exit(f"corpus {args.corpus} not found (it lives in ../shared/data/tweets/)")
+    mode = "quick" if args.quick else "full"
+    shape = SHAPES[mode]
+    tweets = ingest_path(args.corpus).tweets
+    pretrain = [t for name in ("katyperry_topic_labelling.csv", "elonmusk_bytes_literal.csv")
+                if (SHARED / name).is_file() for t in ingest_path(SHARED / name).tweets]
+    with tempfile.TemporaryDirectory(prefix="tweetalike-bench-") as tmp:
+        work = Path(tmp)
+        corpus_text = work / "corpus.txt"
+        corpus_text.write_text("\n".join(tweets + pretrain), encoding="utf-8")
+        base = build_model(work / "base", corpus_text, shape)
+        concurrent = 16
+        results: dict = {"machine": machine(), "mode": mode, "corpus": args.corpus.name, "tweets": len(tweets),
+                         "shape": f"GPT-2 {shape['n_layer']} layers, {shape['n_embd']} wide, vocab {shape['model_vocab_size']}, random weights",
+                         "concurrent": concurrent, "entropy_nats": entropy_of(base, tweets)}
+        results["training"] = bench_training(base, tweets, 6 if args.quick else 10, work)
+        personas = make_personas(base, tweets, 50, work)
+        results["generation"] = bench_generation(base, personas, 3 if args.quick else 10, 40, concurrent)
+        log("memory: peak RSS in fresh processes")
+        full_folder = str(work / "train-0")
+        results["memory"] = {
+            "baseline_one": peak_rss("baseline", [base]),
+            "ours_one": peak_rss("ours", personas[:1]),
+            "ours_many": peak_rss("ours", personas),
+            "many": len(personas),
+            "disk_lora": folder_bytes(personas[0]),
+            "disk_full": folder_bytes(full_folder),
+        }
+        results["quality"] = bench_quality(tweets, pretrain or tweets, work, corpus_text, 1 if args.quick else 2)
+        log("event loop lag under load")
+        results["lag"] = asyncio.run(loop_lag(base, personas, tweets, work, concurrent, 10 if args.quick else 30))
+    table = report(results)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
