@@ -1,0 +1,779 @@
+"""Read a person's posts from an uploaded file and clean them the way huggingtweets did.
+
+Formats (detected by content first, the file name is only a hint):
+  * Twitter/X archive: ``data/tweets.js`` (``window.YTD.tweets.part0 = [...]``, older ``tweet.js``,
+    ``tweets-part1.js`` ...), or the whole archive ``.zip`` (read in memory, never extracted);
+    the old (pre-2019) archive's ``tweets.csv`` inside a zip works too.
+  * CSV with a text column (``text``, ``full_text``, ``tweet``, ``content``, ``body``, ``message``, ``post``).
+  * JSON: a list of strings or objects, or an object wrapping one (``{"tweets": [...]}``, ``{"data": [...]}``).
+  * JSONL: one JSON string or object per line.
+  * Plain text: one post per line.
+
+Cleaning follows huggingtweets (borisdayma/huggingtweets, huggingtweets-demo.ipynb), each drop counted:
+retweets ("RT @" or archive metadata), URLs removed, ``&amp;``/``&lt;``/``&gt;`` unescaped, whitespace
+collapsed, "short" (boring) tweets dropped -- fewer than 3 words that contain none of ``http``/``@``/``#``,
+exactly their ``boring_tweet`` -- then exact duplicates. Beyond it: Python bytes literals (``b'...'``) are
+decoded, mojibake is repaired (ftfy, plus the MacRoman double mojibake of Excel-for-Mac exports), and posts
+over ``MAX_POST_CHARS`` are skipped as not tweets (counted as ``too_long``).
+
+NUL bytes: one in the first KB means a binary file and is refused; later ones are stripped with a warning.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import json
+import os
+import random
+import re
+import zipfile
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+
+import ftfy
+
+MIN_KEPT_CHARS = 6_000
+WARN_KEPT_CHARS = 40_000
+MAX_INPUT_BYTES = 50 * 1024 * 1024      # refuse bigger input before parsing
+MAX_POST_CHARS = 10_000                 # longer "posts" are not tweets (and would be slow to clean)
+MAX_ARCHIVE_BYTES = 200 * 1024 * 1024   # uncompressed tweets.js parts read from a .zip (zip bombs)
+MAX_ARCHIVE_PARTS = 200
+
+ACCEPTED = "Send a Twitter archive (tweets.js or the .zip), a CSV, JSON/JSONL or a text file."
+TEXT_FIELDS = ("full_text", "text", "tweet", "content", "body", "message", "post")  # in order of preference
+
+
+class IngestError(ValueError):
+    """User-facing error: str(e) is a short, specific message safe to show in Discord."""
+
+
+@dataclass(frozen=True)
+class RawPost:
+    text: str
+    is_retweet: bool = False  # known from archive metadata (retweeted_status / retweeted) even without "RT @"
+
+
+_STAT_LABELS = [
+    ("downloaded", "Tweets downloaded"),
+    ("too_long", "Too long (not tweets)"),
+    ("retweets", "Retweets"),
+    ("short", "Short tweets"),
+    ("duplicates", "Duplicates"),
+    ("kept", "Tweets kept"),
+]
+
+
+@dataclass
+class IngestStats:
+    downloaded: int = 0  # posts read from the file
+    retweets: int = 0
+    short: int = 0
+    duplicates: int = 0
+    kept: int = 0
+    too_long: int = 0  # over MAX_POST_CHARS, dropped before anything else
+
+    def as_markdown(self, name: str = "Count") -> str:
+        """The huggingtweets model-card table; the "Too long" row only appears when something was."""
+        lines = [f"| Data | {name} |", "|---|---|"]
+        lines += [f"| {label} | {getattr(self, key)} |" for key, label in _STAT_LABELS
+                  if key != "too_long" or self.too_long]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class IngestResult:
+    tweets: list[str]
+    stats: IngestStats
+    format: str  # "twitter-archive", "csv", "json", "jsonl", "text"
+    kept_chars: int
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def ingest(data: bytes, filename: str = "", *, min_chars: int = MIN_KEPT_CHARS,
+           warn_chars: int = WARN_KEPT_CHARS) -> IngestResult:
+    """Read, clean and size-check one person's file; raises IngestError with a message for the user."""
+    posts, fmt, warnings = _read(data, filename)
+    tweets, stats = clean_posts(posts)
+    kept_chars = sum(map(len, tweets))
+    if kept_chars < min_chars:
+        raise IngestError(_too_little_text(stats, kept_chars, min_chars))
+    if stats.too_long:
+        warnings.append(f"{_plural(stats.too_long, 'post')} longer than {MAX_POST_CHARS:,} characters "
+                        "were skipped as not tweets.")
+    if kept_chars < warn_chars:
+        warnings.append(f"Only {kept_chars:,} characters of text after cleaning (under {warn_chars:,}): "
+                        "the model may not capture the style well. More tweets would help.")
+    return IngestResult(tweets=tweets, stats=stats, format=fmt, kept_chars=kept_chars, warnings=warnings)
+
+
+def ingest_path(path: str | os.PathLike, **kw) -> IngestResult:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise IngestError(f"`{path.name}` is a folder; give its data/tweets.js file or the archive .zip.")
+        if size > MAX_INPUT_BYTES:  # before reading it into memory
+            raise IngestError(_too_big(size))
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"Cannot read `{path.name}`: {exc.strerror or exc}.") from None
+    return ingest(data, path.name, **kw)
+
+
+def read_posts(data: bytes, filename: str = "") -> tuple[list[RawPost], str]:
+    """Detect the format and parse; raises IngestError. Returns the posts and the format name."""
+    posts, fmt, _warnings = _read(data, filename)
+    return posts, fmt
+
+
+def clean_posts(posts: list[RawPost]) -> tuple[list[str], IngestStats]:
+    """huggingtweets' filters in their order, each drop counted: too long, retweets, short, duplicates."""
+    stats = IngestStats()
+    kept: list[str] = []
+    seen: set[str] = set()
+    for post in posts:
+        stats.downloaded += 1
+        if len(post.text) > MAX_POST_CHARS:  # checked first: never run the regexes on megabytes
+            stats.too_long += 1
+            continue
+        text = decode_bytes_literal(post.text)
+        if post.is_retweet or is_retweet_text(text):
+            stats.retweets += 1
+            continue
+        cleaned = _clean_decoded(text)
+        if is_short(cleaned):
+            stats.short += 1
+        elif cleaned in seen:
+            stats.duplicates += 1
+        else:
+            seen.add(cleaned)
+            kept.append(cleaned)
+    stats.kept = len(kept)
+    return kept, stats
+
+
+def clean_text(text: str) -> str:
+    """One post's cleanup: decode bytes literals, repair mojibake, unescape, drop URLs, collapse spaces."""
+    return _clean_decoded(decode_bytes_literal(text))
+
+
+def merge_for_cyborg(corpora: list[list[str]], seed: int = 0, *, by: str = "chars") -> list[str]:
+    """huggingtweets' multi-person balancing: oversample each person up to the largest one, then concatenate.
+
+    Like huggingtweets, "largest" is measured in characters of text (``by="chars"``), so a terse person
+    is not drowned by a verbose one; ``by="tweets"`` balances tweet counts instead. Each person's tweets
+    are kept in order, repeated whole as often as they fit, then topped up with a random sample.
+    """
+    if by not in ("chars", "tweets"):
+        raise ValueError("by must be 'chars' or 'tweets'")
+    weight = len if by == "chars" else (lambda tweet: 1)
+    people = [list(c) for c in corpora if sum(map(weight, c)) > 0]
+    if not people:
+        return []
+    target = max(sum(map(weight, tweets)) for tweets in people)
+    rng = random.Random(seed)
+    merged: list[str] = []
+    for tweets in people:
+        merged += _oversample(tweets, target, weight, rng)
+    return merged
+
+
+# --------------------------------------------------------------------------- cleaning steps
+
+_BYTES_LITERAL = re.compile(r"""b'.*'|b".*\"""", re.DOTALL)
+_URL = re.compile(r"\bhttps?:\S*|\bhttps?…|\bpic\.twitter\.com/\S+")
+_ENTITY = re.compile(r"&(amp|lt|gt|quot|#39|apos);")
+_ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "#39": "'", "apos": "'"}
+_INVISIBLE = re.compile("[\u200b\u2060\ufeff]")  # zero-width spaces; not whitespace for str.split
+_BORING = ("http", "@", "#")
+# ftfy without its style changes: keep curly quotes and full-width characters as the person typed them.
+_FTFY = ftfy.TextFixerConfig(unescape_html=False, uncurl_quotes=False, fix_character_width=False,
+                             explain=False)
+
+
+def decode_bytes_literal(text: str) -> str:
+    """`b'caf\\xc3\\xa9'` (a Python bytes literal saved as text) -> `café`; anything else unchanged."""
+    stripped = text.strip()
+    if not _BYTES_LITERAL.fullmatch(stripped):
+        return text
+    try:  # literal_eval only ever evaluates literals; the match above makes it a bytes literal or an error
+        value = ast.literal_eval(stripped)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else text
+
+
+def is_retweet_text(text: str) -> bool:
+    return text.lstrip().startswith("RT @")
+
+
+def is_short(cleaned: str) -> bool:
+    """huggingtweets' boring_tweet: fewer than 3 words free of http/@/# (so empty text is short too)."""
+    words = [w for w in cleaned.split() if not any(b in w.lower() for b in _BORING)]
+    return len(words) < 3
+
+
+def _clean_decoded(text: str) -> str:
+    text = repair_mac_mojibake(text)  # before ftfy, which would misread these sequences
+    text = ftfy.fix_text(text, _FTFY)
+    text = _ENTITY.sub(lambda m: _ENTITIES[m[1]], text)  # one pass: "&amp;lt;" becomes "&lt;", as written
+    text = _URL.sub(" ", text)
+    text = _INVISIBLE.sub("", text)
+    return " ".join(text.split())
+
+
+# Double mojibake of Excel-for-Mac exports (the fivethirtyeight tweet CSVs): UTF-8 read as cp1252, saved
+# as MacRoman, read as cp1252 again and saved as MacRoman. So "—" (E2 80 94) became "‰ÛÓ", "’" "‰Ûª",
+# "ñ" "Ì±", and the bytes cp1252 leaves undefined went through raw ("”" is "‰Ûù"). The chain is undone
+# per sequence, for the lead bytes seen in such files (C2 "å", C3 "Ì", E2 "‰", EF "•"), and only where
+# the result is valid UTF-8, which ordinary text (a real "‰" or "å") never is. Bytes that had no MacRoman
+# form were saved as "_": those sequences are lossy and handled by the small table below.
+_MAC_SEQUENCE = re.compile(r"[‰•]..|[Ìå].")
+_MAC_EMOJI = re.compile(r"_Ù..")  # a 4-byte emoji whose F0 lead byte was lost as "_"
+_MAC_LOSSY = {"‰Û_": "…"}  # U+2026, the truncation ellipsis: its A6 byte was lost
+_MAC_LEFTOVER = re.compile(r"‰\S_")  # other lossy U+2xxx symbols: unrecoverable, dropped
+_CP1252_UNDEFINED = b"\x81\x8d\x8f\x90\x9d"
+
+
+def _undo_mac_chain(junk: str) -> bytes:
+    out = bytearray()
+    for char in junk:
+        raw = char.encode("mac_roman")  # the byte as saved in the file
+        out += raw if raw[0] in _CP1252_UNDEFINED else char.encode("cp1252").decode("mac_roman").encode("cp1252")
+    return bytes(out)
+
+
+def _mac_sequence(match: re.Match) -> str:
+    try:
+        return _undo_mac_chain(match[0]).decode("utf-8")
+    except UnicodeError:
+        return match[0]
+
+
+def _mac_emoji(match: re.Match) -> str:
+    try:
+        return (b"\xf0" + _undo_mac_chain(match[0][1:])).decode("utf-8")
+    except UnicodeError:
+        return ""  # part of the emoji was lost: drop the junk rather than teach it to the model
+
+
+def repair_mac_mojibake(text: str) -> str:
+    if not any(c in text for c in "‰Ìå•Ù"):
+        return text
+    text = _MAC_SEQUENCE.sub(_mac_sequence, text)
+    text = _MAC_EMOJI.sub(_mac_emoji, text)
+    for junk, char in _MAC_LOSSY.items():
+        text = text.replace(junk, char)
+    return _MAC_LEFTOVER.sub("", text)
+
+
+def _oversample(tweets: list[str], target: int, weight, rng: random.Random) -> list[str]:
+    """Whole copies while they fit, then a random sample until the target is reached."""
+    one = sum(map(weight, tweets))
+    copies = max(1, target // one)
+    out, total = tweets * copies, one * copies
+    pool = list(tweets)
+    rng.shuffle(pool)
+    for tweet in pool:
+        if total >= target:
+            break
+        out.append(tweet)
+        total += weight(tweet)
+    return out
+
+
+# --------------------------------------------------------------------------- reading: bytes
+
+
+def _read(data: bytes, filename: str) -> tuple[list[RawPost], str, list[str]]:
+    _check_size(data)
+    if _is_zip(data):
+        posts, warnings = _read_zip(data)
+        fmt = "twitter-archive"
+    else:
+        text, warnings = _decode(data)
+        posts, fmt = _parse_text(text, filename)
+    if not posts:
+        raise IngestError(f"No posts found in the file (read as {fmt}).")
+    return posts, fmt, warnings
+
+
+def _check_size(data: bytes) -> None:
+    if len(data) > MAX_INPUT_BYTES:
+        raise IngestError(_too_big(len(data)))
+    if not data:
+        raise IngestError("The file is empty (0 bytes).")
+
+
+def _too_big(size: int) -> str:
+    return (f"The file is {size / 2**20:.1f} MB; the limit is {MAX_INPUT_BYTES / 2**20:.0f} MB. "
+            "Send only the tweets file (data/tweets.js from the archive) or a CSV.")
+
+
+def _is_zip(data: bytes) -> bool:
+    return data[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+
+
+_MAGIC = [
+    (b"\x89PNG", "PNG image"), (b"\xff\xd8\xff", "JPEG image"), (b"GIF8", "GIF image"),
+    (b"%PDF", "PDF document"), (b"\x1f\x8b", "gzip archive"), (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
+    (b"Rar!", "RAR archive"), (b"\xd0\xcf\x11\xe0", "old Microsoft Office document"),
+    (b"SQLite format 3\x00", "SQLite database"), (b"\x7fELF", "program"),
+]
+
+
+def _binary_kind(data: bytes) -> str | None:
+    """What binary file this looks like, or None for text."""
+    for magic, kind in _MAGIC:
+        if data.startswith(magic):
+            return kind
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP image"
+    if data[4:8] == b"ftyp":
+        return "video or HEIC image"
+    if b"\x00" in data[:1024]:
+        return "it contains NUL bytes"
+    return None
+
+
+def _binary_error(kind: str) -> IngestError:
+    return IngestError(f"This looks like a binary file ({kind}). {ACCEPTED}")
+
+
+_UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def _decode(data: bytes) -> tuple[str, list[str]]:
+    """Bytes to text: UTF-8 (BOM or not), UTF-16 with a BOM, else a legacy 8-bit encoding (warned)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return _nonblank(data.decode("utf-16")), []
+        except UnicodeDecodeError:
+            raise IngestError("The file starts like UTF-16 text but is not valid UTF-16. Save it as UTF-8.") from None
+    kind = _binary_kind(data)
+    if kind:
+        raise _binary_error(kind)
+    warnings = []
+    if b"\x00" in data:  # past the first KB: stray NULs in a text file
+        nuls = data.count(b"\x00")
+        warnings.append(f"Removed {_plural(nuls, 'NUL byte')} from the file.")
+        data = data.replace(b"\x00", b"")
+    try:
+        return _nonblank(data.decode("utf-8-sig")), warnings
+    except UnicodeDecodeError:
+        pass
+    text, note = _decode_legacy(data)
+    return _nonblank(text), warnings + [note]
+
+
+def _decode_legacy(data: bytes) -> tuple[str, str]:
+    invalid = data.decode("utf-8", errors="replace").count("\ufffd") - data.count(b"\xef\xbf\xbd")
+    if len(_UTF8_SEQUENCE.findall(data)) >= 10 * invalid:  # UTF-8 with a few damaged bytes
+        return (data.decode("utf-8-sig", errors="replace"),
+                f"The file is not entirely valid UTF-8: {_plural(invalid, 'damaged character')} replaced.")
+    # "‰Û" saved as MacRoman (E4 F3) is the signature of the Excel-for-Mac exports; cp1252 is more
+    # common otherwise, and MacRoman also takes the five bytes cp1252 leaves undefined.
+    if b"\xe4\xf3" not in data:
+        try:
+            return data.decode("cp1252"), "The file is not UTF-8; it was read as Windows-1252 (cp1252)."
+        except UnicodeDecodeError:
+            pass
+    return (data.decode("mac_roman"),
+            "The file is not UTF-8; it was read as Mac Roman and its mojibake repaired where possible.")
+
+
+def _nonblank(text: str) -> str:
+    if not text.replace("\ufeff", "").strip():
+        raise IngestError("The file contains only blank space: no posts to read.")
+    return text
+
+
+# --------------------------------------------------------------------------- reading: zip archives
+
+_ARCHIVE_JS = re.compile(r"tweets?(?:-part(\d+))?\.js", re.IGNORECASE)
+
+
+def _read_zip(data: bytes) -> tuple[list[RawPost], list[str]]:
+    """Tweets from a Twitter archive .zip, read by name in memory with a cap on uncompressed bytes."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
+        raise IngestError("This .zip file is damaged or incomplete and cannot be opened. "
+                          "Download your archive again, or send only data/tweets.js.") from None
+    with archive:
+        members, fmt = _archive_members(archive)
+        if len(members) > MAX_ARCHIVE_PARTS:
+            raise IngestError(f"The archive has {len(members)} tweets.js parts; at most {MAX_ARCHIVE_PARTS} are read.")
+        declared = sum(info.file_size for info in members)
+        if declared > MAX_ARCHIVE_BYTES:
+            raise IngestError(_archive_too_large(declared))
+        posts: list[RawPost] = []
+        warnings: list[str] = []
+        budget = MAX_ARCHIVE_BYTES
+        for info in members:
+            raw = _read_member(archive, info, budget)
+            budget -= len(raw)
+            posts += _parse_member(raw, info.filename, fmt, warnings)
+    return posts, warnings
+
+
+def _archive_members(archive: zipfile.ZipFile) -> tuple[list[zipfile.ZipInfo], str]:
+    """The tweets.js parts (or an old archive's tweets.csv), in part order; refuses unsafe names."""
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    parts = [i for i in infos if _ARCHIVE_JS.fullmatch(PurePosixPath(i.filename).name)]
+    fmt = "js"
+    if not parts:
+        parts = [i for i in infos if PurePosixPath(i.filename).name.lower() == "tweets.csv"]
+        fmt = "csv"
+    if not parts:
+        raise IngestError(_no_tweets_in_zip([i.filename for i in infos]))
+    for info in parts:
+        if _unsafe_name(info.filename):
+            raise IngestError(f"The archive has an unsafe file name (`{info.filename[:80]}`); it was not read. "
+                              "Send data/tweets.js on its own.")
+    # One folder only (prefer .../data/), and "tweets" over the older "tweet" when both exist.
+    folders = sorted({str(PurePosixPath(i.filename).parent) for i in parts},
+                     key=lambda d: (PurePosixPath(d).name != "data", d.count("/"), d))
+    parts = [i for i in parts if str(PurePosixPath(i.filename).parent) == folders[0]]
+    if any(PurePosixPath(i.filename).name.lower().startswith("tweets") for i in parts):
+        parts = [i for i in parts if PurePosixPath(i.filename).name.lower().startswith("tweets")]
+    return sorted(parts, key=_part_number), fmt
+
+
+def _part_number(info: zipfile.ZipInfo) -> int:
+    match = _ARCHIVE_JS.fullmatch(PurePosixPath(info.filename).name)
+    return int(match[1]) if match and match[1] else 0
+
+
+def _unsafe_name(name: str) -> bool:
+    return name.startswith(("/", "\\")) or "\\" in name or bool(re.match(r"[A-Za-z]:", name)) \
+        or ".." in PurePosixPath(name).parts
+
+
+def _no_tweets_in_zip(names: list[str]) -> str:
+    lowered = [n.lower() for n in names]
+    if any(n.startswith("xl/") for n in lowered):
+        return "This is an Excel workbook, not a tweet archive. Save it as CSV (UTF-8) and send that."
+    if any(n.startswith("word/") for n in lowered):
+        return "This is a Word document, not a tweet archive. " + ACCEPTED
+    return ("No tweets.js found in this .zip: a Twitter/X archive has data/tweets.js (or data/tweet.js). "
+            + ACCEPTED)
+
+
+def _archive_too_large(size: int) -> str:
+    return (f"The tweets in this archive are too large when uncompressed ({size / 2**20:,.0f} MB; "
+            f"the limit is {MAX_ARCHIVE_BYTES / 2**20:.0f} MB). Send data/tweets.js on its own.")
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> bytes:
+    """Stream one member, stopping as soon as the budget is spent (whatever the header claims)."""
+    if info.flag_bits & 0x1:
+        raise IngestError("The archive is password-protected. Send data/tweets.js on its own.")
+    out = bytearray()
+    try:
+        with archive.open(info) as member:
+            while chunk := member.read(1 << 20):
+                out += chunk
+                if len(out) > budget:
+                    raise IngestError(_archive_too_large(len(out)))
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError):
+        raise IngestError(f"`{info.filename[:80]}` in the archive is damaged and cannot be read. "
+                          "Download your archive again, or send only data/tweets.js.") from None
+    return bytes(out)
+
+
+def _parse_member(raw: bytes, name: str, fmt: str, warnings: list[str]) -> list[RawPost]:
+    if not raw.strip():
+        return []  # an empty part (tweets-part1.js of 0 bytes): nothing to add
+    text, notes = _decode(raw)
+    warnings += notes
+    if fmt == "csv":
+        layout = _csv_layout(text)
+        if layout is None:
+            raise IngestError(f"`{name}` in the archive has no text column.")
+        return _parse_csv(text, *layout)
+    return _parse_archive_js(text, name)
+
+
+# --------------------------------------------------------------------------- reading: text formats
+
+_YTD_PREFIX = re.compile(r"\s*window\.YTD\.(\w+)\.part\d+\s*=\s*")
+_GRAILBIRD_PREFIX = re.compile(r"\s*Grailbird\.data\.tweets_\d{4}_\d{2}\s*=\s*")  # pre-2019 archives
+_JS_ASSIGNMENT = re.compile(r"\s*(?:(?:var|let|const)\s+)?[A-Za-z_$][\w$.]*\s*=\s*[\[{]")
+_MARKUP = re.compile(r"\s*(?:<!doctype|<html|<\?xml|<svg|\{\\rtf)", re.IGNORECASE)
+_JSON_START = re.compile(r'\s*[\[{]\s*[\[{"\]}]')  # so "[1/3] a thread" stays a line of text
+_RETWEET_COLUMNS = ("is_retweet", "retweeted", "retweeted_status_id", "retweeted_status")
+
+
+def _parse_text(text: str, filename: str) -> tuple[list[RawPost], str]:
+    ext = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    if _YTD_PREFIX.match(text) or _GRAILBIRD_PREFIX.match(text):
+        return _parse_archive_js(text, filename or "tweets.js"), "twitter-archive"
+    if _JS_ASSIGNMENT.match(text):
+        raise IngestError(_wrong_js_prefix(text))
+    if _MARKUP.match(text[:200]):
+        raise IngestError("This is a web page or document (HTML/XML/RTF), not a format I can read. " + ACCEPTED)
+    if ext in (".jsonl", ".ndjson"):
+        return _posts_from_records(_jsonl_records(text), "JSONL lines"), "jsonl"
+    if text.lstrip()[:1] in ("[", "{", '"'):
+        strict = ext in (".json", ".js") or _JSON_START.match(text) is not None
+        parsed = _parse_json_like(text, strict)
+        if parsed is not None:
+            return parsed
+    if ext == ".js":
+        raise IngestError(_wrong_js_prefix(text))
+    layout = _csv_layout(text)
+    if layout is not None:
+        return _parse_csv(text, *layout), "csv"
+    if ext in (".csv", ".tsv"):
+        raise IngestError(_no_text_column(text))
+    return [RawPost(line) for line in text.splitlines() if line.strip()], "text"
+
+
+def _wrong_js_prefix(text: str) -> str:
+    start = re.sub(r"[`\s]+", " ", text.lstrip()[:60].split("=")[0]).strip()[:30]
+    return (f"This file starts with `{start}`, not `window.YTD.tweets.part0 =` like a Twitter archive's "
+            "data/tweets.js. Send that file or the archive .zip.")
+
+
+def _parse_archive_js(text: str, name: str) -> list[RawPost]:
+    """An archive's tweets.js: its `window.YTD.tweets.partN = ` prefix, then a JSON list."""
+    match = _YTD_PREFIX.match(text) or _GRAILBIRD_PREFIX.match(text)
+    if match is None:
+        raise IngestError(_wrong_js_prefix(text))
+    if match.re is _YTD_PREFIX and match[1].lower() not in ("tweets", "tweet"):
+        raise IngestError(f"`{PurePosixPath(name).name}` holds the archive's `{match[1]}` data, not tweets. "
+                          "Send data/tweets.js (or the whole archive .zip).")
+    try:
+        entries = json.loads(text[match.end():].rstrip().rstrip(";"))
+    except json.JSONDecodeError as exc:
+        raise IngestError(f"`{PurePosixPath(name).name}` has the archive prefix but its data is not valid "
+                          f"JSON ({exc.msg}, line {exc.lineno}).") from None
+    if not isinstance(entries, list):
+        raise IngestError(f"`{PurePosixPath(name).name}` should hold a list of tweets after its prefix.")
+    return _posts_from_records(entries, "archive entries")
+
+
+def _parse_json_like(text: str, strict: bool) -> tuple[list[RawPost], str] | None:
+    """JSON, or JSONL when the whole text is not one document but its first line is. When not strict
+    (text that merely starts with a bracket or a quote), None instead of an error."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if _is_json(text.lstrip().split("\n", 1)[0]):
+            try:
+                records = _jsonl_records(text)
+            except IngestError:
+                if strict:
+                    raise
+                return None
+            return _posts_from_records(records, "JSONL lines"), "jsonl"
+        if not strict:
+            return None
+        raise IngestError(f"This looks like JSON but it is not valid: {exc.msg} at line {exc.lineno}, "
+                          f"column {exc.colno}.") from None
+    return _posts_from_records(_post_list(value), "JSON items"), "json"
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
+def _jsonl_records(text: str) -> list:
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise IngestError(f"Line {number} of the JSONL file is not valid JSON ({exc.msg}).") from None
+    return records
+
+
+_WRAPPER_KEYS = ("tweets", "data", "posts", "statuses", "messages", "items", "results", "entries")
+
+
+def _post_list(value: Any) -> list:
+    """The list of posts in a JSON document: the document itself, or the list an object wraps."""
+    if isinstance(value, (list, str)):
+        return value if isinstance(value, list) else [value]
+    if not isinstance(value, dict):
+        raise IngestError("The JSON should be a list of posts, or an object such as {\"tweets\": [...]}.")
+    lowered = {str(k).lower(): v for k, v in value.items()}
+    if _text_of(lowered) is not None:
+        return [value]  # a single post
+    for key in _WRAPPER_KEYS:
+        if isinstance(lowered.get(key), list):
+            return lowered[key]
+    lists = [v for v in value.values() if isinstance(v, list) and v]
+    if len(lists) == 1:
+        return lists[0]
+    raise IngestError(f"The JSON object has no list of posts (keys found: {_names(map(str, value))}). Expected a list, "
+                      "or an object like {\"tweets\": [...]} or {\"data\": [...]}.")
+
+
+def _posts_from_records(records: Iterable, what: str) -> list[RawPost]:
+    """Strings, or objects with a text field (an archive's {"tweet": {...}} wrapper unwrapped)."""
+    posts, keys_seen, with_text = [], [], 0
+    for record in records:
+        if isinstance(record, str):
+            posts.append(RawPost(record))
+            with_text += 1
+            continue
+        if not isinstance(record, dict):
+            raise IngestError(f"The {what} should be strings or objects with a text field, "
+                              f"not {type(record).__name__} values.")
+        if isinstance(record.get("tweet"), dict):
+            record = record["tweet"]
+        fields = {str(k).lower(): v for k, v in record.items()}
+        text = _text_of(fields)
+        with_text += text is not None
+        keys_seen = keys_seen or list(record)
+        posts.append(RawPost(text or "", _record_is_retweet(fields)))
+    if posts and not with_text:
+        raise IngestError(f"The {what} have no text field (keys found: {_names(map(str, keys_seen))}). "
+                          f"Accepted names: {', '.join(TEXT_FIELDS)}.")
+    return posts
+
+
+def _text_of(fields: dict) -> str | None:
+    return next((fields[name] for name in TEXT_FIELDS if isinstance(fields.get(name), str)), None)
+
+
+def _record_is_retweet(fields: dict) -> bool:
+    if fields.get("retweeted_status") or _truthy(fields.get("retweeted")) or _truthy(fields.get("is_retweet")):
+        return True
+    refs = fields.get("referenced_tweets")  # Twitter API v2
+    return isinstance(refs, list) and any(isinstance(r, dict) and r.get("type") == "retweeted" for r in refs)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "y", "t")
+    return value is True or (isinstance(value, (int, float)) and value == 1)
+
+
+# --------------------------------------------------------------------------- reading: CSV
+
+_DELIMITERS = (",", "\t", ";", "|")
+
+
+def _csv_layout(text: str) -> tuple[str, int, int | None] | None:
+    """(delimiter, text column, retweet column) when the first line is a header naming a text column."""
+    header_line = re.match(r"[^\r\n]*", text)[0]
+    for delimiter in _delimiter_candidates(text):
+        header = _header(header_line, delimiter)
+        column = _find_column(header, TEXT_FIELDS)
+        if column is not None:
+            return delimiter, column, _find_column(header, _RETWEET_COLUMNS)
+    return None
+
+
+def _delimiter_candidates(text: str) -> list[str]:
+    try:
+        sniffed = csv.Sniffer().sniff(text[:8192], delimiters="".join(_DELIMITERS)).delimiter
+    except csv.Error:
+        return list(_DELIMITERS)
+    return [sniffed] + [d for d in _DELIMITERS if d != sniffed]
+
+
+def _header(line: str, delimiter: str) -> list[str]:
+    try:
+        cells = next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:
+        return []
+    return [c.strip().lstrip("\ufeff").strip('"').strip().lower() for c in cells]
+
+
+def _find_column(header: list[str], names: tuple[str, ...]) -> int | None:
+    return next((header.index(n) for n in names if n in header), None)
+
+
+def _no_text_column(text: str) -> str:
+    line = re.match(r"[^\r\n]*", text)[0]
+    columns = max((_header(line, d) for d in _DELIMITERS), key=len)
+    return (f"No text column in this CSV (columns found: {_names(columns)}). "
+            f"Name the column with the posts one of: {', '.join(TEXT_FIELDS)}.")
+
+
+def _parse_csv(text: str, delimiter: str, column: int, rt_column: int | None) -> list[RawPost]:
+    # Raise the per-field limit (a process-wide setting) so an oversized field is read and then
+    # counted as too long, instead of aborting the whole file.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_INPUT_BYTES * 4))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    posts = []
+    try:
+        next(reader, None)  # the header
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            is_rt = rt_column is not None and rt_column < len(row) and _csv_flag(row[rt_column])
+            posts.append(RawPost(row[column] if column < len(row) else "", is_rt))
+    except csv.Error as exc:
+        raise IngestError(f"The CSV could not be read near line {reader.line_num}: {exc}.") from None
+    return posts
+
+
+def _csv_flag(value: str) -> bool:
+    """A retweet flag column: true/1/yes, or a non-empty retweeted_status_id."""
+    value = value.strip().lower()
+    return _truthy(value) or (value.isdigit() and value != "0")
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+# (stats field, plural label, singular label) for explaining what was dropped
+_DROP_REASONS = [
+    ("too_long", f"longer than {MAX_POST_CHARS:,} characters (not tweets)",
+     f"longer than {MAX_POST_CHARS:,} characters (not a tweet)"),
+    ("retweets", "retweets", "a retweet"),
+    ("short", "too short (fewer than 3 words besides links, @mentions and #hashtags)",
+     "too short (fewer than 3 words besides links, @mentions and #hashtags)"),
+    ("duplicates", "duplicates", "a duplicate"),
+]
+
+
+def _why(stats: IngestStats) -> str:
+    """'all 120 posts were retweets', or the breakdown of what was dropped."""
+    n = stats.downloaded
+    for key, plural, singular in _DROP_REASONS:
+        if getattr(stats, key) == n > 0:
+            return f"The only post was {singular}." if n == 1 else f"All {n:,} posts were {plural}."
+    dropped = [f"{getattr(stats, key):,} {plural.split(' (')[0]}" for key, plural, _ in _DROP_REASONS
+               if getattr(stats, key)]
+    return f"Of {_plural(n, 'post')} read: {', '.join(dropped + [f'{stats.kept:,} kept'])}."
+
+
+def _too_little_text(stats: IngestStats, kept_chars: int, min_chars: int) -> str:
+    if not stats.kept:
+        return (f"No usable tweets after cleaning: {_why(stats)[0].lower()}{_why(stats)[1:]} "
+                f"At least {min_chars:,} characters of their own tweets are needed.")
+    return (f"Only {kept_chars:,} characters of usable text after cleaning ({_plural(stats.kept, 'tweet')} kept); "
+            f"at least {min_chars:,} are needed. {_why(stats)} Send more of their posts.")
+
+
+def _names(names: Iterable[str], limit: int = 10) -> str:
+    """`a`, `b`, ... for a message: each name and the list kept short (Discord messages are small)."""
+    names = [n if len(n) <= 30 else n[:29] + "…" for n in names if n]
+    shown = ", ".join(f"`{n}`" for n in names[:limit])
+    return (shown + (f" and {len(names) - limit} more" if len(names) > limit else "")) or "none"

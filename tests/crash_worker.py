@@ -1,0 +1,35 @@
+"""A core process to SIGKILL from tests: `python -m tests.crash_worker <env-json> <mode>`.
+
+mode `train`: queue a training job (unless one is queued already) and run the queue until killed.
+mode `resume`: just run the queue (what a restarted bot does).
+It prints one line per event so the test knows when to kill it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from bot.config import load_settings
+from bot.core.service import Tweetalike
+from tests.conftest import tiny_tweets
+
+
+async def main(env: dict, mode: str) -> None:
+    core = Tweetalike(load_settings(env, dotenv=False))
+    await core.start()
+    core.queue.progress_listeners.append(lambda job, p: print(f"progress {job.id} {p.phase} {p.step}", flush=True))
+    core.queue.finish_listeners.append(lambda o: print(f"finished {o.job.id} {o.state}", flush=True))
+    print("recovered " + " ".join(str(j.id) for j in core.queue.recovered), flush=True)
+    if mode == "train":
+        stats = {"downloaded": 400, "retweets": 0, "short": 0, "duplicates": 0, "kept": 400}
+        job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets() * 3, stats=stats, requested_by=5)
+        print(f"queued {job.id}", flush=True)
+    await core.queue.wait_idle()
+    print("idle", flush=True)
+    await core.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(json.loads(sys.argv[1]), sys.argv[2]))
