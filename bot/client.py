@@ -24,6 +24,7 @@ EXTENSIONS = (
     "bot.cogs.impersonate",
     "bot.cogs.models",
     "bot.cogs.autopost",
+    "bot.cogs.voice",
 )
 
 
@@ -35,11 +36,13 @@ def apply_endpoint_overrides(settings: Settings) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
 
 
-def bot_intents() -> discord.Intents:
+def bot_intents(settings: Settings) -> discord.Intents:
     # Slash commands arrive as interactions and need no privileged intent; `guilds` gives us
-    # channels and roles for permission checks and scheduled posts.
+    # channels and roles for permission checks and scheduled posts. Message Content is only
+    # needed to read members' history for /train member, and only when the admin enabled it.
     intents = discord.Intents.none()
     intents.guilds = True
+    intents.message_content = settings.message_content_intent
     return intents
 
 
@@ -47,7 +50,7 @@ class TweetalikeBot(commands.Bot):
     def __init__(self, settings: Settings, core: Tweetalike | None = None, clock: Callable[[], float] = time.time):
         super().__init__(
             command_prefix=commands.when_mentioned,
-            intents=bot_intents(),
+            intents=bot_intents(settings),
             help_command=None,
             # Nothing the bot sends pings anyone unless a message says so explicitly.
             allowed_mentions=discord.AllowedMentions.none(),

@@ -79,6 +79,7 @@ class Setting:
 SETTINGS: list[Setting] = [
     Setting("DISCORD_TOKEN", "discord_token", "", _str, "Bot token from the Discord developer portal (required to run the bot, not the CLI)."),
     Setting("DEV_GUILD_ID", "dev_guild_id", "", _optional_int, "If set, slash commands are synced to this guild instantly instead of globally."),
+    Setting("MESSAGE_CONTENT_INTENT", "message_content_intent", "false", _bool, "Request the privileged Message Content intent (needed to train on members' messages; enable it in the developer portal too)."),
     Setting("DATABASE_PATH", "database_path", "data/bot.db", _str, "SQLite registry of models, jobs and schedules."),
     Setting("MODELS_DIR", "models_dir", "models", _str, "Where fine-tuned models are stored, one folder per guild and handle."),
     Setting("BASE_MODEL", "base_model", "gpt2", _str, "Model to fine-tune: a Hugging Face hub id or a local path."),
@@ -111,6 +112,7 @@ SETTINGS: list[Setting] = [
 class Settings:
     discord_token: str
     dev_guild_id: int | None
+    message_content_intent: bool
     database_path: str
     models_dir: str
     base_model: str

@@ -147,6 +147,24 @@ class TrainingCog(commands.Cog):
             raise UserError("The same handle appears twice.")
         return people
 
+    @train.command(name="member", description="Train a persona on a member's messages here (they must opt in)")
+    @app_commands.describe(member="Whose messages", handle="Name of the persona (default: their user name)")
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def train_member(self, interaction: discord.Interaction, member: discord.Member,
+                           handle: Optional[str] = None) -> None:
+        await self.bot.get_cog("VoiceCog").train_member(interaction, member, requested_by=interaction.user.id,
+                                                        handle=handle)
+
+    @train.command(name="exclude", description="Keep a channel out of (or back in) member-history training")
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def train_exclude(self, interaction: discord.Interaction, channel: discord.TextChannel,
+                            excluded: bool = True) -> None:
+        sql = ("INSERT OR IGNORE INTO guild_excluded_channels (guild_id, channel_id) VALUES (?, ?)" if excluded
+               else "DELETE FROM guild_excluded_channels WHERE guild_id = ? AND channel_id = ?")
+        await self.core.registry.db.execute(sql, (interaction.guild_id, channel.id))
+        state = "excluded from" if excluded else "included in"
+        await interaction.response.send_message(f"{channel.mention} is {state} member-history training.", ephemeral=True)
+
     @train.command(name="status", description="Show this server's training jobs")
     async def train_status(self, interaction: discord.Interaction) -> None:
         jobs = await self.core.registry.list_jobs(interaction.guild_id, limit=10)

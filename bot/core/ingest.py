@@ -407,7 +407,7 @@ def _read_zip(data: bytes) -> tuple[list[RawPost], list[str]]:
     """Tweets from a Twitter archive .zip, read by name in memory with a cap on uncompressed bytes."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError):
         raise IngestError("This .zip file is damaged or incomplete and cannot be opened. "
                           "Download your archive again, or send only data/tweets.js.") from None
     with archive:
@@ -429,7 +429,7 @@ def _read_zip(data: bytes) -> tuple[list[RawPost], list[str]]:
 
 def _archive_members(archive: zipfile.ZipFile) -> tuple[list[zipfile.ZipInfo], str]:
     """The tweets.js parts (or an old archive's tweets.csv), in part order; refuses unsafe names."""
-    infos = [i for i in archive.infolist() if not i.is_dir()]
+    infos = [i for i in archive.infolist() if i.filename and not i.filename.endswith("/")]
     parts = [i for i in infos if _ARCHIVE_JS.fullmatch(PurePosixPath(i.filename).name)]
     fmt = "js"
     if not parts:
@@ -482,13 +482,13 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -
     out = bytearray()
     try:
         with archive.open(info) as member:
-            while chunk := member.read(1 << 20):
+            while len(out) <= budget and (chunk := member.read(1 << 20)):
                 out += chunk
-                if len(out) > budget:
-                    raise IngestError(_archive_too_large(len(out)))
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError):
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError, ValueError):
         raise IngestError(f"`{info.filename[:80]}` in the archive is damaged and cannot be read. "
                           "Download your archive again, or send only data/tweets.js.") from None
+    if len(out) > budget:
+        raise IngestError(_archive_too_large(len(out)))
     return bytes(out)
 
 
@@ -509,7 +509,8 @@ def _parse_member(raw: bytes, name: str, fmt: str, warnings: list[str]) -> list[
 
 _YTD_PREFIX = re.compile(r"\s*window\.YTD\.(\w+)\.part\d+\s*=\s*")
 _GRAILBIRD_PREFIX = re.compile(r"\s*Grailbird\.data\.tweets_\d{4}_\d{2}\s*=\s*")  # pre-2019 archives
-_JS_ASSIGNMENT = re.compile(r"\s*(?:(?:var|let|const)\s+)?[A-Za-z_$][\w$.]*\s*=\s*[\[{]")
+# `var x = [`, `window.foo = {`: JavaScript, not a post that happens to start with "word = ["
+_JS_ASSIGNMENT = re.compile(r"\s*(?:(?:var|let|const)\s+[A-Za-z_$][\w$]*|[A-Za-z_$][\w$]*(?:\.[\w$]+)+)\s*=\s*[\[{]")
 _MARKUP = re.compile(r"\s*(?:<!doctype|<html|<\?xml|<svg|\{\\rtf)", re.IGNORECASE)
 _JSON_START = re.compile(r'\s*[\[{]\s*[\[{"\]}]')  # so "[1/3] a thread" stays a line of text
 _RETWEET_COLUMNS = ("is_retweet", "retweeted", "retweeted_status_id", "retweeted_status")
@@ -519,7 +520,7 @@ def _parse_text(text: str, filename: str) -> tuple[list[RawPost], str]:
     ext = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
     if _YTD_PREFIX.match(text) or _GRAILBIRD_PREFIX.match(text):
         return _parse_archive_js(text, filename or "tweets.js"), "twitter-archive"
-    if _JS_ASSIGNMENT.match(text):
+    if _JS_ASSIGNMENT.match(text[:500]):  # a slice: the pattern backtracks over a long first word
         raise IngestError(_wrong_js_prefix(text))
     if _MARKUP.match(text[:200]):
         raise IngestError("This is a web page or document (HTML/XML/RTF), not a format I can read. " + ACCEPTED)
@@ -530,11 +531,11 @@ def _parse_text(text: str, filename: str) -> tuple[list[RawPost], str]:
         parsed = _parse_json_like(text, strict)
         if parsed is not None:
             return parsed
-    if ext == ".js":
-        raise IngestError(_wrong_js_prefix(text))
     layout = _csv_layout(text)
     if layout is not None:
         return _parse_csv(text, *layout), "csv"
+    if ext == ".js":
+        raise IngestError(_wrong_js_prefix(text))
     if ext in (".csv", ".tsv"):
         raise IngestError(_no_text_column(text))
     return [RawPost(line) for line in text.splitlines() if line.strip()], "text"
@@ -555,7 +556,7 @@ def _parse_archive_js(text: str, name: str) -> list[RawPost]:
         raise IngestError(f"`{PurePosixPath(name).name}` holds the archive's `{match[1]}` data, not tweets. "
                           "Send data/tweets.js (or the whole archive .zip).")
     try:
-        entries = json.loads(text[match.end():].rstrip().rstrip(";"))
+        entries = _load_json(text[match.end():].rstrip().rstrip(";"))
     except json.JSONDecodeError as exc:
         raise IngestError(f"`{PurePosixPath(name).name}` has the archive prefix but its data is not valid "
                           f"JSON ({exc.msg}, line {exc.lineno}).") from None
@@ -568,7 +569,7 @@ def _parse_json_like(text: str, strict: bool) -> tuple[list[RawPost], str] | Non
     """JSON, or JSONL when the whole text is not one document but its first line is. When not strict
     (text that merely starts with a bracket or a quote), None instead of an error."""
     try:
-        value = json.loads(text)
+        value = _load_json(text)
     except json.JSONDecodeError as exc:
         if _is_json(text.lstrip().split("\n", 1)[0]):
             try:
@@ -587,10 +588,18 @@ def _parse_json_like(text: str, strict: bool) -> tuple[list[RawPost], str] | Non
 
 def _is_json(line: str) -> bool:
     try:
-        json.loads(line)
+        _load_json(line)
         return True
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, IngestError):
         return False
+
+
+def _load_json(text: str) -> Any:
+    """json.loads, refusing absurd nesting instead of crashing on it."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise IngestError("The JSON is nested too deeply to be a list of posts.") from None
 
 
 def _jsonl_records(text: str) -> list:
@@ -599,7 +608,7 @@ def _jsonl_records(text: str) -> list:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append(_load_json(line))
         except json.JSONDecodeError as exc:
             raise IngestError(f"Line {number} of the JSONL file is not valid JSON ({exc.msg}).") from None
     return records
@@ -675,7 +684,7 @@ _DELIMITERS = (",", "\t", ";", "|")
 
 def _csv_layout(text: str) -> tuple[str, int, int | None] | None:
     """(delimiter, text column, retweet column) when the first line is a header naming a text column."""
-    header_line = re.match(r"[^\r\n]*", text)[0]
+    header_line = _first_line(text)
     for delimiter in _delimiter_candidates(text):
         header = _header(header_line, delimiter)
         column = _find_column(header, TEXT_FIELDS)
@@ -692,6 +701,11 @@ def _delimiter_candidates(text: str) -> list[str]:
     return [sniffed] + [d for d in _DELIMITERS if d != sniffed]
 
 
+def _first_line(text: str) -> str:
+    ends = [i for i in (text.find("\n"), text.find("\r")) if i >= 0]
+    return text[:min(ends)] if ends else text
+
+
 def _header(line: str, delimiter: str) -> list[str]:
     try:
         cells = next(csv.reader([line], delimiter=delimiter), [])
@@ -705,7 +719,7 @@ def _find_column(header: list[str], names: tuple[str, ...]) -> int | None:
 
 
 def _no_text_column(text: str) -> str:
-    line = re.match(r"[^\r\n]*", text)[0]
+    line = _first_line(text)
     columns = max((_header(line, d) for d in _DELIMITERS), key=len)
     return (f"No text column in this CSV (columns found: {_names(columns)}). "
             f"Name the column with the posts one of: {', '.join(TEXT_FIELDS)}.")

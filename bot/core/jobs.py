@@ -141,6 +141,7 @@ class TrainingQueue:
                 self.executor, self._train_and_publish, job, corpus, config, running
             )
             model = await self.registry.save_model(model)
+            await self.registry.set_model_sources(job.guild_id, job.handle, [job.source_user_id] if job.source_user_id else [])
             await self.registry.finish_job(job.id, "done")
             outcome = JobOutcome(job=job, state="done", model=model, result=result)
         except TrainingCancelled:

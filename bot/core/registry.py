@@ -139,6 +139,43 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX generated_posts_guild ON generated_posts (guild_id, created_at);
     """,
+    # 3: members' consent, their collected messages, and whose data went into each persona.
+    """
+    CREATE TABLE voice_consent (
+        user_id       INTEGER PRIMARY KEY,
+        opted_in      INTEGER NOT NULL,
+        updated_at    REAL    NOT NULL
+    );
+    CREATE TABLE collected_messages (
+        message_id    INTEGER PRIMARY KEY,
+        guild_id      INTEGER NOT NULL,
+        user_id       INTEGER NOT NULL,
+        channel_id    INTEGER NOT NULL,
+        text          TEXT    NOT NULL
+    );
+    CREATE INDEX collected_messages_user ON collected_messages (guild_id, user_id);
+    CREATE TABLE history_cursors (
+        guild_id      INTEGER NOT NULL,
+        user_id       INTEGER NOT NULL,
+        channel_id    INTEGER NOT NULL,
+        before_id     INTEGER,                    -- next page starts before this message
+        finished      INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (guild_id, user_id, channel_id)
+    );
+    CREATE TABLE model_sources (
+        guild_id      INTEGER NOT NULL,
+        handle        TEXT    NOT NULL,
+        user_id       INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, handle, user_id)
+    );
+    CREATE INDEX model_sources_user ON model_sources (user_id);
+    CREATE TABLE guild_excluded_channels (
+        guild_id      INTEGER NOT NULL,
+        channel_id    INTEGER NOT NULL,
+        PRIMARY KEY (guild_id, channel_id)
+    );
+    ALTER TABLE training_jobs ADD COLUMN source_user_id INTEGER;
+    """,
 ]
 
 
@@ -180,6 +217,7 @@ class JobRecord:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    source_user_id: int | None = None  # a member whose messages are the corpus
 
     @property
     def active(self) -> bool:
@@ -188,7 +226,8 @@ class JobRecord:
 
 _JOB_COLUMNS = (
     "id, guild_id, handle, display_name, avatar_url, base_model, method, epochs, requested_by, "
-    "channel_id, stats_json, state, progress_json, error, interrupted, created_at, started_at, finished_at"
+    "channel_id, stats_json, state, progress_json, error, interrupted, created_at, started_at, finished_at, "
+    "source_user_id"
 )
 _MODEL_COLUMNS = (
     "id, guild_id, handle, display_name, avatar_url, base_model, method, path, status, "
@@ -202,7 +241,7 @@ def _job(row: Iterable[Any]) -> JobRecord:
         id=r[0], guild_id=r[1], handle=r[2], display_name=r[3], avatar_url=r[4], base_model=r[5],
         method=r[6], epochs=r[7], requested_by=r[8], channel_id=r[9], stats=json.loads(r[10]),
         state=r[11], progress=json.loads(r[12]), error=r[13], interrupted=r[14], created_at=r[15],
-        started_at=r[16], finished_at=r[17],
+        started_at=r[16], finished_at=r[17], source_user_id=r[18],
     )
 
 
@@ -327,6 +366,13 @@ class Registry:
             row = await cur.fetchone()
         return _model(row) if row else None
 
+    async def set_model_sources(self, guild_id: int, handle: str, user_ids: list[int]) -> None:
+        """Record whose messages went into a persona (replacing what an earlier version used)."""
+        await self.db.execute("DELETE FROM model_sources WHERE guild_id = ? AND handle = ?", (guild_id, handle))
+        for user_id in user_ids:
+            await self.db.execute("INSERT INTO model_sources (guild_id, handle, user_id) VALUES (?, ?, ?)",
+                                  (guild_id, handle, user_id))
+
     async def all_model_paths(self) -> set[str]:
         async with self.db.execute("SELECT path FROM models") as cur:
             return {row[0] for row in await cur.fetchall()}
@@ -347,17 +393,19 @@ class Registry:
         avatar_url: str | None = None,
         requested_by: int | None = None,
         channel_id: int | None = None,
+        source_user_id: int | None = None,
     ) -> JobRecord:
         async with self.db.execute(
             f"""
             INSERT INTO training_jobs (guild_id, handle, display_name, avatar_url, base_model, method,
-                                       epochs, requested_by, channel_id, corpus_json, stats_json, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                       epochs, requested_by, channel_id, corpus_json, stats_json, created_at,
+                                       source_user_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             RETURNING {_JOB_COLUMNS}
             """,
             (
                 guild_id, handle, display_name, avatar_url, base_model, method, epochs, requested_by,
-                channel_id, json.dumps(corpus, ensure_ascii=False), json.dumps(stats), time.time(),
+                channel_id, json.dumps(corpus, ensure_ascii=False), json.dumps(stats), time.time(), source_user_id,
             ),
         ) as cur:
             return _job(await cur.fetchone())

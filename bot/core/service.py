@@ -98,6 +98,7 @@ class Tweetalike:
         base_model: str | None = None,
         requested_by: int | None = None,
         channel_id: int | None = None,
+        source_user_id: int | None = None,
     ) -> JobRecord:
         handle = normalize_handle(handle)
         method = (method or self.settings.train_method).lower()
@@ -113,6 +114,7 @@ class Tweetalike:
             guild_id=guild_id, handle=handle, display_name=clean_display_name(display_name, handle),
             avatar_url=avatar_url, base_model=base_model or self.settings.base_model, method=method,
             epochs=epochs, corpus=tweets, stats=stats, requested_by=requested_by, channel_id=channel_id,
+            source_user_id=source_user_id,
         )
         self.queue.notify()
         return job
