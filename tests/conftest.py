@@ -52,3 +52,20 @@ def shared_corpus(name: str) -> Path:
 
 def tiny_tweets() -> list[str]:
     return [line.strip() for line in TINY_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture
+async def discord_env(settings):
+    """The real bot against a local Discord-compatible server (127.0.0.1 only)."""
+    from tests.discord_env import Clock, DiscordEnv, populate, start_bot, stop_bot
+    from tests.localdiscord import LocalDiscord
+
+    async with LocalDiscord() as server:
+        ids = populate(server)
+        clock = Clock()
+        bot, task = await start_bot(server, settings.replace(schedule_tick_seconds=0.2), clock)
+        env = DiscordEnv(server=server, bot=bot, task=task, clock=clock, **ids)
+        try:
+            yield env
+        finally:
+            await stop_bot(env.bot, env.task)

@@ -6,6 +6,7 @@ import codecs
 import csv
 import io
 import json
+import random
 import re
 import struct
 import zipfile
@@ -112,10 +113,12 @@ def _formats():
     yield "tsv", "export.tsv", csv_bytes(["id", "text", "likes"], ROWS, "\t"), "csv"
     yield "csv with BOM, no extension", "", b"\xef\xbb\xbf" + csv_bytes(["text"], [[t] for t in TWEETS]), "csv"
     yield "json strings", "tweets.json", json.dumps(TWEETS).encode(), "json"
-    yield "json objects", "tweets.json", json.dumps([{"id": i, "text": t} for i, t in enumerate(TWEETS)]).encode(), "json"
+    objects = [{"id": i, "text": t} for i, t in enumerate(TWEETS)]
+    yield "json objects", "tweets.json", json.dumps(objects).encode(), "json"
     yield "json wrapped", "x.json", json.dumps({"user": "x", "tweets": TWEETS}).encode(), "json"
-    yield "api v2", "", json.dumps({"data": [{"id": str(i), "text": t, "edit_history_tweet_ids": [str(i)]}
-                                             for i, t in enumerate(TWEETS)], "meta": {"result_count": 150}}).encode(), "json"
+    api_v2 = {"data": [{"id": str(i), "text": t, "edit_history_tweet_ids": [str(i)]} for i, t in enumerate(TWEETS)],
+              "meta": {"result_count": len(TWEETS)}}
+    yield "api v2", "", json.dumps(api_v2).encode(), "json"
     yield "jsonl objects", "tweets.jsonl", "\n".join(json.dumps({"content": t}) for t in TWEETS).encode(), "jsonl"
     yield "jsonl strings, detected", "", "\n".join(json.dumps(t) for t in TWEETS).encode() + b"\n\n", "jsonl"
     yield "plain text", "tweets.txt", "\n".join(TWEETS).encode(), "text"
@@ -217,7 +220,8 @@ BAD_INPUTS = [
     ("JPEG renamed .txt", "tweets.txt", b"\xff\xd8\xff\xe0" + b"JFIF" * 20, ["JPEG"]),
     ("PDF", "tweets.pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", ["PDF"]),
     ("HTML page", "Your archive.html", b"<!DOCTYPE html><html><body>hi</body></html>", ["HTML", "CSV"]),
-    ("CSV without a text column", "tweets.csv", b"id,date,likes\n1,2020-01-01,5\n", ["`id`, `date`, `likes`", "full_text"]),
+    ("CSV without a text column", "tweets.csv", b"id,date,likes\n1,2020-01-01,5\n",
+     ["`id`, `date`, `likes`", "full_text"]),
     ("CSV with only a header", "tweets.csv", b"id,text\n", ["No posts"]),
     ("JSON objects without text", "tweets.json", b'[{"id": 1, "likes": 2}]', ["no text field", "`id`", "full_text"]),
     ("JSON numbers", "tweets.json", b"[1, 2, 3]", ["strings or objects"]),
@@ -271,7 +275,7 @@ def test_bad_input_gets_a_specific_message(filename, data, words, request):
         ingest(data, filename)
     message = str(caught.value)
     for word in words:
-        assert word in message
+        assert word.lower() in message.lower()
     assert len(message) < 600  # fits a Discord reply
 
 
@@ -289,6 +293,26 @@ def test_ingest_path_reads_a_file(tmp_path):
     path = tmp_path / "tweets.js"
     path.write_bytes(tweets_js([archive_entry(t) for t in TWEETS]))
     assert ingest_path(path).format == "twitter-archive"
+
+
+def test_damaged_inputs_never_crash():
+    """Random damage to valid files gives a result or an IngestError, never another exception."""
+    rng = random.Random(0)
+    seeds = [tweets_js([archive_entry(t) for t in TWEETS[:20]]), make_zip({"data/tweets.js": tweets_js(
+        [archive_entry(t) for t in TWEETS[:20]])}), csv_bytes(["id", "text"], ROWS[:20]),
+        json.dumps({"data": [{"text": t} for t in TWEETS[:20]]}).encode(), "\n".join(TWEETS[:20]).encode()]
+    for _ in range(400):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(data) or 1)
+            if rng.random() < 0.5:
+                data[i:i + 1] = bytes([rng.randrange(256)])
+            else:
+                data[i:i] = rng.choice([b"[", b"}", b'"', b",", b"\n", b"\x00", b"\\", b"b'", b"PK\x03\x04"])
+        try:
+            ingest(bytes(data), rng.choice(["", "x.csv", "x.json", "tweets.js", "x.zip"]), min_chars=0)
+        except IngestError:
+            pass
 
 
 # --------------------------------------------------------------------------- cleaning
@@ -311,7 +335,9 @@ def test_ingest_path_reads_a_file(tmp_path):
     ("Poverty rate: ‰Âà record ‰ÏÒ and ‰ÏÓ•üè", "Poverty rate: ⬇ record ✓ and ✔\ufe0f"),
     ("MAJOR _ÙÓÔ ALERT and _Ù__ lost", "MAJOR 🔑 ALERT and lost"),
     ("ma‰ö_ estÌÁn maÌ±ana", "ma están mañana"),
-    ("Ça va? Très bien. Schön, Åse på tur. 5‰ of “quotes” — fine…", "Ça va? Très bien. Schön, Åse på tur. 5‰ of “quotes” — fine…"),
+    *[(text, text) for text in [  # real accents, symbols, quotes and full-width letters are left alone
+        "Ça va? Très bien. Schön, Åse på tur. 5‰ of “quotes” — fine…",
+        "• bullet, Ì alone, år — ＦＵＬＬ width stays"]],
     ("zero\u200bwidth", "zerowidth"),
 ])
 def test_clean_text(raw, cleaned):
@@ -408,9 +434,9 @@ def test_real_corpora_come_out_clean(real, name):
     assert s.downloaded == s.too_long + s.retweets + s.short + s.duplicates + s.kept
     assert s.kept == len(result.tweets) and len(set(result.tweets)) == s.kept
     joined = "\n".join(result.tweets)
-    for marker in ("&amp;", "&gt;", "http", "RT @", "\\x", "\\n", *MOJIBAKE):
+    for marker in ("&amp;", "&gt;", "http", "\\x", "\\n", *MOJIBAKE):
         assert marker not in joined, marker
-    assert not any(t.startswith(("b'", 'b"')) for t in result.tweets)
+    assert not any(t.startswith(("b'", 'b"', "RT @")) for t in result.tweets)
     assert all(t == t.strip() and "  " not in t and "\n" not in t for t in result.tweets)
 
 
@@ -421,9 +447,9 @@ def test_obama(real):
     assert 20 <= s.short <= 40  # huggingtweets' boring_tweet drops 30
     assert 2700 <= s.kept <= 2900
     assert any("Mac Roman" in w for w in result.warnings)
-    assert "Michelle & I are praying for the victims in Las Vegas." in joined_start(result, "Michelle &")
+    assert any(t.startswith("Michelle & I are praying for the victims in Las Vegas.") for t in result.tweets)
     assert any(t.endswith("Join us a…") for t in result.tweets)  # "‰Û_" was the truncation ellipsis
-    assert sum("’" in t for t in result.tweets) > 100
+    assert sum("’" in t for t in result.tweets) > 50
 
 
 def test_elon(real):
@@ -431,8 +457,8 @@ def test_elon(real):
     s = result.stats
     assert s.downloaded == 3195 and 390 <= s.retweets <= 405
     assert 1900 <= s.kept <= 2300
-    assert "Good analysis. Both computers will be used & sync ~20 times per second. This is a long time to a com…" \
-        in result.tweets
+    assert ("@cleantechnica Good analysis. Both computers will be used & sync ~20 times per second. "
+            "This is a long time to a com…") in result.tweets  # was b'...&amp; ...\xe2\x80\xa6 https://...'
     assert any("don’t hurt me haha…" in t for t in result.tweets)
 
 
@@ -444,10 +470,6 @@ def test_katy(real):
     assert (". @realDonaldTrump how bout you start with an apology for your divisive, racist, xenophobic "
             "rhetoric? #thanksgivingdayclapback") in result.tweets
     assert any("✨" in t for t in result.tweets)
-
-
-def joined_start(result, prefix: str) -> str:
-    return next(t for t in result.tweets if t.startswith(prefix))
 
 
 def test_real_corpus_read_as_bytes_matches_path(real):

@@ -1,0 +1,734 @@
+"""A small Discord-compatible server on 127.0.0.1 for end-to-end tests.
+
+The real discord.py client connects to it unmodified (the bot's DISCORD_API_BASE and
+DISCORD_GATEWAY_URL settings point at it). It speaks:
+
+- the gateway websocket: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats (their arrival
+  times are recorded), RESUME -> RESUMED, and INTERACTION_CREATE pushed by tests;
+- the REST routes the bot uses under /api/v10: login and application info, command sync,
+  interaction callbacks and webhooks (original response, follow-ups), channel messages (with
+  `enforce_nonce`), history pagination, channel webhooks, active threads; files in multipart;
+- a CDN route serving attachment bytes, so `/train` downloads a real file.
+
+Everything the bot sends is recorded in `requests`; tests drive users through `slash`,
+`autocomplete`, `click` and `message_command`, and inject faults (`drop_gateway`, `rate_limit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import aiohttp
+from aiohttp import web
+
+ALL_PERMISSIONS = (1 << 51) - 1
+MANAGE_GUILD = 1 << 5
+MANAGE_WEBHOOKS = 1 << 29
+BASIC_MEMBER = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 31)  # view, send, embed, attach, history, use commands
+OPTION_TYPES = {"subcommand": 1, "group": 2, "string": 3, "integer": 4, "boolean": 5, "user": 6, "channel": 7,
+                "role": 8, "mentionable": 9, "number": 10, "attachment": 11}
+
+_ids = itertools.count(int(time.time() * 1000 - 1420070400000) << 22)
+
+
+def json_response(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
+    """JSON with exactly `application/json` (discord.py compares the header verbatim)."""
+    return web.Response(body=json.dumps(data).encode(), status=status,
+                        headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def snowflake() -> int:
+    return next(_ids) + 1
+
+
+def iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    files: dict[str, tuple[str, bytes]]
+    at: float
+
+
+@dataclass
+class Interaction:
+    """What a simulated user sent and what came back."""
+
+    id: int
+    token: str
+    sent_at: float
+    server: "LocalDiscord"
+    channel_id: int = 0
+    callback: dict | None = None
+    callback_at: float | None = None
+    original: dict | None = None
+    followups: list[dict] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait(self, predicate: Callable[["Interaction"], bool], timeout: float = 60) -> "Interaction":
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"interaction {self.id}: timed out; callback={self.callback} original={self.original}")
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        return self
+
+    async def answered(self, timeout: float = 60) -> "Interaction":
+        return await self.wait(lambda i: i.callback is not None, timeout)
+
+    @property
+    def ack_latency(self) -> float | None:
+        return None if self.callback_at is None else self.callback_at - self.sent_at
+
+    @property
+    def ephemeral(self) -> bool:
+        return bool((self.callback or {}).get("data", {}).get("flags", 0) & 64)
+
+    def texts(self) -> list[str]:
+        """Every text the user could read: content and embed text of the callback, original, follow-ups."""
+        out = []
+        for message in [(self.callback or {}).get("data") or {}, self.original or {}, *self.followups]:
+            out.append(message.get("content") or "")
+            for embed in message.get("embeds") or []:
+                out += [embed.get("title") or "", embed.get("description") or ""]
+                out += [f.get("value", "") for f in embed.get("fields") or []]
+        return [t for t in out if t]
+
+    def text(self) -> str:
+        return "\n".join(self.texts())
+
+
+class LocalDiscord:
+    def __init__(self, *, heartbeat_interval_ms: int = 1000):
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.token = "local-test-token"
+        self.application_id = snowflake()
+        self.bot_user = {"id": str(self.application_id), "username": "tweetalike", "discriminator": "0",
+                         "global_name": None, "avatar": None, "bot": True}
+        self.guilds: dict[int, dict] = {}
+        self.users: dict[int, dict] = {}
+        self.messages: dict[int, list[dict]] = {}  # channel id -> messages, oldest first
+        self.webhooks: dict[int, dict] = {}
+        self.commands: dict[str, list[dict]] = {}  # "global" or guild id -> synced commands
+        self.files: dict[str, bytes] = {}
+        self.interactions: dict[str, Interaction] = {}  # by token
+        self.requests: list[Recorded] = []
+        self.unknown_routes: list[str] = []
+        self.heartbeats: list[float] = []
+        self.identifies: list[dict] = []
+        self.resumes = 0
+        self.nonces: dict[tuple[int, str], dict] = {}
+        self._rate_limits: list[tuple[str, int, float]] = []
+        self._sockets: list[web.WebSocketResponse] = []
+        self._seq = 0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> "LocalDiscord":
+        app = web.Application(client_max_size=200 * 1024 * 1024)
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/cdn/{key}/{filename}", self._cdn)
+        app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        await self._runner.cleanup()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.base}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    # -- state set-up ------------------------------------------------------------------------------
+
+    def add_user(self, name: str, *, bot: bool = False) -> int:
+        user_id = snowflake()
+        self.users[user_id] = {"id": str(user_id), "username": name, "discriminator": "0", "global_name": name.title(),
+                               "avatar": None, "bot": bot}
+        return user_id
+
+    def add_guild(self, name: str, *, bot_permissions: int = ALL_PERMISSIONS & ~(1 << 3)) -> int:
+        guild_id = snowflake()
+        owner = self.add_user(f"{name}-owner")
+        bot_role = snowflake()
+        self.guilds[guild_id] = {
+            "id": guild_id, "name": name, "owner_id": owner, "channels": {}, "threads": {},
+            "roles": {guild_id: {"id": str(guild_id), "name": "@everyone", "permissions": str(BASIC_MEMBER), "position": 0,
+                                 "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0},
+                      bot_role: {"id": str(bot_role), "name": "tweetalike", "permissions": str(bot_permissions), "position": 1,
+                                 "color": 0, "hoist": False, "managed": True, "mentionable": False, "flags": 0}},
+            "members": {self.application_id: [bot_role], owner: []},
+            "bot_role": bot_role,
+        }
+        self.add_channel(guild_id, "general")
+        return guild_id
+
+    def add_role(self, guild_id: int, name: str, permissions: int) -> int:
+        role_id = snowflake()
+        self.guilds[guild_id]["roles"][role_id] = {"id": str(role_id), "name": name, "permissions": str(permissions),
+                                                   "position": 2, "color": 0, "hoist": False, "managed": False,
+                                                   "mentionable": True, "flags": 0}
+        return role_id
+
+    def add_member(self, guild_id: int, user_id: int, roles: list[int] = ()) -> None:
+        self.guilds[guild_id]["members"][user_id] = list(roles)
+
+    def add_channel(self, guild_id: int, name: str, *, nsfw: bool = False, overwrites: list[dict] | None = None) -> int:
+        channel_id = snowflake()
+        self.guilds[guild_id]["channels"][channel_id] = {
+            "id": str(channel_id), "type": 0, "guild_id": str(guild_id), "name": name, "position": len(self.guilds[guild_id]["channels"]),
+            "permission_overwrites": overwrites or [], "nsfw": nsfw, "topic": None, "last_message_id": None,
+            "rate_limit_per_user": 0, "parent_id": None, "flags": 0,
+        }
+        self.messages[channel_id] = []
+        return channel_id
+
+    def add_thread(self, guild_id: int, parent_id: int, name: str) -> int:
+        thread_id = snowflake()
+        self.guilds[guild_id]["threads"][thread_id] = {
+            "id": str(thread_id), "type": 11, "guild_id": str(guild_id), "parent_id": str(parent_id), "name": name,
+            "owner_id": str(self.guilds[guild_id]["owner_id"]), "last_message_id": None, "rate_limit_per_user": 0,
+            "message_count": 0, "member_count": 1, "flags": 0,
+            "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "archive_timestamp": iso_now(), "locked": False},
+        }
+        self.messages[thread_id] = []
+        return thread_id
+
+    def general(self, guild_id: int) -> int:
+        return next(iter(self.guilds[guild_id]["channels"]))
+
+    def seed_message(self, channel_id: int, user_id: int, content: str) -> dict:
+        """A message someone wrote before the test (for history collection)."""
+        return self._store_message(channel_id, self._user(user_id), {"content": content})
+
+    def delete_channel(self, guild_id: int, channel_id: int) -> None:
+        self.guilds[guild_id]["channels"].pop(channel_id)
+        self._dispatch("CHANNEL_DELETE", {"id": str(channel_id), "type": 0, "guild_id": str(guild_id), "name": "gone",
+                                          "position": 0, "permission_overwrites": []})
+
+    def set_bot_permissions(self, guild_id: int, permissions: int) -> None:
+        guild = self.guilds[guild_id]
+        role = guild["roles"][guild["bot_role"]]
+        role["permissions"] = str(permissions)
+        self._dispatch("GUILD_ROLE_UPDATE", {"guild_id": str(guild_id), "role": role})
+
+    # -- permissions -------------------------------------------------------------------------------
+
+    def permissions(self, guild_id: int, user_id: int) -> int:
+        guild = self.guilds[guild_id]
+        if user_id == guild["owner_id"]:
+            return ALL_PERMISSIONS
+        value = int(guild["roles"][guild_id]["permissions"])
+        for role_id in guild["members"].get(user_id, []):
+            value |= int(guild["roles"][role_id]["permissions"])
+        return ALL_PERMISSIONS if value & (1 << 3) else value
+
+    # -- gateway -----------------------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_json({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}, "s": None, "t": None})
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                payload = json.loads(msg.data)
+                op = payload.get("op")
+                if op == 1:
+                    self.heartbeats.append(time.monotonic())
+                    await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
+                elif op == 2:
+                    self.identifies.append(payload["d"])
+                    await self._ready(ws)
+                elif op == 6:
+                    self.resumes += 1
+                    await self._send(ws, "RESUMED", {})
+        finally:
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+        return ws
+
+    async def _send(self, ws: web.WebSocketResponse, event: str, data: Any) -> None:
+        self._seq += 1
+        await ws.send_json({"op": 0, "t": event, "s": self._seq, "d": data})
+
+    async def _ready(self, ws: web.WebSocketResponse) -> None:
+        await self._send(ws, "READY", {
+            "v": 10, "user": self.bot_user, "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "session_id": "local-session", "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(self.application_id), "flags": 0}, "private_channels": [], "relationships": [],
+        })
+        for guild_id in self.guilds:
+            await self._send(ws, "GUILD_CREATE", self._guild_payload(guild_id))
+
+    def _guild_payload(self, guild_id: int) -> dict:
+        guild = self.guilds[guild_id]
+        return {
+            "id": str(guild_id), "name": guild["name"], "owner_id": str(guild["owner_id"]), "icon": None,
+            "roles": list(guild["roles"].values()), "channels": list(guild["channels"].values()),
+            "threads": list(guild["threads"].values()),
+            "members": [self._member(guild_id, uid) for uid in guild["members"]], "member_count": len(guild["members"]),
+            "emojis": [], "stickers": [], "features": [], "unavailable": False, "large": False, "joined_at": iso_now(),
+            "voice_states": [], "presences": [], "stage_instances": [], "guild_scheduled_events": [],
+            "premium_tier": 0, "preferred_locale": "en-US", "system_channel_id": str(self.general(guild_id)),
+            "verification_level": 0, "default_message_notifications": 0, "explicit_content_filter": 0,
+            "mfa_level": 0, "nsfw_level": 0, "afk_timeout": 300, "afk_channel_id": None, "premium_subscription_count": 0,
+        }
+
+    def _user(self, user_id: int) -> dict:
+        return self.bot_user if user_id == self.application_id else self.users[user_id]
+
+    def _member(self, guild_id: int, user_id: int) -> dict:
+        return {"user": self._user(user_id), "roles": [str(r) for r in self.guilds[guild_id]["members"].get(user_id, [])],
+                "joined_at": iso_now(), "deaf": False, "mute": False, "flags": 0, "nick": None, "avatar": None,
+                "pending": False}
+
+    def _dispatch(self, event: str, data: dict) -> None:
+        for ws in list(self._sockets):
+            asyncio.ensure_future(self._send(ws, event, data))
+
+    async def drop_gateway(self, code: int = 4000) -> None:
+        """Close every gateway connection (discord.py should reconnect and RESUME)."""
+        for ws in list(self._sockets):
+            await ws.close(code=code)
+
+    def rate_limit(self, path_contains: str, times: int = 1, retry_after: float = 0.3) -> None:
+        """The next `times` requests whose path contains `path_contains` answer 429."""
+        self._rate_limits.append((path_contains, times, retry_after))
+
+    # -- simulated users ---------------------------------------------------------------------------
+
+    def _command(self, guild_id: int, name: str, kind: int = 1) -> dict:
+        for scope in (str(guild_id), "global"):
+            for command in self.commands.get(scope, []):
+                if command["name"] == name and command.get("type", 1) == kind:
+                    return command
+        raise AssertionError(f"command {name!r} was not synced (have {[c['name'] for c in self.commands.get('global', [])]})")
+
+    def _options(self, guild_id: int, schema: list[dict], values: dict[str, Any], resolved: dict,
+                 focused: str | None = None) -> list[dict]:
+        out = []
+        for option in schema:
+            if option["name"] not in values:
+                continue
+            value = values[option["name"]]
+            kind = option["type"]
+            if kind == OPTION_TYPES["attachment"]:
+                filename, data = value
+                attachment_id = snowflake()
+                key = str(attachment_id)
+                self.files[key] = data
+                resolved.setdefault("attachments", {})[key] = {
+                    "id": key, "filename": filename, "size": len(data) if not isinstance(value, tuple) or len(value) < 3 else value[2],
+                    "url": f"{self.base}/cdn/{key}/{filename}", "proxy_url": f"{self.base}/cdn/{key}/{filename}",
+                    "content_type": "text/csv",
+                }
+                if len(value) == 3:  # (filename, data, claimed size): a big file without sending it
+                    resolved["attachments"][key]["size"] = value[2]
+                value = key
+            elif kind == OPTION_TYPES["channel"]:
+                channel = self.guilds[guild_id]["channels"].get(value) or self.guilds[guild_id]["threads"].get(value)
+                resolved.setdefault("channels", {})[str(value)] = {**channel, "permissions": str(ALL_PERMISSIONS)}
+                value = str(value)
+            elif kind in (OPTION_TYPES["user"], OPTION_TYPES["mentionable"]):
+                resolved.setdefault("users", {})[str(value)] = self._user(value)
+                if value in self.guilds[guild_id]["members"]:
+                    member = self._member(guild_id, value)
+                    member.pop("user")
+                    member["permissions"] = str(self.permissions(guild_id, value))
+                    resolved.setdefault("members", {})[str(value)] = member
+                value = str(value)
+            item = {"type": kind, "name": option["name"], "value": value}
+            if focused == option["name"]:
+                item["focused"] = True
+            out.append(item)
+        return out
+
+    def _base_interaction(self, kind: int, guild_id: int, user_id: int, channel_id: int | None, data: dict,
+                          message: dict | None = None) -> Interaction:
+        channel_id = channel_id or self.general(guild_id)
+        channel = self.guilds[guild_id]["channels"].get(channel_id) or self.guilds[guild_id]["threads"][channel_id]
+        interaction = Interaction(id=snowflake(), token=f"itoken-{snowflake()}", sent_at=time.monotonic(), server=self,
+                                  channel_id=channel_id)
+        member = self._member(guild_id, user_id)
+        member["permissions"] = str(self.permissions(guild_id, user_id))
+        payload = {
+            "id": str(interaction.id), "application_id": str(self.application_id), "type": kind, "data": data,
+            "guild_id": str(guild_id), "channel_id": str(channel_id), "channel": channel, "member": member,
+            "token": interaction.token, "version": 1, "locale": "en-US", "guild_locale": "en-US",
+            "app_permissions": str(self.permissions(guild_id, self.application_id)), "entitlements": [],
+            "authorizing_integration_owners": {"0": str(guild_id)}, "context": 0, "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        if message is not None:
+            payload["message"] = message
+        self.interactions[interaction.token] = interaction
+        self._dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    async def slash(self, guild_id: int, user_id: int, command: str, channel_id: int | None = None,
+                    **values: Any) -> Interaction:
+        """`/train new handle:x file:(name, bytes)`: command is "train new", values are options."""
+        parts = command.split()
+        top = self._command(guild_id, parts[0])
+        resolved: dict = {}
+        schema, options = top.get("options", []), None
+        if len(parts) > 1:
+            sub = next(o for o in schema if o["name"] == parts[1])
+            options = [{"type": sub["type"], "name": sub["name"],
+                        "options": self._options(guild_id, sub.get("options", []), values, resolved)}]
+        else:
+            options = self._options(guild_id, schema, values, resolved)
+        data = {"id": top["id"], "name": top["name"], "type": 1, "options": options, "guild_id": str(guild_id)}
+        if resolved:
+            data["resolved"] = resolved
+        return self._base_interaction(2, guild_id, user_id, channel_id, data)
+
+    async def autocomplete(self, guild_id: int, user_id: int, command: str, focused: str, **values: Any) -> list[dict]:
+        parts = command.split()
+        top = self._command(guild_id, parts[0])
+        schema = top.get("options", [])
+        resolved: dict = {}
+        if len(parts) > 1:
+            sub = next(o for o in schema if o["name"] == parts[1])
+            options = [{"type": sub["type"], "name": sub["name"],
+                        "options": self._options(guild_id, sub.get("options", []), values, resolved, focused)}]
+        else:
+            options = self._options(guild_id, schema, values, resolved, focused)
+        data = {"id": top["id"], "name": top["name"], "type": 1, "options": options, "guild_id": str(guild_id)}
+        interaction = self._base_interaction(4, guild_id, user_id, None, data)
+        await interaction.answered()
+        assert interaction.callback["type"] == 8, interaction.callback
+        return interaction.callback["data"]["choices"]
+
+    async def click(self, guild_id: int, user_id: int, message: dict, custom_id: str) -> Interaction:
+        data = {"custom_id": custom_id, "component_type": 2}
+        return self._base_interaction(3, guild_id, user_id, int(message["channel_id"]), data, message=message)
+
+    async def message_command(self, guild_id: int, user_id: int, name: str, message: dict) -> Interaction:
+        command = self._command(guild_id, name, kind=3)
+        data = {"id": command["id"], "name": name, "type": 3, "target_id": message["id"], "guild_id": str(guild_id),
+                "resolved": {"messages": {message["id"]: message}}}
+        return self._base_interaction(2, guild_id, user_id, int(message["channel_id"]), data)
+
+    # -- queries for assertions ----------------------------------------------------------------------
+
+    def channel_messages(self, channel_id: int) -> list[dict]:
+        return list(self.messages.get(channel_id, []))
+
+    async def wait_for_message(self, channel_id: int, predicate: Callable[[dict], bool] = lambda m: True,
+                               timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.messages.get(channel_id, []):
+                if predicate(message):
+                    return message
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no matching message in channel {channel_id}: {self.messages.get(channel_id)}")
+
+    def requests_to(self, fragment: str, method: str | None = None) -> list[Recorded]:
+        return [r for r in self.requests if fragment in r.path and (method is None or r.method == method)]
+
+    # -- REST ----------------------------------------------------------------------------------------
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        data = self.files.get(request.match_info["key"])
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data)
+
+    async def _read_body(self, request: web.Request) -> tuple[Any, dict[str, tuple[str, bytes]]]:
+        files: dict[str, tuple[str, bytes]] = {}
+        if request.content_type.startswith("multipart/"):
+            body = None
+            reader = await request.multipart()
+            async for part in reader:
+                if part.name == "payload_json":
+                    body = json.loads(await part.text())
+                else:
+                    files[part.name] = (part.filename, bytes(await part.read()))
+            return body, files
+        raw = await request.read()
+        return (json.loads(raw) if raw else None), files
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["tail"]
+        body, files = await self._read_body(request)
+        self.requests.append(Recorded(request.method, path, dict(request.query), body, files, time.monotonic()))
+        for i, (fragment, times, retry_after) in enumerate(self._rate_limits):
+            if fragment in path and times > 0:
+                self._rate_limits[i] = (fragment, times - 1, retry_after)
+                return json_response({"message": "You are being rate limited.", "retry_after": retry_after,
+                                          "global": False}, status=429,
+                                         headers={"Retry-After": str(retry_after), "X-RateLimit-Scope": "user"})
+        handler = self._route(request.method, path)
+        if handler is None:
+            self.unknown_routes.append(f"{request.method} {path}")
+            return json_response({"message": "404: Not Found", "code": 0}, status=404)
+        try:
+            result = await handler(path.strip("/").split("/"), body, files, request.query)
+        except LookupError:
+            return json_response({"message": "Unknown Channel", "code": 10003}, status=404)
+        if isinstance(result, web.StreamResponse):
+            return result
+        return json_response(result) if result is not None else web.Response(status=204)
+
+    def _route(self, method: str, path: str):
+        p = path.strip("/").split("/")
+        table = [
+            ("GET", ["users", "@me"], self._me),
+            ("GET", ["oauth2", "applications", "@me"], self._app),
+            ("GET", ["applications", "@me"], self._app),
+            ("GET", ["gateway", "bot"], self._gateway_bot),
+            ("GET", ["gateway"], self._gateway_bot),
+            ("PUT", ["applications", "*", "commands"], self._sync),
+            ("PUT", ["applications", "*", "guilds", "*", "commands"], self._sync),
+            ("GET", ["applications", "*", "commands"], self._get_commands),
+            ("POST", ["interactions", "*", "*", "callback"], self._callback),
+            ("GET", ["webhooks", "*", "*", "messages", "@original"], self._get_original),
+            ("PATCH", ["webhooks", "*", "*", "messages", "@original"], self._edit_original),
+            ("DELETE", ["webhooks", "*", "*", "messages", "@original"], self._delete_original),
+            ("PATCH", ["webhooks", "*", "*", "messages", "*"], self._edit_followup),
+            ("POST", ["webhooks", "*", "*"], self._execute_webhook),
+            ("POST", ["channels", "*", "messages"], self._create_message),
+            ("PATCH", ["channels", "*", "messages", "*"], self._edit_message),
+            ("GET", ["channels", "*", "messages"], self._history),
+            ("GET", ["channels", "*", "webhooks"], self._channel_webhooks),
+            ("POST", ["channels", "*", "webhooks"], self._create_webhook),
+            ("GET", ["guilds", "*", "threads", "active"], self._active_threads),
+            ("GET", ["channels", "*"], self._get_channel),
+        ]
+        for m, pattern, handler in table:
+            if m == method and len(pattern) == len(p) and all(a == "*" or a == b for a, b in zip(pattern, p)):
+                return handler
+        return None
+
+    async def _me(self, *_):
+        return self.bot_user
+
+    async def _app(self, *_):
+        return {"id": str(self.application_id), "name": "tweetalike", "description": "", "icon": None,
+                "bot_public": True, "bot_require_code_grant": False, "owner": self.bot_user, "verify_key": "x",
+                "flags": 0, "team": None}
+
+    async def _gateway_bot(self, *_):
+        return {"url": self.gateway_url, "shards": 1,
+                "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}}
+
+    async def _sync(self, p, body, files, query):
+        scope = p[3] if len(p) == 5 else "global"
+        synced = []
+        for command in body or []:
+            synced.append({**command, "id": str(snowflake()), "application_id": str(self.application_id), "version": "1",
+                           "type": command.get("type", 1), "description": command.get("description", ""),
+                           "default_member_permissions": command.get("default_member_permissions"),
+                           **({"guild_id": scope} if scope != "global" else {})})
+        self.commands[scope] = synced
+        return synced
+
+    async def _get_commands(self, *_):
+        return self.commands.get("global", [])
+
+    def _message(self, channel_id: int, author: dict, body: dict, files: dict, **extra) -> dict:
+        attachments = [{"id": str(snowflake()), "filename": name, "size": len(data), "url": f"{self.base}/cdn/x/{name}",
+                        "proxy_url": f"{self.base}/cdn/x/{name}", "data": data} for name, data in files.values()]
+        return {
+            "id": str(snowflake()), "channel_id": str(channel_id), "author": author,
+            "content": body.get("content") or "", "timestamp": iso_now(), "edited_timestamp": None, "tts": False,
+            "mention_everyone": False, "mentions": [], "mention_roles": [], "attachments": attachments,
+            "embeds": body.get("embeds") or [], "pinned": False, "type": 0, "flags": body.get("flags") or 0,
+            "components": body.get("components") or [], "allowed_mentions": body.get("allowed_mentions"),
+            **extra,
+        }
+
+    def _store_message(self, channel_id: int, author: dict, body: dict, files: dict | None = None, **extra) -> dict:
+        message = self._message(channel_id, author, body, files or {}, **extra)
+        self.messages.setdefault(channel_id, []).append(message)
+        return message
+
+    @staticmethod
+    def _public(message: dict) -> dict:
+        """A message as Discord returns it (our recorded file bytes stay on our side)."""
+        public = {k: v for k, v in message.items() if k != "allowed_mentions"}
+        public["attachments"] = [{k: v for k, v in a.items() if k != "data"} for a in message["attachments"]]
+        return public
+
+    async def _callback(self, p, body, files, query):
+        interaction = self.interactions[p[2]]
+        if interaction.callback is not None:
+            return json_response({"message": "Interaction has already been acknowledged.", "code": 40060}, status=400)
+        interaction.callback, interaction.callback_at = body, time.monotonic()
+        data = body.get("data") or {}
+        response = {"interaction": {"id": str(interaction.id), "type": 2,
+                                    "response_message_loading": body["type"] == 5,
+                                    "response_message_ephemeral": bool(data.get("flags", 0) & 64)}}
+        if body["type"] in (4, 5):
+            channel_id = self._channel_of(interaction)
+            interaction.original = self._message(channel_id, self.bot_user, data, files,
+                                                 application_id=str(self.application_id),
+                                                 interaction_metadata={"id": str(interaction.id), "type": 2})
+            if not interaction.ephemeral:
+                self.messages.setdefault(channel_id, []).append(interaction.original)
+            response["interaction"]["response_message_id"] = interaction.original["id"]
+            response["resource"] = {"type": body["type"], "message": self._public(interaction.original)}
+        interaction.changed.set()
+        return response
+
+    def _channel_of(self, interaction: Interaction) -> int:
+        return interaction.channel_id
+
+    async def _get_original(self, p, body, files, query):
+        interaction = self.interactions[p[2]]
+        if interaction.original is None:
+            raise LookupError
+        return self._public(interaction.original)
+
+    async def _edit_original(self, p, body, files, query):
+        interaction = self.interactions[p[2]]
+        if interaction.original is None:
+            interaction.original = self._message(0, self.bot_user, {}, {})
+        for key in ("content", "embeds", "components", "allowed_mentions", "flags"):
+            if key in (body or {}):
+                interaction.original[key] = body[key]
+        if files:
+            interaction.original["attachments"] = self._message(0, self.bot_user, {}, files)["attachments"]
+        interaction.original["edited_timestamp"] = iso_now()
+        interaction.changed.set()
+        return self._public(interaction.original)
+
+    async def _delete_original(self, p, body, files, query):
+        interaction = self.interactions[p[2]]
+        interaction.original = None
+        interaction.changed.set()
+        return None
+
+    async def _edit_followup(self, p, body, files, query):
+        interaction = self.interactions[p[2]]
+        for message in interaction.followups:
+            if message["id"] == p[4]:
+                message.update({k: v for k, v in (body or {}).items() if k in ("content", "embeds", "components")})
+                interaction.changed.set()
+                return self._public(message)
+        raise LookupError
+
+    async def _execute_webhook(self, p, body, files, query):
+        if p[2] in self.interactions:  # an interaction follow-up
+            interaction = self.interactions[p[2]]
+            message = self._message(0, self.bot_user, body or {}, files)
+            interaction.followups.append(message)
+            interaction.changed.set()
+            return self._public(message)
+        webhook = self.webhooks.get(int(p[1]))
+        if webhook is None or webhook["token"] != p[2]:
+            return json_response({"message": "Unknown Webhook", "code": 10015}, status=404)
+        author = {"id": str(webhook["id"]), "username": (body or {}).get("username") or webhook["name"],
+                  "discriminator": "0000", "avatar": None, "bot": True}
+        message = self._store_message(int(webhook["channel_id"]), author, body or {}, files,
+                                      webhook_id=str(webhook["id"]), avatar_url=(body or {}).get("avatar_url"))
+        return self._public(message)
+
+    def _guild_of_channel(self, channel_id: int) -> int:
+        for guild_id, guild in self.guilds.items():
+            if channel_id in guild["channels"] or channel_id in guild["threads"]:
+                return guild_id
+        raise LookupError
+
+    def _bot_can(self, channel_id: int, permission: int) -> bool:
+        return bool(self.permissions(self._guild_of_channel(channel_id), self.application_id) & permission)
+
+    async def _create_message(self, p, body, files, query):
+        channel_id = int(p[1])
+        self._guild_of_channel(channel_id)
+        if not self._bot_can(channel_id, 1 << 11):
+            return json_response({"message": "Missing Permissions", "code": 50013}, status=403)
+        nonce = (body or {}).get("nonce")
+        if nonce and (body or {}).get("enforce_nonce") and (channel_id, nonce) in self.nonces:
+            return self._public(self.nonces[(channel_id, nonce)])
+        message = self._store_message(channel_id, self.bot_user, body or {}, files, nonce=nonce)
+        if nonce:
+            self.nonces[(channel_id, nonce)] = message
+        return self._public(message)
+
+    async def _edit_message(self, p, body, files, query):
+        for message in self.messages.get(int(p[1]), []):
+            if message["id"] == p[3]:
+                message.update({k: v for k, v in (body or {}).items() if k in ("content", "embeds", "components")})
+                message["edited_timestamp"] = iso_now()
+                return self._public(message)
+        raise LookupError
+
+    async def _history(self, p, body, files, query):
+        channel_id = int(p[1])
+        self._guild_of_channel(channel_id)
+        limit = min(100, int(query.get("limit", 50)))
+        newest_first = list(reversed(self.messages.get(channel_id, [])))
+        if "before" in query:
+            newest_first = [m for m in newest_first if int(m["id"]) < int(query["before"])]
+        if "after" in query:
+            newest_first = [m for m in newest_first if int(m["id"]) > int(query["after"])]
+        return [self._public(m) for m in newest_first[:limit]]
+
+    async def _channel_webhooks(self, p, body, files, query):
+        channel_id = int(p[1])
+        if not self._bot_can(channel_id, MANAGE_WEBHOOKS):
+            return json_response({"message": "Missing Permissions", "code": 50013}, status=403)
+        return [w for w in self.webhooks.values() if int(w["channel_id"]) == channel_id]
+
+    async def _create_webhook(self, p, body, files, query):
+        channel_id = int(p[1])
+        guild_id = self._guild_of_channel(channel_id)
+        if not self._bot_can(channel_id, MANAGE_WEBHOOKS):
+            return json_response({"message": "Missing Permissions", "code": 50013}, status=403)
+        if len([w for w in self.webhooks.values() if int(w["channel_id"]) == channel_id]) >= 10:
+            return json_response({"message": "Maximum number of webhooks reached (10)", "code": 30007}, status=400)
+        return self.add_webhook(guild_id, channel_id, body.get("name", "hook"), owner=self.bot_user)
+
+    def add_webhook(self, guild_id: int, channel_id: int, name: str, owner: dict | None = None) -> dict:
+        webhook_id = snowflake()
+        webhook = {"id": str(webhook_id), "type": 1, "guild_id": str(guild_id), "channel_id": str(channel_id),
+                   "name": name, "avatar": None, "token": f"wtoken-{webhook_id}", "application_id": None,
+                   "user": owner or self.users[self.guilds[guild_id]["owner_id"]]}
+        self.webhooks[webhook_id] = webhook
+        return webhook
+
+    async def _active_threads(self, p, body, files, query):
+        guild = self.guilds[int(p[1])]
+        return {"threads": list(guild["threads"].values()), "members": []}
+
+    async def _get_channel(self, p, body, files, query):
+        channel_id = int(p[1])
+        guild = self.guilds[self._guild_of_channel(channel_id)]
+        return guild["channels"].get(channel_id) or guild["threads"][channel_id]
