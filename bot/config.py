@@ -101,6 +101,7 @@ SETTINGS: list[Setting] = [
     Setting("MAX_ATTACHMENT_MB", "max_attachment_mb", "25", _int(1, 500), "Largest upload /train accepts, in MiB."),
     Setting("IMPERSONATE_COOLDOWN_SECONDS", "impersonate_cooldown_seconds", "10", _float(0, 3600), "Per-user cooldown between /impersonate calls."),
     Setting("HF_LOCAL_MIRROR", "hf_local_mirror", "", _str, "Folder of local model copies named owner/name, tried before the hub by /models import (offline hosts)."),
+    Setting("PROGRESS_EDIT_SECONDS", "progress_edit_seconds", "5", _float(0.1, 600), "Least time between two edits of a training's progress message."),
     Setting("SCHEDULE_TICK_SECONDS", "schedule_tick_seconds", "30", _float(0.05, 3600), "How often due auto-posts are checked."),
     Setting("DISCORD_API_BASE", "discord_api_base", "", _str, "Override Discord's REST base URL (tests use a local server)."),
     Setting("DISCORD_GATEWAY_URL", "discord_gateway_url", "", _str, "Override Discord's gateway URL (tests use a local server)."),
@@ -134,6 +135,7 @@ class Settings:
     max_attachment_mb: int
     impersonate_cooldown_seconds: float
     hf_local_mirror: str
+    progress_edit_seconds: float
     schedule_tick_seconds: float
     discord_api_base: str
     discord_gateway_url: str

@@ -348,17 +348,15 @@ class LocalDiscord:
             value = values[option["name"]]
             kind = option["type"]
             if kind == OPTION_TYPES["attachment"]:
-                filename, data = value
-                attachment_id = snowflake()
-                key = str(attachment_id)
+                # (filename, data) or (filename, data, claimed size): a huge file without its bytes
+                filename, data = value[0], value[1]
+                size = value[2] if len(value) == 3 else len(data)
+                key = str(snowflake())
                 self.files[key] = data
                 resolved.setdefault("attachments", {})[key] = {
-                    "id": key, "filename": filename, "size": len(data) if not isinstance(value, tuple) or len(value) < 3 else value[2],
+                    "id": key, "filename": filename, "size": size, "content_type": "text/csv",
                     "url": f"{self.base}/cdn/{key}/{filename}", "proxy_url": f"{self.base}/cdn/{key}/{filename}",
-                    "content_type": "text/csv",
                 }
-                if len(value) == 3:  # (filename, data, claimed size): a big file without sending it
-                    resolved["attachments"][key]["size"] = value[2]
                 value = key
             elif kind == OPTION_TYPES["channel"]:
                 channel = self.guilds[guild_id]["channels"].get(value) or self.guilds[guild_id]["threads"].get(value)
@@ -598,8 +596,7 @@ class LocalDiscord:
         if body["type"] in (4, 5):
             channel_id = self._channel_of(interaction)
             interaction.original = self._message(channel_id, self.bot_user, data, files,
-                                                 application_id=str(self.application_id),
-                                                 interaction_metadata={"id": str(interaction.id), "type": 2})
+                                                 application_id=str(self.application_id))
             if not interaction.ephemeral:
                 self.messages.setdefault(channel_id, []).append(interaction.original)
             response["interaction"]["response_message_id"] = interaction.original["id"]

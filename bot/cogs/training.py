@@ -21,7 +21,6 @@ from ..ui import NO_PINGS, defer_public, format_duration, progress_text, stats_t
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EDIT_INTERVAL = 5.0  # seconds between edits of the progress message (Discord rate limits)
 INTERACTION_EDIT_WINDOW = 14 * 60  # interaction tokens expire after 15 minutes
 
 
@@ -215,7 +214,7 @@ class TrainingCog(commands.Cog):
         watcher = self.progress_messages.get(job.id)
         if watcher is None or watcher.lock.locked():
             return
-        if time.monotonic() - watcher.last_edit < PROGRESS_EDIT_INTERVAL:
+        if time.monotonic() - watcher.last_edit < self.bot.settings.progress_edit_seconds:
             return
         async with watcher.lock:
             watcher.last_edit = time.monotonic()

@@ -21,6 +21,7 @@ from .errors import UserError
 
 HANDLE_RE = re.compile(r"^[a-z0-9_]{1,32}(?:-[a-z0-9_]{1,32}){0,2}$")
 MAX_DISPLAY_NAME = 80
+RESERVED_HANDLES = {"everyone", "here"}
 
 
 class RegistryError(UserError):
@@ -38,6 +39,8 @@ def normalize_handle(raw: str) -> str:
         raise RegistryError("The handle is empty.")
     if len(handle) > 98:
         raise RegistryError("That handle is too long (at most 32 characters per person).")
+    if handle in RESERVED_HANDLES:
+        raise RegistryError(f"`{handle}` is reserved by Discord (it would look like a mass mention); pick another handle.")
     if not HANDLE_RE.match(handle):
         raise RegistryError(
             "A handle may only use letters, digits and underscores (like a Twitter handle), "
