@@ -115,13 +115,15 @@ def bench_training(base: str, tweets: list[str], steps: int, work: Path) -> dict
     return {"variants": rows, "epoch_tokens": epoch_tokens}
 
 
-def bench_quality(corpus: list[str], pretrain: list[str], work: Path, corpus_text: Path, epochs: int) -> dict:
+def bench_quality(corpus: list[str], pretrain: list[str], work: Path, corpus_text: Path, epochs: int,
+                  pretrain_steps: int) -> dict:
     """Validation perplexity after the same training tokens, from the same pre-trained start."""
     start = build_model(work / "quality-start", corpus_text,
                         dict(n_layer=4, n_embd=256, n_head=4, n_positions=256), peaked=False)
     log("quality: pre-training the shared start on other people's tweets")
     pre = train(pretrain, work / "quality-pretrained",
-                TrainConfig(base_model=start, method="full", epochs=2, learning_rate=1e-3, precision="fp32"))
+                TrainConfig(base_model=start, method="full", epochs=5, learning_rate=1e-3, precision="auto",
+                            batch_size=16, max_steps=pretrain_steps))
     base = str(pre.output_dir)
     out = {}
     for name, options in [
@@ -247,7 +249,7 @@ async def loop_lag(base: str, personas: list[str], tweets: list[str], work: Path
 
     settings = load_settings({
         "DATABASE_PATH": str(work / "lag.db"), "MODELS_DIR": str(work / "lag-models"), "BASE_MODEL": base,
-        "TRAIN_EPOCHS": "50", "GENERATION_MAX_NEW_TOKENS": "20", "GENERATION_MIN_NEW_TOKENS": "5",
+        "TRAIN_EPOCHS": "20", "GENERATION_MAX_NEW_TOKENS": "20", "GENERATION_MIN_NEW_TOKENS": "5",
         "MODEL_CACHE_SIZE": str(concurrent + 2),
     }, dotenv=False)
     core = Tweetalike(settings)
@@ -373,7 +375,9 @@ def main() -> None:
             "disk_lora": folder_bytes(personas[0]),
             "disk_full": folder_bytes(full_folder),
         }
-        results["quality"] = bench_quality(tweets, pretrain or tweets, work, corpus_text, 1 if args.quick else 2)
+        quality_corpus = tweets[:800] if args.quick else tweets
+        results["quality"] = bench_quality(quality_corpus, pretrain or tweets, work, corpus_text, 1 if args.quick else 2,
+                                           60 if args.quick else 300)
         log("event loop lag under load")
         results["lag"] = asyncio.run(loop_lag(base, personas, tweets, work, concurrent, 10 if args.quick else 30))
     table = report(results)

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 from ..core.registry import GuildData
+from ..core.service import check_hub_id
 from ..ui import ConfirmView, NO_PINGS, defer_public, handle_autocomplete, stats_table
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
@@ -90,6 +91,7 @@ class ModelsCog(commands.Cog):
     @app_commands.describe(repo="Hub model id, e.g. huggingtweets/js_thrill", handle="Name to use here (default: from the id)")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def models_import(self, interaction: discord.Interaction, repo: str, handle: str | None = None) -> None:
+        check_hub_id(repo)  # a typo gets an ephemeral answer, before the public "thinking..."
         await defer_public(interaction)
         model = await self.core.import_model(interaction.guild_id, repo, handle, created_by=interaction.user.id)
         interaction.extras["answered"] = True

@@ -32,6 +32,13 @@ HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9.
 IMPORT_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "README.md"]
 
 
+def check_hub_id(repo: str) -> str:
+    repo = (repo or "").strip()
+    if not HUB_ID_RE.match(repo) or ".." in repo:
+        raise UserError("Give a Hugging Face model id like `huggingtweets/js_thrill`.")
+    return repo
+
+
 class Tweetalike:
     def __init__(self, settings):
         self.settings = settings
@@ -194,9 +201,7 @@ class Tweetalike:
         The files are copied into the store, so the persona keeps working offline and is
         deleted with it; the hub is only asked when HF_LOCAL_MIRROR has no copy.
         """
-        repo = (repo or "").strip()
-        if not HUB_ID_RE.match(repo) or ".." in repo:
-            raise UserError("Give a Hugging Face model id like `huggingtweets/js_thrill`.")
+        repo = check_hub_id(repo)
         handle = normalize_handle(handle or repo.split("/", 1)[1].replace("-", "_"))
         if await self.registry.get_model(guild_id, handle):
             raise UserError(f"`{handle}` already exists here; delete it first or pick another handle.")
