@@ -20,7 +20,7 @@ COPY bot ./bot
 RUN useradd --create-home --uid 10001 tweetalike \
     && mkdir -p /data \
     && chown tweetalike:tweetalike /data
-USER tweetalike
+USER 10001:10001
 VOLUME ["/data"]
 
 # The bot touches a heartbeat file while its gateway connection is alive.

@@ -103,6 +103,7 @@ SETTINGS: list[Setting] = [
     Setting("HF_LOCAL_MIRROR", "hf_local_mirror", "", _str, "Folder of local model copies named owner/name, tried before the hub by /models import (offline hosts)."),
     Setting("PROGRESS_EDIT_SECONDS", "progress_edit_seconds", "5", _float(0.1, 600), "Least time between two edits of a training's progress message."),
     Setting("SCHEDULE_TICK_SECONDS", "schedule_tick_seconds", "30", _float(0.05, 3600), "How often due auto-posts are checked."),
+    Setting("IMPERSONATE_GUILD_PER_MINUTE", "impersonate_guild_per_minute", "30", _int(0, 10000), "Most /impersonate calls one server may make per minute (0 = no limit)."),
     Setting("DISCORD_API_BASE", "discord_api_base", "", _str, "Override Discord's REST base URL (tests use a local server)."),
     Setting("DISCORD_GATEWAY_URL", "discord_gateway_url", "", _str, "Override Discord's gateway URL (tests use a local server)."),
     Setting("LOG_LEVEL", "log_level", "INFO", _choice("debug", "info", "warning", "error"), "Logging level."),
@@ -135,6 +136,7 @@ class Settings:
     max_attachment_mb: int
     impersonate_cooldown_seconds: float
     hf_local_mirror: str
+    impersonate_guild_per_minute: int
     progress_edit_seconds: float
     schedule_tick_seconds: float
     discord_api_base: str

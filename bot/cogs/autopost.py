@@ -11,7 +11,7 @@ from discord.ext import commands, tasks
 
 from ..core.errors import UserError
 from ..core.registry import GuildData
-from ..core.schedules import Schedule, Scheduler
+from ..core.schedules import Schedule, Scheduler, parse_timing
 from ..personas import PersonaPoster
 from ..ui import NO_PINGS, handle_autocomplete
 
@@ -66,6 +66,7 @@ class AutopostCog(commands.Cog):
         daily_at: Optional[str] = None,
         timezone: Optional[str] = None,
     ) -> None:
+        parse_timing(every, jitter, daily_at, timezone, prompt or "")  # option errors first, whatever the handle
         model = await self.core.get_model(interaction.guild_id, handle)
         if channel.guild.id != interaction.guild_id:
             raise UserError("That channel is not in this server.")

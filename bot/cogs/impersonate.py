@@ -10,6 +10,7 @@ from discord.ext import commands
 
 from ..core.errors import UserError
 from ..core.registry import GuildData
+from ..core.service import check_request
 from ..personas import PersonaPoster
 from ..ui import NO_PINGS, defer_public, handle_autocomplete, tweet_embed
 
@@ -17,6 +18,12 @@ from ..ui import NO_PINGS, defer_public, handle_autocomplete, tweet_embed
 def impersonate_cooldown(interaction: discord.Interaction) -> Optional[app_commands.Cooldown]:
     seconds = interaction.client.settings.impersonate_cooldown_seconds
     return app_commands.Cooldown(1, seconds) if seconds > 0 else None
+
+
+def guild_rate(interaction: discord.Interaction) -> Optional[app_commands.Cooldown]:
+    """A whole server shares a budget too, so one busy server cannot starve the others."""
+    per_minute = interaction.client.settings.impersonate_guild_per_minute
+    return app_commands.Cooldown(per_minute, 60) if per_minute > 0 else None
 
 
 class ImpersonateCog(commands.Cog):
@@ -33,6 +40,7 @@ class ImpersonateCog(commands.Cog):
     )
     @app_commands.guild_only()
     @app_commands.checks.dynamic_cooldown(impersonate_cooldown, key=lambda i: (i.guild_id, i.user.id))
+    @app_commands.checks.dynamic_cooldown(guild_rate, key=lambda i: i.guild_id)
     @app_commands.autocomplete(handle=handle_autocomplete)
     async def impersonate(
         self,
@@ -42,14 +50,16 @@ class ImpersonateCog(commands.Cog):
         count: Optional[app_commands.Range[int, 1, 10]] = 5,
     ) -> None:
         # Fast checks first, so a typo gets an ephemeral answer instead of a public "thinking...".
+        count = 5 if count is None else count
+        check_request(prompt, count)
         model = await self.core.get_model(interaction.guild_id, handle)
         data = GuildData(self.core.registry)
         channel = interaction.channel
         if await data.persona_webhooks(interaction.guild_id) and isinstance(channel, discord.TextChannel):
-            await self.post_as_persona(interaction, channel, model, prompt or "", count or 5)
+            await self.post_as_persona(interaction, channel, model, prompt or "", count)
             return
         await defer_public(interaction)
-        model, tweets = await self.core.generate(interaction.guild_id, model.handle, prompt or "", count or 5)
+        model, tweets = await self.core.generate(interaction.guild_id, model.handle, prompt or "", count)
         if not tweets:
             raise UserError("The model had nothing to say this time; try again.")
         interaction.extras["answered"] = True

@@ -92,6 +92,21 @@ def parse_timezone(name: str | None) -> str:
     return name
 
 
+def parse_timing(every: str | None, jitter: str | None, daily_at: str | None, timezone: str | None,
+                 prompt: str = "") -> tuple[int, int, list[str] | None, str, str]:
+    """Validate a schedule's options: (interval, jitter, daily times, time zone, prompt)."""
+    if (every is None) == (daily_at is None):
+        raise UserError("Give either an interval (`every`, e.g. `2h`) or times of day (`daily_at`), not both.")
+    prompt = " ".join((prompt or "").split())
+    if len(prompt) > 200:
+        raise UserError("The prompt is too long (at most 200 characters).")
+    interval = parse_interval(every) if every is not None else 86400
+    jitter_s = parse_jitter(jitter, interval) if every is not None else 0
+    times = parse_daily_times(daily_at) if daily_at is not None else None
+    tz = parse_timezone(timezone) if times else "UTC"
+    return interval, jitter_s, times, tz, prompt
+
+
 def format_interval(seconds: int) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
@@ -176,19 +191,11 @@ class Scheduler:
                   jitter: str | None = None, prompt: str = "", daily_at: str | None = None,
                   timezone: str | None = None, created_by: int | None = None) -> Schedule:
         handle = normalize_handle(handle)
-        if (every is None) == (daily_at is None):
-            raise UserError("Give either an interval (`every`, e.g. `2h`) or times of day (`daily_at`), not both.")
-        prompt = " ".join((prompt or "").split())
-        if len(prompt) > 200:
-            raise UserError("The prompt is too long (at most 200 characters).")
+        interval, jitter_s, times, tz, prompt = parse_timing(every, jitter, daily_at, timezone, prompt)
         async with self.db.execute("SELECT count(*) FROM schedules WHERE guild_id = ?", (guild_id,)) as cur:
             (count,) = await cur.fetchone()
         if count >= MAX_SCHEDULES_PER_GUILD:
             raise UserError(f"This server already has {count} schedules (the limit is {MAX_SCHEDULES_PER_GUILD}).")
-        interval = parse_interval(every) if every is not None else 86400
-        jitter_s = parse_jitter(jitter, interval) if every is not None else 0
-        times = parse_daily_times(daily_at) if daily_at is not None else None
-        tz = parse_timezone(timezone) if times else "UTC"
         now = self.clock()
         draft = Schedule(0, guild_id, handle, channel_id, interval, jitter_s, prompt, 0.0, False, None,
                          created_by, now, times, tz, None, None, None)

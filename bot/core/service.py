@@ -32,6 +32,16 @@ HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9.
 IMPORT_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "README.md"]
 
 
+def check_request(prompt: str | None, n: int) -> str:
+    """Validate a generation request; returns the prompt with its whitespace collapsed."""
+    if not 1 <= n <= MAX_TWEETS_PER_REQUEST:
+        raise UserError(f"Ask for between 1 and {MAX_TWEETS_PER_REQUEST} tweets.")
+    prompt = " ".join((prompt or "").split())
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise UserError(f"The prompt is too long ({len(prompt)} characters; at most {MAX_PROMPT_CHARS}).")
+    return prompt
+
+
 def check_hub_id(repo: str) -> str:
     repo = (repo or "").strip()
     if not HUB_ID_RE.match(repo) or ".." in repo:
@@ -164,11 +174,7 @@ class Tweetalike:
         return str(self.store.resolve(model.path))
 
     async def generate(self, guild_id: int, handle: str, prompt: str = "", n: int = 5) -> tuple[ModelRecord, list[str]]:
-        if not 1 <= n <= MAX_TWEETS_PER_REQUEST:
-            raise UserError(f"Ask for between 1 and {MAX_TWEETS_PER_REQUEST} tweets.")
-        prompt = " ".join((prompt or "").split())
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise UserError(f"The prompt is too long ({len(prompt)} characters; at most {MAX_PROMPT_CHARS}).")
+        prompt = check_request(prompt, n)
         model = await self.get_model(guild_id, handle)
         location = self.model_location(model)
         try:
