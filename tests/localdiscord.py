@@ -491,7 +491,8 @@ class LocalDiscord:
                 self._rate_limits[i] = (fragment, times - 1, retry_after)
                 return json_response({"message": "You are being rate limited.", "retry_after": retry_after,
                                           "global": False}, status=429,
-                                         headers={"Retry-After": str(retry_after), "X-RateLimit-Scope": "user"})
+                                         headers={"Retry-After": str(retry_after), "X-RateLimit-Scope": "user",
+                                                  "Via": "1.1 google"})  # discord.py retries only real Discord 429s
         handler = self._route(request.method, path)
         if handler is None:
             self.unknown_routes.append(f"{request.method} {path}")
