@@ -218,3 +218,25 @@ async def test_import_refuses_bad_ids(settings, repo):
         assert await core.list_models(1) == []
     finally:
         await core.close()
+
+
+async def test_concurrent_requests_are_batched_and_a_broken_model_fails_alone(settings):
+    core = await started(settings)
+    try:
+        for handle in ("alice", "bob"):
+            job = await core.submit_training(guild_id=1, handle=handle, tweets=tiny_tweets(), stats=STATS)
+            assert (await finished(core, job.id)).state == "done"
+        calls = []
+        original = core.generator.generate_batch
+        core.generator.generate_batch = lambda requests: calls.append(len(requests)) or original(requests)
+        (core.store.root / "1" / "bob" / "adapter_model.safetensors").write_bytes(b"broken")
+        core.generator.forget(core.store.root / "1" / "bob")
+        results = await asyncio.gather(
+            *(core.generate(1, "alice", "", 1) for _ in range(5)), core.generate(1, "bob", "", 1),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, tuple) and len(r[1]) == 1 for r in results[:5])
+        assert isinstance(results[5], Exception)
+        assert max(calls) > 1  # requests that arrived together shared a batch
+    finally:
+        await core.close()

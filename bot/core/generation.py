@@ -126,8 +126,8 @@ class Generator:
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
-        except (OSError, ValueError) as exc:
-            raise GenerationError(f"Could not load the model {path!r} ({exc.__class__.__name__}).") from exc
+        except Exception as exc:  # missing, partial or corrupt files all mean the same to the user
+            raise GenerationError(f"Could not load this persona's model ({exc.__class__.__name__}).") from exc
         return _Loaded(model=model, tokenizer=_prepare_tokenizer(tokenizer))
 
     def _load_adapter(self, path: str, key: str, adapter_config: Path) -> _Loaded:
@@ -146,7 +146,7 @@ class Generator:
             else:
                 base.peft_model.load_adapter(path, adapter_name=name, autocast_adapter_dtype=False)
                 base.peft_model.eval()
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # missing, partial or corrupt files all mean the same to the user
             raise GenerationError(
                 f"Could not load the persona or its base model {base_id!r} ({exc.__class__.__name__})."
             ) from exc

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import UserError
 from .modelcard import parse_card
-from .generation import GenerationError, Generator, Sampling
+from .generation import GenerationError, GenerationRequest, Generator, Sampling
 from .jobs import TrainingQueue
 from .registry import JobRecord, ModelRecord, Registry, RegistryError, clean_display_name, normalize_handle
 from .store import ModelStore
@@ -49,6 +49,55 @@ def check_hub_id(repo: str) -> str:
     return repo
 
 
+class GenerationBatcher:
+    """Requests that arrive while the generator is busy go together in its next batch.
+
+    A lone request starts at once; under load, up to `max_batch` requests (several personas on
+    one base included) share each forward pass instead of queueing one behind another.
+    """
+
+    def __init__(self, generator: Generator, executor, max_batch: int = 16):
+        self.generator = generator
+        self.executor = executor
+        self.max_batch = max_batch
+        self.pending: list[tuple[GenerationRequest, asyncio.Future]] = []
+        self.draining = False
+
+    async def submit(self, request: GenerationRequest) -> list[str]:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((request, future))
+        if not self.draining:
+            self.draining = True
+            asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.pending:
+                batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
+                try:
+                    results = await loop.run_in_executor(self.executor, self.generator.generate_batch, [r for r, _ in batch])
+                except Exception:
+                    # One bad model must not fail the others: answer each request on its own.
+                    results = []
+                    for request, _ in batch:
+                        try:
+                            results.append(await loop.run_in_executor(self.executor, self.generator.generate_batch, [request]))
+                        except Exception as exc:  # noqa: PERF203 - rare path
+                            results.append(exc)
+                    results = [r[0] if isinstance(r, list) else r for r in results]
+                for (_, future), result in zip(batch, results):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self.draining = False
+
+
 class Tweetalike:
     def __init__(self, settings):
         self.settings = settings
@@ -67,6 +116,7 @@ class Tweetalike:
             ),
             cache_size=settings.model_cache_size,
         )
+        self.batcher = GenerationBatcher(self.generator, self.generate_executor)
 
     async def start(self, *, run_queue: bool = True) -> None:
         if self.settings.torch_threads:
@@ -176,11 +226,8 @@ class Tweetalike:
     async def generate(self, guild_id: int, handle: str, prompt: str = "", n: int = 5) -> tuple[ModelRecord, list[str]]:
         prompt = check_request(prompt, n)
         model = await self.get_model(guild_id, handle)
-        location = self.model_location(model)
         try:
-            tweets = await asyncio.get_running_loop().run_in_executor(
-                self.generate_executor, self.generator.generate, location, prompt, n
-            )
+            tweets = await self.batcher.submit(GenerationRequest(self.model_location(model), prompt, n))
         except GenerationError as exc:
             raise UserError(str(exc)) from exc
         return model, tweets
