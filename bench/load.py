@@ -68,8 +68,9 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
             await bot.core.registry.save_model(ModelRecord(guild_id=guild, handle="alice", display_name="Alice",
                                                            base_model=base, method="lora", path=bot.core.store.relative(target)))
         admin = server.guilds[guilds[0]]["owner_id"]
-        await server.slash(guilds[0], admin, "train new", handle="trainee",
-                           file=("t.txt", "\n".join(tiny_tweets() * 3).encode()))
+        obama = ROOT.parent / "shared" / "data" / "tweets" / "barackobama_fivethirtyeight.csv"
+        corpus = ("obama.csv", obama.read_bytes()) if obama.is_file() else ("t.txt", "\n".join(tiny_tweets()).encode())
+        await server.slash(guilds[0], admin, "train new", handle="trainee", file=corpus)
         while not bot.core.queue.running:
             await asyncio.sleep(0.05)
         heartbeats_before = len(server.heartbeats)

@@ -34,7 +34,8 @@ BASIC_MEMBER = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 <<
 OPTION_TYPES = {"subcommand": 1, "group": 2, "string": 3, "integer": 4, "boolean": 5, "user": 6, "channel": 7,
                 "role": 8, "mentionable": 9, "number": 10, "attachment": 11}
 
-_ids = itertools.count(int(time.time() * 1000 - 1420070400000) << 22)
+_counter = itertools.count()
+DISCORD_EPOCH_MS = 1420070400000
 
 
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -44,7 +45,8 @@ def json_response(data: Any, status: int = 200, headers: dict | None = None) -> 
 
 
 def snowflake() -> int:
-    return next(_ids) + 1
+    """Timestamp in the high bits, like Discord's: discord.py reads creation times from ids."""
+    return (int(time.time() * 1000 - DISCORD_EPOCH_MS) << 22) | (next(_counter) & 0x3FFFFF)
 
 
 def iso_now() -> str:

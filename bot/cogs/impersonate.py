@@ -39,8 +39,10 @@ class ImpersonateCog(commands.Cog):
         count="How many posts (1-10, default 5)",
     )
     @app_commands.guild_only()
-    @app_commands.checks.dynamic_cooldown(impersonate_cooldown, key=lambda i: (i.guild_id, i.user.id))
+    # Checks run bottom-up: the per-user cooldown first, so a refused user does not spend the
+    # server's budget.
     @app_commands.checks.dynamic_cooldown(guild_rate, key=lambda i: i.guild_id)
+    @app_commands.checks.dynamic_cooldown(impersonate_cooldown, key=lambda i: (i.guild_id, i.user.id))
     @app_commands.autocomplete(handle=handle_autocomplete)
     async def impersonate(
         self,
