@@ -66,9 +66,16 @@ def build_model(folder: Path, corpus_text: Path, shape: dict, *, peaked: bool = 
     if peaked:
         from transformers import AutoModelForCausalLM
 
+        from transformers import AutoTokenizer
+
         model = AutoModelForCausalLM.from_pretrained(folder)
+        known = len(AutoTokenizer.from_pretrained(folder))
         with torch.no_grad():
             model.transformer.ln_f.weight.mul_(12.0)  # sharper logits, like a trained model's
+            # The embedding is padded to GPT-2's 50,257 rows but the tokenizer knows fewer tokens:
+            # zero rows keep the model from sampling ids that decode to nothing (a real GPT-2 has
+            # none), which would make every path re-sample empty tweets.
+            model.transformer.wte.weight[known:] = 0.0
         model.save_pretrained(folder)
     return str(folder)
 

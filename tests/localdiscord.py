@@ -137,6 +137,8 @@ class LocalDiscord:
         self.resumes = 0
         self.nonces: dict[tuple[int, str], dict] = {}
         self._rate_limits: list[tuple[str, int, float]] = []
+        self._stalls: list[str] = []  # path fragments whose requests are carried out but never answered
+        self._unstalled = asyncio.Event()
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = 0
         self._runner: web.AppRunner | None = None
@@ -157,6 +159,7 @@ class LocalDiscord:
         return self
 
     async def __aexit__(self, *exc) -> None:
+        self.unstall()
         for ws in list(self._sockets):
             await ws.close()
         await self._runner.cleanup()
@@ -334,6 +337,15 @@ class LocalDiscord:
 
     # -- simulated users ---------------------------------------------------------------------------
 
+    def stall(self, path_contains: str) -> None:
+        """Carry out matching requests but hold their responses until `unstall()`."""
+        self._unstalled.clear()
+        self._stalls.append(path_contains)
+
+    def unstall(self) -> None:
+        self._stalls.clear()
+        self._unstalled.set()
+
     def _command(self, guild_id: int, name: str, kind: int = 1) -> dict:
         for scope in (str(guild_id), "global"):
             for command in self.commands.get(scope, []):
@@ -503,6 +515,8 @@ class LocalDiscord:
             result = await handler(path.strip("/").split("/"), body, files, request.query)
         except LookupError:
             return json_response({"message": "Unknown Channel", "code": 10003}, status=404)
+        if any(fragment in path for fragment in self._stalls):
+            await self._unstalled.wait()  # Discord did it, but the answer never reaches the client
         if isinstance(result, web.StreamResponse):
             return result
         return json_response(result) if result is not None else web.Response(status=204)

@@ -1,5 +1,6 @@
 """Really kill the core with SIGKILL mid-training and mid-save, then restart it."""
 
+import asyncio
 import json
 import os
 import signal
@@ -87,3 +88,72 @@ async def test_sigkill_then_restart_requeues_and_leaves_no_half_model(settings, 
         assert leftovers == []
     finally:
         await core.close()
+
+
+async def test_sigkill_mid_schedule_post_then_restart_posts_once(settings, tiny_base_model):
+    """The real bot (`python -m bot`) dies after Discord took a scheduled post but before the
+    bot heard back: after a restart the post is retried with its nonce and Discord keeps one."""
+    import shutil
+    import sqlite3
+
+    from bot.core.registry import ModelRecord
+    from bot.core.schedules import Scheduler
+    from tests.discord_env import populate
+    from tests.localdiscord import LocalDiscord
+
+    core = Tweetalike(settings)
+    await core.start(run_queue=False)
+    async with LocalDiscord() as server:
+        guild = populate(server)["guild"]
+        channel = server.general(guild)
+        folder = core.store.model_dir(guild, "alice")
+        shutil.copytree(tiny_base_model, folder)  # a full (non-LoRA) model is a valid persona
+        await core.registry.save_model(ModelRecord(guild_id=guild, handle="alice", display_name="Alice",
+                                                   base_model=tiny_base_model, method="full",
+                                                   path=core.store.relative(folder)))
+        schedule = await Scheduler(core.registry).add(guild_id=guild, handle="alice", channel_id=channel, every="1h")
+        await core.registry.db.execute("UPDATE schedules SET next_run_at = 0 WHERE id = ?", (schedule.id,))
+        await core.close()
+
+        env = os.environ | {
+            "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
+            "DISCORD_GATEWAY_URL": server.gateway_url, "DATABASE_PATH": settings.database_path,
+            "MODELS_DIR": settings.models_dir, "BASE_MODEL": tiny_base_model, "SCHEDULE_TICK_SECONDS": "0.2",
+            "GENERATION_MAX_NEW_TOKENS": "24", "GENERATION_MIN_NEW_TOKENS": "4", "HF_HUB_OFFLINE": "1",
+        }
+        server.stall(f"/channels/{channel}/messages")
+        bot = subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        try:
+            posted = await server.wait_for_message(channel, timeout=120)
+            kill(bot)
+        finally:
+            if bot.poll() is None:
+                kill(bot)
+
+        db = sqlite3.connect(settings.database_path)
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        pending = db.execute("SELECT pending_nonce FROM schedules WHERE id = ?", (schedule.id,)).fetchone()[0]
+        db.close()
+        assert pending == posted["nonce"]  # the dead bot had recorded what it was sending
+
+        server.unstall()
+        bot = subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                db = sqlite3.connect(settings.database_path)
+                row = db.execute("SELECT pending_nonce, next_run_at FROM schedules WHERE id = ?",
+                                 (schedule.id,)).fetchone()
+                db.close()
+                if row[0] is None:
+                    break
+                assert time.monotonic() < deadline, "the restarted bot did not finish the post"
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0)  # a few more ticks: nothing else is due
+        finally:
+            bot.terminate()
+            bot.wait(timeout=30)
+        attempts = server.requests_to(f"/channels/{channel}/messages", "POST")
+        assert len(attempts) == 2 and {a.body["nonce"] for a in attempts} == {posted["nonce"]}
+        assert server.channel_messages(channel) == [posted]  # Discord kept one message
+        assert row[1] > time.time() + 3000  # the next post is an hour away, not a burst of missed ones

@@ -39,6 +39,30 @@ def test_training_lowers_validation_loss_on_a_real_corpus(tiny_base_model, tmp_p
     assert info["config"]["seed"] == 42 and info["history"][0]["step"] == 0
 
 
+def test_lora_adapter_is_stored_in_bf16_without_changing_its_loss(tiny_base_model, tmp_path):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bot.core.training import evaluate, split_tweets
+
+    cfg = config(tiny_base_model, max_steps=20)
+    result = train(tiny_tweets(), tmp_path / "out", cfg)
+    weights = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    assert weights and all(t.dtype == torch.bfloat16 for t in weights.values())
+    # The saved (rounded) adapter gives the validation loss measured before rounding.
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    base = AutoModelForCausalLM.from_pretrained(tiny_base_model)
+    model = PeftModel.from_pretrained(base, tmp_path / "out", autocast_adapter_dtype=False)
+    for parameter in model.parameters():
+        parameter.data = parameter.data.float()
+    _, val = split_tweets(tiny_tweets(), cfg.val_fraction, cfg.seed)
+    blocks = pack_blocks(encode_tweets(tokenizer, val), cfg.block_size)
+    reloaded = evaluate(model, blocks, cfg.batch_size, tokenizer.eos_token_id, torch.device("cpu"), None)
+    assert reloaded == pytest.approx(result.metrics["val_loss"], rel=0.01)
+
+
 def test_generation_returns_clean_tweets(tiny_base_model, tmp_path):
     train(tiny_tweets(), tmp_path / "lora", config(tiny_base_model, max_steps=5))
     train(tiny_tweets(), tmp_path / "full", config(tiny_base_model, method="full", max_steps=5))

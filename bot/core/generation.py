@@ -150,6 +150,10 @@ class Generator:
             raise GenerationError(
                 f"Could not load the persona or its base model {base_id!r} ({exc.__class__.__name__})."
             ) from exc
+        # Adapters are stored in bf16; compute them in the base's dtype (fp32 on CPUs without bf16).
+        for param_name, parameter in base.peft_model.named_parameters():
+            if f".{name}." in param_name:
+                parameter.data = parameter.data.to(self.dtype)
         base.adapters.add(name)
         return _Loaded(model=base.peft_model, tokenizer=_prepare_tokenizer(tokenizer), base_key=base_id, adapter=name)
 
