@@ -90,6 +90,7 @@ SETTINGS: list[Setting] = [
     Setting("TRAIN_LEARNING_RATE", "train_learning_rate", "", lambda r: float(r) if r.strip() else None, "Peak learning rate (default 5e-4 for LoRA, 5e-5 for full)."),
     Setting("TRAIN_MAX_STEPS", "train_max_steps", "0", _int(0), "Stop after this many steps (0 = no limit); useful on slow machines."),
     Setting("TRAIN_SEED", "train_seed", "42", _int(0), "Random seed for shuffling, the validation split and initialisation."),
+    Setting("TRAIN_CHECKPOINT_SECONDS", "train_checkpoint_seconds", "300", _float(0, 86400), "Least time between two resumable checkpoints of a training (0 = none): a restart resumes from the last one. A full fine-tune's checkpoint is about 3x the model's size, a LoRA one a few MB."),
     Setting("LORA_RANK", "lora_rank", "8", _int(1, 256), "LoRA adapter rank (8 keeps a GPT-2 persona under 5 MB)."),
     Setting("TRAINING_WORKERS", "training_workers", "1", _int(1, 8), "Trainings run at the same time; others wait in the queue."),
     Setting("TORCH_THREADS", "torch_threads", "0", _int(0, 256), "CPU threads for torch (0 = torch's default)."),
@@ -125,6 +126,7 @@ class Settings:
     train_learning_rate: float | None
     train_max_steps: int
     train_seed: int
+    train_checkpoint_seconds: float
     lora_rank: int
     training_workers: int
     torch_threads: int

@@ -90,6 +90,34 @@ async def test_sigkill_then_restart_requeues_and_leaves_no_half_model(settings, 
         await core.close()
 
 
+async def test_sigkill_mid_training_resumes_from_the_last_checkpoint(settings):
+    env = env_for(settings) | {"TRAIN_CHECKPOINT_SECONDS": "0.000001"}  # a checkpoint after every step
+    proc = start_worker(env, "train")
+    read_until(proc, lambda line: line.startswith("progress") and line.split()[2] == "training" and int(line.split()[3]) >= 6)
+    kill(proc)
+    checkpoint = Path(settings.models_dir) / ".checkpoints"
+    (job_dir,) = checkpoint.iterdir()
+    saved = json.loads((job_dir / "meta.json").read_text())["step"]
+    assert saved >= 5
+
+    # The same settings after the restart: the job carries on after the checkpoint's step.
+    proc = start_worker(env, "resume")
+    read_until(proc, lambda line: line.startswith("recovered"))
+    first = read_until(proc, lambda line: line.startswith("progress") and line.split()[2] == "training")
+    assert int(first.split()[3]) == saved + 1
+    read_until(proc, lambda line: line.endswith(" done") and line.startswith("finished"))
+    read_until(proc, lambda line: line == "idle")
+    proc.wait(timeout=30)
+    assert not list(checkpoint.glob("*"))  # the job ended: its checkpoint is gone
+
+    registry = await Registry.open(settings.database_path)
+    try:
+        model = await registry.get_model(1, "alice")
+        assert model.metrics["resumed_from_step"] == saved and model.metrics["steps"] == 25
+    finally:
+        await registry.close()
+
+
 async def test_sigkill_mid_schedule_post_then_restart_posts_once(settings, tiny_base_model):
     """The real bot (`python -m bot`) dies after Discord took a scheduled post but before the
     bot heard back: after a restart the post is retried with its nonce and Discord keeps one."""

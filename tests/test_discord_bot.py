@@ -179,3 +179,23 @@ async def test_every_interaction_is_answered(discord_env):
     for interaction in server.interactions.values():
         await interaction.answered(timeout=5)
     assert server.unknown_routes == []
+
+
+async def test_restart_mid_training_resumes_and_tells_the_requester(discord_env, settings):
+    env, server = discord_env, discord_env.server
+    await stop_bot(env.bot, env.task)
+    resumable = settings.replace(train_max_steps=40, train_epochs=20, train_batch_size=2, train_checkpoint_seconds=1e-6)
+    env.bot, env.task = await start_bot(server, resumable, env.clock)
+    reply = await server.slash(env.guild, env.admin, "train new", handle="alice", file=CORPUS)
+    await reply.answered()
+    while env.bot.core.queue.progress_of(1) is None or env.bot.core.queue.progress_of(1).step < 5:
+        await asyncio.sleep(0.05)
+    await stop_bot(env.bot, env.task)  # a restart in the middle of the training
+
+    env.bot, env.task = await start_bot(server, resumable, env.clock)
+    told = await server.wait_for_message(env.channel, lambda m: "interrupted by a restart" in m["content"], timeout=30)
+    assert f"<@{env.admin}>" in told["content"] and "resumes from its checkpoint at step" in told["content"]
+    done = await server.wait_for_message(env.channel, lambda m: "`alice` is ready" in m["content"], timeout=120)
+    assert f"<@{env.admin}>" in done["content"]
+    model = await env.bot.core.registry.get_model(env.guild, "alice")
+    assert model.metrics["resumed_from_step"] >= 5 and model.metrics["steps"] == 40

@@ -1,5 +1,6 @@
 """Real training of the tiny GPT-2 through the same from_pretrained path as `gpt2`."""
 
+import dataclasses
 import json
 import threading
 
@@ -138,3 +139,62 @@ def test_recited_training_tweets_are_detected(tmp_path):
     assert not index.is_copy("A brand new thought about coffee and rockets at dawn today")
     assert strip_links("join discord.gg/abc now https://t.co/x ok") == "join now ok"
     assert strip_links("see discord.com/invite/xyz") == "see"
+
+
+class StopAfter:
+    """A progress callback that cancels the run once it reaches `step` (a stand-in for a crash)."""
+
+    def __init__(self, step: int):
+        self.step, self.cancel = step, threading.Event()
+
+    def __call__(self, progress) -> None:
+        if progress.phase == "training" and progress.step >= self.step:
+            self.cancel.set()
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_interrupted_training_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
+        tiny_base_model, tmp_path, method):
+    import torch
+
+    # Two epochs, a checkpoint after every step, stopped after step 8 (in the second epoch).
+    cfg = config(tiny_base_model, method=method, epochs=2, max_steps=0, batch_size=16,
+                 checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_seconds=1e-9)
+    tweets = tiny_tweets()
+    stop = StopAfter(8)
+    with pytest.raises(TrainingCancelled):
+        train(tweets, tmp_path / "first", cfg, progress=stop, cancel=stop.cancel)
+    saved = json.loads((tmp_path / "ckpt" / "meta.json").read_text())["step"]
+    assert saved == 8
+
+    seen = []
+    resumed = train(tweets, tmp_path / "resumed", cfg, progress=seen.append)
+    steps = [p.step for p in seen if p.phase == "training"]
+    total = resumed.metrics["steps"]
+    assert steps == list(range(saved + 1, total + 1)) and resumed.metrics["resumed_from_step"] == saved
+
+    straight = train(tweets, tmp_path / "straight", dataclasses.replace(cfg, checkpoint_dir=None))
+    assert straight.metrics["steps"] == total and straight.metrics["resumed_from_step"] is None
+    # Same data order, same optimizer state, same dropout masks: the same model.
+    assert resumed.metrics["val_loss"] == pytest.approx(straight.metrics["val_loss"], rel=1e-4)
+    assert [h["train_loss"] for h in resumed.history if "train_loss" in h] == pytest.approx(
+        [h["train_loss"] for h in straight.history if "train_loss" in h], rel=1e-4)
+    weights = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "resumed" / weights), load_file(tmp_path / "straight" / weights)
+    assert a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+
+
+def test_checkpoint_of_other_data_or_settings_is_ignored(tiny_base_model, tmp_path):
+    cfg = config(tiny_base_model, max_steps=6, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_seconds=1e-9)
+    stop = StopAfter(3)
+    with pytest.raises(TrainingCancelled):
+        train(tiny_tweets(), tmp_path / "a", cfg, progress=stop, cancel=stop.cancel)
+    # Other tweets: a fresh start, not the old run's weights.
+    other = train(tiny_tweets()[:-5], tmp_path / "b", cfg)
+    assert other.metrics["resumed_from_step"] is None and other.metrics["steps"] == 6
+    # A damaged checkpoint is ignored too, not a failed job.
+    (tmp_path / "ckpt" / "state.pt").write_bytes(b"not a checkpoint")
+    again = train(tiny_tweets(), tmp_path / "c", cfg)
+    assert again.metrics["resumed_from_step"] is None and again.metrics["steps"] == 6

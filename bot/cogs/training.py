@@ -274,9 +274,11 @@ class TrainingCog(commands.Cog):
         await self.bot.wait_until_ready()
         for job in jobs:
             self.progress_messages[job.id] = ProgressMessage(job=job, interaction=None)
+            step = self.core.queue.resume_step(job.id)
+            resume = f"resumes from its checkpoint at step {step}" if step else "starts over"
             await self.tell_channel(
                 job, f"<@{job.requested_by}> training of `{job.handle}` was interrupted by a restart; "
-                     "it is queued again and starts over."
+                     f"it is queued again and {resume}."
             )
 
 

@@ -1,7 +1,8 @@
 """The training queue: persisted jobs, run one at a time (by default) in a thread pool.
 
 Jobs live in the registry, so a queued job survives a restart, and a job that was running when
-the process died is put back in the queue at start-up (`recovered`). The event loop only
+the process died is put back in the queue at start-up (`recovered`), to resume from its last
+checkpoint (MODELS_DIR/.checkpoints/job-<id>/) when it has one. The event loop only
 claims jobs and records results; the training itself and every file write run in the
 executor. Progress comes back from the worker thread through `call_soon_threadsafe`.
 """
@@ -13,9 +14,10 @@ import logging
 import threading
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable
 
+from .checkpoint import checkpoint_step
 from .modelcard import render_card
 from .plots import loss_curve_png
 from .safety import save_index
@@ -69,6 +71,7 @@ class TrainingQueue:
         self.train_fn = train_fn
         self.running: dict[int, _Running] = {}
         self.recovered: list[JobRecord] = []  # jobs a previous process left running
+        self._resume_steps: dict[int, int | None] = {}
         self.progress_listeners: list[ProgressListener] = []
         self.finish_listeners: list[FinishListener] = []
         self._wakeup = asyncio.Event()
@@ -78,8 +81,12 @@ class TrainingQueue:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.recovered = await self.registry.requeue_interrupted_jobs()
+        await asyncio.to_thread(self.store.drop_checkpoints_except, await self.registry.active_job_ids())
+        self._resume_steps = {job.id: checkpoint_step(self.store.checkpoint_dir(job.id)) for job in self.recovered}
         for job in self.recovered:
-            log.warning("Training job %s (%s) was interrupted by a restart; it is queued again", job.id, job.handle)
+            step = self.resume_step(job.id)
+            log.warning("Training job %s (%s) was interrupted by a restart; it is queued again%s", job.id, job.handle,
+                        f" and resumes from step {step}" if step else "")
         self._tasks = [asyncio.create_task(self._worker(i), name=f"training-worker-{i}") for i in range(self.workers)]
         self._wakeup.set()
 
@@ -101,6 +108,10 @@ class TrainingQueue:
             return False
         running.cancel.set()
         return True
+
+    def resume_step(self, job_id: int) -> int | None:
+        """The step a job found interrupted at start-up resumes from (None: it starts over)."""
+        return self._resume_steps.get(job_id)
 
     def progress_of(self, job_id: int) -> TrainProgress | None:
         running = self.running.get(job_id)
@@ -136,7 +147,7 @@ class TrainingQueue:
         log.info("Training job %s started: guild %s, handle %s", job.id, job.guild_id, job.handle)
         try:
             corpus = await self.registry.job_corpus(job.id)
-            config = self.make_config(job)
+            config = replace(self.make_config(job), checkpoint_dir=str(self.store.checkpoint_dir(job.id)))
             result, model = await self._loop.run_in_executor(
                 self.executor, self._train_and_publish, job, corpus, config, running
             )
@@ -159,6 +170,7 @@ class TrainingQueue:
             outcome = JobOutcome(job=job, state="failed", error=message)
         finally:
             self.running.pop(job.id, None)
+        await asyncio.to_thread(self.store.drop_checkpoint, job.id)  # it ended: nothing to resume
         log.info("Training job %s ended: %s", job.id, outcome.state)
         await self._dispatch(self.finish_listeners, outcome)
 

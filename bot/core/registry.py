@@ -484,6 +484,11 @@ class Registry:
             (count,) = await cur.fetchone()
         return int(count)
 
+    async def active_job_ids(self) -> set[int]:
+        """Every guild's queued and running jobs (start-up clean-up of their checkpoints)."""
+        async with self.db.execute("SELECT id FROM training_jobs WHERE state IN ('queued', 'running')") as cur:
+            return {row[0] for row in await cur.fetchall()}
+
     async def requeue_interrupted_jobs(self) -> list[JobRecord]:
         """Jobs left 'running' by a process that died go back to the queue (start-up only)."""
         async with self.db.execute(

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 STAGING = ".staging"
 TRASH = ".trash"
+CHECKPOINTS = ".checkpoints"
 
 
 class StoreError(RuntimeError):
@@ -77,6 +78,24 @@ class ModelStore:
         doomed.parent.mkdir(parents=True, exist_ok=True)
         os.replace(final, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
+
+    def checkpoint_dir(self, job_id: int) -> Path:
+        """Where a training job keeps its resumable checkpoint (see core/checkpoint.py)."""
+        return self.root / CHECKPOINTS / f"job-{int(job_id)}"
+
+    def drop_checkpoint(self, job_id: int) -> None:
+        shutil.rmtree(self.checkpoint_dir(job_id), ignore_errors=True)
+
+    def drop_checkpoints_except(self, job_ids: set[int]) -> None:
+        """Start-up clean-up: remove the checkpoints of jobs that will not run again."""
+        root = self.root / CHECKPOINTS
+        if not root.is_dir():
+            return
+        for entry in root.iterdir():
+            job_id = entry.name.removeprefix("job-")
+            if not (job_id.isdigit() and int(job_id) in job_ids):
+                shutil.rmtree(entry, ignore_errors=True)
+                log.info("Model store recovery: removed the checkpoint of ended %s", entry.name)
 
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)

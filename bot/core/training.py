@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import torch
 
+from .checkpoint import Checkpointer, LoopState, fingerprint
+
 log = logging.getLogger(__name__)
 
 LORA_TARGET_MODULES = ["c_attn", "c_proj", "c_fc"]  # GPT-2's Conv1D layers (attention and MLP)
@@ -57,6 +59,8 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda
     pack: bool = True  # False: one tweet per row, padded to the batch's longest (the baseline in bench/)
+    checkpoint_dir: str | None = None  # where to keep a resumable checkpoint (None: no checkpoints)
+    checkpoint_seconds: float = 300.0  # least time between two checkpoints
 
     @property
     def lr(self) -> float:
@@ -211,6 +215,19 @@ def evaluate(model, blocks: list[list[int]], batch_size: int, pad_id: int, devic
     return total_loss / max(1, total_tokens)
 
 
+def _recorded_config(config: TrainConfig) -> dict[str, Any]:
+    """The hyper-parameters of a run (where its checkpoints are kept is not one)."""
+    return {k: v for k, v in asdict(config).items() if not k.startswith("checkpoint_")}
+
+
+def _tokens_since(history: list[dict[str, Any]], step: int) -> int:
+    """Training tokens seen after `step` (a resumed run's own share)."""
+    counts = [(h["step"], h["tokens"]) for h in history if "tokens" in h]
+    if not counts:
+        return 0
+    return counts[-1][1] - max((tokens for s, tokens in counts if s <= step), default=0)
+
+
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
 
@@ -260,24 +277,33 @@ def train(
         optimizer, int(total_steps * config.warmup_fraction), total_steps
     )
     pad_id = tokenizer.pad_token_id
-    history: list[dict[str, Any]] = []
 
-    initial_val = evaluate(model, val_blocks, config.batch_size, pad_id, device, amp_dtype)
-    if initial_val is not None:
-        history.append({"step": 0, "val_loss": initial_val})
+    checkpointer = None
+    state = None
+    if config.checkpoint_dir:
+        run = {k: v for k, v in _recorded_config(config).items() if k != "device"}
+        checkpointer = Checkpointer(config.checkpoint_dir, config.checkpoint_seconds, fingerprint(run, tweets))
+        state = checkpointer.restore(model, optimizer, scheduler)
+    if state is None:
+        state = LoopState()
+        state.initial_val = evaluate(model, val_blocks, config.batch_size, pad_id, device, amp_dtype)
+        if state.initial_val is not None:
+            state.history.append({"step": 0, "val_loss": state.initial_val})
+    history = state.history
 
     rng = random.Random(config.seed)
-    step, tokens_seen, smoothed = 0, 0, None
     train_started = time.monotonic()
     for epoch in range(config.epochs):
         order = list(train_encoded)
-        rng.shuffle(order)
+        rng.shuffle(order)  # replayed for the epochs a resumed run skips, so the order is the same
+        if epoch < state.epoch or state.step >= total_steps:
+            continue
         rows = arrange(order, block_size)
         batches = [rows[i : i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
-        for batch_rows in batches:
+        for index in range(state.batch_in_epoch if epoch == state.epoch else 0, len(batches)):
             if cancel is not None and cancel.is_set():
                 raise TrainingCancelled()
-            batch = make_batch(batch_rows, pad_id, device)
+            batch = make_batch(batches[index], pad_id, device)
             with _autocast(device, amp_dtype):
                 loss = model(**batch).loss
             loss.backward()
@@ -285,29 +311,36 @@ def train(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += int(batch["attention_mask"].sum())
+            state.step += 1
+            state.epoch, state.batch_in_epoch = epoch, index + 1
+            state.tokens_seen += int(batch["attention_mask"].sum())
             value = float(loss.detach())
-            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+            state.smoothed_loss = value if state.smoothed_loss is None else 0.9 * state.smoothed_loss + 0.1 * value
             elapsed = time.monotonic() - train_started
-            history.append({"step": step, "train_loss": value, "tokens": tokens_seen, "time": round(elapsed, 4)})
+            history.append({"step": state.step, "train_loss": value, "tokens": state.tokens_seen, "time": round(elapsed, 4)})
+            done_here = state.step - state.resumed_from
             report(
                 TrainProgress(
-                    phase="training", step=step, total_steps=total_steps, epoch=epoch + 1,
-                    loss=smoothed, elapsed=time.monotonic() - started,
-                    eta_seconds=elapsed / step * (total_steps - step),
+                    phase="training", step=state.step, total_steps=total_steps, epoch=epoch + 1,
+                    loss=state.smoothed_loss, elapsed=time.monotonic() - started,
+                    eta_seconds=elapsed / done_here * (total_steps - state.step),
                 )
             )
-            if step >= total_steps:
+            if state.step >= total_steps:
                 break
-        report(TrainProgress(phase="evaluating", step=step, total_steps=total_steps, epoch=epoch + 1, loss=smoothed))
+            if checkpointer is not None and checkpointer.due():
+                checkpointer.save(model, optimizer, scheduler, state)
+        report(TrainProgress(phase="evaluating", step=state.step, total_steps=total_steps, epoch=epoch + 1,
+                             loss=state.smoothed_loss))
         val_loss = evaluate(model, val_blocks, config.batch_size, pad_id, device, amp_dtype)
         if val_loss is not None:
-            history.append({"step": step, "val_loss": val_loss})
-        if step >= total_steps:
+            history.append({"step": state.step, "val_loss": val_loss})
+        state.epoch, state.batch_in_epoch = epoch + 1, 0
+        if state.step >= total_steps:
             break
 
     train_seconds = time.monotonic() - train_started
+    step, smoothed, tokens_seen, initial_val = state.step, state.smoothed_loss, state.tokens_seen, state.initial_val
     report(TrainProgress(phase="saving", step=step, total_steps=total_steps, loss=smoothed))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -333,11 +366,14 @@ def train(
         "val_tweets": len(val_tweets),
         "train_tokens": tokens_seen,
         "train_seconds": round(train_seconds, 2),
-        "tokens_per_second": round(tokens_seen / train_seconds, 1) if train_seconds > 0 else None,
+        # This run's own speed: a resumed run counts only the steps it trained itself.
+        "tokens_per_second": round(_tokens_since(history, state.resumed_from) / train_seconds, 1)
+        if train_seconds > 0 else None,
+        "resumed_from_step": state.resumed_from or None,
         "device": device.type,
         "precision": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
     }
-    config_dict = asdict(config) | {"learning_rate": config.lr, "block_size": block_size}
+    config_dict = _recorded_config(config) | {"learning_rate": config.lr, "block_size": block_size}
     info = {"config": config_dict, "metrics": metrics, "history": history}
     (output_dir / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=1))
     log.info("Trained %s steps in %.1fs: val loss %s -> %s", step, train_seconds, initial_val, final_val)

@@ -1,0 +1,123 @@
+"""Training checkpoints, so a job interrupted by a restart resumes instead of starting over.
+
+A checkpoint holds what the training loop needs to carry on exactly where it was: the trainable
+weights (the LoRA adapters, or the whole model for a full fine-tune), the optimizer and
+learning-rate schedule, the step, the torch random state and the loss history. The data order
+needs no saving: each epoch's shuffle is replayed from the seed.
+
+One checkpoint per job, in a folder of its own: `state.pt` is written to a temp file, flushed
+and renamed over the previous one, so a kill mid-write leaves the last complete checkpoint.
+`meta.json` beside it says which step that is without loading the weights. A checkpoint made
+for other data or other settings is ignored (the fingerprint differs), and the job starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+
+def fingerprint(config: dict[str, Any], tweets: list[str]) -> str:
+    """Identifies the run: the same settings on the same tweets give the same fingerprint."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for tweet in tweets:
+        digest.update(tweet.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+@dataclass
+class LoopState:
+    """Where the training loop stands; what a resumed run starts from."""
+
+    step: int = 0
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch_in_epoch: int = 0  # batches of that epoch already done
+    tokens_seen: int = 0
+    smoothed_loss: float | None = None
+    initial_val: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+def checkpoint_step(folder: str | os.PathLike) -> int | None:
+    """The step the checkpoint in `folder` was taken at, or None when there is none."""
+    try:
+        return int(json.loads((Path(folder) / META_FILE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class Checkpointer:
+    def __init__(self, folder: str | os.PathLike, every_seconds: float, run_fingerprint: str):
+        self.folder = Path(folder)
+        self.every_seconds = every_seconds
+        self.fingerprint = run_fingerprint
+        self.last_saved = time.monotonic()
+
+    def due(self) -> bool:
+        return self.every_seconds > 0 and time.monotonic() - self.last_saved >= self.every_seconds
+
+    def save(self, model, optimizer, scheduler, loop: LoopState) -> None:
+        trainable = {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad}
+        state = {
+            "fingerprint": self.fingerprint,
+            "weights": trainable,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "loop": {k: v for k, v in vars(loop).items() if k != "resumed_from"},
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.folder / STATE_FILE, lambda f: torch.save(state, f))
+        meta = json.dumps({"step": loop.step, "fingerprint": self.fingerprint}).encode()
+        _atomic_write(self.folder / META_FILE, lambda f: f.write(meta))
+        self.last_saved = time.monotonic()
+        log.info("Checkpoint saved at step %s in %s", loop.step, self.folder)
+
+    def restore(self, model, optimizer, scheduler) -> LoopState | None:
+        """Load the checkpoint into model, optimizer and scheduler; None if there is none to use."""
+        path = self.folder / STATE_FILE
+        if not path.is_file():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unreadable: better to start over than to fail the job
+            log.warning("Ignoring unreadable checkpoint %s (%s)", path, exc)
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            log.info("Ignoring checkpoint %s: it was made for other data or settings", path)
+            return None
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        if set(state["weights"]) != trainable:
+            log.warning("Ignoring checkpoint %s: it does not fit this model", path)
+            return None
+        model.load_state_dict(state["weights"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        loop = LoopState(**state["loop"])
+        loop.resumed_from = loop.step
+        log.info("Resuming from the checkpoint at step %s", loop.step)
+        return loop
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
