@@ -13,8 +13,8 @@ and which makes nucleus sampling artificially expensive). Quality is measured se
 small GPT-2-shaped model that is first pre-trained on other people's tweets, so both paths
 fine-tune from the same start.
 
-    python bench/perf.py            # full run (about 10 minutes on 2 cores)
-    python bench/perf.py --quick    # CI-sized shapes, about a minute
+    python bench/perf.py            # full run (about 17 minutes on 2 cores)
+    python bench/perf.py --quick    # CI-sized shapes, about 3 minutes
 """
 
 from __future__ import annotations
@@ -182,18 +182,20 @@ def bench_generation(base: str, personas: list[str], runs: int, new_tokens: int,
     sampling = Sampling(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     ours = Generator(sampling, cache_size=len(personas) + 1)
 
-    def timed(fn) -> list[float]:
-        fn()  # warm-up
-        times = []
+    def timed_side_by_side(first, second) -> tuple[list[float], list[float]]:
+        """Alternate the two, so that drift in the machine's speed affects both alike."""
+        first(), second()  # warm-up
+        times: tuple[list[float], list[float]] = ([], [])
         for _ in range(runs):
-            started = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - started)
+            for fn, out in ((first, times[0]), (second, times[1])):
+                started = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - started)
         return times
 
     log("generation: latency of one /impersonate of 5")
-    base_times = timed(lambda: baseline_generate(full, tokenizer, 5, new_tokens))
-    our_times = timed(lambda: ours.generate(personas[0], "", 5))
+    base_times, our_times = timed_side_by_side(lambda: baseline_generate(full, tokenizer, 5, new_tokens),
+                                               lambda: ours.generate(personas[0], "", 5))
 
     log(f"generation: {concurrent} concurrent requests for different personas")
     started = time.perf_counter()

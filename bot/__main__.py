@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 
 import discord
@@ -21,8 +22,21 @@ async def run() -> None:
     discord.utils.setup_logging(level=getattr(logging, settings.log_level.upper()), root=True)
     quiet_libraries()
     apply_endpoint_overrides(settings)
-    async with TweetalikeBot(settings) as bot:
-        await bot.start(settings.discord_token)
+    # `docker stop` sends SIGTERM: close cleanly, so a running training saves a checkpoint.
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    async with TweetalikeBot(settings) as bot:  # leaving the block closes the bot and the core
+        running = asyncio.create_task(bot.start(settings.discord_token))
+        stop = asyncio.create_task(stopping.wait())
+        await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if running.done():
+            running.result()  # a failed login and the like end here, with their error
+        else:
+            log.info("Shutting down")
+    await asyncio.gather(running, return_exceptions=True)
 
 
 def main() -> int:

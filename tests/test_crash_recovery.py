@@ -180,8 +180,81 @@ async def test_sigkill_mid_schedule_post_then_restart_posts_once(settings, tiny_
             await asyncio.sleep(1.0)  # a few more ticks: nothing else is due
         finally:
             bot.terminate()
-            bot.wait(timeout=30)
+            await asyncio.to_thread(bot.wait, 30)  # a clean close talks to the local server
         attempts = server.requests_to(f"/channels/{channel}/messages", "POST")
         assert len(attempts) == 2 and {a.body["nonce"] for a in attempts} == {posted["nonce"]}
         assert server.channel_messages(channel) == [posted]  # Discord kept one message
         assert row[1] > time.time() + 3000  # the next post is an hour away, not a burst of missed ones
+
+
+async def test_sigterm_of_the_bot_checkpoints_a_running_training_and_the_restart_resumes_it(settings, tiny_base_model):
+    """`docker stop` sends SIGTERM to `python -m bot`: it closes cleanly, the training saves a
+    checkpoint on its way out (none is due on the clock), and the next start resumes from it."""
+    import sqlite3
+
+    from tests.discord_env import populate
+    from tests.localdiscord import LocalDiscord
+    from tests.test_discord_bot import CORPUS
+
+    async with LocalDiscord() as server:
+        ids = populate(server)
+        guild, admin, channel = ids["guild"], ids["admin"], server.general(ids["guild"])
+        env = os.environ | {
+            "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
+            "DISCORD_GATEWAY_URL": server.gateway_url, "DATABASE_PATH": settings.database_path,
+            "MODELS_DIR": settings.models_dir, "BASE_MODEL": tiny_base_model, "HF_HUB_OFFLINE": "1",
+            "TRAIN_EPOCHS": "20", "TRAIN_MAX_STEPS": "400", "TRAIN_BATCH_SIZE": "1", "TRAIN_BLOCK_SIZE": "16",
+            "TRAIN_CHECKPOINT_SECONDS": "3600",
+        }
+
+        async def start_bot() -> subprocess.Popen:
+            server.commands.clear()
+            bot = subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 120
+            while not server.commands:
+                assert bot.poll() is None and time.monotonic() < deadline, "the bot did not start"
+                await asyncio.sleep(0.1)
+            return bot
+
+        async def stop_bot(bot: subprocess.Popen) -> int:
+            bot.send_signal(signal.SIGTERM)
+            return await asyncio.to_thread(bot.wait, 60)  # the local server keeps serving meanwhile
+
+        def job_step() -> int:
+            db = sqlite3.connect(settings.database_path)
+            try:
+                row = db.execute("SELECT progress_json FROM training_jobs WHERE id = 1").fetchone()
+            finally:
+                db.close()
+            return json.loads(row[0]).get("step", 0) if row and row[0] else 0
+
+        bot = await start_bot()
+        try:
+            reply = await server.slash(guild, admin, "train new", handle="alice", file=CORPUS)
+            await reply.answered(timeout=30)
+            while job_step() < 1:  # training has started (its first step is recorded at once)
+                assert bot.poll() is None
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            assert await stop_bot(bot) == 0
+        finally:
+            if bot.poll() is None:
+                kill(bot)
+        saved = json.loads((Path(settings.models_dir) / ".checkpoints" / "job-1" / "meta.json").read_text())["step"]
+        assert 1 <= saved < 400
+
+        bot = await start_bot()
+        try:
+            told = await server.wait_for_message(channel, lambda m: "interrupted by a restart" in m["content"], timeout=60)
+            assert f"resumes from its checkpoint at step {saved}" in told["content"]
+            await server.wait_for_message(channel, lambda m: "`alice` is ready" in m["content"], timeout=120)
+        finally:
+            assert await stop_bot(bot) == 0
+        registry = await Registry.open(settings.database_path)
+        try:
+            model = await registry.get_model(guild, "alice")
+            job = await registry.get_job(guild, 1)
+        finally:
+            await registry.close()
+        assert model.metrics["resumed_from_step"] == saved and model.metrics["steps"] == 400
+        assert job.interrupted == 1 and job.state == "done"

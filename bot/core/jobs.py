@@ -44,6 +44,7 @@ class JobOutcome:
 class _Running:
     job: JobRecord
     cancel: threading.Event = field(default_factory=threading.Event)
+    interrupt: threading.Event = field(default_factory=threading.Event)  # shutdown: checkpoint, then stop
     progress: TrainProgress | None = None
     last_saved: float = 0.0
 
@@ -91,8 +92,10 @@ class TrainingQueue:
         self._wakeup.set()
 
     async def stop(self) -> None:
+        # A running training saves a checkpoint after its current step and stops; the job stays
+        # 'running' in the registry, so the next start re-queues it and it resumes.
         for running in self.running.values():
-            running.cancel.set()
+            running.interrupt.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -180,7 +183,8 @@ class TrainingQueue:
         staging = self.store.new_staging_dir(job.guild_id, job.handle)
         try:
             result = self.train_fn(
-                corpus, staging, config, progress=lambda p: self._from_thread(running, p), cancel=running.cancel
+                corpus, staging, config, progress=lambda p: self._from_thread(running, p),
+                cancel=running.cancel, interrupt=running.interrupt,
             )
             try:
                 (staging / "README.md").write_text(
@@ -210,7 +214,10 @@ class TrainingQueue:
         return result, model
 
     def _from_thread(self, running: _Running, progress: TrainProgress) -> None:
-        self._loop.call_soon_threadsafe(self._on_progress, running, progress)
+        try:
+            self._loop.call_soon_threadsafe(self._on_progress, running, progress)
+        except RuntimeError:  # the loop is closed: shutting down, the step still ends cleanly
+            pass
 
     def _on_progress(self, running: _Running, progress: TrainProgress) -> None:
         running.progress = progress

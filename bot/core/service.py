@@ -117,6 +117,7 @@ class Tweetalike:
             cache_size=settings.model_cache_size,
         )
         self.batcher = GenerationBatcher(self.generator, self.generate_executor)
+        self._closed = False
 
     async def start(self, *, run_queue: bool = True) -> None:
         if self.settings.torch_threads:
@@ -133,6 +134,9 @@ class Tweetalike:
             await self.queue.start()
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self.queue is not None:
             await self.queue.stop()
         self.train_executor.shutdown(wait=False, cancel_futures=True)

@@ -36,6 +36,10 @@ class TrainingCancelled(Exception):
     pass
 
 
+class TrainingInterrupted(TrainingCancelled):
+    """Stopped for a shutdown: the job is to resume from the checkpoint saved on the way out."""
+
+
 class TrainingError(RuntimeError):
     """Training could not run (the base model cannot be loaded, no data...)."""
 
@@ -239,8 +243,13 @@ def train(
     *,
     progress: Callable[[TrainProgress], None] | None = None,
     cancel: threading.Event | None = None,
+    interrupt: threading.Event | None = None,
 ) -> TrainResult:
-    """Fine-tune `config.base_model` on `tweets` and save model + tokenizer in `output_dir`."""
+    """Fine-tune `config.base_model` on `tweets` and save model + tokenizer in `output_dir`.
+
+    Between steps, `cancel` stops the run for good; `interrupt` (a shutdown) stops it after
+    saving a checkpoint, so the job resumes where it was at the next start.
+    """
     from transformers import get_cosine_schedule_with_warmup
 
     if len(tweets) < 2:
@@ -303,6 +312,10 @@ def train(
         for index in range(state.batch_in_epoch if epoch == state.epoch else 0, len(batches)):
             if cancel is not None and cancel.is_set():
                 raise TrainingCancelled()
+            if interrupt is not None and interrupt.is_set():
+                if checkpointer is not None and state.step > state.resumed_from:
+                    checkpointer.save(model, optimizer, scheduler, state)
+                raise TrainingInterrupted()
             batch = make_batch(batches[index], pad_id, device)
             with _autocast(device, amp_dtype):
                 loss = model(**batch).loss
