@@ -11,6 +11,7 @@ import discord
 
 from .client import TweetalikeBot, apply_endpoint_overrides
 from .config import SettingsError, load_settings
+from .core.errors import UserError
 from .logs import quiet_libraries
 
 log = logging.getLogger("bot")
@@ -45,6 +46,9 @@ def main() -> int:
     except SettingsError as exc:
         logging.basicConfig(format="%(levelname)s %(message)s")
         log.critical("Configuration error: %s", exc)
+        return 2
+    except UserError as exc:  # e.g. another process already runs the training queue
+        log.critical("Cannot start: %s", exc)
         return 2
     except discord.LoginFailure:
         log.critical("Discord refused the token: check DISCORD_TOKEN.")

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 LOSS_CURVE_FILE = "loss_curve.png"
 PROGRESS_SAVE_INTERVAL = 5.0  # seconds between progress writes to the database
+STOP_TIMEOUT = 120.0  # longest wait at shutdown for a training step to end and checkpoint
 
 
 @dataclass
@@ -45,6 +46,7 @@ class _Running:
     job: JobRecord
     cancel: threading.Event = field(default_factory=threading.Event)
     interrupt: threading.Event = field(default_factory=threading.Event)  # shutdown: checkpoint, then stop
+    thread: Future | None = None  # the training in the executor
     progress: TrainProgress | None = None
     last_saved: float = 0.0
 
@@ -91,15 +93,18 @@ class TrainingQueue:
         self._tasks = [asyncio.create_task(self._worker(i), name=f"training-worker-{i}") for i in range(self.workers)]
         self._wakeup.set()
 
-    async def stop(self) -> None:
-        # A running training saves a checkpoint after its current step and stops; the job stays
-        # 'running' in the registry, so the next start re-queues it and it resumes.
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the workers. A running training saves a checkpoint after its current step and
+        stops; its job stays 'running' in the registry, so the next start resumes it."""
+        threads = [running.thread for running in self.running.values() if running.thread is not None]
         for running in self.running.values():
             running.interrupt.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if threads:  # wait for the checkpoint, so the next process finds it complete
+            await asyncio.wait([asyncio.wrap_future(t) for t in threads], timeout=timeout)
 
     def notify(self) -> None:
         """A job was queued: wake an idle worker."""
@@ -151,9 +156,8 @@ class TrainingQueue:
         try:
             corpus = await self.registry.job_corpus(job.id)
             config = replace(self.make_config(job), checkpoint_dir=str(self.store.checkpoint_dir(job.id)))
-            result, model = await self._loop.run_in_executor(
-                self.executor, self._train_and_publish, job, corpus, config, running
-            )
+            running.thread = self.executor.submit(self._train_and_publish, job, corpus, config, running)
+            result, model = await asyncio.wrap_future(running.thread)
             model = await self.registry.save_model(model)
             await self.registry.set_model_sources(job.guild_id, job.handle, [job.source_user_id] if job.source_user_id else [])
             await self.registry.finish_job(job.id, "done")

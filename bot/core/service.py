@@ -19,7 +19,7 @@ from .modelcard import parse_card
 from .generation import GenerationError, GenerationRequest, Generator, Sampling
 from .jobs import TrainingQueue
 from .registry import JobRecord, ModelRecord, Registry, RegistryError, clean_display_name, normalize_handle
-from .store import ModelStore
+from .store import ModelStore, StoreError
 from .training import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -120,11 +120,21 @@ class Tweetalike:
         self._closed = False
 
     async def start(self, *, run_queue: bool = True) -> None:
+        """Open the registry; with `run_queue`, also own the store: clean up after a crash and train.
+
+        Without it (the CLI's list, generate, delete) this process leaves start-up clean-up and
+        the queue to the one that runs them, the bot, which may be at work at the same time.
+        """
         if self.settings.torch_threads:
             import torch
 
             torch.set_num_threads(self.settings.torch_threads)
-        await asyncio.to_thread(self.store.recover)
+        if run_queue:
+            try:
+                await asyncio.to_thread(self.store.lock_maintenance)
+            except StoreError as exc:
+                raise UserError(str(exc)) from None
+            await asyncio.to_thread(self.store.recover)
         self.registry = await Registry.open(self.settings.database_path)
         self.queue = TrainingQueue(
             self.registry, self.store, self.train_executor, self.train_config,
@@ -143,6 +153,7 @@ class Tweetalike:
         self.generate_executor.shutdown(wait=False, cancel_futures=True)
         if self.registry is not None:
             await self.registry.close()
+        self.store.unlock_maintenance()
 
     def train_config(self, job: JobRecord) -> TrainConfig:
         s = self.settings

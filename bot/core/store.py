@@ -9,6 +9,7 @@ one back.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+LOCK_FILE = ".lock"
 STAGING = ".staging"
 TRASH = ".trash"
 CHECKPOINTS = ".checkpoints"
@@ -29,6 +31,31 @@ class StoreError(RuntimeError):
 class ModelStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+
+    def lock_maintenance(self) -> None:
+        """Become the one process that trains and cleans up this store, or raise StoreError.
+
+        Start-up clean-up removes unfinished folders and the queue re-queues 'running' jobs: done
+        by a second process (the CLI beside the running bot), both would undo the other's live
+        work. The lock is released when the process ends, however it ends.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(
+                f"Another tweetalike process (the bot?) is training with the model store {self.root}: "
+                "queue trainings through it (/train), or stop it first."
+            ) from None
+        self._lock = handle
+
+    def unlock_maintenance(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()  # closing the file releases the lock
+            self._lock = None
 
     def model_dir(self, guild_id: int, handle: str) -> Path:
         # Handles are validated to [a-z0-9_-] by the registry; guild ids are integers.
