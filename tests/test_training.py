@@ -198,3 +198,11 @@ def test_checkpoint_of_other_data_or_settings_is_ignored(tiny_base_model, tmp_pa
     (tmp_path / "ckpt" / "state.pt").write_bytes(b"not a checkpoint")
     again = train(tiny_tweets(), tmp_path / "c", cfg)
     assert again.metrics["resumed_from_step"] is None and again.metrics["steps"] == 6
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_training(tiny_base_model, tmp_path):
+    blocker = tmp_path / "ckpt"
+    blocker.write_text("a file where the checkpoint folder should be")
+    cfg = config(tiny_base_model, max_steps=4, checkpoint_dir=str(blocker), checkpoint_seconds=1e-9)
+    result = train(tiny_tweets(), tmp_path / "out", cfg)
+    assert result.metrics["steps"] == 4 and (tmp_path / "out" / "adapter_config.json").is_file()

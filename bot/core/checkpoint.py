@@ -13,6 +13,7 @@ for other data or other settings is ignored (the fingerprint differs), and the j
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -80,11 +81,17 @@ class Checkpointer:
             "torch_rng": torch.get_rng_state(),
             "loop": {k: v for k, v in vars(loop).items() if k != "resumed_from"},
         }
-        self.folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.folder / STATE_FILE, lambda f: torch.save(state, f))
-        meta = json.dumps({"step": loop.step, "fingerprint": self.fingerprint}).encode()
-        _atomic_write(self.folder / META_FILE, lambda f: f.write(meta))
         self.last_saved = time.monotonic()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _atomic_write(self.folder / STATE_FILE, lambda f: torch.save(state, f))
+            meta = json.dumps({"step": loop.step, "fingerprint": self.fingerprint}).encode()
+            _atomic_write(self.folder / META_FILE, lambda f: f.write(meta))
+        except (OSError, RuntimeError) as exc:  # disk full...: the training itself goes on
+            log.warning("Could not save a checkpoint in %s (%s); the previous one stays", self.folder, exc)
+            with contextlib.suppress(OSError):
+                (self.folder / (STATE_FILE + ".tmp")).unlink(missing_ok=True)
+            return
         log.info("Checkpoint saved at step %s in %s", loop.step, self.folder)
 
     def restore(self, model, optimizer, scheduler) -> LoopState | None:
