@@ -206,3 +206,39 @@ def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_training(tiny_bas
     cfg = config(tiny_base_model, max_steps=4, checkpoint_dir=str(blocker), checkpoint_seconds=1e-9)
     result = train(tiny_tweets(), tmp_path / "out", cfg)
     assert result.metrics["steps"] == 4 and (tmp_path / "out" / "adapter_config.json").is_file()
+
+
+def test_training_and_generation_can_load_models_at_the_same_time(tiny_base_model, tmp_path):
+    """The bot trains in one thread pool and generates in another: a persona loading while a
+    training loads (or runs) must break neither (from_pretrained changes process-wide torch state)."""
+    import shutil
+
+    persona = train(tiny_tweets(), tmp_path / "persona", config(tiny_base_model, max_steps=1)).output_dir
+    errors: list[str] = []
+
+    def trainer(i: int) -> None:
+        try:
+            train(tiny_tweets(), tmp_path / f"t{i}", config(tiny_base_model, max_steps=8))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(f"train: {exc!r}")
+
+    def generator(i: int) -> None:
+        try:
+            # Cache of one: every persona reloads the base model too.
+            gen = Generator(Sampling(max_new_tokens=4, min_new_tokens=1), cache_size=1)
+            for j in range(3):
+                copy = tmp_path / f"g{i}-{j}"
+                shutil.copytree(persona, copy)
+                assert gen.generate(copy, "", 1)
+                assert gen.generate(tiny_base_model, "", 1)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"generate: {exc!r}")
+
+    for round_ in range(4):
+        threads = [threading.Thread(target=trainer, args=(round_,)),
+                   threading.Thread(target=generator, args=(round_,))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []

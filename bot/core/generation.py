@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .safety import MemorizationIndex, strip_links
-from .training import autocast_dtype, pick_device
+from .training import MODEL_BUILD_LOCK, autocast_dtype, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ class Generator:
             return loaded
         self._drop_stale(path)
         adapter_config = Path(path) / "adapter_config.json"
-        loaded = self._load_adapter(path, key, adapter_config) if adapter_config.is_file() else self._load_full(path)
+        with MODEL_BUILD_LOCK:
+            loaded = self._load_adapter(path, key, adapter_config) if adapter_config.is_file() else self._load_full(path)
         loaded.memorized = MemorizationIndex.load(path)
         loaded.stop_ids = stop_token_ids(loaded.tokenizer)
         self._personas[key] = loaded

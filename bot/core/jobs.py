@@ -104,7 +104,9 @@ class TrainingQueue:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if threads:  # wait for the checkpoint, so the next process finds it complete
-            await asyncio.wait([asyncio.wrap_future(t) for t in threads], timeout=timeout)
+            done, _ = await asyncio.wait([asyncio.wrap_future(t) for t in threads], timeout=timeout)
+            for future in done:
+                future.exception()  # a stopped training ends by raising: expected, nothing to report
 
     def notify(self) -> None:
         """A job was queued: wake an idle worker."""

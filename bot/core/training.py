@@ -29,6 +29,11 @@ from .checkpoint import Checkpointer, LoopState, fingerprint
 log = logging.getLogger(__name__)
 
 LORA_TARGET_MODULES = ["c_attn", "c_proj", "c_fc"]  # GPT-2's Conv1D layers (attention and MLP)
+# Building a model is not thread-safe: `from_pretrained` sets torch's default dtype and patches
+# torch's init functions for the whole process while it runs, so a training and a generation
+# loading at the same time break each other (meta tensors, mixed dtypes). Every load or
+# construction of a model, adapter included, holds this lock; forward passes do not need it.
+MODEL_BUILD_LOCK = threading.RLock()
 TRAINING_INFO_FILE = "training.json"
 
 
@@ -261,12 +266,13 @@ def train(
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
-    model, tokenizer = load_base_model(config.base_model, device)
-    block_size = min(config.block_size, getattr(model.config, "n_positions", config.block_size))
-    if config.method == "lora":
-        model = wrap_lora(model, config)
-    elif config.method != "full":
+    if config.method not in ("lora", "full"):
         raise TrainingError(f"Unknown training method {config.method!r} (use lora or full).")
+    with MODEL_BUILD_LOCK:
+        model, tokenizer = load_base_model(config.base_model, device)
+        if config.method == "lora":
+            model = wrap_lora(model, config)
+    block_size = min(config.block_size, getattr(model.config, "n_positions", config.block_size))
     model.train()
 
     train_tweets, val_tweets = split_tweets(tweets, config.val_fraction, config.seed)
