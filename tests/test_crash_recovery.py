@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.checkpoint import checkpoint_step
 from bot.core.registry import Registry
 from bot.core.service import Tweetalike
 
@@ -99,7 +100,7 @@ async def test_sigkill_mid_training_resumes_from_the_last_checkpoint(settings):
     kill(proc)
     checkpoint = Path(settings.models_dir) / ".checkpoints"
     (job_dir,) = checkpoint.iterdir()
-    saved = json.loads((job_dir / "meta.json").read_text())["step"]
+    saved = checkpoint_step(job_dir)
     assert saved >= 5
 
     # The same settings after the restart: the job carries on after the checkpoint's step.
@@ -242,7 +243,7 @@ async def test_sigterm_of_the_bot_checkpoints_a_running_training_and_the_restart
         finally:
             if bot.poll() is None:
                 kill(bot)
-        saved = json.loads((Path(settings.models_dir) / ".checkpoints" / "job-1" / "meta.json").read_text())["step"]
+        saved = checkpoint_step(Path(settings.models_dir) / ".checkpoints" / "job-1")
         assert 1 <= saved < 400
 
         bot = await start_bot()

@@ -56,7 +56,7 @@ def test_start_up_keeps_only_the_checkpoints_of_jobs_that_will_run(tmp_path):
     store = ModelStore(tmp_path / "models")
     for job_id in (1, 2, 3):
         store.checkpoint_dir(job_id).mkdir(parents=True)
-        (store.checkpoint_dir(job_id) / "state.pt").write_bytes(b"x")
+        (store.checkpoint_dir(job_id) / "step-00000001.pt").write_bytes(b"x")
     (store.checkpoint_dir(1).parent / "stray").mkdir()
     store.drop_checkpoints_except({2})
     assert [p.name for p in store.checkpoint_dir(1).parent.iterdir()] == ["job-2"]

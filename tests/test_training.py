@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from bot.core.checkpoint import checkpoint_step
 from bot.core.generation import Generator, GenerationRequest, Sampling, clean_generated
 from bot.core.training import TrainConfig, TrainingCancelled, TrainingError, encode_tweets, pack_blocks, train
 from tests.conftest import shared_corpus, tiny_tweets
@@ -164,7 +165,8 @@ def test_interrupted_training_resumes_from_its_checkpoint_and_matches_an_uninter
     stop = StopAfter(8)
     with pytest.raises(TrainingCancelled):
         train(tweets, tmp_path / "first", cfg, progress=stop, cancel=stop.cancel)
-    saved = json.loads((tmp_path / "ckpt" / "meta.json").read_text())["step"]
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["step-00000008.pt"]  # older ones removed
+    saved = checkpoint_step(tmp_path / "ckpt")
     assert saved == 8
 
     seen = []
@@ -195,7 +197,7 @@ def test_checkpoint_of_other_data_or_settings_is_ignored(tiny_base_model, tmp_pa
     other = train(tiny_tweets()[:-5], tmp_path / "b", cfg)
     assert other.metrics["resumed_from_step"] is None and other.metrics["steps"] == 6
     # A damaged checkpoint is ignored too, not a failed job.
-    (tmp_path / "ckpt" / "state.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "ckpt" / "step-00000099.pt").write_bytes(b"not a checkpoint")
     again = train(tiny_tweets(), tmp_path / "c", cfg)
     assert again.metrics["resumed_from_step"] is None and again.metrics["steps"] == 6
 

@@ -5,10 +5,11 @@ weights (the LoRA adapters, or the whole model for a full fine-tune), the optimi
 learning-rate schedule, the step, the torch random state and the loss history. The data order
 needs no saving: each epoch's shuffle is replayed from the seed.
 
-One checkpoint per job, in a folder of its own: `state.pt` is written to a temp file, flushed
-and renamed over the previous one, so a kill mid-write leaves the last complete checkpoint.
-`meta.json` beside it says which step that is without loading the weights. A checkpoint made
-for other data or other settings is ignored (the fingerprint differs), and the job starts over.
+One checkpoint per job, in a folder of its own, as `step-<step>.pt`: written to a temp name,
+flushed and renamed, then the older ones are removed. The step is in the name, so the highest
+complete file says which step the job resumes from, and a kill at any moment leaves the last
+complete checkpoint. A checkpoint made for other data or other settings is ignored (the
+fingerprint differs), and the job starts over.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"
+PREFIX, SUFFIX = "step-", ".pt"
 
 
 def fingerprint(config: dict[str, Any], tweets: list[str]) -> str:
@@ -53,11 +53,17 @@ class LoopState:
     resumed_from: int = 0
 
 
+def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
+    files = sorted(Path(folder).glob(f"{PREFIX}*{SUFFIX}"))  # zero-padded steps sort in order
+    return files[-1] if files else None
+
+
 def checkpoint_step(folder: str | os.PathLike) -> int | None:
-    """The step the checkpoint in `folder` was taken at, or None when there is none."""
+    """The step of the latest checkpoint in `folder`, or None when there is none."""
+    latest = latest_checkpoint(folder)
     try:
-        return int(json.loads((Path(folder) / META_FILE).read_text())["step"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(latest.name[len(PREFIX) : -len(SUFFIX)]) if latest else None
+    except ValueError:
         return None
 
 
@@ -82,22 +88,24 @@ class Checkpointer:
             "loop": {k: v for k, v in vars(loop).items() if k != "resumed_from"},
         }
         self.last_saved = time.monotonic()
+        path = self.folder / f"{PREFIX}{loop.step:08d}{SUFFIX}"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            _atomic_write(self.folder / STATE_FILE, lambda f: torch.save(state, f))
-            meta = json.dumps({"step": loop.step, "fingerprint": self.fingerprint}).encode()
-            _atomic_write(self.folder / META_FILE, lambda f: f.write(meta))
+            _atomic_write(path, lambda f: torch.save(state, f))
         except (OSError, RuntimeError) as exc:  # disk full...: the training itself goes on
             log.warning("Could not save a checkpoint in %s (%s); the previous one stays", self.folder, exc)
             with contextlib.suppress(OSError):
-                (self.folder / (STATE_FILE + ".tmp")).unlink(missing_ok=True)
+                path.with_name(path.name + ".tmp").unlink(missing_ok=True)
             return
+        for older in self.folder.iterdir():
+            if older != path:
+                older.unlink(missing_ok=True)
         log.info("Checkpoint saved at step %s in %s", loop.step, self.folder)
 
     def restore(self, model, optimizer, scheduler) -> LoopState | None:
         """Load the checkpoint into model, optimizer and scheduler; None if there is none to use."""
-        path = self.folder / STATE_FILE
-        if not path.is_file():
+        path = latest_checkpoint(self.folder)
+        if path is None:
             return None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
