@@ -31,6 +31,7 @@ class StoreError(RuntimeError):
 class ModelStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._lock = None  # the open lock file while this process owns the store
 
     def lock_maintenance(self) -> None:
         """Become the one process that trains and cleans up this store, or raise StoreError.
@@ -52,9 +53,8 @@ class ModelStore:
         self._lock = handle
 
     def unlock_maintenance(self) -> None:
-        lock = getattr(self, "_lock", None)
-        if lock is not None:
-            lock.close()  # closing the file releases the lock
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
             self._lock = None
 
     def model_dir(self, guild_id: int, handle: str) -> Path:
