@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .safety import MemorizationIndex, strip_links
-from .training import MODEL_BUILD_LOCK, autocast_dtype, pick_device
+from .devices import MODEL_BUILD_LOCK, autocast_dtype, pick_device
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ import math
 import random
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,15 +24,11 @@ from typing import Any, Callable
 import torch
 
 from .checkpoint import Checkpointer, LoopState, fingerprint
+from .devices import MODEL_BUILD_LOCK, autocast, autocast_dtype, pick_device
 
 log = logging.getLogger(__name__)
 
 LORA_TARGET_MODULES = ["c_attn", "c_proj", "c_fc"]  # GPT-2's Conv1D layers (attention and MLP)
-# Building a model is not thread-safe: `from_pretrained` sets torch's default dtype and patches
-# torch's init functions for the whole process while it runs, so a training and a generation
-# loading at the same time break each other (meta tensors, mixed dtypes). Every load or
-# construction of a model, adapter included, holds this lock; forward passes do not need it.
-MODEL_BUILD_LOCK = threading.RLock()
 TRAINING_INFO_FILE = "training.json"
 
 
@@ -98,38 +93,6 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)  # per step train loss, per eval val loss
     config: dict[str, Any] = field(default_factory=dict)
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The dtype to autocast to, or None for plain fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return cpu_bf16_dtype()
-
-
-def cpu_bf16_dtype() -> torch.dtype | None:
-    """bf16 autocast pays off only on CPUs with native bf16 matrix instructions (AVX512-BF16/AMX)."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        flags = ""
-    if ("avx512_bf16" in flags or "amx_bf16" in flags) and "AVX512" in capability:
-        return torch.bfloat16
-    return None
 
 
 def split_tweets(tweets: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -215,7 +178,7 @@ def evaluate(model, blocks: list[list[int]], batch_size: int, pad_id: int, devic
     for i in range(0, len(blocks), batch_size):
         rows = blocks[i : i + batch_size]
         batch = make_batch(rows, pad_id, device)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             loss = model(**batch).loss
         tokens = sum(len(row) - 1 for row in rows)
         total_loss += float(loss) * tokens
@@ -235,10 +198,6 @@ def _tokens_since(history: list[dict[str, Any]], step: int) -> int:
     if not counts:
         return 0
     return counts[-1][1] - max((tokens for s, tokens in counts if s <= step), default=0)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def train(
@@ -323,7 +282,7 @@ def train(
                     checkpointer.save(model, optimizer, scheduler, state)
                 raise TrainingInterrupted()
             batch = make_batch(batches[index], pad_id, device)
-            with _autocast(device, amp_dtype):
+            with autocast(device, amp_dtype):
                 loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

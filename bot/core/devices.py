@@ -1,0 +1,53 @@
+"""Where models run and in which precision, and the lock every model build holds.
+
+Training and generation both import from here, so they pick the same device and dtype.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+
+import torch
+
+# Building a model is not thread-safe: `from_pretrained` sets torch's default dtype and patches
+# torch's init functions for the whole process while it runs, so a training and a generation
+# loading at the same time break each other (meta tensors, mixed dtypes). Every load or
+# construction of a model, adapter included, holds this lock; forward passes do not need it.
+MODEL_BUILD_LOCK = threading.RLock()
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype to autocast to, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return cpu_bf16_dtype()
+
+
+def cpu_bf16_dtype() -> torch.dtype | None:
+    """bf16 autocast pays off only on CPUs with native bf16 matrix instructions (AVX512-BF16/AMX)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        flags = ""
+    if ("avx512_bf16" in flags or "amx_bf16" in flags) and "AVX512" in capability:
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
