@@ -1,0 +1,57 @@
+"""All of the registry's SQL, behind one object: `await Storage.open(url)`.
+
+    storage.models     personas and whose messages went into them
+    storage.jobs       training jobs (queue, claims, progress, crash re-queue)
+    storage.schedules  auto-post schedules
+    storage.members    members' consent, collected messages, excluded channels
+    storage.guilds     persona webhooks, guild options, the generated-post log
+
+Every query about a guild's data takes the guild id and filters on it, so one guild can never
+read, use or delete another guild's model. The dialect (SQLite file by default, PostgreSQL with
+DATABASE_URL) is decided in database.py; the schema and its versions in schema.py/migrations.py.
+"""
+
+from __future__ import annotations
+
+from .database import Database, database_url
+from .guilds import Guilds
+from .jobs import Jobs
+from .members import Members
+from .migrations import SCHEMA_VERSION
+from .models import Models
+from .records import Erasure, JobRecord, ModelRecord, Post, Schedule, format_interval
+from .schedules import Schedules
+
+
+class Storage:
+    def __init__(self, db: Database):
+        self.db = db
+        self.models = Models(db)
+        self.jobs = Jobs(db)
+        self.schedules = Schedules(db)
+        self.members = Members(db)
+        self.guilds = Guilds(db)
+
+    @classmethod
+    async def open(cls, url: str) -> "Storage":
+        """Open (and migrate) the database at a SQLAlchemy URL; see `database_url`."""
+        return cls(await Database.open(url))
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def schema_version(self) -> int:
+        return await self.db.schema_version()
+
+    async def integrity_check(self) -> str:
+        return await self.db.integrity_check()
+
+
+__all__ = [
+    "SCHEMA_VERSION", "Erasure", "JobRecord", "ModelRecord", "Post", "Schedule", "Storage", "database_url",
+    "format_interval",
+]

@@ -1,0 +1,90 @@
+"""Schema versions, in one place.
+
+A new database gets the current schema from `schema.metadata` in one go and is stamped with
+SCHEMA_VERSION. An older one is brought forward by the UPGRADES after its version, each in its
+own transaction. The version lives in `PRAGMA user_version` on SQLite (where the first releases
+kept it) and in a one-row `schema_version` table elsewhere.
+
+To change the schema: edit the table in schema.py, bump SCHEMA_VERSION and add the step that
+takes an existing database there (`add_column` covers the usual case).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sqlalchemy import Column, Connection, Table, text
+
+from . import schema
+
+SCHEMA_VERSION = 3
+
+# Steps from the SQLite-only releases (1.x): only old SQLite files ever need them.
+_V2 = """
+ALTER TABLE schedules ADD COLUMN daily_times TEXT;
+ALTER TABLE schedules ADD COLUMN timezone TEXT NOT NULL DEFAULT 'UTC';
+ALTER TABLE schedules ADD COLUMN last_run_at REAL;
+ALTER TABLE schedules ADD COLUMN pending_nonce TEXT;
+ALTER TABLE schedules ADD COLUMN pending_since REAL
+"""
+_V3 = "ALTER TABLE training_jobs ADD COLUMN source_user_id INTEGER"
+
+
+def _run_script(script: str, tables: list[Table]) -> Callable[[Connection], None]:
+    def step(conn: Connection) -> None:
+        for statement in filter(None, (s.strip() for s in script.split(";"))):
+            conn.exec_driver_sql(statement)
+        schema.metadata.create_all(conn, tables=tables)  # the step's new tables, as declared now
+
+    return step
+
+
+def add_column(conn: Connection, table: Table, column: Column) -> None:
+    """ALTER TABLE ... ADD COLUMN for the column as declared in schema.py, in the dialect's words."""
+    column_type = column.type.compile(dialect=conn.dialect)
+    default = f" DEFAULT {column.server_default.arg}" if column.server_default is not None else ""
+    null = "" if column.nullable else " NOT NULL"
+    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column_type}{default}{null}")
+
+
+UPGRADES: dict[int, Callable[[Connection], None]] = {
+    2: _run_script(_V2, [schema.channel_webhooks, schema.guild_options, schema.generated_posts]),
+    3: _run_script(_V3, [schema.voice_consent, schema.collected_messages, schema.history_cursors,
+                         schema.model_sources, schema.guild_excluded_channels]),
+}
+
+
+def read_version(conn: Connection) -> int:
+    if conn.dialect.name == "sqlite":
+        return int(conn.exec_driver_sql("PRAGMA user_version").scalar_one())
+    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    return int(conn.execute(text("SELECT coalesce(max(version), 0) FROM schema_version")).scalar_one())
+
+
+def write_version(conn: Connection, version: int) -> None:
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA user_version = {int(version)}")
+        return
+    conn.execute(text("DELETE FROM schema_version"))
+    conn.execute(text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": version})
+
+
+def lock_for_migration(conn: Connection) -> None:
+    """Two processes starting together on one PostgreSQL must not both create the tables."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7217051)")
+
+
+def migrate_step(conn: Connection) -> int | None:
+    """Apply the next pending step in this transaction; return the version reached, None when current."""
+    lock_for_migration(conn)
+    current = read_version(conn)
+    if current >= SCHEMA_VERSION:
+        return None
+    if current == 0:
+        schema.metadata.create_all(conn)
+        write_version(conn, SCHEMA_VERSION)
+        return SCHEMA_VERSION
+    UPGRADES[current + 1](conn)
+    write_version(conn, current + 1)
+    return current + 1

@@ -1,0 +1,78 @@
+"""Auto-post schedules: their timing, their pause state and the nonce of a post in flight."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, select, update
+
+from .database import Database
+from .records import Schedule
+from .schema import schedules
+
+
+class Schedules:
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def count(self, guild_id: int) -> int:
+        return int(await self.db.scalar(select(func.count()).select_from(schedules)
+                                         .where(schedules.c.guild_id == guild_id)))
+
+    async def add(self, draft: Schedule) -> Schedule:
+        statement = schedules.insert().values(
+            guild_id=draft.guild_id, handle=draft.handle, channel_id=draft.channel_id,
+            interval_s=draft.interval_s, jitter_s=draft.jitter_s, prompt=draft.prompt,
+            next_run_at=draft.next_run_at, created_by=draft.created_by, created_at=draft.created_at,
+            daily_times=",".join(draft.daily_times) if draft.daily_times else None, timezone=draft.timezone,
+        ).returning(*schedules.c)
+        async with self.db.write() as conn:
+            return Schedule.from_row((await conn.execute(statement)).one())
+
+    async def get(self, guild_id: int, schedule_id: int) -> Schedule | None:
+        query = select(schedules).where(schedules.c.id == schedule_id, schedules.c.guild_id == guild_id)
+        async with self.db.read() as conn:
+            row = (await conn.execute(query)).first()
+        return Schedule.from_row(row) if row else None
+
+    async def list(self, guild_id: int) -> list[Schedule]:
+        query = select(schedules).where(schedules.c.guild_id == guild_id).order_by(schedules.c.id)
+        async with self.db.read() as conn:
+            return [Schedule.from_row(row) for row in await conn.execute(query)]
+
+    async def due(self, now: float) -> list[Schedule]:
+        query = (select(schedules).where(schedules.c.paused == 0, schedules.c.next_run_at <= now)
+                 .order_by(schedules.c.next_run_at))
+        async with self.db.read() as conn:
+            return [Schedule.from_row(row) for row in await conn.execute(query)]
+
+    async def _update(self, schedule_id: int, guild_id: int | None = None, **values) -> None:
+        statement = update(schedules).where(schedules.c.id == schedule_id)
+        if guild_id is not None:
+            statement = statement.where(schedules.c.guild_id == guild_id)
+        async with self.db.write() as conn:
+            await conn.execute(statement.values(**values))
+
+    async def pause(self, guild_id: int, schedule_id: int, reason: str | None) -> None:
+        await self._update(schedule_id, guild_id, paused=1, pause_reason=reason)
+
+    async def resume(self, guild_id: int, schedule_id: int, next_run_at: float) -> None:
+        await self._update(schedule_id, guild_id, paused=0, pause_reason=None, next_run_at=next_run_at)
+
+    async def remove(self, guild_id: int, schedule_id: int) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(delete(schedules).where(schedules.c.id == schedule_id,
+                                                       schedules.c.guild_id == guild_id))
+
+    async def remove_for_handle(self, guild_id: int, handle: str) -> int:
+        statement = (delete(schedules).where(schedules.c.guild_id == guild_id, schedules.c.handle == handle)
+                     .returning(schedules.c.id))
+        async with self.db.write() as conn:
+            return len((await conn.execute(statement)).all())
+
+    async def set_pending(self, schedule_id: int, nonce: str, since: float) -> None:
+        """Store the nonce of the post about to be sent, before it is sent."""
+        await self._update(schedule_id, pending_nonce=nonce, pending_since=since)
+
+    async def posted(self, schedule_id: int, now: float, next_run_at: float) -> None:
+        """The post went out: clear the nonce, record the run, set the next one."""
+        await self._update(schedule_id, pending_nonce=None, pending_since=None, last_run_at=now,
+                           next_run_at=next_run_at)

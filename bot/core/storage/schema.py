@@ -1,0 +1,174 @@
+"""The registry's tables, declared once for every dialect (SQLite by default, PostgreSQL to scale out).
+
+Types are chosen to mean the same on both: Discord ids are 64-bit (BigInteger), times are
+seconds since the epoch as doubles, flags are 0/1 integers (as the first SQLite schema stored
+them), and JSON documents are text. Row ids are `INTEGER PRIMARY KEY` on SQLite (the rowid)
+and a BIGSERIAL-style identity on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+RowId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite: the rowid alias, autoincremented
+Snowflake = BigInteger  # Discord ids
+Time = Double  # seconds since the epoch
+
+
+def _flag(name: str, default: int = 0) -> Column:
+    return Column(name, Integer, nullable=False, server_default=str(default))
+
+
+models = Table(
+    "models", metadata,
+    Column("id", RowId, primary_key=True),
+    Column("guild_id", Snowflake, nullable=False),
+    Column("handle", Text, nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("avatar_url", Text),
+    Column("base_model", Text, nullable=False),
+    Column("method", Text, nullable=False),  # lora | full | imported
+    Column("path", Text, nullable=False),  # model folder relative to MODELS_DIR
+    Column("status", Text, nullable=False, server_default="ready"),
+    Column("stats_json", Text, nullable=False, server_default="{}"),
+    Column("metrics_json", Text, nullable=False, server_default="{}"),
+    Column("created_by", Snowflake),
+    Column("created_at", Time, nullable=False),
+    Column("updated_at", Time, nullable=False),
+    UniqueConstraint("guild_id", "handle"),
+)
+
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE_STATES = ("queued", "running")
+
+training_jobs = Table(
+    "training_jobs", metadata,
+    Column("id", RowId, primary_key=True),
+    Column("guild_id", Snowflake, nullable=False),
+    Column("handle", Text, nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("avatar_url", Text),
+    Column("base_model", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("epochs", Integer, nullable=False),
+    Column("requested_by", Snowflake),
+    Column("channel_id", Snowflake),
+    Column("corpus_json", Text, nullable=False),
+    Column("stats_json", Text, nullable=False, server_default="{}"),
+    Column("state", Text, nullable=False, server_default="queued"),
+    Column("progress_json", Text, nullable=False, server_default="{}"),
+    Column("error", Text),
+    Column("interrupted", Integer, nullable=False, server_default="0"),  # times a restart found it running
+    Column("created_at", Time, nullable=False),
+    Column("started_at", Time),
+    Column("finished_at", Time),
+    Column("source_user_id", Snowflake),  # a member whose messages are the corpus
+    CheckConstraint("state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="training_jobs_state_check"),
+    Index("training_jobs_state", "state", "id"),
+    Index("training_jobs_guild", "guild_id", "handle"),
+)
+
+schedules = Table(
+    "schedules", metadata,
+    Column("id", RowId, primary_key=True),
+    Column("guild_id", Snowflake, nullable=False),
+    Column("handle", Text, nullable=False),
+    Column("channel_id", Snowflake, nullable=False),
+    Column("interval_s", Integer, nullable=False),
+    Column("jitter_s", Integer, nullable=False, server_default="0"),
+    Column("prompt", Text, nullable=False, server_default=""),
+    Column("next_run_at", Time, nullable=False),
+    _flag("paused"),
+    Column("pause_reason", Text),
+    Column("created_by", Snowflake),
+    Column("created_at", Time, nullable=False),
+    Column("daily_times", Text),  # "09:00,18:30", or NULL for every interval_s
+    Column("timezone", Text, nullable=False, server_default="UTC"),
+    Column("last_run_at", Time),
+    Column("pending_nonce", Text),  # set before a post, cleared after it
+    Column("pending_since", Time),
+    Index("schedules_due", "paused", "next_run_at"),
+)
+
+channel_webhooks = Table(
+    "channel_webhooks", metadata,
+    Column("channel_id", Snowflake, primary_key=True, autoincrement=False),
+    Column("guild_id", Snowflake, nullable=False),
+    Column("webhook_id", Snowflake, nullable=False),
+    Column("webhook_token", Text, nullable=False),
+)
+
+guild_options = Table(
+    "guild_options", metadata,
+    Column("guild_id", Snowflake, primary_key=True, autoincrement=False),
+    _flag("persona_webhooks"),
+)
+
+generated_posts = Table(
+    "generated_posts", metadata,
+    Column("message_id", Snowflake, primary_key=True, autoincrement=False),
+    Column("guild_id", Snowflake, nullable=False),
+    Column("channel_id", Snowflake, nullable=False),
+    Column("handle", Text, nullable=False),
+    Column("requested_by", Snowflake),
+    Column("schedule_id", BigInteger),
+    Column("created_at", Time, nullable=False),
+    Index("generated_posts_guild", "guild_id", "created_at"),
+)
+
+voice_consent = Table(
+    "voice_consent", metadata,
+    Column("user_id", Snowflake, primary_key=True, autoincrement=False),
+    Column("opted_in", Integer, nullable=False),
+    Column("updated_at", Time, nullable=False),
+)
+
+collected_messages = Table(
+    "collected_messages", metadata,
+    Column("message_id", Snowflake, primary_key=True, autoincrement=False),
+    Column("guild_id", Snowflake, nullable=False),
+    Column("user_id", Snowflake, nullable=False),
+    Column("channel_id", Snowflake, nullable=False),
+    Column("text", Text, nullable=False),
+    Index("collected_messages_user", "guild_id", "user_id"),
+)
+
+history_cursors = Table(
+    "history_cursors", metadata,
+    Column("guild_id", Snowflake, nullable=False),
+    Column("user_id", Snowflake, nullable=False),
+    Column("channel_id", Snowflake, nullable=False),
+    Column("before_id", Snowflake),  # next page starts before this message
+    _flag("finished"),
+    PrimaryKeyConstraint("guild_id", "user_id", "channel_id"),
+)
+
+model_sources = Table(
+    "model_sources", metadata,
+    Column("guild_id", Snowflake, nullable=False),
+    Column("handle", Text, nullable=False),
+    Column("user_id", Snowflake, nullable=False),
+    PrimaryKeyConstraint("guild_id", "handle", "user_id"),
+    Index("model_sources_user", "user_id"),
+)
+
+guild_excluded_channels = Table(
+    "guild_excluded_channels", metadata,
+    Column("guild_id", Snowflake, nullable=False),
+    Column("channel_id", Snowflake, nullable=False),
+    PrimaryKeyConstraint("guild_id", "channel_id"),
+)
