@@ -260,14 +260,14 @@ async def loop_lag(base: str, personas: list[str], tweets: list[str], work: Path
     """p99 of how late a 10 ms timer fires while one training and `concurrent` generations run."""
     from bot.config import load_settings
     from bot.core.registry import ModelRecord
-    from bot.core.service import Tweetalike
+    from bot.core.service import PersonaService
 
     settings = load_settings({
         "DATABASE_PATH": str(work / "lag.db"), "MODELS_DIR": str(work / "lag-models"), "BASE_MODEL": base,
         "TRAIN_EPOCHS": "20", "GENERATION_MAX_NEW_TOKENS": "20", "GENERATION_MIN_NEW_TOKENS": "5",
         "MODEL_CACHE_SIZE": str(concurrent + 2),
     }, dotenv=False)
-    core = Tweetalike(settings)
+    core = PersonaService(settings)
     await core.start()
     for i, folder in enumerate(personas[:concurrent]):
         target = core.store.model_dir(1, f"p{i}")

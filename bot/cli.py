@@ -18,8 +18,8 @@ from .config import SettingsError, load_settings
 from .core.errors import UserError
 from .core.ingest import IngestError, ingest_path
 from .core.jobs import JobOutcome
-from .core.registry import RegistryError
-from .core.service import Tweetalike
+from .core.handles import RegistryError
+from .core.service import PersonaService
 from .core.training import TrainProgress
 from .logs import quiet_libraries
 
@@ -33,7 +33,7 @@ def progress_line(progress: TrainProgress, width: int = 30) -> str:
     return f"[{bar}] {progress.step}/{progress.total_steps} loss {progress.loss:.3f} ETA {eta}"
 
 
-async def cmd_train(core: Tweetalike, args: argparse.Namespace) -> int:
+async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
     result = await asyncio.to_thread(ingest_path, args.file)
     print(result.stats.as_markdown())
     for warning in result.warnings:
@@ -45,16 +45,13 @@ async def cmd_train(core: Tweetalike, args: argparse.Namespace) -> int:
     print(f"Job #{job.id} queued for {job.handle}.")
     finished: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
 
-    def on_progress(j, progress: TrainProgress) -> None:
-        if j.id == job.id:
-            print("\r" + progress_line(progress).ljust(80), end="", file=sys.stderr, flush=True)
+    def on_event(event: str, *args) -> None:
+        if event == "training_progress" and args[0].id == job.id:
+            print("\r" + progress_line(args[1]).ljust(80), end="", file=sys.stderr, flush=True)
+        elif event == "training_finished" and args[0].job.id == job.id and not finished.done():
+            finished.set_result(args[0])
 
-    def on_finish(outcome: JobOutcome) -> None:
-        if outcome.job.id == job.id and not finished.done():
-            finished.set_result(outcome)
-
-    core.queue.progress_listeners.append(on_progress)
-    core.queue.finish_listeners.append(on_finish)
+    core.set_event_sink(on_event)
     try:
         outcome = await finished
     except asyncio.CancelledError:
@@ -65,32 +62,32 @@ async def cmd_train(core: Tweetalike, args: argparse.Namespace) -> int:
         print(f"error: training {outcome.state}: {outcome.error or ''}", file=sys.stderr)
         return 1
     m = outcome.model.metrics
-    print(f"Saved {outcome.model.handle} to {core.store.resolve(outcome.model.path)}")
+    print(f"Saved {outcome.model.handle} to {core.model_location(outcome.model)}")
     if m.get("val_loss") is not None:
         print(f"validation loss {m['initial_val_loss']:.3f} -> {m['val_loss']:.3f}, perplexity {m['val_perplexity']:.1f}")
     return 0
 
 
-async def cmd_generate(core: Tweetalike, args: argparse.Namespace) -> int:
+async def cmd_generate(core: PersonaService, args: argparse.Namespace) -> int:
     model, tweets = await core.generate(args.guild, args.handle, args.prompt or "", args.n)
     for tweet in tweets:
         print(f"{model.display_name} (@{model.handle}): {tweet}")
     return 0
 
 
-async def cmd_list(core: Tweetalike, args: argparse.Namespace) -> int:
+async def cmd_list(core: PersonaService, args: argparse.Namespace) -> int:
     models = await core.list_models(args.guild)
     if not models:
         print("No models in this guild.")
     for m in models:
         kept = m.stats.get("kept", "?")
         print(f"{m.handle:24} {m.display_name:24} {m.method:8} {kept!s:>6} tweets  {m.status}")
-    for job in await core.registry.list_jobs(args.guild, active_only=True):
+    for job in await core.list_jobs(args.guild, active_only=True):
         print(f"{job.handle:24} job #{job.id} {job.state}")
     return 0
 
 
-async def cmd_delete(core: Tweetalike, args: argparse.Namespace) -> int:
+async def cmd_delete(core: PersonaService, args: argparse.Namespace) -> int:
     model = await core.delete_model(args.guild, args.handle)
     print(f"Deleted {model.handle}.")
     return 0
@@ -130,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    core = Tweetalike(settings)
+    core = PersonaService(settings)
     await core.start(run_queue=args.command == "train")
     try:
         return await args.run(core, args)

@@ -14,7 +14,7 @@ from discord.ext import commands, tasks
 
 from .config import Settings
 from .health import heartbeat_path
-from .core.service import Tweetalike
+from .core.service import PersonaService
 from .ui import send_error, user_message_for
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def bot_intents(settings: Settings) -> discord.Intents:
 
 
 class TweetalikeBot(commands.Bot):
-    def __init__(self, settings: Settings, core: Tweetalike | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, settings: Settings, core: PersonaService | None = None, clock: Callable[[], float] = time.time):
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=bot_intents(settings),
@@ -57,7 +57,10 @@ class TweetalikeBot(commands.Bot):
         )
         self.settings = settings
         self.clock = clock  # schedules read time through this, so tests can move it
-        self.core = core or Tweetalike(settings)
+        self.core = core or PersonaService(settings, clock=clock)
+        # Training progress and completion arrive as discord.py events (on_training_progress,
+        # on_training_finished), which cogs handle with @commands.Cog.listener().
+        self.core.set_event_sink(self.dispatch)
         self.tree.on_error = self.on_app_command_error
 
     async def setup_hook(self) -> None:

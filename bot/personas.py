@@ -12,7 +12,7 @@ import re
 
 import discord
 
-from .core.registry import GuildData, ModelRecord
+from .core.storage import ModelRecord
 from .ui import NO_PINGS, tweet_embed
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,8 @@ class PersonaPoster:
         self.bot = bot
 
     @property
-    def data(self) -> GuildData:
-        return GuildData(self.bot.core.registry)
+    def core(self):
+        return self.bot.core
 
     async def post(
         self,
@@ -56,7 +56,7 @@ class PersonaPoster:
                 try:
                     return await self._send_webhook(webhook, model, text)
                 except discord.NotFound:  # someone deleted our webhook: make a new one once
-                    await self.data.forget_webhook(channel.id)
+                    await self.core.forget_channel_webhook(channel.id)
                     webhook = await self.webhook_for(channel)
                     if webhook is not None:
                         return await self._send_webhook(webhook, model, text)
@@ -70,7 +70,7 @@ class PersonaPoster:
 
     async def webhook_for(self, channel: discord.TextChannel) -> discord.Webhook | None:
         """Our webhook in this channel: remembered, found, or created; None if the channel is full."""
-        saved = await self.data.webhook(channel.id)
+        saved = await self.core.channel_webhook(channel.id)
         if saved is not None:
             return discord.Webhook.partial(saved[0], saved[1], client=self.bot)
         try:
@@ -85,5 +85,5 @@ class PersonaPoster:
             return None
         else:
             webhook = await channel.create_webhook(name=WEBHOOK_NAME, reason="tweetalike persona posts")
-        await self.data.save_webhook(channel.guild.id, channel.id, webhook.id, webhook.token)
+        await self.core.save_channel_webhook(channel.guild.id, channel.id, webhook.id, webhook.token)
         return webhook

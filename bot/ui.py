@@ -11,7 +11,7 @@ from discord import app_commands
 from .core.errors import UserError
 from .core.ingest import IngestError
 from .core.modelcard import STAT_ROWS
-from .core.registry import ModelRecord
+from .core.storage import ModelRecord
 from .core.training import TrainProgress
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ def user_message_for(error: Exception) -> tuple[str, bool]:
     if isinstance(error, app_commands.CheckFailure):
         return "You cannot use this command here.", False
     if isinstance(error, app_commands.TransformerError):
+        if isinstance(error.__cause__, UserError):  # our own transformers explain themselves
+            return str(error.__cause__), False
         return f"That value is not valid: {error.value!r}.", False
     return "Something went wrong on my side; the error was logged. Please try again.", True
 
@@ -92,6 +94,11 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
+def number(value: Any, digits: int = 3) -> str:
+    """A metric for display: `digits` decimals, or 'n/a' when it was not measured."""
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
+
+
 def progress_text(progress: TrainProgress | None) -> str:
     if progress is None:
         return "waiting in the queue..."
@@ -116,7 +123,7 @@ async def handle_autocomplete(interaction: discord.Interaction, current: str) ->
     """Suggest this guild's ready models (and only this guild's)."""
     if interaction.guild_id is None:
         return []
-    models = await interaction.client.core.registry.search_handles(interaction.guild_id, current.lstrip("@"))
+    models = await interaction.client.core.search_models(interaction.guild_id, current.lstrip("@"))
     return [
         app_commands.Choice(name=f"{m.display_name} (@{m.handle})"[:100], value=m.handle) for m in models
     ]

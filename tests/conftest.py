@@ -50,6 +50,22 @@ def shared_corpus(name: str) -> Path:
     return path
 
 
+def listen(core, callback) -> None:
+    """Add `callback(event, *args)` to the core's training events, keeping the sink already set."""
+    previous = core.queue.emit
+
+    def sink(event, *args):
+        if previous is not None:
+            previous(event, *args)
+        callback(event, *args)
+
+    core.set_event_sink(sink)
+
+
+def on_finished(core, callback) -> None:
+    listen(core, lambda event, *args: callback(args[0]) if event == "training_finished" else None)
+
+
 def tiny_tweets() -> list[str]:
     return [line.strip() for line in TINY_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
 

@@ -12,21 +12,27 @@ import json
 import sys
 
 from bot.config import load_settings
-from bot.core.service import Tweetalike
+from bot.core.service import PersonaService
 from tests.conftest import tiny_tweets
 
 
 async def main(env: dict, mode: str) -> None:
-    core = Tweetalike(load_settings(env, dotenv=False))
+    core = PersonaService(load_settings(env, dotenv=False))
     await core.start()
-    core.queue.progress_listeners.append(lambda job, p: print(f"progress {job.id} {p.phase} {p.step}", flush=True))
-    core.queue.finish_listeners.append(lambda o: print(f"finished {o.job.id} {o.state}", flush=True))
-    print("recovered " + " ".join(str(j.id) for j in core.queue.recovered), flush=True)
+    def on_event(event: str, *args) -> None:
+        if event == "training_progress":
+            job, p = args
+            print(f"progress {job.id} {p.phase} {p.step}", flush=True)
+        else:
+            print(f"finished {args[0].job.id} {args[0].state}", flush=True)
+
+    core.set_event_sink(on_event)
+    print("recovered " + " ".join(str(j.id) for j in core.recovered_jobs()), flush=True)
     if mode == "train":
         stats = {"downloaded": 400, "retweets": 0, "short": 0, "duplicates": 0, "kept": 400}
         job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets() * 3, stats=stats, requested_by=5)
         print(f"queued {job.id}", flush=True)
-    await core.queue.wait_idle()
+    await core.wait_idle()
     print("idle", flush=True)
     await core.close()
 

@@ -70,12 +70,12 @@ async def test_bad_attachment(discord_env, filename, data, needle):
 
 async def assert_no_trace(env):
     core = env.bot.core
-    assert await core.registry.list_jobs(env.guild) == []
+    assert await core.list_jobs(env.guild) == []
     assert await core.list_models(env.guild) == []
     store = core.store.root
     assert not (store / str(env.guild)).exists() or not any((store / str(env.guild)).iterdir())
     assert not any((store / ".staging").glob("*")) if (store / ".staging").exists() else True
-    assert await core.registry.integrity_check() == "ok"
+    assert await core.integrity_check() == "ok"
 
 
 async def test_mixed_encodings_are_read_not_refused(discord_env):
@@ -116,7 +116,7 @@ async def test_bad_argument(discord_env, command, options, needle):
     reply = await (await server.slash(env.guild, env.admin, command, **options)).answered()
     assert reply.ephemeral and needle in reply.text(), reply.text()
     await assert_no_trace(env)
-    assert await env.bot.get_cog("AutopostCog").scheduler.list(env.guild) == []
+    assert await env.bot.core.list_schedules(env.guild) == []
     # The bot is still fine afterwards.
     alive = await (await server.slash(env.guild, env.member, "models list")).answered()
     assert "No personas yet" in alive.text()

@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 
 from bot.core.checkpoint import checkpoint_step
-from bot.core.registry import Registry
-from bot.core.service import Tweetalike
+from bot.core.storage import Storage, database_url
+from bot.core.service import PersonaService
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+async def open_storage(settings) -> Storage:
+    return await Storage.open(database_url("", settings.database_path))
 
 
 def env_for(settings) -> dict:
@@ -58,13 +62,13 @@ async def test_sigkill_then_restart_requeues_and_leaves_no_half_model(settings, 
         time.sleep(0.05)  # die while weights and card are being written
     kill(proc)
 
-    registry = await Registry.open(settings.database_path)
-    assert await registry.integrity_check() == "ok"
-    job = (await registry.list_jobs(1))[0]
+    storage = await open_storage(settings)
+    assert await storage.integrity_check() == "ok"
+    job = (await storage.jobs.list(1))[0]
     assert job.state == "running"  # what the dead process left
     # A model is registered only after its folder is complete; none is registered yet...
-    model = await registry.get_model(1, "alice")
-    await registry.close()
+    model = await storage.models.get(1, "alice")
+    await storage.close()
     if model is not None:  # ...unless the kill came after the publish and registration
         assert (Path(settings.models_dir) / model.path / "adapter_config.json").is_file()
 
@@ -79,11 +83,11 @@ async def test_sigkill_then_restart_requeues_and_leaves_no_half_model(settings, 
     read_until(proc, lambda line: line == "idle")
     proc.wait(timeout=30)
 
-    core = Tweetalike(settings)
+    core = PersonaService(settings)
     await core.start(run_queue=False)
     try:
-        assert await core.registry.integrity_check() == "ok"
-        assert (await core.registry.get_job(1, job.id)).interrupted == 1
+        assert await core.integrity_check() == "ok"
+        assert (await core.get_job(1, job.id)).interrupted == 1
         _, tweets = await core.generate(1, "alice", "", 2)
         assert len(tweets) == 2
         leftovers = [p for p in (Path(settings.models_dir) / ".staging").glob("*")] + \
@@ -113,12 +117,12 @@ async def test_sigkill_mid_training_resumes_from_the_last_checkpoint(settings):
     proc.wait(timeout=30)
     assert not list(checkpoint.glob("*"))  # the job ended: its checkpoint is gone
 
-    registry = await Registry.open(settings.database_path)
+    storage = await open_storage(settings)
     try:
-        model = await registry.get_model(1, "alice")
+        model = await storage.models.get(1, "alice")
         assert model.metrics["resumed_from_step"] == saved and model.metrics["steps"] == 25
     finally:
-        await registry.close()
+        await storage.close()
 
 
 async def test_sigkill_mid_schedule_post_then_restart_posts_once(settings, tiny_base_model):
@@ -127,24 +131,24 @@ async def test_sigkill_mid_schedule_post_then_restart_posts_once(settings, tiny_
     import shutil
     import sqlite3
 
-    from bot.core.registry import ModelRecord
-    from bot.core.schedules import Scheduler
+    from bot.core.storage import ModelRecord
     from tests.discord_env import populate
     from tests.localdiscord import LocalDiscord
 
-    core = Tweetalike(settings)
+    core = PersonaService(settings)
     await core.start(run_queue=False)
     async with LocalDiscord() as server:
         guild = populate(server)["guild"]
         channel = server.general(guild)
         folder = core.store.model_dir(guild, "alice")
         shutil.copytree(tiny_base_model, folder)  # a full (non-LoRA) model is a valid persona
-        await core.registry.save_model(ModelRecord(guild_id=guild, handle="alice", display_name="Alice",
+        await core.storage.models.save(ModelRecord(guild_id=guild, handle="alice", display_name="Alice",
                                                    base_model=tiny_base_model, method="full",
                                                    path=core.store.relative(folder)))
-        schedule = await Scheduler(core.registry).add(guild_id=guild, handle="alice", channel_id=channel, every="1h")
-        await core.registry.db.execute("UPDATE schedules SET next_run_at = 0 WHERE id = ?", (schedule.id,))
+        _, schedule = await core.add_schedule(guild_id=guild, handle="alice", channel_id=channel, every="1h")
         await core.close()
+        with sqlite3.connect(settings.database_path) as db:  # due now
+            db.execute("UPDATE schedules SET next_run_at = 0 WHERE id = ?", (schedule.id,))
 
         env = os.environ | {
             "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
@@ -253,11 +257,11 @@ async def test_sigterm_of_the_bot_checkpoints_a_running_training_and_the_restart
             await server.wait_for_message(channel, lambda m: "`alice` is ready" in m["content"], timeout=120)
         finally:
             assert await stop_bot(bot) == 0
-        registry = await Registry.open(settings.database_path)
+        storage = await open_storage(settings)
         try:
-            model = await registry.get_model(guild, "alice")
-            job = await registry.get_job(guild, 1)
+            model = await storage.models.get(guild, "alice")
+            job = await storage.jobs.get(guild, 1)
         finally:
-            await registry.close()
+            await storage.close()
         assert model.metrics["resumed_from_step"] == saved and model.metrics["steps"] == 400
         assert job.interrupted == 1 and job.state == "done"

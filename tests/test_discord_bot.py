@@ -81,7 +81,7 @@ async def test_members_without_manage_server_are_refused(discord_env, command, o
     env = discord_env
     reply = await (await env.server.slash(env.guild, env.member, command, **options)).answered()
     assert reply.ephemeral and "Manage Server" in reply.text()
-    assert await env.bot.core.registry.list_jobs(env.guild) == []
+    assert await env.bot.core.list_jobs(env.guild) == []
     train_command = next(c for c in env.server.commands["global"] if c["name"] == "train")
     assert str(train_command["default_member_permissions"]) == str(1 << 5)  # hidden from members by default
 
@@ -98,7 +98,7 @@ async def test_bad_files_get_a_specific_error_and_leave_no_trace(discord_env, fi
     reply = await env.server.slash(env.guild, env.admin, "train new", handle="bob", file=file)
     await reply.wait(lambda i: i.original and "⚠️" in (i.original.get("content") or ""))
     assert needle in reply.original["content"]
-    assert await env.bot.core.registry.list_jobs(env.guild) == []
+    assert await env.bot.core.list_jobs(env.guild) == []
     assert await env.bot.core.list_models(env.guild) == []
 
 
@@ -132,7 +132,7 @@ async def test_unknown_handle_cooldown_and_other_guild_isolation(discord_env):
     assert "No personas yet" in listing.text()
     delete = await (await server.slash(env.other_guild, env.outsider_admin, "models delete", handle="alice")).answered()
     assert "no model called" in delete.text()
-    assert await env.bot.core.registry.get_model(env.guild, "alice") is not None
+    assert await env.bot.core.find_model(env.guild, "alice") is not None
 
 
 async def test_impersonate_cooldown(discord_env, settings):
@@ -157,13 +157,13 @@ async def test_event_loop_stays_responsive_while_training(discord_env, settings)
     env.bot, env.task = await start_bot(server, slow, env.clock)
     reply = await server.slash(env.guild, env.admin, "train new", handle="slow", file=CORPUS)
     await reply.answered()
-    while env.bot.core.queue.progress_of(1) is None or env.bot.core.queue.progress_of(1).step < 5:
+    while env.bot.core.job_progress(1) is None or env.bot.core.job_progress(1).step < 5:
         await asyncio.sleep(0.05)
     start = len(server.heartbeats)
     quick = await (await server.slash(env.guild, env.member, "models list")).answered(timeout=3)
     assert quick.ack_latency < 1.0
     await asyncio.sleep(3.5)
-    assert env.bot.core.queue.progress_of(1) is not None, "training should still be running"
+    assert env.bot.core.job_progress(1) is not None, "training should still be running"
     beats = server.heartbeats[start - 1:]
     gaps = [b - a for a, b in zip(beats, beats[1:])]
     assert len(beats) >= 3 and max(gaps) < 1.0 + 0.5  # interval is 1 s
@@ -188,7 +188,7 @@ async def test_restart_mid_training_resumes_and_tells_the_requester(discord_env,
     env.bot, env.task = await start_bot(server, resumable, env.clock)
     reply = await server.slash(env.guild, env.admin, "train new", handle="alice", file=CORPUS)
     await reply.answered()
-    while env.bot.core.queue.progress_of(1) is None or env.bot.core.queue.progress_of(1).step < 5:
+    while env.bot.core.job_progress(1) is None or env.bot.core.job_progress(1).step < 5:
         await asyncio.sleep(0.05)
     await stop_bot(env.bot, env.task)  # a restart in the middle of the training
 
@@ -197,5 +197,5 @@ async def test_restart_mid_training_resumes_and_tells_the_requester(discord_env,
     assert f"<@{env.admin}>" in told["content"] and "resumes from its checkpoint at step" in told["content"]
     done = await server.wait_for_message(env.channel, lambda m: "`alice` is ready" in m["content"], timeout=120)
     assert f"<@{env.admin}>" in done["content"]
-    model = await env.bot.core.registry.get_model(env.guild, "alice")
+    model = await env.bot.core.find_model(env.guild, "alice")
     assert model.metrics["resumed_from_step"] >= 5 and model.metrics["steps"] == 40

@@ -56,16 +56,15 @@ async def test_restart_mid_post_does_not_double_post(discord_env, settings):
     sent = posts_in(server, env.channel)[0]
     await stop_bot(env.bot, env.task)
     # As if the process died after Discord took the post but before the schedule moved on.
-    from bot.core.registry import Registry
+    import sqlite3
 
-    registry = await Registry.open(settings.database_path)
-    await registry.db.execute("UPDATE schedules SET pending_nonce = ?, pending_since = 0, next_run_at = 0", (sent["nonce"],))
-    await registry.close()
+    with sqlite3.connect(settings.database_path) as db:
+        db.execute("UPDATE schedules SET pending_nonce = ?, pending_since = 0, next_run_at = 0", (sent["nonce"],))
     env.bot, env.task = await start_bot(server, settings.replace(schedule_tick_seconds=0.2), env.clock)
     await wait_until(lambda: len(server.requests_to(f"/channels/{env.channel}/messages", "POST")) >= 3)
     await asyncio.sleep(1)
     assert len(posts_in(server, env.channel)) == 1  # the retry reused the nonce: Discord kept one message
-    schedule = (await env.bot.get_cog("AutopostCog").scheduler.list(env.guild))[0]
+    schedule = (await env.bot.core.list_schedules(env.guild))[0]
     assert schedule.pending_nonce is None and schedule.next_run_at > env.clock()
 
 
@@ -94,7 +93,7 @@ async def test_deleted_channel_or_model_pauses_and_tells_once(discord_env):
         env.clock.advance(600)
         await asyncio.sleep(0.6)
     assert len(notices()) == 2 and "no longer exists" in notices()[1]  # each told once, not every tick
-    schedules = await env.bot.get_cog("AutopostCog").scheduler.list(env.guild)
+    schedules = await env.bot.core.list_schedules(env.guild)
     assert all(s.paused for s in schedules)
     resumed = await (await server.slash(env.guild, env.admin, "autopost resume", id=schedules[0].id)).answered()
     assert "resumed" in resumed.text()
@@ -115,7 +114,7 @@ async def test_autopost_validation_and_permissions(discord_env):
     other = await (await server.slash(env.other_guild, env.outsider_admin, "autopost add", handle="alice",
                                       channel=server.general(env.other_guild), every="1h")).answered()
     assert "no model called" in other.text()
-    assert await env.bot.get_cog("AutopostCog").scheduler.list(env.guild) == []
+    assert await env.bot.core.list_schedules(env.guild) == []
 
 
 async def test_persona_webhook_created_once_reused_and_labelled(discord_env):
@@ -165,7 +164,7 @@ async def test_multi_person_model(discord_env):
     bob = ("bob.txt", "\n".join(reversed(lines[:250])).encode())
     reply = await server.slash(env.guild, env.admin, "train new", handle="alice", file=CORPUS, handle2="bob", file2=bob)
     await server.wait_for_message(env.channel, lambda m: "`alice-bob` is ready" in m["content"], timeout=120)
-    model = await env.bot.core.registry.get_model(env.guild, "alice-bob")
+    model = await env.bot.core.find_model(env.guild, "alice-bob")
     assert model.display_name == "alice & bob"
     assert [p["handle"] for p in model.stats["people"]] == ["alice", "bob"]
     card = (env.bot.core.store.resolve(model.path) / "README.md").read_text()

@@ -36,14 +36,14 @@ async def test_member_history_training_with_consent_and_opt_out_cascade(discord_
 
     refused = await (await server.slash(env.guild, env.admin, "train member", member=env.member)).answered()
     assert refused.ephemeral and "has not opted in" in refused.text()
-    assert await env.bot.core.registry.list_jobs(env.guild) == []
+    assert await env.bot.core.list_jobs(env.guild) == []
 
     optin = await (await server.slash(env.guild, env.member, "voice optin")).answered()
     assert optin.ephemeral and "opted in" in optin.text()
     reply = await server.slash(env.guild, env.admin, "train member", member=env.member, handle="member_voice")
     await server.wait_for_message(env.channel, lambda m: "`member_voice` is ready" in m["content"], timeout=120)
     assert "Collected" in reply.original["content"]
-    collected = await env.bot.get_cog("VoiceCog").voices.collected(env.guild, env.member)
+    collected = await env.bot.core.collected_messages(env.guild, env.member)
     assert len(collected) == 260  # all pages, both channels and the thread
     assert not any("SECRET" in t or "someone else" in t or t == "!rank" for t in collected)
     history_calls = server.requests_to(f"/channels/{env.channel}/messages", "GET")
@@ -72,21 +72,21 @@ async def test_member_history_training_with_consent_and_opt_out_cascade(discord_
     await out.wait(lambda i: i.followups)
     assert "Deleted personas" in out.followups[0]["content"] and "schedules removed: 1" in out.followups[0]["content"]
     assert await env.bot.core.list_models(env.guild) == [] and await env.bot.core.list_models(env.other_guild) == []
-    assert await env.bot.get_cog("VoiceCog").voices.collected(env.other_guild, env.member) == []
-    assert await env.bot.get_cog("AutopostCog").scheduler.list(env.guild) == []
+    assert await env.bot.core.collected_messages(env.other_guild, env.member) == []
+    assert await env.bot.core.list_schedules(env.guild) == []
     again = await (await server.slash(env.guild, env.admin, "train member", member=env.member)).answered()
     assert "has not opted in" in again.text()
 
 
 async def test_voice_delete_erases_here_only(discord_env, settings):
     env, server = discord_env, discord_env.server
-    voices = env.bot.get_cog("VoiceCog").voices
-    await voices.save_page(env.guild, env.member, 1, [(1, "kept text one")], None, True)
-    await voices.save_page(env.other_guild, env.member, 2, [(2, "kept text two")], None, True)
+    core = env.bot.core
+    await core.save_history_page(env.guild, env.member, 1, [(1, "kept text one")], None, True)
+    await core.save_history_page(env.other_guild, env.member, 2, [(2, "kept text two")], None, True)
     reply = await server.slash(env.guild, env.member, "voice delete")
     await reply.wait(lambda i: i.followups)
     assert "collected messages deleted: 1" in reply.followups[0]["content"]
-    assert await voices.collected(env.other_guild, env.member) == ["kept text two"]
+    assert await core.collected_messages(env.other_guild, env.member) == ["kept text two"]
 
 
 async def test_missing_message_content_intent_is_explained(discord_env):

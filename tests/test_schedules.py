@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.core.errors import UserError
-from bot.core.registry import Registry
+from bot.core.storage import Storage, database_url
 from bot.core.schedules import Scheduler, parse_daily_times, parse_duration, parse_interval, parse_timezone
 
 
@@ -20,10 +20,10 @@ class Clock:
 
 @pytest.fixture
 async def scheduler(tmp_path):
-    registry = await Registry.open(tmp_path / "bot.db")
+    storage = await Storage.open(database_url("", tmp_path / "bot.db"))
     clock = Clock()
-    yield Scheduler(registry, clock=clock, rng=lambda: 0.5)
-    await registry.close()
+    yield Scheduler(storage, clock=clock, rng=lambda: 0.5)
+    await storage.close()
 
 
 @pytest.mark.parametrize("text,seconds", [("30m", 1800), ("2h", 7200), ("1d", 86400), ("1h30m", 5400),

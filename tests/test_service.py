@@ -5,26 +5,26 @@ import asyncio
 import pytest
 
 from bot.core.errors import UserError
-from bot.core.service import Tweetalike
-from tests.conftest import tiny_tweets
+from bot.core.service import PersonaService
+from tests.conftest import listen, on_finished, tiny_tweets
 
 STATS = {"downloaded": 400, "retweets": 0, "short": 0, "duplicates": 0, "kept": 400}
 
 
-async def started(settings, run_queue=True) -> Tweetalike:
-    core = Tweetalike(settings)
+async def started(settings, run_queue=True) -> PersonaService:
+    core = PersonaService(settings)
     await core.start(run_queue=run_queue)
     return core
 
 
-async def finished(core: Tweetalike, job_id: int, timeout: float = 120):
+async def finished(core: PersonaService, job_id: int, timeout: float = 120):
     done = asyncio.get_running_loop().create_future()
 
     def on_finish(outcome):
         if outcome.job.id == job_id and not done.done():
             done.set_result(outcome)
 
-    core.queue.finish_listeners.append(on_finish)
+    on_finished(core, on_finish)
     return await asyncio.wait_for(done, timeout)
 
 
@@ -32,7 +32,7 @@ async def test_train_generate_delete_round_trip(settings):
     core = await started(settings)
     try:
         progress = []
-        core.queue.progress_listeners.append(lambda job, p: progress.append(p))
+        listen(core, lambda event, *args: progress.append(args[1]) if event == "training_progress" else None)
         job = await core.submit_training(guild_id=1, handle="@Alice", tweets=tiny_tweets(), stats=STATS,
                                          display_name="Alice A.", requested_by=7)
         with pytest.raises(UserError, match="still training"):
@@ -42,7 +42,7 @@ async def test_train_generate_delete_round_trip(settings):
         outcome = await finished(core, job.id)
         assert outcome.state == "done", outcome.error
         assert any(p.phase == "training" for p in progress)
-        model = await core.registry.get_model(1, "alice")
+        model = await core.storage.models.get(1, "alice")
         assert model.display_name == "Alice A." and model.created_by == 7 and model.stats == STATS
         folder = core.store.resolve(model.path)
         card = (folder / "README.md").read_text()
@@ -57,7 +57,7 @@ async def test_train_generate_delete_round_trip(settings):
         assert await core.list_models(2) == []
         await core.delete_model(1, "alice")
         assert not folder.exists() and await core.list_models(1) == []
-        assert (await core.registry.get_job(1, job.id)).state == "done"
+        assert (await core.storage.jobs.get(1, job.id)).state == "done"
     finally:
         await core.close()
 
@@ -66,16 +66,16 @@ async def test_queued_job_survives_restart_and_interrupted_job_is_requeued(setti
     core = await started(settings, run_queue=False)
     first = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
     second = await core.submit_training(guild_id=1, handle="bob", tweets=tiny_tweets(), stats=STATS)
-    await core.registry.claim_next_job()  # as if a process died while training `alice`
+    await core.storage.jobs.claim_next()  # as if a process died while training `alice`
     await core.close()
 
     core = await started(settings)
     try:
-        assert [j.id for j in core.queue.recovered] == [first.id]
-        await core.queue.wait_idle(timeout=180)
+        assert [j.id for j in core.recovered_jobs()] == [first.id]
+        await core.wait_idle(timeout=180)
         assert {m.handle for m in await core.list_models(1)} == {"alice", "bob"}
-        assert (await core.registry.get_job(1, second.id)).state == "done"
-        assert (await core.registry.get_job(1, first.id)).interrupted == 1
+        assert (await core.storage.jobs.get(1, second.id)).state == "done"
+        assert (await core.storage.jobs.get(1, first.id)).interrupted == 1
     finally:
         await core.close()
 
@@ -85,7 +85,7 @@ async def test_cancel_running_and_queued_jobs(settings):
     try:
         job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets() * 5, stats=STATS)
         queued = await core.submit_training(guild_id=1, handle="bob", tweets=tiny_tweets(), stats=STATS)
-        while core.queue.progress_of(job.id) is None or core.queue.progress_of(job.id).step < 1:
+        while core.job_progress(job.id) is None or core.job_progress(job.id).step < 1:
             await asyncio.sleep(0.05)
         assert await core.cancel_job(1, queued.id) == "cancelled"
         with pytest.raises(UserError):
@@ -112,7 +112,7 @@ async def test_save_failure_fails_the_job_and_keeps_the_previous_version(setting
         job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
         outcome = await finished(core, job.id)
         assert outcome.state == "failed" and "Cannot create a folder" in outcome.error
-        assert (await core.registry.get_job(1, job.id)).error == outcome.error
+        assert (await core.storage.jobs.get(1, job.id)).error == outcome.error
         _, after = await core.generate(1, "alice", "", 1)
         assert len(after) == 1
     finally:
@@ -130,7 +130,7 @@ async def test_submit_validates_input_and_leaves_no_trace(settings, kwargs, mess
     try:
         with pytest.raises(UserError, match=message):
             await core.submit_training(guild_id=1, tweets=tiny_tweets(), stats=STATS, **kwargs)
-        assert await core.registry.list_jobs(1) == []
+        assert await core.storage.jobs.list(1) == []
     finally:
         await core.close()
 

@@ -10,9 +10,9 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from ..core.errors import UserError
-from ..core.registry import GuildData
-from ..core.schedules import Schedule, Scheduler, parse_timing
+from ..core.storage import Schedule
 from ..personas import PersonaPoster
+from ..transformers import Duration, Handle, Interval
 from ..ui import NO_PINGS, handle_autocomplete
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ class AutopostCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.core = bot.core
-        self.scheduler = Scheduler(bot.core.registry, clock=bot.clock)
         self.poster = PersonaPoster(bot)
 
     async def cog_load(self) -> None:
@@ -58,20 +57,18 @@ class AutopostCog(commands.Cog):
     async def add(
         self,
         interaction: discord.Interaction,
-        handle: str,
+        handle: Handle,
         channel: discord.TextChannel,
-        every: Optional[str] = None,
-        jitter: Optional[str] = None,
+        every: Optional[Interval] = None,
+        jitter: Optional[Duration] = None,
         prompt: Optional[str] = None,
         daily_at: Optional[str] = None,
         timezone: Optional[str] = None,
     ) -> None:
-        parse_timing(every, jitter, daily_at, timezone, prompt or "")  # option errors first, whatever the handle
-        model = await self.core.get_model(interaction.guild_id, handle)
         if channel.guild.id != interaction.guild_id:
             raise UserError("That channel is not in this server.")
-        schedule = await self.scheduler.add(
-            guild_id=interaction.guild_id, handle=model.handle, channel_id=channel.id, every=every,
+        model, schedule = await self.core.add_schedule(
+            guild_id=interaction.guild_id, handle=handle, channel_id=channel.id, every=every,
             jitter=jitter, prompt=prompt or "", daily_at=daily_at, timezone=timezone,
             created_by=interaction.user.id,
         )
@@ -83,7 +80,7 @@ class AutopostCog(commands.Cog):
 
     @autopost.command(name="list", description="This server's schedules")
     async def list_(self, interaction: discord.Interaction) -> None:
-        schedules = await self.scheduler.list(interaction.guild_id)
+        schedules = await self.core.list_schedules(interaction.guild_id)
         if not schedules:
             await interaction.response.send_message("No schedules. Add one with `/autopost add`.", ephemeral=True)
             return
@@ -98,13 +95,13 @@ class AutopostCog(commands.Cog):
     @autopost.command(name="pause", description="Pause a schedule")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def pause(self, interaction: discord.Interaction, id: int) -> None:
-        await self.scheduler.pause(interaction.guild_id, id)
+        await self.core.pause_schedule(interaction.guild_id, id)
         await interaction.response.send_message(f"Schedule #{id} is paused.", ephemeral=True)
 
     @autopost.command(name="resume", description="Resume a paused schedule")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def resume(self, interaction: discord.Interaction, id: int) -> None:
-        schedule = await self.scheduler.resume(interaction.guild_id, id)
+        schedule = await self.core.resume_schedule(interaction.guild_id, id)
         await interaction.response.send_message(
             f"Schedule #{id} resumed; next post <t:{int(schedule.next_run_at)}:R>.", ephemeral=True
         )
@@ -112,14 +109,14 @@ class AutopostCog(commands.Cog):
     @autopost.command(name="remove", description="Delete a schedule")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def remove(self, interaction: discord.Interaction, id: int) -> None:
-        await self.scheduler.remove(interaction.guild_id, id)
+        await self.core.remove_schedule(interaction.guild_id, id)
         await interaction.response.send_message(f"Schedule #{id} is removed.", ephemeral=True)
 
     # -- the loop -----------------------------------------------------------------------------
 
     @tasks.loop(seconds=30)
     async def tick(self) -> None:
-        for schedule in await self.scheduler.due():
+        for schedule in await self.core.due_schedules():
             try:
                 await self.run_schedule(schedule)
             except Exception:  # one broken schedule must not stop the others
@@ -130,8 +127,7 @@ class AutopostCog(commands.Cog):
         await self.bot.wait_until_ready()
 
     async def run_schedule(self, schedule: Schedule) -> None:
-        guild_data = GuildData(self.core.registry)
-        model = await self.core.registry.get_model(schedule.guild_id, schedule.handle)
+        model = await self.core.find_model(schedule.guild_id, schedule.handle)
         if model is None or model.status != "ready":
             await self.pause_and_tell(schedule, f"the persona `@{schedule.handle}` no longer exists")
             return
@@ -143,11 +139,11 @@ class AutopostCog(commands.Cog):
         if not (perms.send_messages and perms.embed_links) and not perms.manage_webhooks:
             await self.pause_and_tell(schedule, f"I lost the permission to post in {channel.mention}")
             return
-        as_webhook = await guild_data.persona_webhooks(schedule.guild_id)
+        as_webhook = await self.core.persona_webhooks(schedule.guild_id)
         retrying = schedule.pending_nonce is not None
-        nonce = await self.scheduler.begin_post(schedule)
-        if retrying and as_webhook and await self.already_posted(channel, schedule, guild_data):
-            await self.scheduler.finish_post(schedule)
+        nonce = await self.core.begin_scheduled_post(schedule)
+        if retrying and as_webhook and await self.already_posted(channel, schedule):
+            await self.core.finish_scheduled_post(schedule)
             return
         _, texts = await self.core.generate(schedule.guild_id, schedule.handle, schedule.prompt, 1)
         if not texts:
@@ -160,13 +156,13 @@ class AutopostCog(commands.Cog):
         except discord.NotFound:
             await self.pause_and_tell(schedule, "its channel was deleted")
             return
-        await guild_data.record_post(message_id=message.id, guild_id=schedule.guild_id, channel_id=channel.id,
-                                     handle=schedule.handle, schedule_id=schedule.id)
-        await self.scheduler.finish_post(schedule)
+        await self.core.record_post(message_id=message.id, guild_id=schedule.guild_id, channel_id=channel.id,
+                                    handle=schedule.handle, schedule_id=schedule.id)
+        await self.core.finish_scheduled_post(schedule)
 
-    async def already_posted(self, channel: discord.TextChannel, schedule: Schedule, guild_data: GuildData) -> bool:
+    async def already_posted(self, channel: discord.TextChannel, schedule: Schedule) -> bool:
         """After a crash mid-post: did our webhook's message go out before we could record it?"""
-        saved = await guild_data.webhook(channel.id)
+        saved = await self.core.channel_webhook(channel.id)
         if saved is None:
             return False
         try:
@@ -179,7 +175,7 @@ class AutopostCog(commands.Cog):
 
     async def pause_and_tell(self, schedule: Schedule, reason: str) -> None:
         """Pause instead of failing forever, and tell the guild once (paused schedules never run)."""
-        await self.scheduler.pause(schedule.guild_id, schedule.id, reason)
+        await self.core.pause_schedule(schedule.guild_id, schedule.id, reason)
         log.info("Paused schedule %s: %s", schedule.id, reason)
         guild = self.bot.get_guild(schedule.guild_id)
         candidates = [self.bot.get_channel(schedule.channel_id), guild.system_channel if guild else None]

@@ -9,9 +9,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..core.errors import UserError
-from ..core.registry import GuildData
-from ..core.service import check_request
+from ..core.limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
 from ..personas import PersonaPoster
+from ..transformers import Handle
 from ..ui import NO_PINGS, defer_public, handle_autocomplete, tweet_embed
 
 
@@ -47,39 +47,37 @@ class ImpersonateCog(commands.Cog):
     async def impersonate(
         self,
         interaction: discord.Interaction,
-        handle: str,
-        prompt: Optional[app_commands.Range[str, 1, 200]] = None,
-        count: Optional[app_commands.Range[int, 1, 10]] = 5,
+        handle: Handle,
+        prompt: Optional[app_commands.Range[str, 1, MAX_PROMPT_CHARS]] = None,
+        count: Optional[app_commands.Range[int, 1, MAX_TWEETS_PER_REQUEST]] = 5,
     ) -> None:
-        # Fast checks first, so a typo gets an ephemeral answer instead of a public "thinking...".
+        # Checked before answering, so a typo gets an ephemeral answer instead of a public "thinking...".
         count = 5 if count is None else count
-        check_request(prompt, count)
-        model = await self.core.get_model(interaction.guild_id, handle)
-        data = GuildData(self.core.registry)
+        model, prompt = await self.core.check_generation(interaction.guild_id, handle, prompt, count)
         channel = interaction.channel
-        if await data.persona_webhooks(interaction.guild_id) and isinstance(channel, discord.TextChannel):
-            await self.post_as_persona(interaction, channel, model, prompt or "", count)
+        if await self.core.persona_webhooks(interaction.guild_id) and isinstance(channel, discord.TextChannel):
+            await self.post_as_persona(interaction, channel, model, prompt, count)
             return
         await defer_public(interaction)
-        model, tweets = await self.core.generate(interaction.guild_id, model.handle, prompt or "", count)
+        tweets = await self.core.write_posts(model, prompt, count)
         if not tweets:
             raise UserError("The model had nothing to say this time; try again.")
         interaction.extras["answered"] = True
         message = await interaction.edit_original_response(
             embeds=[tweet_embed(model, text) for text in tweets], allowed_mentions=NO_PINGS
         )
-        await data.record_post(message_id=message.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id,
-                               handle=model.handle, requested_by=interaction.user.id)
+        await self.core.record_post(message_id=message.id, guild_id=interaction.guild_id,
+                                    channel_id=interaction.channel_id, handle=model.handle,
+                                    requested_by=interaction.user.id)
 
     async def post_as_persona(self, interaction, channel, model, prompt: str, count: int) -> None:
         """Webhook posts with the persona's name and avatar; the reply itself stays private."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        _, tweets = await self.core.generate(interaction.guild_id, model.handle, prompt, count)
-        data = GuildData(self.core.registry)
+        tweets = await self.core.write_posts(model, prompt, count)
         for text in tweets:
             message = await self.poster.post(channel, model, text, as_webhook=True)
-            await data.record_post(message_id=message.id, guild_id=interaction.guild_id, channel_id=channel.id,
-                                   handle=model.handle, requested_by=interaction.user.id)
+            await self.core.record_post(message_id=message.id, guild_id=interaction.guild_id, channel_id=channel.id,
+                                        handle=model.handle, requested_by=interaction.user.id)
         await interaction.followup.send(f"Posted {len(tweets)} as **{model.display_name}**.", ephemeral=True)
 
 async def setup(bot) -> None:

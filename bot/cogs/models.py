@@ -11,15 +11,11 @@ import io
 import zipfile
 from pathlib import Path
 
-from ..core.registry import GuildData
 from ..core.service import check_hub_id
-from ..ui import ConfirmView, NO_PINGS, defer_public, handle_autocomplete, stats_table
+from ..transformers import Handle
+from ..ui import ConfirmView, NO_PINGS, defer_public, handle_autocomplete, number, stats_table
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
 
 
 class ModelsCog(commands.Cog):
@@ -32,7 +28,7 @@ class ModelsCog(commands.Cog):
     @models.command(name="list", description="List this server's personas")
     async def models_list(self, interaction: discord.Interaction) -> None:
         models = await self.core.list_models(interaction.guild_id)
-        jobs = await self.core.registry.list_jobs(interaction.guild_id, active_only=True)
+        jobs = await self.core.list_jobs(interaction.guild_id, active_only=True)
         if not models and not jobs:
             await interaction.response.send_message(
                 "No personas yet. Someone with Manage Server can create one with `/train new`.", ephemeral=True
@@ -48,7 +44,7 @@ class ModelsCog(commands.Cog):
 
     @models.command(name="info", description="Show a persona's model card")
     @app_commands.autocomplete(handle=handle_autocomplete)
-    async def models_info(self, interaction: discord.Interaction, handle: str) -> None:
+    async def models_info(self, interaction: discord.Interaction, handle: Handle) -> None:
         model = await self.core.get_model(interaction.guild_id, handle)
         m = model.metrics
         embed = discord.Embed(title=f"{model.display_name} (@{model.handle})", colour=discord.Colour.blurple())
@@ -61,8 +57,8 @@ class ModelsCog(commands.Cog):
         if m.get("val_loss") is not None:
             embed.add_field(
                 name="Validation",
-                value=f"loss {_fmt(m.get('initial_val_loss'))} → {_fmt(m.get('val_loss'))}\n"
-                      f"perplexity {_fmt(m.get('val_perplexity'), 1)}",
+                value=f"loss {number(m.get('initial_val_loss'))} → {number(m.get('val_loss'))}\n"
+                      f"perplexity {number(m.get('val_perplexity'), 1)}",
             )
         if m.get("steps"):
             embed.add_field(name="Training", value=f"{m['steps']} steps, {m.get('epochs', '?')} epochs")
@@ -73,7 +69,7 @@ class ModelsCog(commands.Cog):
     @models.command(name="delete", description="Delete a persona and its files")
     @app_commands.autocomplete(handle=handle_autocomplete)
     @app_commands.checks.has_permissions(manage_guild=True)
-    async def models_delete(self, interaction: discord.Interaction, handle: str) -> None:
+    async def models_delete(self, interaction: discord.Interaction, handle: Handle) -> None:
         model = await self.core.get_model(interaction.guild_id, handle)
         view = ConfirmView(interaction.user.id)
         await interaction.response.send_message(
@@ -106,7 +102,7 @@ class ModelsCog(commands.Cog):
     @models.command(name="export", description="Get a persona's model card and files, ready for the Hugging Face hub")
     @app_commands.autocomplete(handle=handle_autocomplete)
     @app_commands.checks.has_permissions(manage_guild=True)
-    async def models_export(self, interaction: discord.Interaction, handle: str) -> None:
+    async def models_export(self, interaction: discord.Interaction, handle: Handle) -> None:
         model, folder = await self.core.model_folder(interaction.guild_id, handle)
         await interaction.response.defer(ephemeral=True, thinking=True)
         limit = interaction.guild.filesize_limit if interaction.guild else DEFAULT_UPLOAD_LIMIT
@@ -126,7 +122,7 @@ class ModelsCog(commands.Cog):
     @app_commands.describe(enabled="On: posts look like the person, labelled (bot). Off: the bot's own embeds.")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def models_personas(self, interaction: discord.Interaction, enabled: bool) -> None:
-        await GuildData(self.core.registry).set_persona_webhooks(interaction.guild_id, enabled)
+        await self.core.set_persona_webhooks(interaction.guild_id, enabled)
         text = ("Persona posts are **on**: answers go through a webhook with the persona's name and avatar "
                 "(needs Manage Webhooks; otherwise I fall back to embeds)." if enabled else "Persona posts are **off**.")
         await interaction.response.send_message(text, ephemeral=True)

@@ -14,10 +14,13 @@ from discord.ext import commands
 
 from ..core.errors import UserError
 from ..core.ingest import IngestError, ingest, merge_for_cyborg
-from ..core.jobs import LOSS_CURVE_FILE, JobOutcome
-from ..core.registry import JobRecord, normalize_handle
+from ..core.jobs import JobOutcome
+from ..core.limits import MAX_EPOCHS
+from ..core.storage import JobRecord
 from ..core.training import TrainProgress
-from ..ui import NO_PINGS, defer_public, format_duration, progress_text, stats_table
+from ..history import MemberTrainer
+from ..transformers import Handle
+from ..ui import NO_PINGS, defer_public, format_duration, number, progress_text, stats_table
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +50,13 @@ class TrainingCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.core = bot.core
+        self.member_trainer = MemberTrainer(bot)
         self.progress_messages: dict[int, ProgressMessage] = {}
 
     async def cog_load(self) -> None:
-        self.core.queue.progress_listeners.append(self.on_progress)
-        self.core.queue.finish_listeners.append(self.on_finished)
-        if self.core.queue.recovered:
-            asyncio.create_task(self.announce_recovered(list(self.core.queue.recovered)))
-
-    async def cog_unload(self) -> None:
-        self.core.queue.progress_listeners.remove(self.on_progress)
-        self.core.queue.finish_listeners.remove(self.on_finished)
+        recovered = self.core.recovered_jobs()
+        if recovered:
+            asyncio.create_task(self.announce_recovered(recovered))
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -82,22 +81,22 @@ class TrainingCog(commands.Cog):
     async def train_new(
         self,
         interaction: discord.Interaction,
-        handle: str,
+        handle: Handle,
         file: discord.Attachment,
         display_name: Optional[app_commands.Range[str, 1, 80]] = None,
         avatar: Optional[str] = None,
         method: Optional[app_commands.Choice[str]] = None,
-        epochs: Optional[app_commands.Range[int, 1, 20]] = None,
-        handle2: Optional[str] = None,
+        epochs: Optional[app_commands.Range[int, 1, MAX_EPOCHS]] = None,
+        handle2: Optional[Handle] = None,
         file2: Optional[discord.Attachment] = None,
-        handle3: Optional[str] = None,
+        handle3: Optional[Handle] = None,
         file3: Optional[discord.Attachment] = None,
     ) -> None:
         people = self.people_from(handle, file, handle2, file2, handle3, file3)
         combined = "-".join(h for h, _ in people)
         if avatar and not avatar.startswith(("https://", "http://")):
             raise UserError("The avatar must be an http(s) image URL.")
-        await self.core.ensure_can_queue(interaction.guild_id, normalize_handle(combined))
+        await self.core.ensure_can_queue(interaction.guild_id, combined)  # before the download
         await defer_public(interaction)
         results = []
         for person, attachment in people:
@@ -115,7 +114,7 @@ class TrainingCog(commands.Cog):
         )
         interaction.extras["answered"] = True
         watcher = self.progress_messages[job.id] = ProgressMessage(job=job, interaction=interaction)
-        ahead = await self.core.registry.queue_position(job.id)
+        ahead = await self.core.jobs_ahead(job.id)
         note = "\n".join(f"⚠️ {w}" for result in results for w in result.warnings)
         queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
         await interaction.edit_original_response(
@@ -125,7 +124,7 @@ class TrainingCog(commands.Cog):
         watcher.last_edit = time.monotonic()
 
     def people_from(self, *pairs) -> list[tuple[str, discord.Attachment]]:
-        """(handle, file) pairs from the options, validated before anything is downloaded."""
+        """(handle, file) pairs from the options (handles already normalized), checked before anything is downloaded."""
         people = []
         limit = self.bot.settings.max_attachment_bytes
         for handle, attachment in zip(pairs[::2], pairs[1::2]):
@@ -133,7 +132,6 @@ class TrainingCog(commands.Cog):
                 continue
             if handle is None or attachment is None:
                 raise UserError("Each extra person needs both a handle and a file (handle2 with file2, handle3 with file3).")
-            handle = normalize_handle(handle)
             if "-" in handle:
                 raise UserError("Give each person's handle separately (handle2, handle3), without `-`.")
             if attachment.size > limit:
@@ -150,23 +148,20 @@ class TrainingCog(commands.Cog):
     @app_commands.describe(member="Whose messages", handle="Name of the persona (default: their user name)")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def train_member(self, interaction: discord.Interaction, member: discord.Member,
-                           handle: Optional[str] = None) -> None:
-        await self.bot.get_cog("VoiceCog").train_member(interaction, member, requested_by=interaction.user.id,
-                                                        handle=handle)
+                           handle: Optional[Handle] = None) -> None:
+        await self.member_trainer.train(interaction, member, requested_by=interaction.user.id, handle=handle)
 
     @train.command(name="exclude", description="Keep a channel out of (or back in) member-history training")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def train_exclude(self, interaction: discord.Interaction, channel: discord.TextChannel,
                             excluded: bool = True) -> None:
-        sql = ("INSERT OR IGNORE INTO guild_excluded_channels (guild_id, channel_id) VALUES (?, ?)" if excluded
-               else "DELETE FROM guild_excluded_channels WHERE guild_id = ? AND channel_id = ?")
-        await self.core.registry.db.execute(sql, (interaction.guild_id, channel.id))
+        await self.core.set_channel_excluded(interaction.guild_id, channel.id, excluded)
         state = "excluded from" if excluded else "included in"
         await interaction.response.send_message(f"{channel.mention} is {state} member-history training.", ephemeral=True)
 
     @train.command(name="status", description="Show this server's training jobs")
     async def train_status(self, interaction: discord.Interaction) -> None:
-        jobs = await self.core.registry.list_jobs(interaction.guild_id, limit=10)
+        jobs = await self.core.list_jobs(interaction.guild_id, limit=10)
         if not jobs:
             await interaction.response.send_message("No training jobs in this server yet.", ephemeral=True)
             return
@@ -174,10 +169,10 @@ class TrainingCog(commands.Cog):
         for job in jobs:
             line = f"**#{job.id}** `{job.handle}` — {job.state}"
             if job.state == "running":
-                live = self.core.queue.progress_of(job.id)
+                live = self.core.job_progress(job.id)
                 line += "\n" + progress_text(live)
             elif job.state == "queued":
-                line += f" ({await self.core.registry.queue_position(job.id)} ahead)"
+                line += f" ({await self.core.jobs_ahead(job.id)} ahead)"
             elif job.error:
                 line += f": {job.error}"
             lines.append(line)
@@ -194,7 +189,7 @@ class TrainingCog(commands.Cog):
 
     @train_cancel.autocomplete("job")
     async def job_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
-        jobs = await self.core.registry.list_jobs(interaction.guild_id, active_only=True)
+        jobs = await self.core.list_jobs(interaction.guild_id, active_only=True)
         return [app_commands.Choice(name=f"#{j.id} {j.handle} ({j.state})", value=j.id)
                 for j in jobs if current in str(j.id) or current.lower() in j.handle][:25]
 
@@ -210,7 +205,8 @@ class TrainingCog(commands.Cog):
         embed.set_footer(text=f"Job #{job.id} · {job.method} · {job.epochs} epochs")
         return embed
 
-    async def on_progress(self, job: JobRecord, progress: TrainProgress) -> None:
+    @commands.Cog.listener()
+    async def on_training_progress(self, job: JobRecord, progress: TrainProgress) -> None:
         watcher = self.progress_messages.get(job.id)
         if watcher is None or watcher.lock.locked():
             return
@@ -234,13 +230,15 @@ class TrainingCog(commands.Cog):
         except discord.HTTPException as exc:
             log.warning("Could not update progress of job %s: %s", watcher.job.id, exc)
 
-    async def on_finished(self, outcome: JobOutcome) -> None:
+    @commands.Cog.listener()
+    async def on_training_finished(self, outcome: JobOutcome) -> None:
         job = outcome.job
         watcher = self.progress_messages.pop(job.id, None)
         if outcome.state == "done":
             m = outcome.model.metrics
             status = (f"✅ Done in {format_duration(m.get('train_seconds'))}: validation loss "
-                      f"{_num(m.get('initial_val_loss'))} → {_num(m.get('val_loss'))}, perplexity {_num(m.get('val_perplexity'), 1)}.")
+                      f"{number(m.get('initial_val_loss'))} → {number(m.get('val_loss'))}, "
+                      f"perplexity {number(m.get('val_perplexity'), 1)}.")
             text = f"<@{job.requested_by}> `{job.handle}` is ready. {status[2:]} Try `/impersonate {job.handle}`."
         elif outcome.state == "cancelled":
             status = "🛑 Cancelled."
@@ -252,10 +250,9 @@ class TrainingCog(commands.Cog):
             async with watcher.lock:
                 await self.show(watcher, embed=self.progress_embed(job, None, status))
         curve = None
-        if outcome.model is not None:
-            path = self.core.store.resolve(outcome.model.path) / LOSS_CURVE_FILE
-            if path.is_file():
-                curve = discord.File(path, filename=f"{job.handle}-loss.png")
+        path = self.core.loss_curve(outcome.model) if outcome.model is not None else None
+        if path is not None:
+            curve = discord.File(path, filename=f"{job.handle}-loss.png")
         await self.tell_channel(job, text, file=curve)
 
     async def tell_channel(self, job: JobRecord, text: str, file: discord.File | None = None) -> None:
@@ -274,7 +271,7 @@ class TrainingCog(commands.Cog):
         await self.bot.wait_until_ready()
         for job in jobs:
             self.progress_messages[job.id] = ProgressMessage(job=job, interaction=None)
-            step = self.core.queue.resume_step(job.id)
+            step = self.core.resume_step(job.id)
             resume = f"resumes from its checkpoint at step {step}" if step else "starts over"
             await self.tell_channel(
                 job, f"<@{job.requested_by}> training of `{job.handle}` was interrupted by a restart; "
@@ -290,10 +287,6 @@ def combine(people, results) -> tuple[list[str], dict]:
     per_person = [dict(r.stats.as_dict(), name=h, handle=h) for (h, _), r in zip(people, results)]
     totals = {key: sum(p[key] for p in per_person) for key in results[0].stats.as_dict()}
     return tweets, dict(totals, people=per_person)
-
-
-def _num(value, digits: int = 3) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
 
 
 async def setup(bot) -> None:

@@ -4,7 +4,9 @@ Jobs live in the registry, so a queued job survives a restart, and a job that wa
 the process died is put back in the queue at start-up (`recovered`), to resume from its last
 checkpoint (MODELS_DIR/.checkpoints/job-<id>/) when it has one. The event loop only
 claims jobs and records results; the training itself and every file write run in the
-executor. Progress comes back from the worker thread through `call_soon_threadsafe`.
+executor. Progress comes back from the worker thread through `call_soon_threadsafe` and goes
+out as two events through one sink (the bot turns them into discord.py events):
+`emit("training_progress", job, progress)` and `emit("training_finished", outcome)`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .checkpoint import checkpoint_step
 from .modelcard import render_card
 from .plots import loss_curve_png
 from .safety import save_index
-from .registry import JobRecord, ModelRecord, Registry
+from .storage import JobRecord, ModelRecord, Storage
 from .store import ModelStore, StoreError
 from .training import TrainConfig, TrainingCancelled, TrainingError, TrainProgress, TrainResult, train
 
@@ -38,7 +40,6 @@ class JobOutcome:
     state: str  # done | failed | cancelled
     error: str | None = None
     model: ModelRecord | None = None
-    result: TrainResult | None = None
 
 
 @dataclass
@@ -51,14 +52,13 @@ class _Running:
     last_saved: float = 0.0
 
 
-ProgressListener = Callable[[JobRecord, TrainProgress], Awaitable[None] | None]
-FinishListener = Callable[[JobOutcome], Awaitable[None] | None]
+EventSink = Callable[..., Awaitable[None] | None]  # (event name, *arguments)
 
 
 class TrainingQueue:
     def __init__(
         self,
-        registry: Registry,
+        storage: Storage,
         store: ModelStore,
         executor: Executor,
         make_config: Callable[[JobRecord], TrainConfig],
@@ -66,7 +66,8 @@ class TrainingQueue:
         workers: int = 1,
         train_fn: Callable[..., TrainResult] = train,
     ):
-        self.registry = registry
+        self.jobs = storage.jobs
+        self.models = storage.models
         self.store = store
         self.executor = executor
         self.make_config = make_config
@@ -75,16 +76,15 @@ class TrainingQueue:
         self.running: dict[int, _Running] = {}
         self.recovered: list[JobRecord] = []  # jobs a previous process left running
         self._resume_steps: dict[int, int | None] = {}
-        self.progress_listeners: list[ProgressListener] = []
-        self.finish_listeners: list[FinishListener] = []
+        self.emit: EventSink | None = None
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.recovered = await self.registry.requeue_interrupted_jobs()
-        await asyncio.to_thread(self.store.drop_checkpoints_except, await self.registry.active_job_ids())
+        self.recovered = await self.jobs.requeue_interrupted()
+        await asyncio.to_thread(self.store.drop_checkpoints_except, await self.jobs.active_ids())
         self._resume_steps = {job.id: checkpoint_step(self.store.checkpoint_dir(job.id)) for job in self.recovered}
         for job in self.recovered:
             step = self.resume_step(job.id)
@@ -131,11 +131,7 @@ class TrainingQueue:
         """Wait until no job is queued or running (tests and the CLI)."""
         async def idle() -> None:
             while True:
-                async with self.registry.db.execute(
-                    "SELECT count(*) FROM training_jobs WHERE state IN ('queued', 'running')"
-                ) as cur:
-                    (count,) = await cur.fetchone()
-                if count == 0 and not self.running:
+                if await self.jobs.active_count() == 0 and not self.running:
                     return
                 await asyncio.sleep(0.05)
 
@@ -145,7 +141,7 @@ class TrainingQueue:
 
     async def _worker(self, index: int) -> None:
         while True:
-            job = await self.registry.claim_next_job()
+            job = await self.jobs.claim_next()
             if job is None:
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -156,35 +152,35 @@ class TrainingQueue:
         running = self.running[job.id] = _Running(job=job)
         log.info("Training job %s started: guild %s, handle %s", job.id, job.guild_id, job.handle)
         try:
-            corpus = await self.registry.job_corpus(job.id)
+            corpus = await self.jobs.corpus(job.id)
             config = replace(self.make_config(job), checkpoint_dir=str(self.store.checkpoint_dir(job.id)))
             running.thread = self.executor.submit(self._train_and_publish, job, corpus, config, running)
-            result, model = await asyncio.wrap_future(running.thread)
-            model = await self.registry.save_model(model)
-            await self.registry.set_model_sources(job.guild_id, job.handle, [job.source_user_id] if job.source_user_id else [])
-            await self.registry.finish_job(job.id, "done")
-            outcome = JobOutcome(job=job, state="done", model=model, result=result)
+            model = await asyncio.wrap_future(running.thread)
+            model = await self.models.save(model)
+            await self.models.set_sources(job.guild_id, job.handle, [job.source_user_id] if job.source_user_id else [])
+            await self.jobs.finish(job.id, "done")
+            outcome = JobOutcome(job=job, state="done", model=model)
         except TrainingCancelled:
-            await self.registry.finish_job(job.id, "cancelled")
+            await self.jobs.finish(job.id, "cancelled")
             outcome = JobOutcome(job=job, state="cancelled")
         except (TrainingError, StoreError) as exc:
-            await self.registry.finish_job(job.id, "failed", str(exc))
+            await self.jobs.finish(job.id, "failed", str(exc))
             outcome = JobOutcome(job=job, state="failed", error=str(exc))
         except asyncio.CancelledError:
             raise  # shutting down: the job stays 'running' and is re-queued at the next start
         except Exception as exc:  # a bug or an unexpected library error: keep the worker alive
             log.exception("Training job %s failed", job.id)
             message = f"Training failed unexpectedly ({exc.__class__.__name__})."
-            await self.registry.finish_job(job.id, "failed", message)
+            await self.jobs.finish(job.id, "failed", message)
             outcome = JobOutcome(job=job, state="failed", error=message)
         finally:
             self.running.pop(job.id, None)
         await asyncio.to_thread(self.store.drop_checkpoint, job.id)  # it ended: nothing to resume
         log.info("Training job %s ended: %s", job.id, outcome.state)
-        await self._dispatch(self.finish_listeners, outcome)
+        await self._dispatch("training_finished", outcome)
 
     def _train_and_publish(self, job: JobRecord, corpus: list[str], config: TrainConfig,
-                           running: _Running) -> tuple[TrainResult, ModelRecord]:
+                           running: _Running) -> ModelRecord:
         """Runs in the executor thread: train into a staging folder, add the card, move into place."""
         staging = self.store.new_staging_dir(job.guild_id, job.handle)
         try:
@@ -217,7 +213,7 @@ class TrainingQueue:
             metrics=result.metrics | {"history": _thin_history(result.history)},
             created_by=job.requested_by,
         )
-        return result, model
+        return model
 
     def _from_thread(self, running: _Running, progress: TrainProgress) -> None:
         try:
@@ -230,17 +226,18 @@ class TrainingQueue:
         now = time.monotonic()
         if now - running.last_saved >= PROGRESS_SAVE_INTERVAL or progress.phase != "training":
             running.last_saved = now
-            asyncio.ensure_future(self.registry.update_job_progress(running.job.id, progress.as_dict()))
-        asyncio.ensure_future(self._dispatch(self.progress_listeners, running.job, progress))
+            asyncio.ensure_future(self.jobs.update_progress(running.job.id, progress.as_dict()))
+        asyncio.ensure_future(self._dispatch("training_progress", running.job, progress))
 
-    async def _dispatch(self, listeners: list[Callable[..., Any]], *args: Any) -> None:
-        for listener in listeners:
-            try:
-                result = listener(*args)
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:
-                log.exception("Training listener %r failed", listener)
+    async def _dispatch(self, event: str, *args: Any) -> None:
+        if self.emit is None:
+            return
+        try:
+            result = self.emit(event, *args)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            log.exception("The %s event sink failed", event)
 
 
 def _thin_history(history: list[dict[str, Any]], limit: int = 400) -> list[dict[str, Any]]:

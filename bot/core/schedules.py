@@ -13,17 +13,17 @@ from __future__ import annotations
 import random
 import re
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import UserError
-from .registry import Registry, normalize_handle
+from .handles import normalize_handle
+from .limits import MAX_INTERVAL, MAX_PROMPT_CHARS, MAX_SCHEDULES_PER_GUILD, MIN_INTERVAL
+from .storage import Schedule, Storage, format_interval
 
-MIN_INTERVAL = 5 * 60
-MAX_INTERVAL = 7 * 24 * 3600
-MAX_SCHEDULES_PER_GUILD = 25
+__all__ = ["Schedule", "Scheduler", "format_interval", "next_run", "parse_duration", "parse_timing"]
+
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400, "w": 604800}
 # Longest unit names first, so "90minutes" is not read as "90m" + "inutes".
 _PART_RE = re.compile(r"(\d+(?:\.\d+)?)(weeks?|w|days?|d|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)")
@@ -50,17 +50,18 @@ def parse_duration(text: str) -> int:
     return int(total)
 
 
-def parse_interval(text: str) -> int:
-    seconds = parse_duration(text)
+def parse_interval(text: str | int) -> int:
+    """An auto-post interval: a duration (or seconds already parsed) between 5 minutes and 7 days."""
+    seconds = text if isinstance(text, int) else parse_duration(text)
     if not MIN_INTERVAL <= seconds <= MAX_INTERVAL:
         raise UserError(f"`{text}` is out of range: the interval must be between 5 minutes and 7 days.")
     return seconds
 
 
-def parse_jitter(text: str | None, interval: int) -> int:
+def parse_jitter(text: str | int | None, interval: int) -> int:
     if not text:
         return 0
-    seconds = parse_duration(text)
+    seconds = text if isinstance(text, int) else parse_duration(text)
     if seconds > interval // 2:
         raise UserError("The jitter must be at most half the interval.")
     return seconds
@@ -92,69 +93,19 @@ def parse_timezone(name: str | None) -> str:
     return name
 
 
-def parse_timing(every: str | None, jitter: str | None, daily_at: str | None, timezone: str | None,
+def parse_timing(every: str | int | None, jitter: str | int | None, daily_at: str | None, timezone: str | None,
                  prompt: str = "") -> tuple[int, int, list[str] | None, str, str]:
     """Validate a schedule's options: (interval, jitter, daily times, time zone, prompt)."""
     if (every is None) == (daily_at is None):
         raise UserError("Give either an interval (`every`, e.g. `2h`) or times of day (`daily_at`), not both.")
     prompt = " ".join((prompt or "").split())
-    if len(prompt) > 200:
-        raise UserError("The prompt is too long (at most 200 characters).")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise UserError(f"The prompt is too long (at most {MAX_PROMPT_CHARS} characters).")
     interval = parse_interval(every) if every is not None else 86400
     jitter_s = parse_jitter(jitter, interval) if every is not None else 0
     times = parse_daily_times(daily_at) if daily_at is not None else None
     tz = parse_timezone(timezone) if times else "UTC"
     return interval, jitter_s, times, tz, prompt
-
-
-def format_interval(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-@dataclass
-class Schedule:
-    id: int
-    guild_id: int
-    handle: str
-    channel_id: int
-    interval_s: int
-    jitter_s: int
-    prompt: str
-    next_run_at: float
-    paused: bool
-    pause_reason: str | None
-    created_by: int | None
-    created_at: float
-    daily_times: list[str] | None
-    timezone: str
-    last_run_at: float | None
-    pending_nonce: str | None
-    pending_since: float | None
-
-    def describe(self) -> str:
-        if self.daily_times:
-            return f"daily at {', '.join(self.daily_times)} ({self.timezone})"
-        jitter = f" ± {format_interval(self.jitter_s)}" if self.jitter_s else ""
-        return f"every {format_interval(self.interval_s)}{jitter}"
-
-
-_COLUMNS = (
-    "id, guild_id, handle, channel_id, interval_s, jitter_s, prompt, next_run_at, paused, pause_reason, "
-    "created_by, created_at, daily_times, timezone, last_run_at, pending_nonce, pending_since"
-)
-
-
-def _schedule(row) -> Schedule:
-    r = list(row)
-    return Schedule(
-        id=r[0], guild_id=r[1], handle=r[2], channel_id=r[3], interval_s=r[4], jitter_s=r[5], prompt=r[6],
-        next_run_at=r[7], paused=bool(r[8]), pause_reason=r[9], created_by=r[10], created_at=r[11],
-        daily_times=r[12].split(",") if r[12] else None, timezone=r[13], last_run_at=r[14],
-        pending_nonce=r[15], pending_since=r[16],
-    )
 
 
 def next_run(schedule: Schedule, after: float, rng: Callable[[], float] = random.random) -> float:
@@ -175,103 +126,72 @@ def next_run(schedule: Schedule, after: float, rng: Callable[[], float] = random
 
 
 class Scheduler:
-    """Schedules in the registry, with a clock that tests can control."""
+    """Schedules in storage, with a clock (and jitter) that tests can control."""
 
-    def __init__(self, registry: Registry, clock: Callable[[], float] = time.time,
+    def __init__(self, storage: Storage, clock: Callable[[], float] = time.time,
                  rng: Callable[[], float] = random.random):
-        self.registry = registry
+        self.rows = storage.schedules
         self.clock = clock
         self.rng = rng
 
-    @property
-    def db(self):
-        return self.registry.db
-
-    async def add(self, *, guild_id: int, handle: str, channel_id: int, every: str | None = None,
-                  jitter: str | None = None, prompt: str = "", daily_at: str | None = None,
+    async def add(self, *, guild_id: int, handle: str, channel_id: int, every: str | int | None = None,
+                  jitter: str | int | None = None, prompt: str = "", daily_at: str | None = None,
                   timezone: str | None = None, created_by: int | None = None) -> Schedule:
         handle = normalize_handle(handle)
         interval, jitter_s, times, tz, prompt = parse_timing(every, jitter, daily_at, timezone, prompt)
-        async with self.db.execute("SELECT count(*) FROM schedules WHERE guild_id = ?", (guild_id,)) as cur:
-            (count,) = await cur.fetchone()
+        count = await self.rows.count(guild_id)
         if count >= MAX_SCHEDULES_PER_GUILD:
             raise UserError(f"This server already has {count} schedules (the limit is {MAX_SCHEDULES_PER_GUILD}).")
         now = self.clock()
-        draft = Schedule(0, guild_id, handle, channel_id, interval, jitter_s, prompt, 0.0, False, None,
-                         created_by, now, times, tz, None, None, None)
-        first = next_run(draft, now, self.rng)
-        async with self.db.execute(
-            f"""INSERT INTO schedules (guild_id, handle, channel_id, interval_s, jitter_s, prompt, next_run_at,
-                                       created_by, created_at, daily_times, timezone)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}""",
-            (guild_id, handle, channel_id, interval, jitter_s, prompt, first, created_by, now,
-             ",".join(times) if times else None, tz),
-        ) as cur:
-            return _schedule(await cur.fetchone())
+        draft = Schedule(id=0, guild_id=guild_id, handle=handle, channel_id=channel_id, interval_s=interval,
+                         jitter_s=jitter_s, prompt=prompt, created_by=created_by, created_at=now,
+                         daily_times=times, timezone=tz)
+        draft.next_run_at = next_run(draft, now, self.rng)
+        return await self.rows.add(draft)
 
     async def get(self, guild_id: int, schedule_id: int) -> Schedule:
-        async with self.db.execute(
-            f"SELECT {_COLUMNS} FROM schedules WHERE id = ? AND guild_id = ?", (schedule_id, guild_id)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
+        schedule = await self.rows.get(guild_id, schedule_id)
+        if schedule is None:
             raise UserError(f"There is no schedule #{schedule_id} in this server. See `/autopost list`.")
-        return _schedule(row)
+        return schedule
 
     async def list(self, guild_id: int) -> list[Schedule]:
-        async with self.db.execute(f"SELECT {_COLUMNS} FROM schedules WHERE guild_id = ? ORDER BY id", (guild_id,)) as cur:
-            return [_schedule(r) for r in await cur.fetchall()]
+        return await self.rows.list(guild_id)
 
     async def pause(self, guild_id: int, schedule_id: int, reason: str | None = None) -> Schedule:
         await self.get(guild_id, schedule_id)
-        await self.db.execute("UPDATE schedules SET paused = 1, pause_reason = ? WHERE id = ? AND guild_id = ?",
-                              (reason, schedule_id, guild_id))
+        await self.rows.pause(guild_id, schedule_id, reason)
         return await self.get(guild_id, schedule_id)
 
     async def resume(self, guild_id: int, schedule_id: int) -> Schedule:
         schedule = await self.get(guild_id, schedule_id)
-        await self.db.execute(
-            "UPDATE schedules SET paused = 0, pause_reason = NULL, next_run_at = ? WHERE id = ? AND guild_id = ?",
-            (next_run(schedule, self.clock(), self.rng), schedule_id, guild_id),
-        )
+        await self.rows.resume(guild_id, schedule_id, next_run(schedule, self.clock(), self.rng))
         return await self.get(guild_id, schedule_id)
 
     async def remove(self, guild_id: int, schedule_id: int) -> Schedule:
         schedule = await self.get(guild_id, schedule_id)
-        await self.db.execute("DELETE FROM schedules WHERE id = ? AND guild_id = ?", (schedule_id, guild_id))
+        await self.rows.remove(guild_id, schedule_id)
         return schedule
 
     async def remove_for_handle(self, guild_id: int, handle: str) -> int:
-        async with self.db.execute(
-            "DELETE FROM schedules WHERE guild_id = ? AND handle = ? RETURNING id", (guild_id, handle)
-        ) as cur:
-            return len(await cur.fetchall())
+        return await self.rows.remove_for_handle(guild_id, handle)
 
     async def due(self) -> list[Schedule]:
-        async with self.db.execute(
-            f"SELECT {_COLUMNS} FROM schedules WHERE paused = 0 AND next_run_at <= ? ORDER BY next_run_at",
-            (self.clock(),),
-        ) as cur:
-            return [_schedule(r) for r in await cur.fetchall()]
+        return await self.rows.due(self.clock())
 
     async def begin_post(self, schedule: Schedule) -> str:
         """Record the nonce of the post about to be sent (kept if a previous attempt died)."""
         if schedule.pending_nonce:
             return schedule.pending_nonce
         nonce = f"s{schedule.id}r{int(schedule.next_run_at)}"[:25]
-        await self.db.execute(
-            "UPDATE schedules SET pending_nonce = ?, pending_since = ? WHERE id = ?", (nonce, self.clock(), schedule.id)
-        )
-        schedule.pending_nonce, schedule.pending_since = nonce, self.clock()
+        now = self.clock()
+        await self.rows.set_pending(schedule.id, nonce, now)
+        schedule.pending_nonce, schedule.pending_since = nonce, now
         return nonce
 
     async def finish_post(self, schedule: Schedule) -> float:
         """The post went out (or was found already sent): clear the nonce, set the next run from now."""
         now = self.clock()
         following = next_run(schedule, now, self.rng)
-        await self.db.execute(
-            "UPDATE schedules SET pending_nonce = NULL, pending_since = NULL, last_run_at = ?, next_run_at = ? "
-            "WHERE id = ?",
-            (now, following, schedule.id),
-        )
+        await self.rows.posted(schedule.id, now, following)
         return following

@@ -1,7 +1,8 @@
-"""The Discord-free core in one object: registry, model store, training queue and generator.
+"""The Discord-free core behind one door: `PersonaService`.
 
-Both the Discord bot and the CLI drive this class, so they share one behaviour: the same
-validation, the same guild scoping, the same files.
+The Discord cogs and the CLI touch the core only through its public methods, so they share one
+behaviour: the same validation, the same guild scoping, the same files. Read its method list
+top to bottom for a persona's whole life: train, generate, schedule, export, erase.
 """
 
 from __future__ import annotations
@@ -10,23 +11,25 @@ import asyncio
 import logging
 import re
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import UserError
 from .modelcard import parse_card
 from .generation import GenerationError, GenerationRequest, Generator, Sampling
-from .jobs import TrainingQueue
-from .registry import JobRecord, ModelRecord, Registry, RegistryError, clean_display_name, normalize_handle
+from .handles import RegistryError, clean_display_name, normalize_handle
+from .ingest import MIN_KEPT_CHARS, RawPost, clean_posts
+from .jobs import LOSS_CURVE_FILE, EventSink, TrainingQueue
+from .limits import MAX_EPOCHS, MAX_PROMPT_CHARS, MAX_QUEUED_JOBS_PER_GUILD, MAX_TWEETS_PER_REQUEST
+from .schedules import Scheduler, parse_timing
+from .storage import Erasure, JobRecord, ModelRecord, Post, Schedule, Storage, database_url
 from .store import ModelStore, StoreError
-from .training import TrainConfig
+from .training import TrainConfig, TrainProgress
 
 log = logging.getLogger(__name__)
 
-MAX_TWEETS_PER_REQUEST = 10
-MAX_PROMPT_CHARS = 200
-MAX_QUEUED_JOBS_PER_GUILD = 3
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 # What a causal-LM folder needs; anything else on the hub repo (TF/Flax weights...) is skipped.
 IMPORT_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "README.md"]
@@ -98,12 +101,17 @@ class GenerationBatcher:
             self.draining = False
 
 
-class Tweetalike:
-    def __init__(self, settings):
+class PersonaService:
+    """Everything the bot and the CLI may do, as methods; see the module docstring."""
+
+    def __init__(self, settings, *, clock: Callable[[], float] = time.time):
         self.settings = settings
+        self.clock = clock  # schedules read time through this, so tests can move it
         self.store = ModelStore(settings.models_dir)
-        self.registry: Registry | None = None
+        self.storage: Storage | None = None
         self.queue: TrainingQueue | None = None
+        self.scheduler: Scheduler | None = None
+        self._events: EventSink | None = None
         # Separate pools: a 20-minute training never delays an /impersonate.
         self.train_executor = ThreadPoolExecutor(settings.training_workers, thread_name_prefix="train")
         self.generate_executor = ThreadPoolExecutor(1, thread_name_prefix="generate")
@@ -119,8 +127,17 @@ class Tweetalike:
         self.batcher = GenerationBatcher(self.generator, self.generate_executor)
         self._closed = False
 
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def set_event_sink(self, sink: EventSink | None) -> None:
+        """Where training events go: `sink("training_progress", job, progress)` while a job trains
+        and `sink("training_finished", outcome)` when it ends. The bot passes `bot.dispatch`."""
+        self._events = sink
+        if self.queue is not None:
+            self.queue.emit = sink
+
     async def start(self, *, run_queue: bool = True) -> None:
-        """Open the registry; with `run_queue`, also own the store: clean up after a crash and train.
+        """Open storage; with `run_queue`, also own the store: clean up after a crash and train.
 
         Without it (the CLI's list, generate, delete) this process leaves start-up clean-up and
         the queue to the one that runs them, the bot, which may be at work at the same time.
@@ -135,11 +152,14 @@ class Tweetalike:
             except StoreError as exc:
                 raise UserError(str(exc)) from None
             await asyncio.to_thread(self.store.recover)
-        self.registry = await Registry.open(self.settings.database_path)
+        url = database_url(getattr(self.settings, "database_url", ""), self.settings.database_path)
+        self.storage = await Storage.open(url)
+        self.scheduler = Scheduler(self.storage, clock=self.clock)
         self.queue = TrainingQueue(
-            self.registry, self.store, self.train_executor, self.train_config,
+            self.storage, self.store, self.train_executor, self.train_config,
             workers=self.settings.training_workers,
         )
+        self.queue.emit = self._events
         if run_queue:
             await self.queue.start()
 
@@ -151,9 +171,12 @@ class Tweetalike:
             await self.queue.stop()
         self.train_executor.shutdown(wait=False, cancel_futures=True)
         self.generate_executor.shutdown(wait=False, cancel_futures=True)
-        if self.registry is not None:
-            await self.registry.close()
+        if self.storage is not None:
+            await self.storage.close()
         self.store.unlock_maintenance()
+
+    async def integrity_check(self) -> str:
+        return await self.storage.integrity_check()
 
     def train_config(self, job: JobRecord) -> TrainConfig:
         s = self.settings
@@ -164,7 +187,7 @@ class Tweetalike:
             seed=s.train_seed, max_steps=s.train_max_steps, checkpoint_seconds=s.train_checkpoint_seconds,
         )
 
-    # -- training -----------------------------------------------------------------------------
+    # -- train --------------------------------------------------------------------------------
 
     async def submit_training(
         self,
@@ -187,12 +210,12 @@ class Tweetalike:
         if method not in ("lora", "full"):
             raise UserError("The method must be `lora` or `full`.")
         epochs = epochs or self.settings.train_epochs
-        if not 1 <= epochs <= 20:
-            raise UserError("Epochs must be between 1 and 20.")
+        if not 1 <= epochs <= MAX_EPOCHS:
+            raise UserError(f"Epochs must be between 1 and {MAX_EPOCHS}.")
         if avatar_url and not avatar_url.startswith(("https://", "http://")):
             raise UserError("The avatar must be an http(s) image URL.")
         await self.ensure_can_queue(guild_id, handle)
-        job = await self.registry.create_job(
+        job = await self.storage.jobs.create(
             guild_id=guild_id, handle=handle, display_name=clean_display_name(display_name, handle),
             avatar_url=avatar_url, base_model=base_model or self.settings.base_model, method=method,
             epochs=epochs, corpus=tweets, stats=stats, requested_by=requested_by, channel_id=channel_id,
@@ -201,64 +224,136 @@ class Tweetalike:
         self.queue.notify()
         return job
 
+    async def submit_member_training(self, *, guild_id: int, handle: str, member_id: int, member_mention: str,
+                                     display_name: str, avatar_url: str | None, requested_by: int,
+                                     channel_id: int | None) -> tuple[JobRecord, int]:
+        """Queue a persona trained on the member's collected messages here; returns (job, messages used)."""
+        tweets, stats = clean_posts([RawPost(t) for t in await self.collected_messages(guild_id, member_id)])
+        chars = sum(len(t) for t in tweets)
+        if chars < MIN_KEPT_CHARS:
+            raise UserError(f"Only {stats.kept} usable messages from {member_mention} here "
+                            f"({chars:,} characters; {MIN_KEPT_CHARS:,} are needed).")
+        job = await self.submit_training(
+            guild_id=guild_id, handle=handle, tweets=tweets, stats=stats.as_dict(), display_name=display_name,
+            avatar_url=avatar_url, requested_by=requested_by, channel_id=channel_id, source_user_id=member_id,
+        )
+        return job, stats.kept
+
     async def ensure_can_queue(self, guild_id: int, handle: str) -> None:
         """Refuse early (before a download) what submit_training would refuse."""
-        if await self.registry.active_job_for_handle(guild_id, handle):
+        if await self.storage.jobs.active_for_handle(guild_id, handle):
             raise UserError(f"`{handle}` is already queued or training here; wait for it or cancel it first.")
-        active = await self.registry.list_jobs(guild_id, active_only=True)
+        active = await self.storage.jobs.list(guild_id, active_only=True)
         if len(active) >= MAX_QUEUED_JOBS_PER_GUILD:
             raise UserError(
                 f"This server already has {len(active)} trainings queued; wait for one to finish."
             )
 
+    async def list_jobs(self, guild_id: int, *, active_only: bool = False, limit: int = 20) -> list[JobRecord]:
+        return await self.storage.jobs.list(guild_id, active_only=active_only, limit=limit)
+
+    async def get_job(self, guild_id: int, job_id: int) -> JobRecord | None:
+        return await self.storage.jobs.get(guild_id, job_id)
+
+    async def jobs_ahead(self, job_id: int) -> int:
+        """How many jobs run or wait before this one (0 = it is next or running)."""
+        return await self.storage.jobs.position(job_id)
+
+    def job_progress(self, job_id: int) -> TrainProgress | None:
+        """The live progress of a job this process is training (None when it is not running here)."""
+        return self.queue.progress_of(job_id)
+
+    def recovered_jobs(self) -> list[JobRecord]:
+        """Jobs a previous process left running, queued again at start-up."""
+        return list(self.queue.recovered)
+
+    def resume_step(self, job_id: int) -> int | None:
+        """The checkpoint step a recovered job resumes from (None: it starts over)."""
+        return self.queue.resume_step(job_id)
+
     async def cancel_job(self, guild_id: int, job_id: int) -> str:
-        job = await self.registry.get_job(guild_id, job_id)
+        job = await self.storage.jobs.get(guild_id, job_id)
         if job is None:
             raise UserError(f"There is no training job #{job_id} in this server.")
         if job.state == "running" and self.queue.cancel_running(job_id):
             return "cancelling"
-        if job.state == "queued" and await self.registry.cancel_queued_job(guild_id, job_id):
+        if job.state == "queued" and await self.storage.jobs.cancel_queued(guild_id, job_id):
             return "cancelled"
         raise UserError(f"Job #{job_id} is already {job.state}.")
 
-    # -- models -------------------------------------------------------------------------------
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until no training is queued or running (the CLI and tests)."""
+        await self.queue.wait_idle(timeout)
+
+    # -- personas -----------------------------------------------------------------------------
 
     async def get_model(self, guild_id: int, handle: str) -> ModelRecord:
+        """A ready persona of this guild, or a UserError that says why not."""
         handle = normalize_handle(handle)
-        model = await self.registry.get_model(guild_id, handle)
+        model = await self.storage.models.get(guild_id, handle)
         if model is not None and model.status == "ready":
             return model
-        job = await self.registry.active_job_for_handle(guild_id, handle)
+        job = await self.storage.jobs.active_for_handle(guild_id, handle)
         if job is not None:
             raise UserError(f"`{handle}` is still training (job #{job.id}, {job.state}); try again when it is done.")
         if model is not None:
             raise UserError(f"`{handle}` is {model.status} and cannot be used.")
         raise RegistryError(f"There is no model called `{handle}` in this server. See `/models list`.")
 
+    async def find_model(self, guild_id: int, handle: str) -> ModelRecord | None:
+        """The guild's persona of that handle in whatever state, or None (no checks, no errors)."""
+        return await self.storage.models.get(guild_id, handle)
+
+    async def list_models(self, guild_id: int) -> list[ModelRecord]:
+        return await self.storage.models.list(guild_id)
+
+    async def search_models(self, guild_id: int, prefix: str, limit: int = 25) -> list[ModelRecord]:
+        """Ready personas whose handle or name starts with `prefix` (autocomplete)."""
+        return await self.storage.models.search(guild_id, prefix, limit)
+
     def model_location(self, model: ModelRecord) -> str:
         return str(self.store.resolve(model.path))
 
-    async def generate(self, guild_id: int, handle: str, prompt: str = "", n: int = 5) -> tuple[ModelRecord, list[str]]:
-        prompt = check_request(prompt, n)
-        model = await self.get_model(guild_id, handle)
-        try:
-            tweets = await self.batcher.submit(GenerationRequest(self.model_location(model), prompt, n))
-        except GenerationError as exc:
-            raise UserError(str(exc)) from exc
-        return model, tweets
+    def loss_curve(self, model: ModelRecord) -> Path | None:
+        """The persona's loss-curve picture, when its training drew one."""
+        path = self.store.resolve(model.path) / LOSS_CURVE_FILE
+        return path if path.is_file() else None
 
-    async def list_models(self, guild_id: int) -> list[ModelRecord]:
-        return await self.registry.list_models(guild_id)
+    async def model_folder(self, guild_id: int, handle: str) -> tuple[ModelRecord, Path]:
+        """The persona and its folder, a Hugging Face model folder with its card (export)."""
+        model = await self.get_model(guild_id, handle)
+        return model, self.store.resolve(model.path)
 
     async def delete_model(self, guild_id: int, handle: str) -> ModelRecord:
         handle = normalize_handle(handle)
-        model = await self.registry.delete_model(guild_id, handle)
+        model = await self.storage.models.delete(guild_id, handle)
         if model is None:
             raise RegistryError(f"There is no model called `{handle}` in this server.")
         location = self.model_location(model)
         await asyncio.get_running_loop().run_in_executor(self.generate_executor, self.generator.forget, location)
         await asyncio.to_thread(self.store.remove, guild_id, handle)  # not behind a training
         return model
+
+    # -- generate -----------------------------------------------------------------------------
+
+    async def generate(self, guild_id: int, handle: str, prompt: str = "", n: int = 5) -> tuple[ModelRecord, list[str]]:
+        """Check the request, then write `n` posts in the persona's voice."""
+        model, prompt = await self.check_generation(guild_id, handle, prompt, n)
+        return model, await self.write_posts(model, prompt, n)
+
+    async def check_generation(self, guild_id: int, handle: str, prompt: str | None,
+                               n: int) -> tuple[ModelRecord, str]:
+        """The first half of `generate`, for callers that answer differently once it passed:
+        the ready persona and the prompt with its whitespace collapsed, or a UserError."""
+        prompt = check_request(prompt, n)
+        return await self.get_model(guild_id, handle), prompt
+
+    async def write_posts(self, model: ModelRecord, prompt: str, n: int) -> list[str]:
+        """The second half of `generate`: the posts, for a request `check_generation` accepted."""
+        try:
+            return await self.batcher.submit(GenerationRequest(self.model_location(model), prompt, n))
+        except GenerationError as exc:
+            raise UserError(str(exc)) from exc
 
     # -- hub import and export ------------------------------------------------------------------
 
@@ -271,7 +366,7 @@ class Tweetalike:
         """
         repo = check_hub_id(repo)
         handle = normalize_handle(handle or repo.split("/", 1)[1].replace("-", "_"))
-        if await self.registry.get_model(guild_id, handle):
+        if await self.storage.models.get(guild_id, handle):
             raise UserError(f"`{handle}` already exists here; delete it first or pick another handle.")
         await self.ensure_can_queue(guild_id, handle)
         staging = await asyncio.to_thread(self.store.new_staging_dir, guild_id, handle)
@@ -292,7 +387,7 @@ class Tweetalike:
             path=self.store.relative(final), stats=card.stats,
             metrics={"source": repo, "adapter": info.get("adapter", False)}, created_by=created_by,
         )
-        return await self.registry.save_model(model)
+        return await self.storage.models.save(model)
 
     def _fetch_into(self, repo: str, target: Path) -> None:
         mirror = Path(self.settings.hf_local_mirror) / repo if self.settings.hf_local_mirror else None
@@ -329,6 +424,121 @@ class Tweetalike:
             raise UserError("That model is not a text-generation model (GPT-2 style).")
         return {"adapter": False, "base_model": getattr(config, "_name_or_path", None)}
 
-    async def model_folder(self, guild_id: int, handle: str) -> tuple[ModelRecord, Path]:
+    # -- schedule -----------------------------------------------------------------------------
+
+    async def add_schedule(self, *, guild_id: int, handle: str, channel_id: int, every: str | int | None = None,
+                           jitter: str | int | None = None, prompt: str = "", daily_at: str | None = None,
+                           timezone: str | None = None, created_by: int | None = None) -> tuple[ModelRecord, Schedule]:
+        """A persona posts on its own, every interval (seconds or '2h') or at times of day."""
+        parse_timing(every, jitter, daily_at, timezone, prompt or "")  # option errors first, whatever the handle
         model = await self.get_model(guild_id, handle)
-        return model, self.store.resolve(model.path)
+        schedule = await self.scheduler.add(
+            guild_id=guild_id, handle=model.handle, channel_id=channel_id, every=every, jitter=jitter,
+            prompt=prompt, daily_at=daily_at, timezone=timezone, created_by=created_by,
+        )
+        return model, schedule
+
+    async def list_schedules(self, guild_id: int) -> list[Schedule]:
+        return await self.scheduler.list(guild_id)
+
+    async def pause_schedule(self, guild_id: int, schedule_id: int, reason: str | None = None) -> Schedule:
+        return await self.scheduler.pause(guild_id, schedule_id, reason)
+
+    async def resume_schedule(self, guild_id: int, schedule_id: int) -> Schedule:
+        return await self.scheduler.resume(guild_id, schedule_id)
+
+    async def remove_schedule(self, guild_id: int, schedule_id: int) -> Schedule:
+        return await self.scheduler.remove(guild_id, schedule_id)
+
+    async def due_schedules(self) -> list[Schedule]:
+        """Every guild's schedules whose time has come (the bot's tick)."""
+        return await self.scheduler.due()
+
+    async def begin_scheduled_post(self, schedule: Schedule) -> str:
+        """The nonce to send the post with, stored before it is sent (crash-safe posting)."""
+        return await self.scheduler.begin_post(schedule)
+
+    async def finish_scheduled_post(self, schedule: Schedule) -> float:
+        """The post went out: clear the nonce; returns the next run time."""
+        return await self.scheduler.finish_post(schedule)
+
+    # -- members' voices and consent -----------------------------------------------------------
+
+    async def set_consent(self, user_id: int, opted_in: bool) -> None:
+        await self.storage.members.set_consent(user_id, opted_in)
+
+    async def opted_in(self, user_id: int) -> bool:
+        return await self.storage.members.opted_in(user_id)
+
+    async def history_cursor(self, guild_id: int, user_id: int, channel_id: int) -> tuple[int | None, bool]:
+        """Where reading a member's history in a channel goes on: (before this message id, finished)."""
+        return await self.storage.members.cursor(guild_id, user_id, channel_id)
+
+    async def save_history_page(self, guild_id: int, user_id: int, channel_id: int,
+                                messages: list[tuple[int, str]], before_id: int | None, finished: bool) -> None:
+        await self.storage.members.save_page(guild_id, user_id, channel_id, messages, before_id, finished)
+
+    async def collected_messages(self, guild_id: int, user_id: int) -> list[str]:
+        return await self.storage.members.collected(guild_id, user_id)
+
+    async def set_channel_excluded(self, guild_id: int, channel_id: int, excluded: bool) -> None:
+        """Keep a channel out of (or back in) member-history training."""
+        await self.storage.members.set_channel_excluded(guild_id, channel_id, excluded)
+
+    async def excluded_channels(self, guild_id: int) -> set[int]:
+        return await self.storage.members.excluded_channels(guild_id)
+
+    async def personas_using(self, user_id: int, guild_id: int | None = None) -> list[tuple[int, str]]:
+        """(guild, handle) of every persona trained on this member's messages."""
+        return await self.storage.models.using(user_id, guild_id)
+
+    async def erase_voice(self, user_id: int, guild_id: int | None = None) -> Erasure:
+        """Delete the member's personas (in one guild or all), their schedules, pending trainings
+        on their messages and the collected text."""
+        report = Erasure()
+        for g, handle in await self.personas_using(user_id, guild_id):
+            if await self.storage.models.get(g, handle) is not None:
+                await self.delete_model(g, handle)
+                report.personas.append((g, handle))
+            report.schedules += await self.scheduler.remove_for_handle(g, handle)
+        for job in await self.storage.jobs.active_for_source(user_id, guild_id):
+            if job.state == "running":
+                self.queue.cancel_running(job.id)
+            else:
+                await self.storage.jobs.cancel_queued(job.guild_id, job.id)
+            report.jobs_cancelled += 1
+        report.messages = await self.storage.members.forget(user_id, guild_id)
+        return report
+
+    async def opt_out(self, user_id: int) -> Erasure:
+        """Withdraw consent: erase the member's voice everywhere."""
+        await self.set_consent(user_id, False)
+        return await self.erase_voice(user_id)
+
+    # -- guild options and the post log ---------------------------------------------------------
+
+    async def persona_webhooks(self, guild_id: int) -> bool:
+        """Whether answers go out through a webhook with the persona's name and avatar."""
+        return await self.storage.guilds.persona_webhooks(guild_id)
+
+    async def set_persona_webhooks(self, guild_id: int, enabled: bool) -> None:
+        await self.storage.guilds.set_persona_webhooks(guild_id, enabled)
+
+    async def channel_webhook(self, channel_id: int) -> tuple[int, str] | None:
+        """The (id, token) of the webhook this bot made in the channel, if any."""
+        return await self.storage.guilds.webhook(channel_id)
+
+    async def save_channel_webhook(self, guild_id: int, channel_id: int, webhook_id: int, token: str) -> None:
+        await self.storage.guilds.save_webhook(guild_id, channel_id, webhook_id, token)
+
+    async def forget_channel_webhook(self, channel_id: int) -> None:
+        await self.storage.guilds.forget_webhook(channel_id)
+
+    async def record_post(self, *, message_id: int, guild_id: int, channel_id: int, handle: str,
+                          requested_by: int | None = None, schedule_id: int | None = None) -> None:
+        """Log a generated message, for "Who made this?"."""
+        await self.storage.guilds.record_post(message_id=message_id, guild_id=guild_id, channel_id=channel_id,
+                                              handle=handle, requested_by=requested_by, schedule_id=schedule_id)
+
+    async def find_post(self, guild_id: int, message_id: int) -> Post | None:
+        return await self.storage.guilds.post(guild_id, message_id)

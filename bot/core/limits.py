@@ -1,0 +1,9 @@
+"""Limits on what a user may ask for, shared by the core's checks and the Discord options."""
+
+MAX_PROMPT_CHARS = 200  # a generation or schedule prompt
+MAX_TWEETS_PER_REQUEST = 10
+MAX_QUEUED_JOBS_PER_GUILD = 3
+MAX_SCHEDULES_PER_GUILD = 25
+MIN_INTERVAL = 5 * 60  # seconds between auto-posts
+MAX_INTERVAL = 7 * 24 * 3600
+MAX_EPOCHS = 20
