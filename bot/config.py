@@ -81,6 +81,7 @@ SETTINGS: list[Setting] = [
     Setting("DEV_GUILD_ID", "dev_guild_id", "", _optional_int, "If set, slash commands are synced to this guild instantly instead of globally."),
     Setting("MESSAGE_CONTENT_INTENT", "message_content_intent", "false", _bool, "Request the privileged Message Content intent (needed to train on members' messages; enable it in the developer portal too)."),
     Setting("DATABASE_PATH", "database_path", "data/bot.db", _str, "SQLite registry of models, jobs and schedules."),
+    Setting("DATABASE_URL", "database_url", "", _str, "postgresql://user:password@host/db to keep the registry in PostgreSQL instead of the SQLite file (needs requirements-scale.txt)."),
     Setting("MODELS_DIR", "models_dir", "models", _str, "Where fine-tuned models are stored, one folder per guild and handle."),
     Setting("BASE_MODEL", "base_model", "gpt2", _str, "Model to fine-tune: a Hugging Face hub id or a local path."),
     Setting("TRAIN_METHOD", "train_method", "lora", _choice("lora", "full"), "lora (small adapters, default) or full fine-tuning."),
@@ -117,6 +118,7 @@ class Settings:
     dev_guild_id: int | None
     message_content_intent: bool
     database_path: str
+    database_url: str
     models_dir: str
     base_model: str
     train_method: str

@@ -43,6 +43,34 @@ def settings(tmp_path, tiny_base_model):
     return load_settings(env)
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session, or a skip that says what is missing."""
+    from tests.postgres import PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql; .ci/run does it)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install -r requirements-scale.txt)")
+    server = PostgresServer(bin_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """The same test on both dialects: a SQLite file, then a fresh PostgreSQL database."""
+    from bot.core.storage import database_url
+
+    if request.param == "sqlite":
+        return database_url("", tmp_path / "db" / "bot.db")
+    return database_url(request.getfixturevalue("postgres_server").new_database(), "")
+
+
 def shared_corpus(name: str) -> Path:
     path = SHARED_TWEETS / name
     if not path.is_file():

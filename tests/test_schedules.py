@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.core.errors import UserError
-from bot.core.storage import Storage, database_url
+from bot.core.storage import Storage
 from bot.core.schedules import Scheduler, parse_daily_times, parse_duration, parse_interval, parse_timezone
 
 
@@ -19,8 +19,8 @@ class Clock:
 
 
 @pytest.fixture
-async def scheduler(tmp_path):
-    storage = await Storage.open(database_url("", tmp_path / "bot.db"))
+async def scheduler(db_url):
+    storage = await Storage.open(db_url)  # SQLite and PostgreSQL
     clock = Clock()
     yield Scheduler(storage, clock=clock, rng=lambda: 0.5)
     await storage.close()

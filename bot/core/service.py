@@ -152,7 +152,7 @@ class PersonaService:
             except StoreError as exc:
                 raise UserError(str(exc)) from None
             await asyncio.to_thread(self.store.recover)
-        url = database_url(getattr(self.settings, "database_url", ""), self.settings.database_path)
+        url = database_url(self.settings.database_url, self.settings.database_path)
         self.storage = await Storage.open(url)
         self.scheduler = Scheduler(self.storage, clock=self.clock)
         self.queue = TrainingQueue(

@@ -1,0 +1,191 @@
+"""The storage layer on both dialects: a SQLite file (the default) and a real PostgreSQL server."""
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from bot.core.handles import RegistryError, normalize_handle
+from bot.core.storage import SCHEMA_VERSION, ModelRecord, Storage, database_url
+
+
+@pytest.fixture
+async def storage(db_url):
+    opened = await Storage.open(db_url)
+    yield opened
+    await opened.close()
+
+
+def model(guild_id: int, handle: str, **kw) -> ModelRecord:
+    return ModelRecord(guild_id=guild_id, handle=handle, display_name=handle.title(), base_model="gpt2",
+                       method="lora", path=f"{guild_id}/{handle}", **kw)
+
+
+async def new_job(storage: Storage, guild_id: int = 1, handle: str = "alice", corpus=("one", "two")):
+    return await storage.jobs.create(guild_id=guild_id, handle=handle, display_name=handle.title(),
+                                     base_model="gpt2", method="lora", epochs=4, corpus=list(corpus),
+                                     stats={"kept": len(corpus)})
+
+
+async def test_migrations_applied_and_reopening_keeps_data(storage, db_url):
+    assert await storage.schema_version() == SCHEMA_VERSION
+    assert await storage.integrity_check() == "ok"
+    if storage.dialect == "sqlite":
+        assert await storage.db.journal_mode() == "wal"
+    # Re-opening an up-to-date database applies nothing and keeps the data.
+    await storage.models.save(model(1, "alice"))
+    again = await Storage.open(db_url)
+    assert [m.handle for m in await again.models.list(1)] == ["alice"]
+    assert await again.schema_version() == SCHEMA_VERSION
+    await again.close()
+
+
+async def test_models_are_scoped_by_guild(storage):
+    snowflake = 1_234_567_890_123_456_789  # Discord ids need 64 bits
+    await storage.models.save(model(1, "alice", stats={"kept": 10}))
+    await storage.models.save(model(snowflake, "bob", created_by=snowflake))
+    assert [m.handle for m in await storage.models.list(1)] == ["alice"]
+    assert await storage.models.get(snowflake, "alice") is None
+    assert await storage.models.delete(snowflake, "alice") is None
+    assert await storage.models.get(1, "alice") is not None
+    assert [m.handle for m in await storage.models.search(snowflake, "")] == ["bob"]
+    assert (await storage.models.get(snowflake, "bob")).created_by == snowflake
+    assert (await storage.models.get(1, "alice")).stats == {"kept": 10}
+
+
+async def test_retraining_replaces_the_row(storage):
+    first = await storage.models.save(model(1, "alice", metrics={"val_loss": 3.0}))
+    second = await storage.models.save(model(1, "alice", metrics={"val_loss": 2.0}))
+    assert first.id == second.id
+    assert (await storage.models.get(1, "alice")).metrics == {"val_loss": 2.0}
+
+
+async def test_search_escapes_like_wildcards(storage):
+    await storage.models.save(model(1, "a_b"))
+    await storage.models.save(model(1, "axb"))
+    assert [m.handle for m in await storage.models.search(1, "a_")] == ["a_b"]
+    assert await storage.models.search(1, "%") == []
+
+
+async def test_job_lifecycle_and_restart_recovery(storage):
+    job = await new_job(storage)
+    assert job.state == "queued"
+    assert (await storage.jobs.active_for_handle(1, "alice")).id == job.id
+    claimed = await storage.jobs.claim_next()
+    assert claimed.id == job.id and claimed.state == "running"
+    assert await storage.jobs.claim_next() is None
+    # A crash leaves it running; the next start puts it back in the queue.
+    recovered = await storage.jobs.requeue_interrupted()
+    assert [j.id for j in recovered] == [job.id]
+    again = await storage.jobs.get(1, job.id)
+    assert again.state == "queued" and again.interrupted == 1
+    assert await storage.jobs.corpus(job.id) == ["one", "two"]
+    await storage.jobs.claim_next()
+    await storage.jobs.finish(job.id, "done")
+    done = await storage.jobs.get(1, job.id)
+    assert done.state == "done" and done.finished_at
+    assert await storage.jobs.corpus(job.id) == []  # the corpus is not kept after training
+    assert await storage.jobs.get(2, job.id) is None  # other guilds cannot see it
+
+
+async def test_claims_from_two_connections_take_each_job_once(storage, db_url):
+    """Two processes' queues on one database: every job is claimed exactly once, oldest first."""
+    other = await Storage.open(db_url)
+    try:
+        created = [await new_job(storage, handle=f"p{i}") for i in range(8)]
+        claims = await asyncio.gather(*(s.jobs.claim_next() for _ in range(6) for s in (storage, other)))
+        claimed = sorted(job.id for job in claims if job is not None)
+        assert claimed == [job.id for job in created]
+        assert await storage.jobs.active_count() == 8 and await storage.jobs.claim_next() is None
+    finally:
+        await other.close()
+
+
+async def test_cancel_queued_job_is_guild_scoped(storage):
+    job = await new_job(storage, corpus=["x"])
+    assert not await storage.jobs.cancel_queued(2, job.id)
+    assert await storage.jobs.cancel_queued(1, job.id)
+    assert (await storage.jobs.get(1, job.id)).state == "cancelled"
+    assert await storage.jobs.position(job.id + 1) == 0
+
+
+async def test_members_and_guild_records(storage):
+    await storage.members.set_consent(7, True)
+    await storage.members.set_consent(7, True)  # an upsert, not a duplicate
+    assert await storage.members.opted_in(7) and not await storage.members.opted_in(8)
+    await storage.members.save_page(1, 7, 10, [(100, "one"), (101, "two")], before_id=100, finished=False)
+    await storage.members.save_page(1, 7, 10, [(101, "two")], before_id=99, finished=True)  # overlap: kept once
+    await storage.members.save_page(2, 7, 20, [(200, "elsewhere")], before_id=None, finished=True)
+    assert await storage.members.collected(1, 7) == ["one", "two"]
+    assert await storage.members.cursor(1, 7, 10) == (99, True)
+    assert await storage.members.forget(7, guild_id=1) == 2
+    assert await storage.members.collected(2, 7) == ["elsewhere"]
+    await storage.members.set_channel_excluded(1, 10, True)
+    await storage.members.set_channel_excluded(1, 10, True)
+    assert await storage.members.excluded_channels(1) == {10} and await storage.members.excluded_channels(2) == set()
+    await storage.guilds.set_persona_webhooks(1, True)
+    assert await storage.guilds.persona_webhooks(1) and not await storage.guilds.persona_webhooks(2)
+    await storage.guilds.save_webhook(1, 10, 555, "token")
+    await storage.guilds.save_webhook(1, 10, 556, "token2")
+    assert await storage.guilds.webhook(10) == (556, "token2")
+    await storage.guilds.record_post(message_id=900, guild_id=1, channel_id=10, handle="alice", requested_by=7)
+    assert (await storage.guilds.post(1, 900)).handle == "alice"
+    assert await storage.guilds.post(2, 900) is None
+
+
+async def test_database_file_is_real_sqlite(tmp_path):
+    path = tmp_path / "bot.db"
+    storage = await Storage.open(database_url("", path))
+    await storage.models.save(model(5, "carol"))
+    await storage.close()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT handle FROM models WHERE guild_id = 5").fetchall() == [("carol",)]
+    assert con.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    con.close()
+
+
+async def test_a_first_release_sqlite_file_is_upgraded(tmp_path):
+    """A database written by the first schema (version 1) gains the later tables and columns."""
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE models (id INTEGER PRIMARY KEY, guild_id INTEGER NOT NULL, handle TEXT NOT NULL,
+            display_name TEXT NOT NULL, avatar_url TEXT, base_model TEXT NOT NULL, method TEXT NOT NULL,
+            path TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'ready', stats_json TEXT NOT NULL DEFAULT '{}',
+            metrics_json TEXT NOT NULL DEFAULT '{}', created_by INTEGER, created_at REAL NOT NULL,
+            updated_at REAL NOT NULL, UNIQUE (guild_id, handle));
+        CREATE TABLE training_jobs (id INTEGER PRIMARY KEY, guild_id INTEGER NOT NULL, handle TEXT NOT NULL,
+            display_name TEXT NOT NULL, avatar_url TEXT, base_model TEXT NOT NULL, method TEXT NOT NULL,
+            epochs INTEGER NOT NULL, requested_by INTEGER, channel_id INTEGER, corpus_json TEXT NOT NULL,
+            stats_json TEXT NOT NULL DEFAULT '{}', state TEXT NOT NULL DEFAULT 'queued',
+            progress_json TEXT NOT NULL DEFAULT '{}', error TEXT, interrupted INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL, started_at REAL, finished_at REAL);
+        CREATE TABLE schedules (id INTEGER PRIMARY KEY, guild_id INTEGER NOT NULL, handle TEXT NOT NULL,
+            channel_id INTEGER NOT NULL, interval_s INTEGER NOT NULL, jitter_s INTEGER NOT NULL DEFAULT 0,
+            prompt TEXT NOT NULL DEFAULT '', next_run_at REAL NOT NULL, paused INTEGER NOT NULL DEFAULT 0,
+            pause_reason TEXT, created_by INTEGER, created_at REAL NOT NULL);
+        INSERT INTO models (guild_id, handle, display_name, base_model, method, path, created_at, updated_at)
+            VALUES (1, 'old', 'Old', 'gpt2', 'lora', '1/old', 0, 0);
+        PRAGMA user_version = 1;
+    """)
+    con.close()
+    storage = await Storage.open(database_url("", path))
+    try:
+        assert await storage.schema_version() == SCHEMA_VERSION
+        assert [m.handle for m in await storage.models.list(1)] == ["old"]
+        job = await new_job(storage)
+        assert job.source_user_id is None
+        await storage.members.set_consent(1, True)
+    finally:
+        await storage.close()
+
+
+@pytest.mark.parametrize("raw,expected", [("@JS_Thrill", "js_thrill"), ("  bob ", "bob"), ("a-b", "a-b"), ("a-b-c", "a-b-c")])
+def test_normalize_handle_accepts(raw, expected):
+    assert normalize_handle(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "has space", "😀", "../etc", "a" * 200, "x'; DROP TABLE models;--", "@everyone!", "a-b-c-d", "a/b", "."])
+def test_normalize_handle_refuses(raw):
+    with pytest.raises(RegistryError):
+        normalize_handle(raw)
