@@ -16,9 +16,9 @@ from pathlib import Path
 
 from .config import SettingsError, load_settings
 from .core.errors import UserError
+from .core.handles import RegistryError
 from .core.ingest import IngestError, ingest_path
 from .core.jobs import JobOutcome
-from .core.handles import RegistryError
 from .core.service import PersonaService
 from .core.training import TrainProgress
 from .logs import quiet_libraries

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import discord
 import yarl
@@ -13,8 +13,8 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from .config import Settings
-from .health import heartbeat_path
 from .core.service import PersonaService
+from .health import heartbeat_path
 from .ui import send_error, user_message_for
 
 log = logging.getLogger(__name__)

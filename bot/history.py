@@ -31,8 +31,14 @@ class MemberTrainer:
         self.bot = bot
         self.core = bot.core
 
-    async def train(self, interaction: discord.Interaction, member: discord.abc.User, *, requested_by: int,
-                    handle: str | None = None) -> None:
+    async def train(
+        self,
+        interaction: discord.Interaction,
+        member: discord.abc.User,
+        *,
+        requested_by: int,
+        handle: str | None = None,
+    ) -> None:
         """Consent, intent, collection, then the queue; the reply says what was queued."""
         if member.bot:
             raise UserError("Bots have no voice to learn.")
@@ -45,26 +51,37 @@ class MemberTrainer:
         await defer_public(interaction)
         await self.collect(interaction, member)
         job, kept = await self.core.submit_member_training(
-            guild_id=interaction.guild_id, handle=handle, member_id=member.id, member_mention=member.mention,
-            display_name=getattr(member, "display_name", member.name), avatar_url=member.display_avatar.url,
-            requested_by=requested_by, channel_id=interaction.channel_id,
+            guild_id=interaction.guild_id,
+            handle=handle,
+            member_id=member.id,
+            member_mention=member.mention,
+            display_name=getattr(member, "display_name", member.name),
+            avatar_url=member.display_avatar.url,
+            requested_by=requested_by,
+            channel_id=interaction.channel_id,
         )
         interaction.extras["answered"] = True
         await interaction.edit_original_response(
-            content=f"Collected {kept} messages from {member.mention}; training `@{handle}` is queued (job #{job.id}).",
-            allowed_mentions=NO_PINGS)
+            content=f"Collected {kept} messages from {member.mention}; "
+            f"training `@{handle}` is queued (job #{job.id}).",
+            allowed_mentions=NO_PINGS,
+        )
 
     async def sources(self, guild: discord.Guild) -> list[discord.abc.Messageable]:
         """Readable, non-NSFW text channels and active threads the guild did not exclude."""
         excluded = await self.core.excluded_channels(guild.id)
         me = guild.me
         sources: list[discord.abc.Messageable] = [
-            c for c in guild.text_channels
+            c
+            for c in guild.text_channels
             if not c.is_nsfw() and c.id not in excluded and c.permissions_for(me).read_message_history
         ]
         try:
-            sources += [t for t in await guild.active_threads()
-                        if t.parent_id not in excluded and not (t.parent and t.parent.is_nsfw())]
+            sources += [
+                t
+                for t in await guild.active_threads()
+                if t.parent_id not in excluded and not (t.parent and t.parent.is_nsfw())
+            ]
         except discord.HTTPException:
             pass
         return sources
@@ -90,12 +107,18 @@ class MemberTrainer:
                 if time.monotonic() - last_update > 3:
                     last_update = time.monotonic()
                     await interaction.edit_original_response(
-                        content=f"Reading history: channel {index + 1}/{len(sources)}, {total} messages found...")
+                        content=f"Reading history: channel {index + 1}/{len(sources)}, "
+                        f"{total} messages found..."
+                    )
                 await asyncio.sleep(0)
 
     @staticmethod
     def usable(message: discord.Message, member: discord.abc.User) -> bool:
         """The member's own ordinary message, not a command for some bot."""
-        return (message.author.id == member.id and not message.author.bot
-                and message.type == discord.MessageType.default
-                and bool(message.content) and not message.content.startswith(COMMAND_PREFIXES))
+        return (
+            message.author.id == member.id
+            and not message.author.bot
+            and message.type == discord.MessageType.default
+            and bool(message.content)
+            and not message.content.startswith(COMMAND_PREFIXES)
+        )

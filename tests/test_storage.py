@@ -17,14 +17,28 @@ async def storage(db_url):
 
 
 def model(guild_id: int, handle: str, **kw) -> ModelRecord:
-    return ModelRecord(guild_id=guild_id, handle=handle, display_name=handle.title(), base_model="gpt2",
-                       method="lora", path=f"{guild_id}/{handle}", **kw)
+    return ModelRecord(
+        guild_id=guild_id,
+        handle=handle,
+        display_name=handle.title(),
+        base_model="gpt2",
+        method="lora",
+        path=f"{guild_id}/{handle}",
+        **kw,
+    )
 
 
 async def new_job(storage: Storage, guild_id: int = 1, handle: str = "alice", corpus=("one", "two")):
-    return await storage.jobs.create(guild_id=guild_id, handle=handle, display_name=handle.title(),
-                                     base_model="gpt2", method="lora", epochs=4, corpus=list(corpus),
-                                     stats={"kept": len(corpus)})
+    return await storage.jobs.create(
+        guild_id=guild_id,
+        handle=handle,
+        display_name=handle.title(),
+        base_model="gpt2",
+        method="lora",
+        epochs=4,
+        corpus=list(corpus),
+        stats={"kept": len(corpus)},
+    )
 
 
 async def test_migrations_applied_and_reopening_keeps_data(storage, db_url):
@@ -114,7 +128,9 @@ async def test_members_and_guild_records(storage):
     await storage.members.set_consent(7, True)  # an upsert, not a duplicate
     assert await storage.members.opted_in(7) and not await storage.members.opted_in(8)
     await storage.members.save_page(1, 7, 10, [(100, "one"), (101, "two")], before_id=100, finished=False)
-    await storage.members.save_page(1, 7, 10, [(101, "two")], before_id=99, finished=True)  # overlap: kept once
+    await storage.members.save_page(
+        1, 7, 10, [(101, "two")], before_id=99, finished=True
+    )  # overlap: kept once
     await storage.members.save_page(2, 7, 20, [(200, "elsewhere")], before_id=None, finished=True)
     assert await storage.members.collected(1, 7) == ["one", "two"]
     assert await storage.members.cursor(1, 7, 10) == (99, True)
@@ -122,13 +138,18 @@ async def test_members_and_guild_records(storage):
     assert await storage.members.collected(2, 7) == ["elsewhere"]
     await storage.members.set_channel_excluded(1, 10, True)
     await storage.members.set_channel_excluded(1, 10, True)
-    assert await storage.members.excluded_channels(1) == {10} and await storage.members.excluded_channels(2) == set()
+    assert (
+        await storage.members.excluded_channels(1) == {10}
+        and await storage.members.excluded_channels(2) == set()
+    )
     await storage.guilds.set_persona_webhooks(1, True)
     assert await storage.guilds.persona_webhooks(1) and not await storage.guilds.persona_webhooks(2)
     await storage.guilds.save_webhook(1, 10, 555, "token")
     await storage.guilds.save_webhook(1, 10, 556, "token2")
     assert await storage.guilds.webhook(10) == (556, "token2")
-    await storage.guilds.record_post(message_id=900, guild_id=1, channel_id=10, handle="alice", requested_by=7)
+    await storage.guilds.record_post(
+        message_id=900, guild_id=1, channel_id=10, handle="alice", requested_by=7
+    )
     assert (await storage.guilds.post(1, 900)).handle == "alice"
     assert await storage.guilds.post(2, 900) is None
 
@@ -180,12 +201,28 @@ async def test_a_first_release_sqlite_file_is_upgraded(tmp_path):
         await storage.close()
 
 
-@pytest.mark.parametrize("raw,expected", [("@JS_Thrill", "js_thrill"), ("  bob ", "bob"), ("a-b", "a-b"), ("a-b-c", "a-b-c")])
+@pytest.mark.parametrize(
+    "raw,expected", [("@JS_Thrill", "js_thrill"), ("  bob ", "bob"), ("a-b", "a-b"), ("a-b-c", "a-b-c")]
+)
 def test_normalize_handle_accepts(raw, expected):
     assert normalize_handle(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "has space", "😀", "../etc", "a" * 200, "x'; DROP TABLE models;--", "@everyone!", "a-b-c-d", "a/b", "."])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "has space",
+        "😀",
+        "../etc",
+        "a" * 200,
+        "x'; DROP TABLE models;--",
+        "@everyone!",
+        "a-b-c-d",
+        "a/b",
+        ".",
+    ],
+)
 def test_normalize_handle_refuses(raw):
     with pytest.raises(RegistryError):
         normalize_handle(raw)

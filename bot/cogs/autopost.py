@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import discord
 from discord import app_commands
@@ -59,11 +58,11 @@ class AutopostCog(commands.Cog):
         interaction: discord.Interaction,
         handle: Handle,
         channel: discord.TextChannel,
-        every: Optional[Interval] = None,
-        jitter: Optional[Duration] = None,
-        prompt: Optional[str] = None,
-        daily_at: Optional[str] = None,
-        timezone: Optional[str] = None,
+        every: Interval | None = None,
+        jitter: Duration | None = None,
+        prompt: str | None = None,
+        daily_at: str | None = None,
+        timezone: str | None = None,
     ) -> None:
         if channel.guild.id != interaction.guild_id:
             raise UserError("That channel is not in this server.")

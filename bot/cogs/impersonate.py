@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -15,12 +13,12 @@ from ..transformers import Handle
 from ..ui import NO_PINGS, defer_public, handle_autocomplete, tweet_embed
 
 
-def impersonate_cooldown(interaction: discord.Interaction) -> Optional[app_commands.Cooldown]:
+def impersonate_cooldown(interaction: discord.Interaction) -> app_commands.Cooldown | None:
     seconds = interaction.client.settings.impersonate_cooldown_seconds
     return app_commands.Cooldown(1, seconds) if seconds > 0 else None
 
 
-def guild_rate(interaction: discord.Interaction) -> Optional[app_commands.Cooldown]:
+def guild_rate(interaction: discord.Interaction) -> app_commands.Cooldown | None:
     """A whole server shares a budget too, so one busy server cannot starve the others."""
     per_minute = interaction.client.settings.impersonate_guild_per_minute
     return app_commands.Cooldown(per_minute, 60) if per_minute > 0 else None
@@ -48,8 +46,8 @@ class ImpersonateCog(commands.Cog):
         self,
         interaction: discord.Interaction,
         handle: Handle,
-        prompt: Optional[app_commands.Range[str, 1, MAX_PROMPT_CHARS]] = None,
-        count: Optional[app_commands.Range[int, 1, MAX_TWEETS_PER_REQUEST]] = 5,
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS] | None = None,
+        count: app_commands.Range[int, 1, MAX_TWEETS_PER_REQUEST] | None = 5,
     ) -> None:
         # Checked before answering, so a typo gets an ephemeral answer instead of a public "thinking...".
         count = 5 if count is None else count

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import discord
-from discord import app_commands
-from discord.ext import commands
-
 import asyncio
 import io
 import zipfile
 from pathlib import Path
 
+import discord
+from discord import app_commands
+from discord.ext import commands
+
 from ..core.service import check_hub_id
 from ..transformers import Handle
-from ..ui import ConfirmView, NO_PINGS, defer_public, handle_autocomplete, number, stats_table
+from ..ui import NO_PINGS, ConfirmView, defer_public, handle_autocomplete, number, stats_table
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
 

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import discord
 from discord import app_commands
@@ -83,14 +82,14 @@ class TrainingCog(commands.Cog):
         interaction: discord.Interaction,
         handle: Handle,
         file: discord.Attachment,
-        display_name: Optional[app_commands.Range[str, 1, 80]] = None,
-        avatar: Optional[str] = None,
-        method: Optional[app_commands.Choice[str]] = None,
-        epochs: Optional[app_commands.Range[int, 1, MAX_EPOCHS]] = None,
-        handle2: Optional[Handle] = None,
-        file2: Optional[discord.Attachment] = None,
-        handle3: Optional[Handle] = None,
-        file3: Optional[discord.Attachment] = None,
+        display_name: app_commands.Range[str, 1, 80] | None = None,
+        avatar: str | None = None,
+        method: app_commands.Choice[str] | None = None,
+        epochs: app_commands.Range[int, 1, MAX_EPOCHS] | None = None,
+        handle2: Handle | None = None,
+        file2: discord.Attachment | None = None,
+        handle3: Handle | None = None,
+        file3: discord.Attachment | None = None,
     ) -> None:
         people = self.people_from(handle, file, handle2, file2, handle3, file3)
         combined = "-".join(h for h, _ in people)
@@ -148,7 +147,7 @@ class TrainingCog(commands.Cog):
     @app_commands.describe(member="Whose messages", handle="Name of the persona (default: their user name)")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def train_member(self, interaction: discord.Interaction, member: discord.Member,
-                           handle: Optional[Handle] = None) -> None:
+                           handle: Handle | None = None) -> None:
         await self.member_trainer.train(interaction, member, requested_by=interaction.user.id, handle=handle)
 
     @train.command(name="exclude", description="Keep a channel out of (or back in) member-history training")

@@ -27,7 +27,9 @@ def normalize_handle(raw: str) -> str:
     if len(handle) > 98:
         raise RegistryError("That handle is too long (at most 32 characters per person).")
     if handle in RESERVED_HANDLES:
-        raise RegistryError(f"`{handle}` is reserved by Discord (it would look like a mass mention); pick another handle.")
+        raise RegistryError(
+            f"`{handle}` is reserved by Discord (it would look like a mass mention); pick another handle."
+        )
     if not HANDLE_RE.match(handle):
         raise RegistryError(
             "A handle may only use letters, digits and underscores (like a Twitter handle), "

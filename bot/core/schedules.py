@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import UserError
@@ -141,7 +141,9 @@ class Scheduler:
         interval, jitter_s, times, tz, prompt = parse_timing(every, jitter, daily_at, timezone, prompt)
         count = await self.rows.count(guild_id)
         if count >= MAX_SCHEDULES_PER_GUILD:
-            raise UserError(f"This server already has {count} schedules (the limit is {MAX_SCHEDULES_PER_GUILD}).")
+            raise UserError(
+                f"This server already has {count} schedules (the limit is {MAX_SCHEDULES_PER_GUILD})."
+            )
         now = self.clock()
         draft = Schedule(id=0, guild_id=guild_id, handle=handle, channel_id=channel_id, interval_s=interval,
                          jitter_s=jitter_s, prompt=prompt, created_by=created_by, created_at=now,

@@ -12,17 +12,18 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import UserError
-from .modelcard import parse_card
 from .generation import GenerationError, GenerationRequest, Generator, Sampling
 from .handles import RegistryError, clean_display_name, normalize_handle
 from .ingest import MIN_KEPT_CHARS, RawPost, clean_posts
 from .jobs import LOSS_CURVE_FILE, EventSink, TrainingQueue
 from .limits import MAX_EPOCHS, MAX_PROMPT_CHARS, MAX_QUEUED_JOBS_PER_GUILD, MAX_TWEETS_PER_REQUEST
+from .modelcard import parse_card
 from .schedules import Scheduler, parse_timing
 from .storage import Erasure, JobRecord, ModelRecord, Post, Schedule, Storage, database_url
 from .store import ModelStore, StoreError
@@ -249,7 +250,8 @@ class PersonaService:
                 f"This server already has {len(active)} trainings queued; wait for one to finish."
             )
 
-    async def list_jobs(self, guild_id: int, *, active_only: bool = False, limit: int = 20) -> list[JobRecord]:
+    async def list_jobs(self, guild_id: int, *, active_only: bool = False,
+                        limit: int = 20) -> list[JobRecord]:
         return await self.storage.jobs.list(guild_id, active_only=active_only, limit=limit)
 
     async def get_job(self, guild_id: int, job_id: int) -> JobRecord | None:
@@ -295,7 +297,8 @@ class PersonaService:
             return model
         job = await self.storage.jobs.active_for_handle(guild_id, handle)
         if job is not None:
-            raise UserError(f"`{handle}` is still training (job #{job.id}, {job.state}); try again when it is done.")
+            raise UserError(f"`{handle}` is still training (job #{job.id}, {job.state}); "
+                            "try again when it is done.")
         if model is not None:
             raise UserError(f"`{handle}` is {model.status} and cannot be used.")
         raise RegistryError(f"There is no model called `{handle}` in this server. See `/models list`.")
@@ -330,13 +333,15 @@ class PersonaService:
         if model is None:
             raise RegistryError(f"There is no model called `{handle}` in this server.")
         location = self.model_location(model)
-        await asyncio.get_running_loop().run_in_executor(self.generate_executor, self.generator.forget, location)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.generate_executor, self.generator.forget, location)
         await asyncio.to_thread(self.store.remove, guild_id, handle)  # not behind a training
         return model
 
     # -- generate -----------------------------------------------------------------------------
 
-    async def generate(self, guild_id: int, handle: str, prompt: str = "", n: int = 5) -> tuple[ModelRecord, list[str]]:
+    async def generate(self, guild_id: int, handle: str, prompt: str = "",
+                       n: int = 5) -> tuple[ModelRecord, list[str]]:
         """Check the request, then write `n` posts in the persona's voice."""
         model, prompt = await self.check_generation(guild_id, handle, prompt, n)
         return model, await self.write_posts(model, prompt, n)
@@ -537,8 +542,10 @@ class PersonaService:
     async def record_post(self, *, message_id: int, guild_id: int, channel_id: int, handle: str,
                           requested_by: int | None = None, schedule_id: int | None = None) -> None:
         """Log a generated message, for "Who made this?"."""
-        await self.storage.guilds.record_post(message_id=message_id, guild_id=guild_id, channel_id=channel_id,
-                                              handle=handle, requested_by=requested_by, schedule_id=schedule_id)
+        await self.storage.guilds.record_post(
+            message_id=message_id, guild_id=guild_id, channel_id=channel_id, handle=handle,
+            requested_by=requested_by, schedule_id=schedule_id,
+        )
 
     async def find_post(self, guild_id: int, message_id: int) -> Post | None:
         return await self.storage.guilds.post(guild_id, message_id)

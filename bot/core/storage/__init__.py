@@ -33,7 +33,7 @@ class Storage:
         self.guilds = Guilds(db)
 
     @classmethod
-    async def open(cls, url: str) -> "Storage":
+    async def open(cls, url: str) -> Storage:
         """Open (and migrate) the database at a SQLAlchemy URL; see `database_url`."""
         return cls(await Database.open(url))
 
@@ -52,6 +52,13 @@ class Storage:
 
 
 __all__ = [
-    "SCHEMA_VERSION", "Erasure", "JobRecord", "ModelRecord", "Post", "Schedule", "Storage", "database_url",
+    "SCHEMA_VERSION",
+    "Erasure",
+    "JobRecord",
+    "ModelRecord",
+    "Post",
+    "Schedule",
+    "Storage",
+    "database_url",
     "format_interval",
 ]

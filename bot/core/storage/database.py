@@ -12,9 +12,9 @@ transaction never fails half-way on a lock upgrade) instead of the driver's impl
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
 from sqlalchemy import event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -63,7 +63,7 @@ class Database:
         self._writer = engine.execution_options(**{_WRITE: True})
 
     @classmethod
-    async def open(cls, url: str) -> "Database":
+    async def open(cls, url: str) -> Database:
         parsed = make_url(url)
         if parsed.get_backend_name() == "sqlite":
             engine = cls._sqlite_engine(parsed.database or ":memory:", url)

@@ -8,7 +8,9 @@ from sqlalchemy import delete, select
 
 from .database import Database
 from .records import Post, from_row
-from .schema import channel_webhooks as webhooks, generated_posts as posts, guild_options as options
+from .schema import channel_webhooks as webhooks
+from .schema import generated_posts as posts
+from .schema import guild_options as options
 
 
 class Guilds:
@@ -16,14 +18,17 @@ class Guilds:
         self.db = db
 
     async def webhook(self, channel_id: int) -> tuple[int, str] | None:
-        query = select(webhooks.c.webhook_id, webhooks.c.webhook_token).where(webhooks.c.channel_id == channel_id)
+        query = select(webhooks.c.webhook_id, webhooks.c.webhook_token).where(
+            webhooks.c.channel_id == channel_id
+        )
         async with self.db.read() as conn:
             row = (await conn.execute(query)).first()
         return (row.webhook_id, row.webhook_token) if row else None
 
     async def save_webhook(self, guild_id: int, channel_id: int, webhook_id: int, token: str) -> None:
-        insert = self.db.insert(webhooks).values(channel_id=channel_id, guild_id=guild_id, webhook_id=webhook_id,
-                                                 webhook_token=token)
+        insert = self.db.insert(webhooks).values(
+            channel_id=channel_id, guild_id=guild_id, webhook_id=webhook_id, webhook_token=token
+        )
         statement = insert.on_conflict_do_update(
             index_elements=["channel_id"],
             set_={k: insert.excluded[k] for k in ("guild_id", "webhook_id", "webhook_token")},
@@ -42,19 +47,36 @@ class Guilds:
     async def set_persona_webhooks(self, guild_id: int, enabled: bool) -> None:
         insert = self.db.insert(options).values(guild_id=guild_id, persona_webhooks=int(enabled))
         statement = insert.on_conflict_do_update(
-            index_elements=["guild_id"], set_={"persona_webhooks": insert.excluded.persona_webhooks})
+            index_elements=["guild_id"], set_={"persona_webhooks": insert.excluded.persona_webhooks}
+        )
         async with self.db.write() as conn:
             await conn.execute(statement)
 
-    async def record_post(self, *, message_id: int, guild_id: int, channel_id: int, handle: str,
-                          requested_by: int | None = None, schedule_id: int | None = None) -> None:
-        insert = self.db.insert(posts).values(message_id=message_id, guild_id=guild_id, channel_id=channel_id,
-                                              handle=handle, requested_by=requested_by, schedule_id=schedule_id,
-                                              created_at=time.time())
+    async def record_post(
+        self,
+        *,
+        message_id: int,
+        guild_id: int,
+        channel_id: int,
+        handle: str,
+        requested_by: int | None = None,
+        schedule_id: int | None = None,
+    ) -> None:
+        insert = self.db.insert(posts).values(
+            message_id=message_id,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            handle=handle,
+            requested_by=requested_by,
+            schedule_id=schedule_id,
+            created_at=time.time(),
+        )
         statement = insert.on_conflict_do_update(
             index_elements=["message_id"],
-            set_={k: insert.excluded[k] for k in ("guild_id", "channel_id", "handle", "requested_by",
-                                                   "schedule_id", "created_at")},
+            set_={
+                k: insert.excluded[k]
+                for k in ("guild_id", "channel_id", "handle", "requested_by", "schedule_id", "created_at")
+            },
         )
         async with self.db.write() as conn:
             await conn.execute(statement)

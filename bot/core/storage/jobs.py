@@ -10,7 +10,8 @@ from sqlalchemy import func, select, update
 
 from .database import Database
 from .records import JobRecord, from_row
-from .schema import ACTIVE_STATES, training_jobs as jobs
+from .schema import ACTIVE_STATES
+from .schema import training_jobs as jobs
 
 # Every column but the corpus, which only the worker that trains the job reads.
 _COLUMNS = [c for c in jobs.c if c.name != "corpus_json"]
@@ -20,15 +21,36 @@ class Jobs:
     def __init__(self, db: Database):
         self.db = db
 
-    async def create(self, *, guild_id: int, handle: str, display_name: str, base_model: str, method: str,
-                     epochs: int, corpus: list[str], stats: dict[str, Any], avatar_url: str | None = None,
-                     requested_by: int | None = None, channel_id: int | None = None,
-                     source_user_id: int | None = None) -> JobRecord:
+    async def create(
+        self,
+        *,
+        guild_id: int,
+        handle: str,
+        display_name: str,
+        base_model: str,
+        method: str,
+        epochs: int,
+        corpus: list[str],
+        stats: dict[str, Any],
+        avatar_url: str | None = None,
+        requested_by: int | None = None,
+        channel_id: int | None = None,
+        source_user_id: int | None = None,
+    ) -> JobRecord:
         statement = jobs.insert().values(
-            guild_id=guild_id, handle=handle, display_name=display_name, avatar_url=avatar_url,
-            base_model=base_model, method=method, epochs=epochs, requested_by=requested_by,
-            channel_id=channel_id, corpus_json=json.dumps(corpus, ensure_ascii=False),
-            stats_json=json.dumps(stats), created_at=time.time(), source_user_id=source_user_id,
+            guild_id=guild_id,
+            handle=handle,
+            display_name=display_name,
+            avatar_url=avatar_url,
+            base_model=base_model,
+            method=method,
+            epochs=epochs,
+            requested_by=requested_by,
+            channel_id=channel_id,
+            corpus_json=json.dumps(corpus, ensure_ascii=False),
+            stats_json=json.dumps(stats),
+            created_at=time.time(),
+            source_user_id=source_user_id,
         )
         async with self.db.write() as conn:
             return from_row(JobRecord, (await conn.execute(statement.returning(*_COLUMNS))).one())
@@ -39,10 +61,20 @@ class Jobs:
         SQLite: the write transaction (BEGIN IMMEDIATE) serialises claims. PostgreSQL: the row
         lock with SKIP LOCKED lets workers in several processes each take a different job.
         """
-        oldest = (select(jobs.c.id).where(jobs.c.state == "queued").order_by(jobs.c.id).limit(1)
-                  .with_for_update(skip_locked=True).scalar_subquery())
-        statement = (update(jobs).where(jobs.c.id == oldest, jobs.c.state == "queued")
-                     .values(state="running", started_at=time.time()).returning(*_COLUMNS))
+        oldest = (
+            select(jobs.c.id)
+            .where(jobs.c.state == "queued")
+            .order_by(jobs.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == oldest, jobs.c.state == "queued")
+            .values(state="running", started_at=time.time())
+            .returning(*_COLUMNS)
+        )
         async with self.db.write() as conn:
             row = (await conn.execute(statement)).first()
         return from_row(JobRecord, row) if row else None
@@ -53,23 +85,31 @@ class Jobs:
         return json.loads(text) if text else []
 
     async def update_progress(self, job_id: int, progress: dict[str, Any]) -> None:
-        statement = (update(jobs).where(jobs.c.id == job_id, jobs.c.state == "running")
-                     .values(progress_json=json.dumps(progress)))
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == "running")
+            .values(progress_json=json.dumps(progress))
+        )
         async with self.db.write() as conn:
             await conn.execute(statement)
 
     async def finish(self, job_id: int, state: str, error: str | None = None) -> None:
         """End a job (done, failed, cancelled); the corpus is not kept after training."""
-        statement = (update(jobs).where(jobs.c.id == job_id, jobs.c.state.in_(ACTIVE_STATES))
-                     .values(state=state, error=error, finished_at=time.time(), corpus_json="[]"))
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state.in_(ACTIVE_STATES))
+            .values(state=state, error=error, finished_at=time.time(), corpus_json="[]")
+        )
         async with self.db.write() as conn:
             await conn.execute(statement)
 
     async def cancel_queued(self, guild_id: int, job_id: int) -> bool:
-        statement = (update(jobs)
-                     .where(jobs.c.id == job_id, jobs.c.guild_id == guild_id, jobs.c.state == "queued")
-                     .values(state="cancelled", finished_at=time.time(), corpus_json="[]")
-                     .returning(jobs.c.id))
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.guild_id == guild_id, jobs.c.state == "queued")
+            .values(state="cancelled", finished_at=time.time(), corpus_json="[]")
+            .returning(jobs.c.id)
+        )
         async with self.db.write() as conn:
             return (await conn.execute(statement)).first() is not None
 
@@ -88,8 +128,12 @@ class Jobs:
             return [from_row(JobRecord, row) for row in rows]
 
     async def active_for_handle(self, guild_id: int, handle: str) -> JobRecord | None:
-        query = (select(*_COLUMNS).where(jobs.c.guild_id == guild_id, jobs.c.handle == handle,
-                                         jobs.c.state.in_(ACTIVE_STATES)).order_by(jobs.c.id).limit(1))
+        query = (
+            select(*_COLUMNS)
+            .where(jobs.c.guild_id == guild_id, jobs.c.handle == handle, jobs.c.state.in_(ACTIVE_STATES))
+            .order_by(jobs.c.id)
+            .limit(1)
+        )
         async with self.db.read() as conn:
             row = (await conn.execute(query)).first()
         return from_row(JobRecord, row) if row else None
@@ -104,7 +148,9 @@ class Jobs:
 
     async def position(self, job_id: int) -> int:
         """How many jobs run or wait before this one (0 = it is next or running)."""
-        query = select(func.count()).select_from(jobs).where(jobs.c.state.in_(ACTIVE_STATES), jobs.c.id < job_id)
+        query = (
+            select(func.count()).select_from(jobs).where(jobs.c.state.in_(ACTIVE_STATES), jobs.c.id < job_id)
+        )
         return int(await self.db.scalar(query))
 
     async def active_count(self) -> int:
@@ -114,13 +160,18 @@ class Jobs:
     async def active_ids(self) -> set[int]:
         """Every guild's queued and running jobs (start-up clean-up of their checkpoints)."""
         async with self.db.read() as conn:
-            return set((await conn.execute(select(jobs.c.id).where(jobs.c.state.in_(ACTIVE_STATES)))).scalars())
+            return set(
+                (await conn.execute(select(jobs.c.id).where(jobs.c.state.in_(ACTIVE_STATES)))).scalars()
+            )
 
     async def requeue_interrupted(self) -> list[JobRecord]:
         """Jobs left 'running' by a process that died go back to the queue (start-up only)."""
-        statement = (update(jobs).where(jobs.c.state == "running")
-                     .values(state="queued", interrupted=jobs.c.interrupted + 1, started_at=None)
-                     .returning(*_COLUMNS))
+        statement = (
+            update(jobs)
+            .where(jobs.c.state == "running")
+            .values(state="queued", interrupted=jobs.c.interrupted + 1, started_at=None)
+            .returning(*_COLUMNS)
+        )
         async with self.db.write() as conn:
             rows = (await conn.execute(statement)).all()
         return sorted((from_row(JobRecord, row) for row in rows), key=lambda j: j.id)

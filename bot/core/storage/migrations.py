@@ -11,7 +11,7 @@ takes an existing database there (`add_column` covers the usual case).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import Column, Connection, Table, text
 
@@ -49,8 +49,16 @@ def add_column(conn: Connection, table: Table, column: Column) -> None:
 
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _run_script(_V2, [schema.channel_webhooks, schema.guild_options, schema.generated_posts]),
-    3: _run_script(_V3, [schema.voice_consent, schema.collected_messages, schema.history_cursors,
-                         schema.model_sources, schema.guild_excluded_channels]),
+    3: _run_script(
+        _V3,
+        [
+            schema.voice_consent,
+            schema.collected_messages,
+            schema.history_cursors,
+            schema.model_sources,
+            schema.guild_excluded_channels,
+        ],
+    ),
 }
 
 

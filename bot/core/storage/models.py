@@ -22,11 +22,19 @@ class Models:
         record.created_at = record.created_at or now
         record.updated_at = now
         values = {
-            "guild_id": record.guild_id, "handle": record.handle, "display_name": record.display_name,
-            "avatar_url": record.avatar_url, "base_model": record.base_model, "method": record.method,
-            "path": record.path, "status": record.status, "stats_json": json.dumps(record.stats),
-            "metrics_json": json.dumps(record.metrics), "created_by": record.created_by,
-            "created_at": record.created_at, "updated_at": record.updated_at,
+            "guild_id": record.guild_id,
+            "handle": record.handle,
+            "display_name": record.display_name,
+            "avatar_url": record.avatar_url,
+            "base_model": record.base_model,
+            "method": record.method,
+            "path": record.path,
+            "status": record.status,
+            "stats_json": json.dumps(record.stats),
+            "metrics_json": json.dumps(record.metrics),
+            "created_by": record.created_by,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
         }
         insert = self.db.insert(models).values(values)
         changed = {k: insert.excluded[k] for k in values if k not in ("guild_id", "handle")}
@@ -51,10 +59,16 @@ class Models:
         pattern = prefix.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = (
             select(models)
-            .where(models.c.guild_id == guild_id, models.c.status == "ready",
-                   or_(models.c.handle.like(pattern, escape="\\"),
-                       func.lower(models.c.display_name).like(pattern, escape="\\")))
-            .order_by(models.c.handle).limit(limit)
+            .where(
+                models.c.guild_id == guild_id,
+                models.c.status == "ready",
+                or_(
+                    models.c.handle.like(pattern, escape="\\"),
+                    func.lower(models.c.display_name).like(pattern, escape="\\"),
+                ),
+            )
+            .order_by(models.c.handle)
+            .limit(limit)
         )
         async with self.db.read() as conn:
             return [from_row(ModelRecord, row) for row in await conn.execute(query)]
@@ -69,15 +83,22 @@ class Models:
     async def set_sources(self, guild_id: int, handle: str, user_ids: list[int]) -> None:
         """Record whose messages went into a persona (replacing what an earlier version used)."""
         async with self.db.write() as conn:
-            await conn.execute(delete(model_sources).where(model_sources.c.guild_id == guild_id,
-                                                           model_sources.c.handle == handle))
+            await conn.execute(
+                delete(model_sources).where(
+                    model_sources.c.guild_id == guild_id, model_sources.c.handle == handle
+                )
+            )
             if user_ids:
-                await conn.execute(model_sources.insert(),
-                                   [{"guild_id": guild_id, "handle": handle, "user_id": u} for u in user_ids])
+                await conn.execute(
+                    model_sources.insert(),
+                    [{"guild_id": guild_id, "handle": handle, "user_id": u} for u in user_ids],
+                )
 
     async def using(self, user_id: int, guild_id: int | None = None) -> list[tuple[int, str]]:
         """(guild, handle) of every persona trained on this member's messages."""
-        query = select(model_sources.c.guild_id, model_sources.c.handle).where(model_sources.c.user_id == user_id)
+        query = select(model_sources.c.guild_id, model_sources.c.handle).where(
+            model_sources.c.user_id == user_id
+        )
         if guild_id is not None:
             query = query.where(model_sources.c.guild_id == guild_id)
         async with self.db.read() as conn:

@@ -88,10 +88,14 @@ class Schedule:
     pending_since: float | None = None
 
     @classmethod
-    def from_row(cls, row: Any) -> "Schedule":
+    def from_row(cls, row: Any) -> Schedule:
         m = row._mapping
-        return from_row(cls, row, paused=bool(m["paused"]),
-                        daily_times=m["daily_times"].split(",") if m["daily_times"] else None)
+        return from_row(
+            cls,
+            row,
+            paused=bool(m["paused"]),
+            daily_times=m["daily_times"].split(",") if m["daily_times"] else None,
+        )
 
     def describe(self) -> str:
         if self.daily_times:

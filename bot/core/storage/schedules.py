@@ -14,16 +14,30 @@ class Schedules:
         self.db = db
 
     async def count(self, guild_id: int) -> int:
-        return int(await self.db.scalar(select(func.count()).select_from(schedules)
-                                         .where(schedules.c.guild_id == guild_id)))
+        return int(
+            await self.db.scalar(
+                select(func.count()).select_from(schedules).where(schedules.c.guild_id == guild_id)
+            )
+        )
 
     async def add(self, draft: Schedule) -> Schedule:
-        statement = schedules.insert().values(
-            guild_id=draft.guild_id, handle=draft.handle, channel_id=draft.channel_id,
-            interval_s=draft.interval_s, jitter_s=draft.jitter_s, prompt=draft.prompt,
-            next_run_at=draft.next_run_at, created_by=draft.created_by, created_at=draft.created_at,
-            daily_times=",".join(draft.daily_times) if draft.daily_times else None, timezone=draft.timezone,
-        ).returning(*schedules.c)
+        statement = (
+            schedules.insert()
+            .values(
+                guild_id=draft.guild_id,
+                handle=draft.handle,
+                channel_id=draft.channel_id,
+                interval_s=draft.interval_s,
+                jitter_s=draft.jitter_s,
+                prompt=draft.prompt,
+                next_run_at=draft.next_run_at,
+                created_by=draft.created_by,
+                created_at=draft.created_at,
+                daily_times=",".join(draft.daily_times) if draft.daily_times else None,
+                timezone=draft.timezone,
+            )
+            .returning(*schedules.c)
+        )
         async with self.db.write() as conn:
             return Schedule.from_row((await conn.execute(statement)).one())
 
@@ -39,8 +53,11 @@ class Schedules:
             return [Schedule.from_row(row) for row in await conn.execute(query)]
 
     async def due(self, now: float) -> list[Schedule]:
-        query = (select(schedules).where(schedules.c.paused == 0, schedules.c.next_run_at <= now)
-                 .order_by(schedules.c.next_run_at))
+        query = (
+            select(schedules)
+            .where(schedules.c.paused == 0, schedules.c.next_run_at <= now)
+            .order_by(schedules.c.next_run_at)
+        )
         async with self.db.read() as conn:
             return [Schedule.from_row(row) for row in await conn.execute(query)]
 
@@ -59,12 +76,16 @@ class Schedules:
 
     async def remove(self, guild_id: int, schedule_id: int) -> None:
         async with self.db.write() as conn:
-            await conn.execute(delete(schedules).where(schedules.c.id == schedule_id,
-                                                       schedules.c.guild_id == guild_id))
+            await conn.execute(
+                delete(schedules).where(schedules.c.id == schedule_id, schedules.c.guild_id == guild_id)
+            )
 
     async def remove_for_handle(self, guild_id: int, handle: str) -> int:
-        statement = (delete(schedules).where(schedules.c.guild_id == guild_id, schedules.c.handle == handle)
-                     .returning(schedules.c.id))
+        statement = (
+            delete(schedules)
+            .where(schedules.c.guild_id == guild_id, schedules.c.handle == handle)
+            .returning(schedules.c.id)
+        )
         async with self.db.write() as conn:
             return len((await conn.execute(statement)).all())
 
@@ -74,5 +95,6 @@ class Schedules:
 
     async def posted(self, schedule_id: int, now: float, next_run_at: float) -> None:
         """The post went out: clear the nonce, record the run, set the next one."""
-        await self._update(schedule_id, pending_nonce=None, pending_since=None, last_run_at=now,
-                           next_run_at=next_run_at)
+        await self._update(
+            schedule_id, pending_nonce=None, pending_since=None, last_run_at=now, next_run_at=next_run_at
+        )

@@ -34,7 +34,8 @@ def _flag(name: str, default: int = 0) -> Column:
 
 
 models = Table(
-    "models", metadata,
+    "models",
+    metadata,
     Column("id", RowId, primary_key=True),
     Column("guild_id", Snowflake, nullable=False),
     Column("handle", Text, nullable=False),
@@ -56,7 +57,8 @@ JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
 
 training_jobs = Table(
-    "training_jobs", metadata,
+    "training_jobs",
+    metadata,
     Column("id", RowId, primary_key=True),
     Column("guild_id", Snowflake, nullable=False),
     Column("handle", Text, nullable=False),
@@ -77,13 +79,16 @@ training_jobs = Table(
     Column("started_at", Time),
     Column("finished_at", Time),
     Column("source_user_id", Snowflake),  # a member whose messages are the corpus
-    CheckConstraint("state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="training_jobs_state_check"),
+    CheckConstraint(
+        "state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="training_jobs_state_check"
+    ),
     Index("training_jobs_state", "state", "id"),
     Index("training_jobs_guild", "guild_id", "handle"),
 )
 
 schedules = Table(
-    "schedules", metadata,
+    "schedules",
+    metadata,
     Column("id", RowId, primary_key=True),
     Column("guild_id", Snowflake, nullable=False),
     Column("handle", Text, nullable=False),
@@ -105,7 +110,8 @@ schedules = Table(
 )
 
 channel_webhooks = Table(
-    "channel_webhooks", metadata,
+    "channel_webhooks",
+    metadata,
     Column("channel_id", Snowflake, primary_key=True, autoincrement=False),
     Column("guild_id", Snowflake, nullable=False),
     Column("webhook_id", Snowflake, nullable=False),
@@ -113,13 +119,15 @@ channel_webhooks = Table(
 )
 
 guild_options = Table(
-    "guild_options", metadata,
+    "guild_options",
+    metadata,
     Column("guild_id", Snowflake, primary_key=True, autoincrement=False),
     _flag("persona_webhooks"),
 )
 
 generated_posts = Table(
-    "generated_posts", metadata,
+    "generated_posts",
+    metadata,
     Column("message_id", Snowflake, primary_key=True, autoincrement=False),
     Column("guild_id", Snowflake, nullable=False),
     Column("channel_id", Snowflake, nullable=False),
@@ -131,14 +139,16 @@ generated_posts = Table(
 )
 
 voice_consent = Table(
-    "voice_consent", metadata,
+    "voice_consent",
+    metadata,
     Column("user_id", Snowflake, primary_key=True, autoincrement=False),
     Column("opted_in", Integer, nullable=False),
     Column("updated_at", Time, nullable=False),
 )
 
 collected_messages = Table(
-    "collected_messages", metadata,
+    "collected_messages",
+    metadata,
     Column("message_id", Snowflake, primary_key=True, autoincrement=False),
     Column("guild_id", Snowflake, nullable=False),
     Column("user_id", Snowflake, nullable=False),
@@ -148,7 +158,8 @@ collected_messages = Table(
 )
 
 history_cursors = Table(
-    "history_cursors", metadata,
+    "history_cursors",
+    metadata,
     Column("guild_id", Snowflake, nullable=False),
     Column("user_id", Snowflake, nullable=False),
     Column("channel_id", Snowflake, nullable=False),
@@ -158,7 +169,8 @@ history_cursors = Table(
 )
 
 model_sources = Table(
-    "model_sources", metadata,
+    "model_sources",
+    metadata,
     Column("guild_id", Snowflake, nullable=False),
     Column("handle", Text, nullable=False),
     Column("user_id", Snowflake, nullable=False),
@@ -167,7 +179,8 @@ model_sources = Table(
 )
 
 guild_excluded_channels = Table(
-    "guild_excluded_channels", metadata,
+    "guild_excluded_channels",
+    metadata,
     Column("guild_id", Snowflake, nullable=False),
     Column("channel_id", Snowflake, nullable=False),
     PrimaryKeyConstraint("guild_id", "channel_id"),
