@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from bot.config import load_settings  # noqa: E402
-from bot.core.registry import ModelRecord  # noqa: E402
+from bot.core.storage import ModelRecord  # noqa: E402
 from bot.logs import quiet_libraries  # noqa: E402
 from tests.conftest import tiny_tweets  # noqa: E402
 from tests.discord_env import Clock, start_bot, stop_bot  # noqa: E402
@@ -65,7 +65,7 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
             target = bot.core.store.model_dir(guild, "alice")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(persona, target)
-            await bot.core.registry.save_model(ModelRecord(guild_id=guild, handle="alice", display_name="Alice",
+            await bot.core.storage.models.save(ModelRecord(guild_id=guild, handle="alice", display_name="Alice",
                                                            base_model=base, method="lora", path=bot.core.store.relative(target)))
         admin = server.guilds[guilds[0]]["owner_id"]
         obama = ROOT.parent / "shared" / "data" / "tweets" / "barackobama_fivethirtyeight.csv"

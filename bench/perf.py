@@ -259,7 +259,7 @@ def folder_bytes(folder: str, *, weights_only: bool = False) -> int:
 async def loop_lag(base: str, personas: list[str], tweets: list[str], work: Path, concurrent: int, seconds: float) -> dict:
     """p99 of how late a 10 ms timer fires while one training and `concurrent` generations run."""
     from bot.config import load_settings
-    from bot.core.registry import ModelRecord
+    from bot.core.storage import ModelRecord
     from bot.core.service import PersonaService
 
     settings = load_settings({
@@ -273,7 +273,7 @@ async def loop_lag(base: str, personas: list[str], tweets: list[str], work: Path
         target = core.store.model_dir(1, f"p{i}")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(folder, target, dirs_exist_ok=True)
-        await core.registry.save_model(ModelRecord(guild_id=1, handle=f"p{i}", display_name=f"P{i}", base_model=base,
+        await core.storage.models.save(ModelRecord(guild_id=1, handle=f"p{i}", display_name=f"P{i}", base_model=base,
                                                    method="lora", path=core.store.relative(target)))
     stats = {"downloaded": len(tweets), "retweets": 0, "short": 0, "duplicates": 0, "kept": len(tweets)}
     await core.submit_training(guild_id=1, handle="trainee", tweets=tweets, stats=stats)

@@ -157,7 +157,7 @@ class PersonaService:
         self.storage = await Storage.open(url)
         self.scheduler = Scheduler(self.storage, clock=self.clock)
         self.queue = TrainingQueue(
-            self.storage, self.store, self.train_executor, self.train_config,
+            self.storage, self.store, self.train_executor, self._train_config,
             workers=self.settings.training_workers,
         )
         self.queue.emit = self._events
@@ -179,7 +179,7 @@ class PersonaService:
     async def integrity_check(self) -> str:
         return await self.storage.integrity_check()
 
-    def train_config(self, job: JobRecord) -> TrainConfig:
+    def _train_config(self, job: JobRecord) -> TrainConfig:
         s = self.settings
         return TrainConfig(
             base_model=job.base_model, method=job.method, epochs=job.epochs,
