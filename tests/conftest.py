@@ -50,7 +50,8 @@ def postgres_server():
 
     bin_dir = find_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql; .ci/run does it)")
+        pytest.skip("PostgreSQL server binaries are not installed "
+                    "(apt-get install postgresql; .ci/run does it)")
     try:
         import psycopg  # noqa: F401
     except ImportError:
