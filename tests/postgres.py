@@ -41,7 +41,11 @@ class PostgresServer:
         if os.geteuid() == 0:
             nobody = pwd.getpwnam("nobody")
             os.chown(self.root, nobody.pw_uid, nobody.pw_gid)
-            self.as_user = ["runuser", "-u", "nobody", "--"]
+            if shutil.which("runuser"):
+                self.as_user = ["runuser", "-u", "nobody", "--"]
+            else:  # util-linux without runuser
+                self.as_user = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                                "--clear-groups"]
         self._databases = 0
 
     def _run(self, *args: str) -> None:
