@@ -96,7 +96,7 @@ SETTINGS: list[Setting] = [
     Setting("TORCH_THREADS", "torch_threads", "0", _int(0, 256), "CPU threads for torch (0 = torch's default)."),
     Setting("GENERATION_TOP_P", "generation_top_p", "0.95", _float(0.01, 1.0), "Nucleus sampling (huggingtweets default 0.95)."),
     Setting("GENERATION_TEMPERATURE", "generation_temperature", "1.0", _float(0.05, 5.0), "Sampling temperature."),
-    Setting("GENERATION_MAX_NEW_TOKENS", "generation_max_new_tokens", "160", _int(1, 1024), "Longest generated tweet, in tokens."),
+    Setting("GENERATION_MAX_NEW_TOKENS", "generation_max_new_tokens", "160", _int(1, 512), "Longest generated tweet, in tokens (1-512: prompt plus new tokens must fit the model's positions, 1024 for GPT-2; a smaller model gets fewer)."),
     Setting("GENERATION_MIN_NEW_TOKENS", "generation_min_new_tokens", "10", _int(0, 1024), "Shortest generated tweet, in tokens."),
     Setting("MODEL_CACHE_SIZE", "model_cache_size", "16", _int(1, 1000), "Personas kept loaded (LRU). LoRA personas share one base model, so each costs a few MB."),
     Setting("MAX_ATTACHMENT_MB", "max_attachment_mb", "25", _int(1, 500), "Largest upload /train accepts, in MiB."),

@@ -17,6 +17,8 @@ from ..core.ingest import IngestError, ingest, merge_for_cyborg
 from ..core.jobs import LOSS_CURVE_FILE, JobOutcome
 from ..core.registry import JobRecord, normalize_handle
 from ..core.training import TrainProgress
+from ..core.urls import normalize_http_url
+from ..limits import fit_choices, fit_content, fit_embed
 from ..ui import NO_PINGS, defer_public, format_duration, progress_text, stats_table
 
 log = logging.getLogger(__name__)
@@ -95,8 +97,7 @@ class TrainingCog(commands.Cog):
     ) -> None:
         people = self.people_from(handle, file, handle2, file2, handle3, file3)
         combined = "-".join(h for h, _ in people)
-        if avatar and not avatar.startswith(("https://", "http://")):
-            raise UserError("The avatar must be an http(s) image URL.")
+        avatar = normalize_http_url(avatar, what="The avatar URL") if avatar else None
         await self.core.ensure_can_queue(interaction.guild_id, normalize_handle(combined))
         await defer_public(interaction)
         results = []
@@ -119,7 +120,7 @@ class TrainingCog(commands.Cog):
         note = "\n".join(f"⚠️ {w}" for result in results for w in result.warnings)
         queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
         await interaction.edit_original_response(
-            content=note or None, embed=self.progress_embed(job, None, f"Queued: {queued}."),
+            content=fit_content(note) or None, embed=self.progress_embed(job, None, f"Queued: {queued}."),
             allowed_mentions=NO_PINGS,
         )
         watcher.last_edit = time.monotonic()
@@ -181,8 +182,8 @@ class TrainingCog(commands.Cog):
             elif job.error:
                 line += f": {job.error}"
             lines.append(line)
-        embed = discord.Embed(title="Training jobs", description="\n".join(lines)[:4000])
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        embed = discord.Embed(title="Training jobs", description="\n".join(lines))
+        await interaction.response.send_message(embed=fit_embed(embed), ephemeral=True)
 
     @train.command(name="cancel", description="Cancel a queued or running training")
     @app_commands.describe(job="Job number, from /train status")
@@ -195,8 +196,8 @@ class TrainingCog(commands.Cog):
     @train_cancel.autocomplete("job")
     async def job_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
         jobs = await self.core.registry.list_jobs(interaction.guild_id, active_only=True)
-        return [app_commands.Choice(name=f"#{j.id} {j.handle} ({j.state})", value=j.id)
-                for j in jobs if current in str(j.id) or current.lower() in j.handle][:25]
+        return fit_choices(app_commands.Choice(name=f"#{j.id} {j.handle} ({j.state})", value=j.id)
+                           for j in jobs if current in str(j.id) or current.lower() in j.handle)
 
     # -- progress and completion ----------------------------------------------------------------
 
@@ -208,7 +209,7 @@ class TrainingCog(commands.Cog):
         )
         embed.add_field(name="Data", value=f"```\n{stats_table(job.stats)}\n```", inline=False)
         embed.set_footer(text=f"Job #{job.id} · {job.method} · {job.epochs} epochs")
-        return embed
+        return fit_embed(embed)
 
     async def on_progress(self, job: JobRecord, progress: TrainProgress) -> None:
         watcher = self.progress_messages.get(job.id)
@@ -266,7 +267,7 @@ class TrainingCog(commands.Cog):
                                           everyone=False, roles=False)
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
-            await channel.send(text, allowed_mentions=mention, **({"file": file} if file else {}))
+            await channel.send(fit_content(text), allowed_mentions=mention, **({"file": file} if file else {}))
         except discord.HTTPException as exc:
             log.warning("Could not tell channel %s about job %s: %s", job.channel_id, job.id, exc)
 

@@ -179,6 +179,10 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE training_jobs ADD COLUMN source_user_id INTEGER;
     """,
+    # 4: a schedule's consecutive refused posts (paused at MAX_SCHEDULE_FAILURES).
+    """
+    ALTER TABLE schedules ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -365,6 +369,18 @@ class Registry:
         async with self.db.execute(
             f"DELETE FROM models WHERE guild_id = ? AND handle = ? RETURNING {_MODEL_COLUMNS}",
             (guild_id, handle),
+        ) as cur:
+            row = await cur.fetchone()
+        return _model(row) if row else None
+
+    async def update_model_profile(self, guild_id: int, handle: str, *, display_name: str | None = None,
+                                   avatar_url: str | None = None, clear_avatar: bool = False) -> ModelRecord | None:
+        """Change how a persona is shown (name, picture); None if there is no such model."""
+        async with self.db.execute(
+            "UPDATE models SET display_name = coalesce(?, display_name), "
+            "avatar_url = CASE WHEN ? THEN NULL ELSE coalesce(?, avatar_url) END, updated_at = ? "
+            f"WHERE guild_id = ? AND handle = ? RETURNING {_MODEL_COLUMNS}",
+            (display_name, int(clear_avatar), avatar_url, time.time(), guild_id, handle),
         ) as cur:
             row = await cur.fetchone()
         return _model(row) if row else None

@@ -3,6 +3,9 @@
 Rules that keep a schedule honest across restarts:
 - The next run time is stored; after a post the next one is computed from *now*, so a bot that
   was down for a day posts a missed window once, not once per missed interval.
+- A post Discord refuses (any answer but 429/5xx, which are retried) counts a failure and waits
+  for the next window like a post that went out: a schedule never generates or posts more often
+  than its interval. After MAX_FAILURES refusals in a row the caller pauses it.
 - Before posting, a nonce is stored (`pending_nonce`) and sent with the message; if the process
   dies mid-post, the retry after a restart reuses it and Discord drops the duplicate
   (`enforce_nonce`). Webhook posts, which take no nonce, are checked against recent history.
@@ -24,6 +27,7 @@ from .registry import Registry, normalize_handle
 MIN_INTERVAL = 5 * 60
 MAX_INTERVAL = 7 * 24 * 3600
 MAX_SCHEDULES_PER_GUILD = 25
+MAX_FAILURES = 3  # refused posts in a row before a schedule is paused
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400, "w": 604800}
 # Longest unit names first, so "90minutes" is not read as "90m" + "inutes".
 _PART_RE = re.compile(r"(\d+(?:\.\d+)?)(weeks?|w|days?|d|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)")
@@ -133,6 +137,7 @@ class Schedule:
     last_run_at: float | None
     pending_nonce: str | None
     pending_since: float | None
+    failures: int = 0
 
     def describe(self) -> str:
         if self.daily_times:
@@ -143,7 +148,7 @@ class Schedule:
 
 _COLUMNS = (
     "id, guild_id, handle, channel_id, interval_s, jitter_s, prompt, next_run_at, paused, pause_reason, "
-    "created_by, created_at, daily_times, timezone, last_run_at, pending_nonce, pending_since"
+    "created_by, created_at, daily_times, timezone, last_run_at, pending_nonce, pending_since, failures"
 )
 
 
@@ -153,7 +158,7 @@ def _schedule(row) -> Schedule:
         id=r[0], guild_id=r[1], handle=r[2], channel_id=r[3], interval_s=r[4], jitter_s=r[5], prompt=r[6],
         next_run_at=r[7], paused=bool(r[8]), pause_reason=r[9], created_by=r[10], created_at=r[11],
         daily_times=r[12].split(",") if r[12] else None, timezone=r[13], last_run_at=r[14],
-        pending_nonce=r[15], pending_since=r[16],
+        pending_nonce=r[15], pending_since=r[16], failures=r[17],
     )
 
 
@@ -231,7 +236,8 @@ class Scheduler:
     async def resume(self, guild_id: int, schedule_id: int) -> Schedule:
         schedule = await self.get(guild_id, schedule_id)
         await self.db.execute(
-            "UPDATE schedules SET paused = 0, pause_reason = NULL, next_run_at = ? WHERE id = ? AND guild_id = ?",
+            "UPDATE schedules SET paused = 0, pause_reason = NULL, failures = 0, next_run_at = ? "
+            "WHERE id = ? AND guild_id = ?",
             (next_run(schedule, self.clock(), self.rng), schedule_id, guild_id),
         )
         return await self.get(guild_id, schedule_id)
@@ -270,8 +276,32 @@ class Scheduler:
         now = self.clock()
         following = next_run(schedule, now, self.rng)
         await self.db.execute(
-            "UPDATE schedules SET pending_nonce = NULL, pending_since = NULL, last_run_at = ?, next_run_at = ? "
-            "WHERE id = ?",
+            "UPDATE schedules SET pending_nonce = NULL, pending_since = NULL, last_run_at = ?, next_run_at = ?, "
+            "failures = 0 WHERE id = ?",
             (now, following, schedule.id),
         )
+        return following
+
+    async def record_failure(self, schedule: Schedule) -> int:
+        """Discord refused the post (or generation failed): count it, try again next window.
+
+        The nonce is dropped: a refused post was not created, so the next one is a new post.
+        Returns the number of failures in a row.
+        """
+        async with self.db.execute(
+            "UPDATE schedules SET failures = failures + 1, pending_nonce = NULL, pending_since = NULL, "
+            "next_run_at = ? WHERE id = ? RETURNING failures",
+            (next_run(schedule, self.clock(), self.rng), schedule.id),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def postpone(self, schedule: Schedule) -> float:
+        """Nothing went out this window (Discord busy, or no usable text): try the next one.
+
+        The nonce is kept: after a 5xx the post may have been created after all, and the retry
+        with the same nonce lets Discord drop the duplicate.
+        """
+        following = next_run(schedule, self.clock(), self.rng)
+        await self.db.execute("UPDATE schedules SET next_run_at = ? WHERE id = ?", (following, schedule.id))
         return following

@@ -21,6 +21,7 @@ from .jobs import TrainingQueue
 from .registry import JobRecord, ModelRecord, Registry, RegistryError, clean_display_name, normalize_handle
 from .store import ModelStore, StoreError
 from .training import TrainConfig
+from .urls import normalize_http_url
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,7 @@ class Tweetalike:
         epochs = epochs or self.settings.train_epochs
         if not 1 <= epochs <= 20:
             raise UserError("Epochs must be between 1 and 20.")
-        if avatar_url and not avatar_url.startswith(("https://", "http://")):
-            raise UserError("The avatar must be an http(s) image URL.")
+        avatar_url = normalize_http_url(avatar_url, what="The avatar URL") if avatar_url else None
         await self.ensure_can_queue(guild_id, handle)
         job = await self.registry.create_job(
             guild_id=guild_id, handle=handle, display_name=clean_display_name(display_name, handle),
@@ -234,6 +234,21 @@ class Tweetalike:
         if model is not None:
             raise UserError(f"`{handle}` is {model.status} and cannot be used.")
         raise RegistryError(f"There is no model called `{handle}` in this server. See `/models list`.")
+
+    async def edit_model(self, guild_id: int, handle: str, *, display_name: str | None = None,
+                         avatar: str | None = None) -> ModelRecord:
+        """Change a persona's shown name and/or picture (`avatar="none"` removes the picture)."""
+        if display_name is None and avatar is None:
+            raise UserError("Give a new `display_name`, a new `avatar`, or both.")
+        model = await self.get_model(guild_id, handle)
+        clear = avatar is not None and avatar.strip().lower() == "none"
+        url = normalize_http_url(avatar, what="The avatar URL") if avatar is not None and not clear else None
+        name = clean_display_name(display_name, model.handle) if display_name is not None else None
+        updated = await self.registry.update_model_profile(guild_id, model.handle, display_name=name,
+                                                           avatar_url=url, clear_avatar=clear)
+        if updated is None:  # deleted meanwhile
+            raise RegistryError(f"There is no model called `{model.handle}` in this server.")
+        return updated
 
     def model_location(self, model: ModelRecord) -> str:
         return str(self.store.resolve(model.path))
