@@ -20,7 +20,8 @@ References (discord-api-docs):
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, TypeVar
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 import discord
 from discord import app_commands
@@ -86,13 +87,15 @@ def fit_embed(embed: discord.Embed) -> discord.Embed:
     for key, limit in (("title", TITLE), ("description", DESCRIPTION)):
         if key in data:
             data[key] = trim(data[key], limit)
-    if "author" in data:
-        data["author"]["name"] = trim(data["author"].get("name"), AUTHOR_NAME)
-    if "footer" in data:
-        data["footer"]["text"] = trim(data["footer"].get("text"), FOOTER)
+    # Discord trims whitespace, and then needs an author name, a footer text, a field name and value.
+    for key, text_key, limit in (("author", "name", AUTHOR_NAME), ("footer", "text", FOOTER)):
+        if key in data:
+            data[key][text_key] = trim(data[key].get(text_key), limit)
+            if not data[key][text_key].strip():
+                del data[key]
     if "fields" in data:
-        data["fields"] = [dict(f, name=trim(f.get("name"), FIELD_NAME) or "\u2014", value=trim(f.get("value"), FIELD_VALUE) or "\u2014")
-                          for f in data["fields"][:FIELDS]]
+        data["fields"] = [dict(f, name=_non_blank(trim(f.get("name"), FIELD_NAME)),
+                               value=_non_blank(trim(f.get("value"), FIELD_VALUE))) for f in data["fields"][:FIELDS]]
     _drop_bad_urls(data)
     fitted = discord.Embed.from_dict(data)
     excess = embed_length(fitted) - EMBED_TOTAL
@@ -103,13 +106,18 @@ def fit_embed(embed: discord.Embed) -> discord.Embed:
     return fitted
 
 
+def _non_blank(text: str) -> str:
+    return text if text.strip() else "\u2014"
+
+
 def _drop_bad_urls(data: dict[str, Any]) -> None:
     """Make each URL field well formed, or leave it out (one bad URL refuses the whole message)."""
     places = [(data, "url"), (data.get("author"), "url"), (data.get("author"), "icon_url"),
               (data.get("footer"), "icon_url"), (data.get("thumbnail"), "url"), (data.get("image"), "url")]
     for holder, key in places:
         if holder and holder.get(key) is not None:
-            url = well_formed_http_url(holder[key]) if not str(holder[key]).startswith("attachment://") else holder[key]
+            url = str(holder[key])
+            url = url if url.startswith("attachment://") else well_formed_http_url(url)
             if url is None:
                 del holder[key]
             else:
