@@ -94,8 +94,14 @@ def fit_embed(embed: discord.Embed) -> discord.Embed:
             if not data[key][text_key].strip():
                 del data[key]
     if "fields" in data:
-        data["fields"] = [dict(f, name=_non_blank(trim(f.get("name"), FIELD_NAME)),
-                               value=_non_blank(trim(f.get("value"), FIELD_VALUE))) for f in data["fields"][:FIELDS]]
+        data["fields"] = [
+            dict(
+                f,
+                name=_non_blank(trim(f.get("name"), FIELD_NAME)),
+                value=_non_blank(trim(f.get("value"), FIELD_VALUE)),
+            )
+            for f in data["fields"][:FIELDS]
+        ]
     _drop_bad_urls(data)
     fitted = discord.Embed.from_dict(data)
     excess = embed_length(fitted) - EMBED_TOTAL
@@ -112,8 +118,14 @@ def _non_blank(text: str) -> str:
 
 def _drop_bad_urls(data: dict[str, Any]) -> None:
     """Make each URL field well formed, or leave it out (one bad URL refuses the whole message)."""
-    places = [(data, "url"), (data.get("author"), "url"), (data.get("author"), "icon_url"),
-              (data.get("footer"), "icon_url"), (data.get("thumbnail"), "url"), (data.get("image"), "url")]
+    places = [
+        (data, "url"),
+        (data.get("author"), "url"),
+        (data.get("author"), "icon_url"),
+        (data.get("footer"), "icon_url"),
+        (data.get("thumbnail"), "url"),
+        (data.get("image"), "url"),
+    ]
     for holder, key in places:
         if holder and holder.get(key) is not None:
             url = str(holder[key])

@@ -40,17 +40,28 @@ def normalize_http_url(raw: str | None, *, what: str = "The URL") -> str:
     except ValueError:
         raise UserError(f"{what} is not a valid URL: `{text[:100]}`.") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise UserError(f"{what} must start with `https://` (or `http://`), e.g. `https://example.com/avatar.png`.")
+        raise UserError(
+            f"{what} must start with `https://` (or `http://`), e.g. `https://example.com/avatar.png`."
+        )
     host = _ascii_host(parts.hostname or "")
-    if not (_HOST_RE.match(host) or _is_ipv6(host)) or parts.username is not None or parts.password is not None:
+    if (
+        not (_HOST_RE.match(host) or _is_ipv6(host))
+        or parts.username is not None
+        or parts.password is not None
+    ):
         raise UserError(f"{what} has no valid host name: `{text[:100]}`.")
     if ":" in host:  # an IPv6 literal: urlsplit gives it without its brackets
         host = f"[{host}]"
     netloc = host if port is None else f"{host}:{port}"
-    url = urlunsplit((
-        parts.scheme.lower(), netloc,
-        _encode(parts.path or "/", _SAFE_PATH), _encode(parts.query, _SAFE_QUERY), _encode(parts.fragment, _SAFE_QUERY),
-    ))
+    url = urlunsplit(
+        (
+            parts.scheme.lower(),
+            netloc,
+            _encode(parts.path or "/", _SAFE_PATH),
+            _encode(parts.query, _SAFE_QUERY),
+            _encode(parts.fragment, _SAFE_QUERY),
+        )
+    )
     if len(url) > MAX_URL_LENGTH:
         raise UserError(f"{what} is too long (at most {MAX_URL_LENGTH} characters).")
     return url
