@@ -179,7 +179,7 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE training_jobs ADD COLUMN source_user_id INTEGER;
     """,
-    # 4: a schedule's consecutive refused posts (paused at MAX_SCHEDULE_FAILURES).
+    # 4: a schedule's refused posts in a row (schedules.MAX_FAILURES pause it).
     """
     ALTER TABLE schedules ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
     """,
