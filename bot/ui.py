@@ -53,7 +53,8 @@ async def send_error(interaction: discord.Interaction, message: str) -> None:
             return
         if interaction.extras.get("public_defer") and not interaction.extras.get("answered"):
             # A public "thinking..." placeholder would otherwise stay; replace it with the error.
-            await interaction.edit_original_response(content=fit_content(f"⚠️ {message}"), allowed_mentions=NO_PINGS)
+            await interaction.edit_original_response(content=fit_content(f"⚠️ {message}"),
+                                                     allowed_mentions=NO_PINGS)
             return
         await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_PINGS)
     except discord.HTTPException:
@@ -119,7 +120,8 @@ async def handle_autocomplete(interaction: discord.Interaction, current: str) ->
     if interaction.guild_id is None:
         return []
     models = await interaction.client.core.registry.search_handles(interaction.guild_id, current.lstrip("@"))
-    return fit_choices(app_commands.Choice(name=f"{m.display_name} (@{m.handle})", value=m.handle) for m in models)
+    return fit_choices(app_commands.Choice(name=f"{m.display_name} (@{m.handle})", value=m.handle)
+                       for m in models)
 
 
 class ConfirmView(discord.ui.View):

@@ -107,7 +107,8 @@ def _check_url(errors: dict, path: list, value: Any) -> None:
 
 
 def _check_embed(errors: dict, i: int, embed: dict) -> int:
-    total = sum(_check_length(errors, ["embeds", i, key], embed.get(key), limit) for key, limit in EMBED_LIMITS.items())
+    total = sum(_check_length(errors, ["embeds", i, key], embed.get(key), limit)
+                for key, limit in EMBED_LIMITS.items())
     fields = embed.get("fields") or []
     if len(fields) > 25:
         _error(errors, ["embeds", i, "fields"], "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
@@ -120,7 +121,8 @@ def _check_embed(errors: dict, i: int, embed: dict) -> int:
     if footer:
         total += _check_length(errors, ["embeds", i, "footer", "text"], footer.get("text"), 2048, 1)
     for holder, key, path in ((embed, "url", ["url"]), (author, "url", ["author", "url"]),
-                              (author, "icon_url", ["author", "icon_url"]), (footer, "icon_url", ["footer", "icon_url"]),
+                              (author, "icon_url", ["author", "icon_url"]),
+                              (footer, "icon_url", ["footer", "icon_url"]),
                               (embed.get("thumbnail") or {}, "url", ["thumbnail", "url"]),
                               (embed.get("image") or {}, "url", ["image", "url"])):
         _check_url(errors, ["embeds", i, *path], holder.get(key))
@@ -135,7 +137,8 @@ def message_errors(body: dict | None, *, webhook: bool = False) -> dict:
     if len(embeds) > 10:
         _error(errors, ["embeds"], "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
     if sum(_check_embed(errors, i, embed) for i, embed in enumerate(embeds)) > EMBED_TOTAL:
-        _error(errors, ["embeds"], "MAX_EMBED_SIZE_EXCEEDED", f"Embed size exceeds maximum size of {EMBED_TOTAL}")
+        _error(errors, ["embeds"], "MAX_EMBED_SIZE_EXCEEDED",
+               f"Embed size exceeds maximum size of {EMBED_TOTAL}")
     if webhook:
         if body.get("username") is not None:
             webhook_name_errors(errors, ["username"], body["username"])

@@ -193,7 +193,8 @@ class AutopostCog(commands.Cog):
         try:
             failures = await self.scheduler.record_failure(schedule)
             if failures >= MAX_FAILURES:
-                await self.pause_and_tell(schedule, f"its last {failures} posts failed ({describe_failure(error)})")
+                reason = f"its last {failures} posts failed ({describe_failure(error)})"
+                await self.pause_and_tell(schedule, reason)
         except Exception:
             log.exception("Could not record the failure of schedule %s", schedule.id)
 

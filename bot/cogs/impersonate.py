@@ -69,8 +69,9 @@ class ImpersonateCog(commands.Cog):
         # Ten long posts can pass the 6,000 characters a message may hold: the rest follow.
         first, *rest = embed_messages(tweet_embed(model, text) for text in tweets)
         messages = [await interaction.edit_original_response(embeds=first, allowed_mentions=NO_PINGS)]
-        for embeds in rest:
-            messages.append(await interaction.followup.send(embeds=embeds, allowed_mentions=NO_PINGS, wait=True))
+        for embeds in rest:  # in order, one after the other
+            messages.append(  # noqa: PERF401
+                await interaction.followup.send(embeds=embeds, allowed_mentions=NO_PINGS, wait=True))
         for message in messages:
             await data.record_post(message_id=message.id, guild_id=interaction.guild_id,
                                    channel_id=interaction.channel_id, handle=model.handle,

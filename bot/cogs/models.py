@@ -69,7 +69,8 @@ class ModelsCog(commands.Cog):
             embed.add_field(name="Training", value=f"{m['steps']} steps, {m.get('epochs', '?')} epochs")
         who = f"<@{model.created_by}>" if model.created_by else "someone"
         embed.add_field(name="Trained by", value=f"{who} <t:{int(model.created_at)}:R>", inline=False)
-        await interaction.response.send_message(embed=fit_embed(embed), ephemeral=True, allowed_mentions=NO_PINGS)
+        await interaction.response.send_message(embed=fit_embed(embed), ephemeral=True,
+                                                allowed_mentions=NO_PINGS)
 
     @models.command(name="edit", description="Change a persona's shown name or picture")
     @app_commands.describe(handle="Which persona", display_name="Name shown on its posts",
@@ -79,10 +80,12 @@ class ModelsCog(commands.Cog):
     async def models_edit(self, interaction: discord.Interaction, handle: str,
                           display_name: app_commands.Range[str, 1, 80] | None = None,
                           avatar: str | None = None) -> None:
-        model = await self.core.edit_model(interaction.guild_id, handle, display_name=display_name, avatar=avatar)
+        model = await self.core.edit_model(interaction.guild_id, handle, display_name=display_name,
+                                           avatar=avatar)
         picture = "no picture" if not model.avatar_url else f"picture <{model.avatar_url}>"
+        name = discord.utils.escape_markdown(model.display_name)
         await interaction.response.send_message(
-            f"`@{model.handle}` is now shown as **{discord.utils.escape_markdown(model.display_name)}** with {picture}.",
+            f"`@{model.handle}` is now shown as **{name}** with {picture}.",
             ephemeral=True, allowed_mentions=NO_PINGS,
         )
 

@@ -267,7 +267,8 @@ class TrainingCog(commands.Cog):
                                           everyone=False, roles=False)
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
-            await channel.send(fit_content(text), allowed_mentions=mention, **({"file": file} if file else {}))
+            await channel.send(fit_content(text), allowed_mentions=mention,
+                               **({"file": file} if file else {}))
         except discord.HTTPException as exc:
             log.warning("Could not tell channel %s about job %s: %s", job.channel_id, job.id, exc)
 

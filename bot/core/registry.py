@@ -373,8 +373,10 @@ class Registry:
             row = await cur.fetchone()
         return _model(row) if row else None
 
-    async def update_model_profile(self, guild_id: int, handle: str, *, display_name: str | None = None,
-                                   avatar_url: str | None = None, clear_avatar: bool = False) -> ModelRecord | None:
+    async def update_model_profile(
+        self, guild_id: int, handle: str, *, display_name: str | None = None, avatar_url: str | None = None,
+        clear_avatar: bool = False,
+    ) -> ModelRecord | None:
         """Change how a persona is shown (name, picture); None if there is no such model."""
         async with self.db.execute(
             "UPDATE models SET display_name = coalesce(?, display_name), "
