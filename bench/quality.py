@@ -27,7 +27,6 @@ import json
 import math
 import os
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -57,18 +56,18 @@ def default_variants() -> list[Variant]:
         Variant("full lr 2e-4", {"method": "full", "learning_rate": 2e-4}),
         Variant("full lr 5e-4", {"method": "full", "learning_rate": 5e-4}),
         Variant("LoRA r8 a16 lr 5e-4", lora | {"lora_rank": 8, "lora_alpha": 16, "learning_rate": 5e-4}),
-        Variant("LoRA r8 a16 lr 2e-3", lora | {"lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3}),
         Variant("LoRA r16 a32 lr 2e-3", lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3}),
         Variant("LoRA r16 a32 lr 2e-3 +norms/biases",
                 lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3, "lora_train_norms": True}),
         Variant("rsLoRA r16 a16 lr 2e-3 +norms/biases",
                 lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 2e-3, "lora_train_norms": True,
                         "use_rslora": True}),
+        Variant("LoRA r32 a64 lr 2e-3 +norms/biases",
+                lora | {"lora_rank": 32, "lora_alpha": 64, "learning_rate": 2e-3, "lora_train_norms": True}),
         Variant("DoRA r16 a32 lr 2e-3 +norms/biases",
                 lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3, "lora_train_norms": True,
                         "use_dora": True}),
-        Variant("LoRA r32 a64 lr 2e-3 +norms/biases",
-                lora | {"lora_rank": 32, "lora_alpha": 64, "learning_rate": 2e-3, "lora_train_norms": True}),
+        Variant("LoRA r8 a16 lr 2e-3", lora | {"lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3}),
     ]
 
 
@@ -210,7 +209,8 @@ def pretrain(model, ids: list[int], *, minutes: float, block: int, batch: int, l
         optimizer.zero_grad(set_to_none=True)
         step, tokens = step + 1, tokens + x.numel()
         if step % log_every == 0:
-            print(f"  pretrain step {step} loss {float(loss):.3f} ({time.monotonic() - started:.0f}s)", flush=True)
+            seconds = time.monotonic() - started
+            print(f"  pretrain step {step} loss {float(loss):.3f} ({seconds:.0f}s)", flush=True)
     return {"steps": step, "tokens": tokens, "seconds": round(time.monotonic() - started, 1)}
 
 
@@ -225,8 +225,8 @@ class ProxySpec:
     adapt_minutes: float = 1.5  # continued pre-training with the other people's tweets
     prose_bytes: int = 12_000_000
     block: int = 128
-    batch: int = 16
-    lr: float = 1e-3
+    batch: int = 8  # small batches: more updates from the few tokens a CPU budget allows
+    lr: float = 2e-3
     device: str = "auto"
 
     def key(self) -> str:
@@ -271,7 +271,8 @@ def prose_base(spec: ProxySpec, cache: Path) -> tuple[Path, dict[str, Any]]:
     return out, info
 
 
-def person_base(spec: ProxySpec, cache: Path, target: str, corpora: dict[str, list[str]]) -> tuple[Path, dict]:
+def person_base(spec: ProxySpec, cache: Path, target: str,
+                corpora: dict[str, list[str]]) -> tuple[Path, dict]:
     """The prose base, further pre-trained on prose mixed with everyone's tweets but the target's."""
     import torch
     from transformers import AutoTokenizer, GPT2LMHeadModel
@@ -332,26 +333,58 @@ def folder_bytes(folder: Path) -> int:
                if f.is_file() and f.suffix in {".safetensors", ".bin"})
 
 
+class PeakRss:
+    """Samples this process's resident memory while a run lasts: its peak, and the rise over the start."""
+
+    def __init__(self, every: float = 0.05):
+        import threading
+
+        self.every, self.start = every, _rss()
+        self.peak = self.start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak = max(self.peak, _rss())
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def run_variant(base: Path, tweets: list[str], settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Fine-tune with the project's own `train()` and measure it."""
     from bot.core.training import TrainConfig, train
 
     config = TrainConfig(base_model=str(base), **settings)
     started = time.monotonic()
-    result = train(tweets, out_dir, config)
+    with PeakRss() as rss:
+        result = train(tweets, out_dir, config)
     m = result.metrics
     return {
         "val_ppl": m["val_perplexity"], "initial_val_ppl": math.exp(m["initial_val_loss"]),
         "last_epoch_val_ppl": m.get("last_val_perplexity"), "best_epoch": m.get("best_epoch"),
         "train_tokens": m["train_tokens"], "tokens_per_second": m["tokens_per_second"],
         "wall_seconds": round(time.monotonic() - started, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(rss.peak / 2**20),
+        "rss_rise_mb": round((rss.peak - rss.start) / 2**20),  # what this training added
         "disk_bytes": folder_bytes(out_dir),
     }
 
 
 def run_isolated(base: Path, tweets_file: Path, settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """`run_variant` in a fresh interpreter, so its peak RAM is its own."""
+    """`run_variant` in a fresh interpreter, so its peak RAM is its own (costs an import per run)."""
     cmd = [sys.executable, "-m", "bench.quality", "--one", json.dumps(
         {"base": str(base), "tweets": str(tweets_file), "settings": settings, "out": str(out_dir)})]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -404,9 +437,10 @@ def run_bench(bench: Bench, results_file: Path | None = None) -> list[dict[str, 
 # --------------------------------------------------------------------------- report
 
 def format_row(r: dict[str, Any]) -> str:
-    return (f"@{r['person']:<13} {r['variant']:<38} ppl {r['val_ppl']:8.1f} (before {r['initial_val_ppl']:.0f}, "
-            f"epoch {r['best_epoch']}) {r['tokens_per_second']:7.0f} tok/s {r['wall_seconds']:6.1f}s "
-            f"{r['peak_rss_mb']:5d} MB {r['disk_bytes'] / 1e6:7.2f} MB (124M: {r['gpt2_124m_bytes'] / 1e6:.1f} MB)")
+    return (f"@{r['person']:<13} {r['variant']:<38} ppl {r['val_ppl']:8.1f} "
+            f"(before {r['initial_val_ppl']:.0f}, epoch {r['best_epoch']}) "
+            f"{r['tokens_per_second']:7.0f} tok/s {r['wall_seconds']:6.1f}s {r['peak_rss_mb']:5d} MB "
+            f"{r['disk_bytes'] / 1e6:7.2f} MB (124M: {r['gpt2_124m_bytes'] / 1e6:.1f} MB)")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -415,7 +449,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     best_full = {p: min((r["val_ppl"] for r in rows if r["person"] == p and r["variant"].startswith("full")),
                         default=None) for p in persons}
     head = ["variant", *(f"@{p} ppl (vs best full)" for p in persons), "kept epoch", "tokens/s",
-            "wall s", "peak RAM MB", "disk MB (proxy)", "disk MB (GPT-2-124M)"]
+            "wall s", "RAM rise MB", "disk MB (proxy)", "disk MB (GPT-2-124M)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     before = {p: next(r["initial_val_ppl"] for r in rows if r["person"] == p) for p in persons}
     lines.append("| base, before fine-tuning | " + " | ".join(f"{before[p]:.1f}" for p in persons)
@@ -428,7 +462,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         epochs = "/".join(str(mine[p]["best_epoch"]) for p in persons if p in mine)
         speed = sum(r["tokens_per_second"] for r in mine.values()) / len(mine)
         wall = sum(r["wall_seconds"] for r in mine.values()) / len(mine)
-        ram = max(r["peak_rss_mb"] for r in mine.values())
+        ram = max(r.get("rss_rise_mb", r["peak_rss_mb"]) for r in mine.values())
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {epochs} | {speed:.0f} | {wall:.0f} | {ram} | "
                      f"{any_row['disk_bytes'] / 1e6:.2f} | {any_row['gpt2_124m_bytes'] / 1e6:.1f} |")
     return "\n".join(lines)
@@ -449,6 +483,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=384)
     p.add_argument("--heads", type=int, default=6)
     p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--tweets-dir", type=Path, default=SHARED_TWEETS, help="the shared tweet corpora")
     p.add_argument("--persons", nargs="*", help="handles to fine-tune (default: every shared person)")
     p.add_argument("--variants", nargs="*", help="substrings of variant names to run (default: all)")
     p.add_argument("--max-tweets", type=int, default=0, help="fine-tune on this many tweets (0: all)")
@@ -457,6 +492,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--results", type=Path, help="append one JSON line per run here")
     p.add_argument("--table", type=Path, help="only print the table of a results file")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of each person's tweets")
+    p.add_argument("--in-process", action="store_true",
+                   help="run the fine-tunes in this process (faster; RAM is then the rise during each run)")
     p.add_argument("--quick", action="store_true", help="a tiny model and a few steps (seconds)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -489,8 +527,11 @@ def bench_from_args(args: argparse.Namespace) -> Bench:
     variants = default_variants()
     if args.variants:
         variants = [v for v in variants if any(s in v.name for s in args.variants)]
+    if not any(args.tweets_dir.glob("*.csv")):
+        raise SystemExit(f"No tweet corpora (*.csv) in {args.tweets_dir}")
     bench = Bench(spec=spec, variants=variants, persons=args.persons or None, max_tweets=args.max_tweets,
-                  epochs=args.epochs, cache=args.cache)
+                  epochs=args.epochs, cache=args.cache, corpora=people(args.tweets_dir),
+                  isolate=not args.in_process, common={"val_fraction": args.val_fraction})
     if args.quick:
         bench = quick(bench)
     return bench
@@ -503,7 +544,7 @@ def quick(bench: Bench) -> Bench:
                            device="cpu")
     bench.max_tweets = bench.max_tweets or 40
     bench.epochs = 2
-    bench.common = {"block_size": 32, "batch_size": 4, "device": "cpu"}
+    bench.common = bench.common | {"block_size": 32, "batch_size": 4, "device": "cpu"}
     bench.isolate = False
     return bench
 

@@ -296,14 +296,16 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
         total_steps = min(total_steps, config.max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(total_steps * config.warmup_fraction), total_steps)
+    warmup = int(total_steps * config.warmup_fraction)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     # fp16 (CUDA without bf16) needs loss scaling or small gradients underflow to zero; bf16 and
     # fp32 do not, and a disabled scaler is a no-op.
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     checkpointer = None
     if config.checkpoint_dir:
         recorded = {k: v for k, v in _recorded_config(config).items() if k != "device"}
-        checkpointer = Checkpointer(config.checkpoint_dir, config.checkpoint_seconds, fingerprint(recorded, tweets))
+        checkpointer = Checkpointer(config.checkpoint_dir, config.checkpoint_seconds,
+                                    fingerprint(recorded, tweets))
     run = _Run(config, device, amp_dtype, model, tokenizer, data, total_steps, params, optimizer, scheduler,
                scaler, checkpointer, LoopState(), report, started)
     state = checkpointer.restore(model, optimizer, scheduler) if checkpointer else None
@@ -336,7 +338,8 @@ def prepare_data(tokenizer, tweets: list[str], config: TrainConfig, max_position
     train_encoded = encode_tweets(tokenizer, train_tweets)
     rows_per_epoch = len(arrange(train_encoded, block_size))
     steps_per_epoch = max(1, math.ceil(rows_per_epoch / config.batch_size))
-    return TrainData(train_tweets, val_tweets, train_encoded, val_blocks, block_size, steps_per_epoch, arrange)
+    return TrainData(train_tweets, val_tweets, train_encoded, val_blocks, block_size, steps_per_epoch,
+                     arrange)
 
 
 def _train_epoch(run: _Run, epoch: int, order: list[list[int]], cancel, interrupt) -> None:
@@ -356,7 +359,8 @@ def _train_epoch(run: _Run, epoch: int, order: list[list[int]], cancel, interrup
         state.step += 1
         state.epoch, state.batch_in_epoch = epoch, index + 1
         state.tokens_seen += int(batch["attention_mask"].sum())
-        state.smoothed_loss = value if state.smoothed_loss is None else 0.9 * state.smoothed_loss + 0.1 * value
+        smoothed = state.smoothed_loss
+        state.smoothed_loss = value if smoothed is None else 0.9 * smoothed + 0.1 * value
         elapsed = time.monotonic() - run.train_started
         state.history.append({"step": state.step, "train_loss": value, "tokens": state.tokens_seen,
                               "time": round(elapsed, 4)})
@@ -388,8 +392,8 @@ def train_step(run: _Run, batch: dict[str, torch.Tensor]) -> float:
 def _end_epoch(run: _Run, epoch: int) -> None:
     """Evaluate on the held-out tweets and remember the best epoch's weights."""
     state = run.state
-    run.report(TrainProgress(phase="evaluating", step=state.step, total_steps=run.total_steps, epoch=epoch + 1,
-                             loss=state.smoothed_loss))
+    run.report(TrainProgress(phase="evaluating", step=state.step, total_steps=run.total_steps,
+                             epoch=epoch + 1, loss=state.smoothed_loss))
     val_loss = run.evaluate()
     if val_loss is not None:
         state.history.append({"step": state.step, "val_loss": val_loss, "epoch": epoch + 1})
