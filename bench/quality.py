@@ -68,6 +68,13 @@ def default_variants() -> list[Variant]:
                 lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3, "lora_train_norms": True,
                         "use_dora": True}),
         Variant("LoRA r8 a16 lr 2e-3", lora | {"lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3}),
+        # Higher learning rates: on a short budget every method above is still far from converged.
+        Variant("full lr 1e-3", {"method": "full", "learning_rate": 1e-3}),
+        Variant("LoRA r16 a32 lr 5e-3 +norms/biases",
+                lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 5e-3, "lora_train_norms": True}),
+        Variant("rsLoRA r16 a16 lr 5e-3 +norms/biases",
+                lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 5e-3, "lora_train_norms": True,
+                        "use_rslora": True}),
     ]
 
 
@@ -325,7 +332,8 @@ def gpt2_124m_persona_bytes(settings: dict[str, Any]) -> int:
         # save_pretrained keeps the model's fp32 weights; the tied output layer is stored once.
         return sum(p.numel() for p in model.parameters()) * 4
     model = wrap_lora(model, config)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad) * 2  # adapters saved in bf16
+    # As train() saves them: the LoRA matrices in bf16, trained layer norms and biases in fp32.
+    return sum(p.numel() * (2 if "lora_" in n else 4) for n, p in model.named_parameters() if p.requires_grad)
 
 
 def folder_bytes(folder: Path) -> int:

@@ -42,4 +42,5 @@ def test_the_default_persona_fits_the_size_limit_with_gpt2_124m_shapes():
     defaults = TrainConfig()
     settings = {"method": defaults.method}
     assert gpt2_124m_persona_bytes(settings) <= PERSONA_LIMIT
-    assert gpt2_124m_persona_bytes({"method": "full"}) > 400 * 10**6  # why full fine-tunes are not the default
+    # Why a full fine-tune is not the default: a whole GPT-2 per persona.
+    assert gpt2_124m_persona_bytes({"method": "full"}) > 400 * 10**6
