@@ -59,6 +59,8 @@ def default_variants() -> list[Variant]:
         Variant("LoRA r16 a32 lr 2e-3", lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3}),
         Variant("LoRA r16 a32 lr 2e-3 +norms/biases",
                 lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3, "lora_train_norms": True}),
+        Variant("rsLoRA r16 a16 lr 2e-3 (default)",
+                lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 2e-3, "use_rslora": True}),
         Variant("rsLoRA r16 a16 lr 2e-3 +norms/biases",
                 lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 2e-3, "lora_train_norms": True,
                         "use_rslora": True}),

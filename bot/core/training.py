@@ -55,12 +55,14 @@ class TrainConfig:
     learning_rate: float | None = None  # default depends on the method
     warmup_fraction: float = 0.05
     weight_decay: float = 0.0
-    # Defaults measured by bench/quality.py (docs/quality.md): rsLoRA r16 with layer norms and
-    # biases came closest to a full fine-tune of every LoRA-family variant, at ~5 MB per GPT-2 persona.
+    # Defaults measured by bench/quality.py (docs/quality.md): rank-stabilised LoRA at rank 16 came
+    # closest to a full fine-tune of the LoRA-family variants, at ~4.7 MB per GPT-2 persona.
     lora_rank: int = 16
     lora_alpha: int = 16  # with rsLoRA the scale alpha/sqrt(r) = 4 stays right whatever the rank
     lora_dropout: float = 0.05
-    lora_train_norms: bool = True  # also train the layer norms and biases (small, saved with the adapter)
+    # Also train the layer norms and biases (~1% better in the bench). Off: peft trains the *base*
+    # model's biases, which personas sharing one base in generation would overwrite for each other.
+    lora_train_norms: bool = False
     use_rslora: bool = True  # rank-stabilised scaling alpha/sqrt(r) instead of alpha/r
     use_dora: bool = False  # weight-decomposed LoRA (a magnitude vector per adapted layer)
     keep_best: bool = True  # save the epoch with the lowest validation loss, not just the last one
