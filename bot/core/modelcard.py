@@ -60,8 +60,9 @@ def _header(name: str, handle: str, avatar_url: str | None) -> str:
         f"background-size:cover; background-image:url('{html.escape(avatar_url)}')\"></div>\n"
         if avatar_url else ""
     )
+    bot_label = '<div style="text-align: center; margin-top: 3px; font-size: 16px; font-weight: 800">'
     return f"""<div class="inline-flex flex-col" style="line-height: 1.5;">
-{avatar}<div style="text-align: center; margin-top: 3px; font-size: 16px; font-weight: 800">🤖 AI BOT 🤖</div>
+{avatar}{bot_label}🤖 AI BOT 🤖</div>
 <div style="text-align: center; font-size: 16px; font-weight: 800">{name}</div>
 <div style="text-align: center; font-size: 14px;">@{handle}</div>
 </div>
@@ -71,7 +72,8 @@ I was made with tweetalike, in the spirit of [huggingtweets](https://github.com/
 
 def _how_it_works(name: str, base_model: str) -> str:
     return (f"## How does it work?\n\nThe model is a pre-trained "
-            f"[GPT-2](https://huggingface.co/{base_model}) fine-tuned on {name}'s tweets.\nEvery post it writes is generated: it is not {name}.")
+            f"[GPT-2](https://huggingface.co/{base_model}) fine-tuned on {name}'s tweets.\n"
+            f"Every post it writes is generated: it is not {name}.")
 
 
 def _procedure(handle: str, base_model: str, method: str, config: dict[str, Any],
