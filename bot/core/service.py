@@ -185,7 +185,7 @@ class PersonaService:
         return TrainConfig(
             base_model=job.base_model, method=job.method, epochs=job.epochs,
             batch_size=s.train_batch_size, block_size=s.train_block_size,
-            learning_rate=s.train_learning_rate, lora_rank=s.lora_rank, lora_alpha=2 * s.lora_rank,
+            learning_rate=s.train_learning_rate, lora_rank=s.lora_rank,
             seed=s.train_seed, max_steps=s.train_max_steps, checkpoint_seconds=s.train_checkpoint_seconds,
         )
 
