@@ -28,7 +28,10 @@ from .devices import MODEL_BUILD_LOCK, autocast, autocast_dtype, pick_device
 
 log = logging.getLogger(__name__)
 
-LORA_TARGET_MODULES = ["c_attn", "c_proj", "c_fc"]  # GPT-2's Conv1D layers (attention and MLP)
+# Where an architecture's own names are known, LoRA targets them (GPT-2's Conv1D layers: personas
+# trained before keep loading); any other causal LM gets peft's "all-linear" (every linear layer
+# of its blocks, not the output head).
+LORA_TARGET_MODULES = {"gpt2": ["c_attn", "c_proj", "c_fc"]}
 TRAINING_INFO_FILE = "training.json"
 
 
@@ -147,6 +150,8 @@ def load_base_model(base_model: str, device: torch.device):
             f"Could not load the base model {base_model!r}: it must be a Hugging Face hub id "
             f"reachable from this machine or a local model folder ({exc.__class__.__name__})."
         ) from exc
+    if tokenizer.eos_token_id is None and isinstance(getattr(model.config, "eos_token_id", None), int):
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(model.config.eos_token_id)
     if tokenizer.eos_token_id is None:
         raise TrainingError(f"The base model {base_model!r} has no end-of-text token.")
     if tokenizer.pad_token_id is None:
@@ -154,16 +159,35 @@ def load_base_model(base_model: str, device: torch.device):
     return model.to(device), tokenizer
 
 
+def lora_targets(model) -> tuple[list[str] | str, bool]:
+    """LoRA target modules for this model's architecture, and whether they store weights transposed."""
+    from transformers.pytorch_utils import Conv1D
+
+    targets = LORA_TARGET_MODULES.get(getattr(model.config, "model_type", ""), "all-linear")
+    fan_in_fan_out = any(isinstance(module, Conv1D) for module in model.modules())  # GPT-2 style layers
+    return targets, fan_in_fan_out
+
+
+def position_limit(model_config, default: int) -> int:
+    """The most positions the model can attend to (GPT-2: n_positions, others: max_position_embeddings)."""
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
 def wrap_lora(model, config: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
+    targets, fan_in_fan_out = lora_targets(model)
     lora = LoraConfig(
         task_type="CAUSAL_LM",
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=LORA_TARGET_MODULES,
-        fan_in_fan_out=True,  # GPT-2 uses Conv1D, whose weight is stored transposed
+        target_modules=targets,
+        fan_in_fan_out=fan_in_fan_out,  # GPT-2's Conv1D stores its weight transposed
     )
     return get_peft_model(model, lora)
 
@@ -231,7 +255,7 @@ def train(
         model, tokenizer = load_base_model(config.base_model, device)
         if config.method == "lora":
             model = wrap_lora(model, config)
-    block_size = min(config.block_size, getattr(model.config, "n_positions", config.block_size))
+    block_size = min(config.block_size, position_limit(model.config, config.block_size))
     model.train()
 
     train_tweets, val_tweets = split_tweets(tweets, config.val_fraction, config.seed)
