@@ -229,8 +229,17 @@ def convert_ct2(base: str, work: Path) -> str | None:
     except ImportError:
         log("ctranslate2 is not installed (pip install -r bench/requirements.txt): its row is left out")
         return None
+    from transformers import AutoConfig, AutoTokenizer
+
+    # The converter wants one vocabulary entry per embedding row: name the padding rows.
+    padded = work / "ct2-source"
+    shutil.copytree(base, padded, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(padded)
+    rows = AutoConfig.from_pretrained(padded).vocab_size
+    tokenizer.add_tokens([f"<unused_{i}>" for i in range(rows - len(tokenizer))])
+    tokenizer.save_pretrained(padded)
     out = work / "ct2-int8"
-    ctranslate2.converters.TransformersConverter(base).convert(str(out), quantization="int8", force=True)
+    ctranslate2.converters.TransformersConverter(str(padded)).convert(str(out), quantization="int8", force=True)
     return str(out)
 
 

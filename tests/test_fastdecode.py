@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bot.core import devices, fastdecode
-from bot.core.generation import Generator, GenerationRequest, Sampling, stop_token_ids, top_p_sample
+from bot.core.generation import GenerationRequest, Generator, Sampling, stop_token_ids, top_p_sample
 from bot.core.training import TrainConfig, encode_tweets, split_tweets, train
 from tests.conftest import tiny_tweets
 from tests.tiny_model import build_tiny_gpt2

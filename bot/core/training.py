@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 from .checkpoint import Checkpointer, LoopState, fingerprint
+from .progress import StepTimer
 from .devices import MODEL_BUILD_LOCK, autocast, autocast_dtype, pick_device
 
 log = logging.getLogger(__name__)
@@ -291,6 +292,7 @@ def train(
 
     rng = random.Random(config.seed)
     train_started = time.monotonic()
+    step_timer = StepTimer()
     for epoch in range(config.epochs):
         order = list(train_encoded)
         rng.shuffle(order)  # replayed for the epochs a resumed run skips, so the order is the same
@@ -305,6 +307,7 @@ def train(
                 if checkpointer is not None and state.step > state.resumed_from:
                     checkpointer.save(model, optimizer, scheduler, state)
                 raise TrainingInterrupted()
+            step_timer.start()
             batch = make_batch(batches[index], pad_id, device)
             with autocast(device, amp_dtype):
                 loss = model(**batch).loss
@@ -313,6 +316,7 @@ def train(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            step_timer.stop()
             state.step += 1
             state.epoch, state.batch_in_epoch = epoch, index + 1
             state.tokens_seen += int(batch["attention_mask"].sum())
@@ -320,12 +324,11 @@ def train(
             state.smoothed_loss = value if state.smoothed_loss is None else 0.9 * state.smoothed_loss + 0.1 * value
             elapsed = time.monotonic() - train_started
             history.append({"step": state.step, "train_loss": value, "tokens": state.tokens_seen, "time": round(elapsed, 4)})
-            done_here = state.step - state.resumed_from
             report(
                 TrainProgress(
                     phase="training", step=state.step, total_steps=total_steps, epoch=epoch + 1,
                     loss=state.smoothed_loss, elapsed=time.monotonic() - started,
-                    eta_seconds=elapsed / done_here * (total_steps - state.step),
+                    eta_seconds=step_timer.eta(total_steps - state.step),
                 )
             )
             if state.step >= total_steps:
