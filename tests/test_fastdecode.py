@@ -19,8 +19,10 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("int8")
     base = str(build_tiny_gpt2(root / "base", n_embd=128, n_head=4, n_positions=64))
     common = dict(epochs=1, batch_size=8, block_size=64, max_steps=15)
-    full = train(tiny_tweets(), root / "full", TrainConfig(base_model=base, method="full", learning_rate=3e-3, **common))
-    lora = train(tiny_tweets(), root / "lora", TrainConfig(base_model=str(full.output_dir), learning_rate=2e-2, **common))
+    full = train(tiny_tweets(), root / "full",
+                 TrainConfig(base_model=base, method="full", learning_rate=3e-3, **common))
+    lora = train(tiny_tweets(), root / "lora",
+                 TrainConfig(base_model=str(full.output_dir), learning_rate=2e-2, **common))
     return str(full.output_dir), str(lora.output_dir)
 
 
@@ -47,7 +49,8 @@ def test_int8_logits_and_per_row_lora_match_the_float_model(trained):
     with_lora = PeftModel.from_pretrained(load(full)[0], lora).eval()(ids).logits
     mixed = decoder.logits_of(ids, fastdecode.stack_lora([adapter, None, adapter]))  # one pass, two personas
     scale = with_lora.abs().max()
-    assert (mixed[0] - with_lora[0]).abs().max() < 0.05 * scale and (mixed[2] - with_lora[2]).abs().max() < 0.05 * scale
+    assert (mixed[0] - with_lora[0]).abs().max() < 0.05 * scale
+    assert (mixed[2] - with_lora[2]).abs().max() < 0.05 * scale
     assert (mixed[1] - reference[1]).abs().max() < 0.05 * scale
     assert (with_lora[0] - reference[0]).abs().max() > 0.2 * scale  # the adapter does change the output
 
@@ -63,7 +66,8 @@ def test_int8_perplexity_is_within_one_percent_of_bf16_on_held_out_tweets(traine
     for row in encode_tweets(tokenizer, held_out):
         ids = torch.tensor([row[:64]])
         for name, logits in (("bf16", bf16(ids).logits[0]), ("int8", decoder.logits_of(ids)[0])):
-            losses[name] += float(torch.nn.functional.cross_entropy(logits[:-1].float(), ids[0, 1:], reduction="sum"))
+            loss = torch.nn.functional.cross_entropy(logits[:-1].float(), ids[0, 1:], reduction="sum")
+            losses[name] += float(loss)
         count += ids.shape[1] - 1
     ratio = torch.tensor((losses["int8"] - losses["bf16"]) / count).exp()  # perplexity ratio
     assert abs(float(ratio) - 1) < 0.01
@@ -86,7 +90,8 @@ def test_sampled_tokens_follow_the_exact_nucleus_distribution(trained):
     """Chi-square of 6,000 first tokens drawn by the int8 path against the exact top-p probabilities."""
     model, tokenizer = load(trained[0])
     decoder = fastdecode.Int8GPT2(model)
-    prompt = tokenizer(tokenizer.eos_token + "the", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    prompt = tokenizer(tokenizer.eos_token + "the", add_special_tokens=False,
+                       return_tensors="pt")["input_ids"]
     logits = decoder.logits_of(prompt)[0, -1]
     probs = torch.softmax(logits, -1)
     ordered, order = probs.sort(descending=True)
@@ -125,7 +130,7 @@ def test_prompt_and_new_tokens_stay_within_the_position_limit(trained):
     assert len(generator.generate(trained[1], "the " * 80, 1)) <= 1  # no index error past position 64
 
 
-def test_mixed_personas_share_one_int8_pass_and_the_generic_path_still_works(trained, tiny_base_model, tmp_path):
+def test_mixed_personas_share_one_int8_pass_and_the_generic_path_still_works(trained):
     full, lora = trained
     int8 = Generator(Sampling(max_new_tokens=12, min_new_tokens=3), cache_size=4)
     generic = Generator(Sampling(max_new_tokens=12, min_new_tokens=3), cache_size=4, int8=False)
@@ -138,8 +143,8 @@ def test_mixed_personas_share_one_int8_pass_and_the_generic_path_still_works(tra
     assert not isinstance(generic._personas[next(iter(generic._personas))].model, fastdecode.Int8GPT2)
 
 
-@pytest.mark.parametrize(("flags", "engine"), [({"amx_int8", "avx2"}, "onednn"), ({"avx2", "avx512f"}, "fbgemm"),
-                                               (set(), None)])
+@pytest.mark.parametrize(("flags", "engine"), [
+    ({"amx_int8", "avx2"}, "onednn"), ({"avx2", "avx512f"}, "fbgemm"), (set(), None)])
 def test_int8_engine_is_chosen_from_the_cpu_flags(monkeypatch, flags, engine):
     monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(flags))
     assert devices.int8_engine() == engine

@@ -35,7 +35,7 @@ def test_training_reports_an_eta_from_its_own_steps(tiny_base_model, tmp_path):
     from tests.conftest import tiny_tweets
 
     seen = []
-    train(tiny_tweets(), tmp_path / "out", TrainConfig(base_model=tiny_base_model, max_steps=4, block_size=64),
-          progress=seen.append)
+    config = TrainConfig(base_model=tiny_base_model, max_steps=4, block_size=64)
+    train(tiny_tweets(), tmp_path / "out", config, progress=seen.append)
     etas = [p.eta_seconds for p in seen if p.phase == "training"]
     assert len(etas) == 4 and etas[-1] == 0.0 and all(e is not None and e >= 0 for e in etas)

@@ -99,8 +99,9 @@ def build_tiny_causal_lm(out_dir: str | Path, arch: str, *, vocab_size: int = 60
                                      bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                      add_bos_token=False, add_eos_token=False)
     elif arch == "qwen2":  # Qwen2 has no BOS and pads with its end-of-text token
-        fast = tf.Qwen2TokenizerFast(tokenizer_object=_byte_level_tokenizer(corpus, vocab_size, [EOS, "<|im_end|>"]),
-                                     eos_token=EOS, pad_token=EOS, unk_token=None, bos_token=None)
+        tokenizer = _byte_level_tokenizer(corpus, vocab_size, [EOS, "<|im_end|>"])
+        fast = tf.Qwen2TokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=EOS,
+                                     unk_token=None, bos_token=None)
     elif arch == "gpt_neox":
         fast = tf.GPTNeoXTokenizerFast(tokenizer_object=_byte_level_tokenizer(corpus, vocab_size, [EOS]),
                                        bos_token=EOS, eos_token=EOS, unk_token=EOS)
@@ -108,8 +109,8 @@ def build_tiny_causal_lm(out_dir: str | Path, arch: str, *, vocab_size: int = 60
         raise ValueError(f"unknown architecture {arch!r}")
     fast.model_max_length = positions
     fast.save_pretrained(out_dir)
-    common = dict(vocab_size=len(fast), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                  intermediate_size=hidden * 2, max_position_embeddings=positions,
+    common = dict(vocab_size=len(fast), hidden_size=hidden, num_hidden_layers=layers,
+                  num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=positions,
                   eos_token_id=fast.eos_token_id, bos_token_id=fast.bos_token_id)
     torch.manual_seed(seed)
     if arch == "llama":

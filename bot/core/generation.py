@@ -127,7 +127,7 @@ class Generator:
         return loaded
 
     def _load_full(self, path: str) -> _Loaded:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
@@ -264,7 +264,7 @@ class Generator:
         extra: dict[str, Any] = {}
         model = personas[0].model
         if isinstance(model, fastdecode.Int8GPT2):
-            rows = [persona.lora for persona, count in zip(personas, counts) for _ in range(count)]
+            rows = [persona.lora for persona, count in zip(personas, counts, strict=True) for _ in range(count)]
             tokens = fastdecode.sample_int8(model, batch["input_ids"], batch["attention_mask"], self.sampling,
                                             stop_ids=personas[0].stop_ids, eos_id=tokenizer.eos_token_id,
                                             lora=fastdecode.stack_lora(rows))
@@ -290,7 +290,7 @@ class Generator:
             rows.append(row)
         decoded = tokenizer.batch_decode(rows, skip_special_tokens=True)
         out, offset = [], 0
-        for prompt, count in zip(prompts, counts):
+        for prompt, count in zip(prompts, counts, strict=True):
             out.append([clean_generated(prompt, d) for d in decoded[offset : offset + count]])
             offset += count
         return out
@@ -361,7 +361,7 @@ def newline_pieces(tokenizer) -> set[str]:
     """How this vocabulary writes a newline: "Ċ" (byte-level BPE), "<0x0A>" (SentencePiece byte
     fallback), or the character itself; found by encoding one, so any tokenizer works."""
     ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    pieces = {piece for i, piece in zip(ids, tokenizer.convert_ids_to_tokens(ids))
+    pieces = {piece for i, piece in zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True)
               if piece and "\n" in tokenizer.decode([i])}
     return pieces | {"\n"}
 
