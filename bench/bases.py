@@ -70,7 +70,7 @@ def train_tokens_per_second(model, rows: int, length: int, steps: int) -> float:
     return rows * length / statistics.median(times[1:])
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the same model is trained again in the next round
 def decode_ms_per_step(model, new_tokens: int) -> float:
     dtype = autocast_dtype("auto", torch.device("cpu")) or torch.float32
     model = model.to(dtype).eval()
@@ -83,11 +83,17 @@ def decode_ms_per_step(model, new_tokens: int) -> float:
 
 
 def main() -> None:
+    import argparse
+
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     models = {name: build(*spec) for name, spec in SHAPES.items()}
     train_speed = {name: [] for name in models}
     decode_speed = {name: [] for name in models}
-    for round_ in range(2):
+    for round_ in range(args.rounds):
         for name, model in models.items():
             print(f"round {round_ + 1}: {name}", file=sys.stderr, flush=True)
             train_speed[name].append(train_tokens_per_second(model, 1, 64, 2))
