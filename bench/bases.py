@@ -75,6 +75,8 @@ def decode_ms_per_step(model, new_tokens: int) -> float:
     dtype = autocast_dtype("auto", torch.device("cpu")) or torch.float32
     model = model.to(dtype).eval()
     ids = torch.zeros((5, 1), dtype=torch.long)
+    warm_up = Sampling(max_new_tokens=2, min_new_tokens=2)  # the first call prepacks bf16 weights
+    sample_tokens(model, ids, torch.ones_like(ids), warm_up, stop_ids=torch.tensor([0]), eos_id=0)
     sampling = Sampling(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     started = time.perf_counter()
     sample_tokens(model, ids, torch.ones_like(ids), sampling, stop_ids=torch.tensor([0]), eos_id=0)
