@@ -239,7 +239,8 @@ def convert_ct2(base: str, work: Path) -> str | None:
     tokenizer.add_tokens([f"<unused_{i}>" for i in range(rows - len(tokenizer))])
     tokenizer.save_pretrained(padded)
     out = work / "ct2-int8"
-    ctranslate2.converters.TransformersConverter(str(padded)).convert(str(out), quantization="int8", force=True)
+    converter = ctranslate2.converters.TransformersConverter(str(padded))
+    converter.convert(str(out), quantization="int8", force=True)
     return str(out)
 
 
@@ -254,20 +255,23 @@ def decoding_engines(base: str, personas: list[str], new_tokens: int, concurrent
     int8 = Generator(sampling, cache_size=concurrent + 1)
     requests = [GenerationRequest(p, "", 5) for p in personas[:concurrent]]
     engines = {
-        "transformers fp32 generate() (baseline)": (lambda: baseline_generate(full, tokenizer, 5, new_tokens), None),
+        "transformers fp32 generate() (baseline)": (
+            lambda: baseline_generate(full, tokenizer, 5, new_tokens), None),
     }
     ct2_path = convert_ct2(base, work)
     if ct2_path is not None:
         import ctranslate2
 
-        ct2 = ctranslate2.Generator(ct2_path, device="cpu", compute_type="int8", intra_threads=torch.get_num_threads())
+        ct2 = ctranslate2.Generator(ct2_path, device="cpu", compute_type="int8",
+                                    intra_threads=torch.get_num_threads())
 
         def ct2_run(rows: int):
             return lambda: ct2.generate_batch([[tokenizer.eos_token]] * rows, max_length=new_tokens,
                                               min_length=new_tokens, sampling_topk=0, sampling_topp=0.95,
                                               include_prompt_in_result=False)
 
-        # CTranslate2 cannot batch LoRA personas: its concurrent row is the bare base, 5 x 16 rows (optimistic).
+        # CTranslate2 cannot batch LoRA personas: its concurrent row is the bare base, 5 x 16 rows
+        # (optimistic for it).
         engines["CTranslate2 int8"] = (ct2_run(5), ct2_run(5 * concurrent))
     engines["ours, bf16/fp32 weights (generic path)"] = (lambda: generic.generate(personas[0], "", 5),
                                                          lambda: generic.generate_batch(requests))
@@ -281,7 +285,8 @@ def decoding_engines(base: str, personas: list[str], new_tokens: int, concurrent
     return engines
 
 
-def bench_decoding(base: str, personas: list[str], runs: int, new_tokens: int, concurrent: int, work: Path) -> dict:
+def bench_decoding(base: str, personas: list[str], runs: int, new_tokens: int, concurrent: int,
+                   work: Path) -> dict:
     """ms per decoding step of each engine, the engines interleaved run by run in one process."""
     engines = decoding_engines(base, personas, new_tokens, concurrent, work)
     single = {name: [] for name in engines}
@@ -311,8 +316,8 @@ def int8_quality(work: Path, corpus_text: Path, pretrain: list[str], held_out: l
 
     from bot.core.fastdecode import Int8GPT2
 
-    start = build_model(work / "int8-start", corpus_text, dict(n_layer=4, n_embd=256, n_head=4, n_positions=256),
-                        peaked=False)
+    shape = dict(n_layer=4, n_embd=256, n_head=4, n_positions=256)
+    start = build_model(work / "int8-start", corpus_text, shape, peaked=False)
     pre = train(pretrain, work / "int8-pretrained", TrainConfig(base_model=start, method="full", epochs=5,
                 learning_rate=1e-3, batch_size=16, max_steps=steps))
     tokenizer = AutoTokenizer.from_pretrained(pre.output_dir)
@@ -327,7 +332,8 @@ def int8_quality(work: Path, corpus_text: Path, pretrain: list[str], held_out: l
             targets = ids[0, 1:]
             for name, logits in (("fp32", fp32(ids).logits[0]), ("bf16", bf16(ids).logits[0]),
                                  ("int8", int8.logits_of(ids)[0])):
-                totals[name] += float(torch.nn.functional.cross_entropy(logits[:-1].float(), targets, reduction="sum"))
+                loss = torch.nn.functional.cross_entropy(logits[:-1].float(), targets, reduction="sum")
+                totals[name] += float(loss)
             count += len(targets)
     return {name: math.exp(total / count) for name, total in totals.items()} | {"tokens": count}
 
@@ -335,15 +341,18 @@ def int8_quality(work: Path, corpus_text: Path, pretrain: list[str], held_out: l
 def decoding_report(d: dict, q: dict | None, concurrent: int) -> str:
     base = next(iter(d.values()))
     ct2 = d.get("CTranslate2 int8")
-    lines = ["| engine (5 rows x 40 tokens, top_p 0.95) | ms per decoding step | vs baseline | vs CTranslate2 int8 "
-             f"| {concurrent} concurrent personas, tweets/s | vs baseline |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| engine (5 rows x 40 tokens, top_p 0.95) | ms per decoding step | vs baseline "
+             f"| vs CTranslate2 int8 | {concurrent} concurrent personas, tweets/s | vs baseline |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, row in d.items():
         vs_ct2 = ratio(row["ms_per_step"], ct2["ms_per_step"], True) if ct2 else "n/a"
-        lines.append(f"| {name} | {row['ms_per_step']:.1f} | {ratio(row['ms_per_step'], base['ms_per_step'], True)} "
+        vs_base = ratio(row["ms_per_step"], base["ms_per_step"], True)
+        lines.append(f"| {name} | {row['ms_per_step']:.1f} | {vs_base} "
                      f"| {vs_ct2} | {row['rate']:.1f} | {ratio(row['rate'], base['rate'])} |")
     if q:
+        change = 100 * (q["int8"] / q["bf16"] - 1)
         lines += ["", f"Held-out perplexity ({q['tokens']} tokens, pre-trained proxy): fp32 {q['fp32']:.2f}, "
-                      f"bf16 {q['bf16']:.2f}, int8 {q['int8']:.2f} ({100 * (q['int8'] / q['bf16'] - 1):+.2f}% vs bf16)"]
+                      f"bf16 {q['bf16']:.2f}, int8 {q['int8']:.2f} ({change:+.2f}% vs bf16)"]
     return "\n".join(lines)
 
 

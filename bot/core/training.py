@@ -24,8 +24,8 @@ from typing import Any, Callable
 import torch
 
 from .checkpoint import Checkpointer, LoopState, fingerprint
-from .progress import StepTimer
 from .devices import MODEL_BUILD_LOCK, autocast, autocast_dtype, pick_device
+from .progress import StepTimer
 
 log = logging.getLogger(__name__)
 
