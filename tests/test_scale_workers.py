@@ -136,7 +136,7 @@ async def train(env, handle="alice", guild=None, file=CORPUS, timeout: float = 1
 async def finished(env, handle: str, guild=None, timeout: float = 120) -> dict:
     channel = env.server.general(guild or env.guild)
     return await env.server.wait_for_message(
-        channel, lambda m: f"`{handle}` is ready" in m["content"] or f"`{handle}` failed" in m["content"],
+        channel, lambda m: f"`{handle}` is ready" in (m["content"] or "") or f"`{handle}` failed" in (m["content"] or ""),
         timeout=timeout)
 
 
@@ -191,7 +191,7 @@ async def test_a_killed_worker_s_training_resumes_on_the_other_from_its_checkpoi
     victim.process.wait()
 
     notice = await env.server.wait_for_message(
-        env.channel, lambda m: "another worker took it over" in m["content"], timeout=120)
+        env.channel, lambda m: "another worker took it over" in (m["content"] or ""), timeout=120)
     assert "resumes from its checkpoint at step" in notice["content"]
     step = int(notice["content"].rsplit("step ", 1)[1].rstrip("."))
     assert step >= 1
