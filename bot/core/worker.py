@@ -68,6 +68,7 @@ class TrainingWorker:
         self.storage: Storage | None = None
         self.app: Any = None
         self.trainer: _Trainer | None = None
+        self.queue_worker: Any = None  # procrastinate's worker loop, while it runs
         self.running: dict[int, _Running] = {}
         self.tokens: dict[int, str] = {}
 
@@ -103,12 +104,13 @@ class TrainingWorker:
         """procrastinate's worker loop, started again whenever it stops on a database error."""
         stopping = asyncio.create_task(stop.wait())
         while not stop.is_set():
-            loop_task = asyncio.create_task(self.app.run_worker_async(
-                queues=[taskqueue.QUEUE], name=self.name, concurrency=self.settings.training_workers,
+            self.queue_worker = taskqueue.queue_worker(
+                self.app, name=self.name, concurrency=self.settings.training_workers,
                 install_signal_handlers=False, listen_notify=False, fetch_job_polling_interval=1.0,
                 update_heartbeat_interval=self.heartbeat, stalled_worker_timeout=3 * self.heartbeat,
                 shutdown_graceful_timeout=STOP_TIMEOUT,
-            ))
+            )
+            loop_task = asyncio.create_task(self.queue_worker.run())
             await asyncio.wait({loop_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if stop.is_set():
                 for running in self.running.values():
@@ -121,9 +123,12 @@ class TrainingWorker:
             await asyncio.sleep(self.heartbeat)
 
     async def _reap_stalled(self) -> None:
+        """Take back the jobs of dead workers; keep this one's running trainings alive."""
         while True:
             await asyncio.sleep(self.heartbeat)
             try:
+                if self.running and self.queue_worker is not None:
+                    await taskqueue.keep_alive(self.app, self.queue_worker)
                 await taskqueue.retry_stalled(self.app, 3 * self.heartbeat)
             except Exception as exc:  # the database is away: the next round tries again
                 log.warning("Could not look for stalled trainings (%s)", exc.__class__.__name__)

@@ -81,3 +81,18 @@ async def retry_stalled(app: Any, stalled_after: float) -> list[int]:
         log.warning("Training queue job %s (%s) lost its worker; it is queued again", job.id, job.task_kwargs)
         await manager.retry_job(job)
     return [job.id for job in stalled]
+
+
+def queue_worker(app: Any, **options: Any) -> Any:
+    """A procrastinate worker on the trainings queue (run it with `await worker.run()`)."""
+    from procrastinate.worker import Worker
+
+    return Worker(app=app, queues=[QUEUE], **options)
+
+
+async def keep_alive(app: Any, worker: Any) -> None:
+    """One more heartbeat for `worker`. procrastinate's own heartbeat task ends the worker loop at
+    the first database error; the loop then waits for the running training to end, and without
+    this the training would look stalled to the other workers (and be taken over) meanwhile."""
+    if worker.worker_id is not None:
+        await app.job_manager.update_heartbeat(worker.worker_id)
