@@ -42,7 +42,7 @@ def log(message: str) -> None:
 
 
 def training_env(base: str, steps: int) -> dict[str, str]:
-    return {"BASE_MODEL": base, "TRAIN_MAX_STEPS": str(steps), "TRAIN_EPOCHS": "50", "TRAIN_BATCH_SIZE": "8",
+    return {"BASE_MODEL": base, "TRAIN_MAX_STEPS": str(steps), "TRAIN_EPOCHS": "20", "TRAIN_BATCH_SIZE": "8",
             "TRAIN_BLOCK_SIZE": "128", "TRAIN_CHECKPOINT_SECONDS": "30", "QUEUE_POLL_SECONDS": "0.2"}
 
 
