@@ -42,8 +42,15 @@ def log(message: str) -> None:
 
 
 def training_env(base: str, steps: int) -> dict[str, str]:
-    return {"BASE_MODEL": base, "TRAIN_MAX_STEPS": str(steps), "TRAIN_EPOCHS": "20", "TRAIN_BATCH_SIZE": "8",
-            "TRAIN_BLOCK_SIZE": "128", "TRAIN_CHECKPOINT_SECONDS": "30", "QUEUE_POLL_SECONDS": "0.2"}
+    return {
+        "BASE_MODEL": base,
+        "TRAIN_MAX_STEPS": str(steps),
+        "TRAIN_EPOCHS": "20",
+        "TRAIN_BATCH_SIZE": "8",
+        "TRAIN_BLOCK_SIZE": "128",
+        "TRAIN_CHECKPOINT_SECONDS": "30",
+        "QUEUE_POLL_SECONDS": "0.2",
+    }
 
 
 def start_workers(count: int, threads: int, url: str, base: str, steps: int, work: Path) -> list:
@@ -51,11 +58,28 @@ def start_workers(count: int, threads: int, url: str, base: str, steps: int, wor
     for i in range(count):
         folder = work / f"worker-{i}"
         folder.mkdir(parents=True)
-        env = {**os.environ, **training_env(base, steps), "DATABASE_URL": url, "MODELS_DIR": str(folder / "models"),
-               "TORCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            **training_env(base, steps),
+            "DATABASE_URL": url,
+            "MODELS_DIR": str(folder / "models"),
+            "TORCH_THREADS": str(threads),
+            "OMP_NUM_THREADS": str(threads),
+            "PYTHONPATH": str(ROOT),
+        }
         out = open(folder / "worker.log", "wb")
-        workers.append((subprocess.Popen([sys.executable, "-m", "bot.worker"], cwd=folder, env=env, stdout=out,
-                                         stderr=subprocess.STDOUT), folder / "worker.log"))
+        workers.append(
+            (
+                subprocess.Popen(
+                    [sys.executable, "-m", "bot.worker"],
+                    cwd=folder,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                ),
+                folder / "worker.log",
+            )
+        )
     for _, log_path in workers:  # ready: torch loaded, queue open
         while "is ready" not in log_path.read_text(errors="replace"):
             time.sleep(0.2)
@@ -79,13 +103,19 @@ async def time_trainings(env: dict[str, str], jobs: int) -> float:
 
 def run_setup(name: str, args, base: str, server: PostgresServer | None, work: Path) -> dict:
     folder = work / name.replace(" ", "-")
-    env = {**training_env(base, args.steps), "MODELS_DIR": str(folder / "bot-models"),
-           "DATABASE_PATH": str(folder / "bot.db"), "TORCH_THREADS": str(args.cores)}
+    env = {
+        **training_env(base, args.steps),
+        "MODELS_DIR": str(folder / "bot-models"),
+        "DATABASE_PATH": str(folder / "bot.db"),
+        "TORCH_THREADS": str(args.cores),
+    }
     workers = []
     if server is not None:
         count = 2 if name.startswith("2") else 1
         env["DATABASE_URL"] = server.new_database()
-        workers = start_workers(count, max(1, args.cores // count), env["DATABASE_URL"], base, args.steps, folder)
+        workers = start_workers(
+            count, max(1, args.cores // count), env["DATABASE_URL"], base, args.steps, folder
+        )
     try:
         log(f"{name}: {args.jobs} trainings of {args.steps} steps...")
         elapsed = asyncio.run(time_trainings(env, args.jobs))
@@ -97,7 +127,9 @@ def run_setup(name: str, args, base: str, server: PostgresServer | None, work: P
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=6)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--layers", type=int, default=4)
@@ -112,17 +144,22 @@ def main() -> None:
     server = PostgresServer(bin_dir)
     server.start()
     try:
-        rows = [run_setup("local (in the bot)", args, base, None, work),
-                run_setup("1 worker", args, base, server, work),
-                run_setup("2 workers", args, base, server, work)]
+        rows = [
+            run_setup("local (in the bot)", args, base, None, work),
+            run_setup("1 worker", args, base, server, work),
+            run_setup("2 workers", args, base, server, work),
+        ]
     finally:
         server.stop()
     baseline = rows[0]["per_hour"]
-    print(f"{args.jobs} LoRA trainings of {args.steps} steps (batch 8 x 128 tokens), GPT-2 {args.layers} layers x "
-          f"{args.embd}, {args.cores} cores, {os.cpu_count()} CPUs seen\n")
+    print(
+        f"{args.jobs} LoRA trainings of {args.steps} steps (batch 8 x 128 tokens), "
+        f"GPT-2 {args.layers} layers x {args.embd}, {args.cores} cores, {os.cpu_count()} CPUs seen\n"
+    )
     print("| set-up | wall time (s) | trainings per hour | vs local |\n| --- | --- | --- | --- |")
     for row in rows:
-        print(f"| {row['setup']} | {row['seconds']:.1f} | {row['per_hour']:.0f} | {row['per_hour'] / baseline:.2f}x |")
+        ratio = row["per_hour"] / baseline
+        print(f"| {row['setup']} | {row['seconds']:.1f} | {row['per_hour']:.0f} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -42,8 +42,13 @@ class Worker:
         self.log = folder / "worker.log"
         environment = {**os.environ, **env, "MODELS_DIR": str(folder / "models"), "PYTHONPATH": str(ROOT)}
         with open(self.log, "wb") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "bot.worker"], cwd=folder, env=environment,
-                                            stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bot.worker"],
+                cwd=folder,
+                env=environment,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     @property
     def pid(self) -> int:
@@ -64,10 +69,16 @@ class Worker:
 
 def worker_env(settings, url: str, **extra: str) -> dict[str, str]:
     env = {
-        "DATABASE_URL": url, "BASE_MODEL": settings.base_model, "TRAIN_EPOCHS": str(settings.train_epochs),
-        "TRAIN_BATCH_SIZE": str(settings.train_batch_size), "TRAIN_BLOCK_SIZE": str(settings.train_block_size),
-        "TRAIN_LEARNING_RATE": str(settings.train_learning_rate), "TRAIN_MAX_STEPS": str(settings.train_max_steps),
-        "WORKER_HEARTBEAT_SECONDS": HEARTBEAT, "TORCH_THREADS": "1", "LOG_LEVEL": "info",
+        "DATABASE_URL": url,
+        "BASE_MODEL": settings.base_model,
+        "TRAIN_EPOCHS": str(settings.train_epochs),
+        "TRAIN_BATCH_SIZE": str(settings.train_batch_size),
+        "TRAIN_BLOCK_SIZE": str(settings.train_block_size),
+        "TRAIN_LEARNING_RATE": str(settings.train_learning_rate),
+        "TRAIN_MAX_STEPS": str(settings.train_max_steps),
+        "WORKER_HEARTBEAT_SECONDS": HEARTBEAT,
+        "TORCH_THREADS": "1",
+        "LOG_LEVEL": "info",
         "HF_HUB_OFFLINE": "1",
     }
     return env | extra
@@ -81,8 +92,12 @@ def pg_url(postgres_server) -> str:
 @pytest.fixture
 async def scale_env(settings, pg_url, tmp_path):
     """The bot (trainings on workers, since the registry is PostgreSQL) on the local Discord server."""
-    bot_settings = settings.replace(database_url=pg_url, schedule_tick_seconds=0.2, queue_poll_seconds=0.2,
-                                    models_dir=str(tmp_path / "bot-models"))
+    bot_settings = settings.replace(
+        database_url=pg_url,
+        schedule_tick_seconds=0.2,
+        queue_poll_seconds=0.2,
+        models_dir=str(tmp_path / "bot-models"),
+    )
     async with LocalDiscord() as server:
         ids = populate(server)
         clock = Clock()
@@ -136,12 +151,18 @@ async def train(env, handle="alice", guild=None, file=CORPUS, timeout: float = 1
 async def finished(env, handle: str, guild=None, timeout: float = 120) -> dict:
     channel = env.server.general(guild or env.guild)
     return await env.server.wait_for_message(
-        channel, lambda m: f"`{handle}` is ready" in (m["content"] or "") or f"`{handle}` failed" in (m["content"] or ""),
-        timeout=timeout)
+        channel,
+        lambda m: (
+            f"`{handle}` is ready" in (m["content"] or "") or f"`{handle}` failed" in (m["content"] or "")
+        ),
+        timeout=timeout,
+    )
 
 
 async def impersonate(env, handle: str, guild=None, user=None):
-    answer = await env.server.slash(guild or env.guild, user or env.member, "impersonate", handle=handle, count=2)
+    answer = await env.server.slash(
+        guild or env.guild, user or env.member, "impersonate", handle=handle, count=2
+    )
     await answer.wait(lambda i: i.original and (i.original.get("embeds") or i.original.get("content")))
     return answer
 
@@ -165,16 +186,23 @@ async def test_a_worker_trains_and_the_bot_answers(scale_env, start_workers, sto
     assert "no model called `alice`" in refused.text()
     await train(env, guild=env.other_guild, file=("b.txt", b"\n".join(CORPUS[1].splitlines()[::-1])))
     await finished(env, "alice", guild=env.other_guild)
-    ours, theirs = (await storage.models.get(env.guild, "alice")), (await storage.models.get(env.other_guild, "alice"))
+    ours, theirs = (
+        (await storage.models.get(env.guild, "alice")),
+        (await storage.models.get(env.other_guild, "alice")),
+    )
     assert ours.metrics["bundle"] != theirs.metrics["bundle"]
-    assert len((await impersonate(env, "alice", guild=env.other_guild, user=env.outsider_admin)).original["embeds"])
+    assert len(
+        (await impersonate(env, "alice", guild=env.other_guild, user=env.outsider_admin)).original["embeds"]
+    )
 
 
-async def test_a_killed_worker_s_training_resumes_on_the_other_from_its_checkpoint(scale_env, start_workers,
-                                                                                    storage):
+async def test_a_killed_worker_s_training_resumes_on_the_other_from_its_checkpoint(
+    scale_env, start_workers, storage
+):
     env = scale_env
-    workers = start_workers(2, TRAIN_MAX_STEPS="300", TRAIN_EPOCHS="20", TRAIN_BATCH_SIZE="2",
-                            TRAIN_CHECKPOINT_SECONDS="0.5")
+    workers = start_workers(
+        2, TRAIN_MAX_STEPS="300", TRAIN_EPOCHS="20", TRAIN_BATCH_SIZE="2", TRAIN_CHECKPOINT_SECONDS="0.5"
+    )
     await train(env, handle="long", file=long_corpus())
 
     async def checkpointed():
@@ -191,7 +219,8 @@ async def test_a_killed_worker_s_training_resumes_on_the_other_from_its_checkpoi
     victim.process.wait()
 
     notice = await env.server.wait_for_message(
-        env.channel, lambda m: "another worker took it over" in (m["content"] or ""), timeout=120)
+        env.channel, lambda m: "another worker took it over" in (m["content"] or ""), timeout=120
+    )
     assert "resumes from its checkpoint at step" in notice["content"]
     step = int(notice["content"].rsplit("step ", 1)[1].rstrip("."))
     assert step >= 1
@@ -205,11 +234,13 @@ async def test_a_killed_worker_s_training_resumes_on_the_other_from_its_checkpoi
     assert len((await impersonate(env, "long")).original["embeds"]) == 2
 
 
-async def test_postgresql_restarts_mid_training_and_nothing_is_lost(scale_env, start_workers, storage,
-                                                                     postgres_server):
+async def test_postgresql_restarts_mid_training_and_nothing_is_lost(
+    scale_env, start_workers, storage, postgres_server
+):
     env = scale_env
-    start_workers(2, TRAIN_MAX_STEPS="200", TRAIN_EPOCHS="20", TRAIN_BATCH_SIZE="2",
-                  TRAIN_CHECKPOINT_SECONDS="0.5")
+    start_workers(
+        2, TRAIN_MAX_STEPS="200", TRAIN_EPOCHS="20", TRAIN_BATCH_SIZE="2", TRAIN_CHECKPOINT_SECONDS="0.5"
+    )
     await train(env, handle="long", file=long_corpus())
 
     async def training():
