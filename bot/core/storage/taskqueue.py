@@ -40,16 +40,14 @@ def training_app(url: str) -> Any:
 
 
 async def ensure_schema(app: Any) -> None:
-    """Install procrastinate's tables once; processes starting together take turns (advisory lock)."""
-    connector = app.connector
-    await connector.execute_query_async("SELECT pg_advisory_lock(7217052)")
-    try:
-        row = await connector.execute_query_one_async("SELECT to_regclass('procrastinate_jobs') AS t")
-        if row["t"] is None:
-            await app.schema_manager.apply_schema_async()
+    """Install procrastinate's tables once. Processes starting together take turns: the lock, the
+    check and the install run on one connection, in one transaction (the lock ends with it)."""
+    async with app.connector.pool.connection() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(7217052)")
+        found = await (await conn.execute("SELECT to_regclass('procrastinate_jobs')")).fetchone()
+        if found[0] is None:
+            await conn.execute(app.schema_manager.get_schema())  # no parameters: sent as written
             log.info("Installed the training queue's tables (procrastinate)")
-    finally:
-        await connector.execute_query_async("SELECT pg_advisory_unlock(7217052)")
 
 
 def training_lock(job_id: int) -> str:
