@@ -119,7 +119,7 @@ class TrainingWorker:
                 await asyncio.gather(loop_task, return_exceptions=True)
                 return
             error = loop_task.exception() if not loop_task.cancelled() else None
-            log.warning("The queue worker stopped (%s); starting it again", error.__class__.__name__)
+            log.warning("The queue worker stopped (%r); starting it again", error)
             await asyncio.sleep(self.heartbeat)
 
     async def _reap_stalled(self) -> None:
