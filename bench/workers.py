@@ -6,12 +6,16 @@ trainings and times them from the first submit to the last result the bot has re
 
   * local: the embedded default (SQLite, the bot's own thread pool, TRAINING_WORKERS=1);
   * 1 worker: `python -m bot.worker` with every core (TORCH_THREADS = cores);
+  * 1 worker, 1 thread: the same with TORCH_THREADS=1 (tells the threads' effect from the processes');
   * 2 workers: two `python -m bot.worker` processes, the cores split between them.
+
+Each set-up runs `--rounds` times, in alternating order, and the best run is shown, so that a
+change of the machine's load during the run does not favour one set-up.
 
 Workers are started (and have loaded torch) before the clock starts, as they would be in a
 deployment. All set-ups run side by side in one run, so the ratios are comparable.
 
-    python bench/workers.py [--jobs 6] [--steps 40] [--layers 4] [--embd 256] [--cores 2]
+    python bench/workers.py [--jobs 6] [--steps 40] [--layers 4] [--embd 256] [--cores 2] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -101,8 +105,8 @@ async def time_trainings(env: dict[str, str], jobs: int) -> float:
     return elapsed
 
 
-def run_setup(name: str, args, base: str, server: PostgresServer | None, work: Path) -> dict:
-    folder = work / name.replace(" ", "-")
+def run_setup(label: str, name: str, args, base: str, server: PostgresServer | None, work: Path) -> dict:
+    folder = work / "".join(c if c.isalnum() else "-" for c in label)
     env = {
         **training_env(base, args.steps),
         "MODELS_DIR": str(folder / "bot-models"),
@@ -113,11 +117,10 @@ def run_setup(name: str, args, base: str, server: PostgresServer | None, work: P
     if server is not None:
         count = 2 if name.startswith("2") else 1
         env["DATABASE_URL"] = server.new_database()
-        workers = start_workers(
-            count, max(1, args.cores // count), env["DATABASE_URL"], base, args.steps, folder
-        )
+        threads = 1 if "1 thread" in name else max(1, args.cores // count)
+        workers = start_workers(count, threads, env["DATABASE_URL"], base, args.steps, folder)
     try:
-        log(f"{name}: {args.jobs} trainings of {args.steps} steps...")
+        log(f"{label}: {args.jobs} trainings of {args.steps} steps...")
         elapsed = asyncio.run(time_trainings(env, args.jobs))
     finally:
         for process, _ in workers:
@@ -135,6 +138,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--embd", type=int, default=256)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each set-up; the best one is shown")
     args = parser.parse_args()
     bin_dir = find_bin_dir()
     if bin_dir is None:
@@ -143,19 +147,22 @@ def main() -> None:
     base = str(build_tiny_gpt2(work / "base", n_layer=args.layers, n_embd=args.embd, n_head=4))
     server = PostgresServer(bin_dir)
     server.start()
+    names = ["local (in the bot)", "1 worker", "1 worker, 1 thread", "2 workers"]
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     try:
-        rows = [
-            run_setup("local (in the bot)", args, base, None, work),
-            run_setup("1 worker", args, base, server, work),
-            run_setup("2 workers", args, base, server, work),
-        ]
+        for round_ in range(args.rounds):  # alternate the order, so a change of load hits every set-up
+            for name in names if round_ % 2 == 0 else names[::-1]:
+                pg = None if name.startswith("local") else server
+                runs[name].append(run_setup(f"{name} r{round_}", name, args, base, pg, work))
     finally:
         server.stop()
+    rows = [min(runs[name], key=lambda r: r["seconds"]) | {"setup": name} for name in names]
     baseline = rows[0]["per_hour"]
     print(
         f"{args.jobs} LoRA trainings of {args.steps} steps (batch 8 x 128 tokens), "
         f"GPT-2 {args.layers} layers x {args.embd}, {args.cores} cores, {os.cpu_count()} CPUs seen\n"
     )
+    print(f"best of {args.rounds} runs per set-up, set-ups alternated\n")
     print("| set-up | wall time (s) | trainings per hour | vs local |\n| --- | --- | --- | --- |")
     for row in rows:
         ratio = row["per_hour"] / baseline

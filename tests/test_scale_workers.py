@@ -256,3 +256,31 @@ async def test_postgresql_restarts_mid_training_and_nothing_is_lost(
     assert "is ready" in (await finished(env, "after"))["content"]
     jobs = await storage.jobs.list(env.guild)
     assert [j.state for j in jobs] == ["done", "done"]
+
+
+async def test_a_stopped_worker_hands_its_training_back(scale_env, start_workers, storage):
+    """SIGTERM (docker stop): checkpoint, back to the queue; the next worker resumes it."""
+    env = scale_env
+    slow = dict(TRAIN_MAX_STEPS="300", TRAIN_EPOCHS="20", TRAIN_BATCH_SIZE="2", TRAIN_CHECKPOINT_SECONDS="30")
+    (first,) = start_workers(1, **slow)
+    await train(env, handle="long", file=long_corpus())
+
+    async def running():
+        jobs = await storage.jobs.list(env.guild)
+        return jobs and jobs[0].state == "running" and (jobs[0].progress.get("step") or 0) >= 10
+
+    await until(running, what="the training to run")
+    first.process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(first.process.wait, 60) == 0
+    job = (await storage.jobs.list(env.guild))[0]
+    assert job.state == "queued" and job.interrupted == 1
+    assert await storage.blobs.digest(checkpoint_key(job.id))  # saved on the way out, not after 30 s
+
+    (second,) = start_workers(1, **slow)
+    notice = await env.server.wait_for_message(
+        env.channel, lambda m: "another worker took it over" in (m["content"] or ""), timeout=120
+    )
+    step = int(notice["content"].rsplit("step ", 1)[1].rstrip("."))
+    await finished(env, "long", timeout=240)
+    model = await storage.models.get(env.guild, "long")
+    assert step >= 10 and model.metrics["resumed_from_step"] == step
