@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     )
     train_learning_rate: float | None = setting(
         None,
-        "Peak learning rate (default 5e-4 for LoRA, 5e-5 for full).",
+        "Peak learning rate (default 2e-3 for LoRA, 5e-4 for full; see docs/quality.md).",
         gt=0,
     )
     train_max_steps: int = setting(
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         ge=0,
         le=86400,
     )
-    lora_rank: int = setting(8, "LoRA adapter rank (8 keeps a GPT-2 persona under 5 MB).", ge=1, le=256)
+    lora_rank: int = setting(16, "LoRA adapter rank (16: a GPT-2 persona is ~5 MB).", ge=1, le=256)
     training_workers: int = setting(
         1,
         "Trainings run at the same time; others wait in the queue.",
@@ -124,7 +124,13 @@ class Settings(BaseSettings):
     torch_threads: int = setting(0, "CPU threads for torch (0 = torch's default).", ge=0, le=256)
     generation_top_p: float = setting(0.95, "Nucleus sampling (huggingtweets default 0.95).", ge=0.01, le=1.0)
     generation_temperature: float = setting(1.0, "Sampling temperature.", ge=0.05, le=5.0)
-    generation_max_new_tokens: int = setting(160, "Longest generated tweet, in tokens.", ge=1, le=1024)
+    generation_max_new_tokens: int = setting(
+        160,
+        "Longest generated tweet, in tokens (1-512: prompt plus new tokens must fit the model's "
+        "positions, 1024 for GPT-2; a smaller model gets fewer).",
+        ge=1,
+        le=512,
+    )
     generation_min_new_tokens: int = setting(10, "Shortest generated tweet, in tokens.", ge=0, le=1024)
     model_cache_size: int = setting(
         16,

@@ -114,6 +114,7 @@ schedules = Table(
     Column("last_run_at", Time),
     Column("pending_nonce", Text),  # set before a post, cleared after it
     Column("pending_since", Time),
+    Column("failures", Integer, nullable=False, server_default="0"),  # refused posts in a row
     Index("schedules_due", "paused", "next_run_at"),
 )
 
