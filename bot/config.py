@@ -132,6 +132,11 @@ class Settings(BaseSettings):
         le=512,
     )
     generation_min_new_tokens: int = setting(10, "Shortest generated tweet, in tokens.", ge=0, le=1024)
+    generation_int8: bool = setting(
+        True,
+        "Decode GPT-2 bases with int8 weights on CPUs with fast int8 kernels (AVX-512 VNNI, AMX); "
+        "false keeps bf16/fp32 (docs/performance.md).",
+    )
     model_cache_size: int = setting(
         16,
         "Personas kept loaded (LRU). LoRA personas share one base model, so each costs a few MB.",

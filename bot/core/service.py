@@ -144,6 +144,7 @@ class PersonaService:
                 min_new_tokens=settings.generation_min_new_tokens,
             ),
             cache_size=settings.model_cache_size,
+            int8=None if settings.generation_int8 else False,
         )
         self.batcher = GenerationBatcher(self.generator, self.generate_executor)
         self._unpacking = asyncio.Lock()

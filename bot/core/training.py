@@ -26,11 +26,16 @@ import torch
 
 from .checkpoint import Checkpointer, LoopState, fingerprint
 from .devices import MODEL_BUILD_LOCK, autocast, autocast_dtype, pick_device
+from .progress import StepTimer
 
 log = logging.getLogger(__name__)
 
-LORA_TARGET_MODULES = ["c_attn", "c_proj", "c_fc"]  # GPT-2's Conv1D layers (attention and MLP)
-LORA_NORM_MODULES = ["ln_1", "ln_2", "ln_f"]  # GPT-2's layer norms, trained with lora_train_norms
+# Where an architecture's own names are known, LoRA targets them (GPT-2's Conv1D layers: personas
+# trained before keep loading); any other causal LM gets peft's "all-linear" (every linear layer
+# of its blocks, not the output head).
+LORA_TARGET_MODULES = {"gpt2": ["c_attn", "c_proj", "c_fc"]}
+# Layer norms trained with lora_train_norms, where the architecture's names are known.
+LORA_NORM_MODULES = {"gpt2": ["ln_1", "ln_2", "ln_f"]}
 TRAINING_INFO_FILE = "training.json"
 
 
@@ -157,6 +162,8 @@ def load_base_model(base_model: str, device: torch.device):
             f"Could not load the base model {base_model!r}: it must be a Hugging Face hub id "
             f"reachable from this machine or a local model folder ({exc.__class__.__name__})."
         ) from exc
+    if tokenizer.eos_token_id is None and isinstance(getattr(model.config, "eos_token_id", None), int):
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(model.config.eos_token_id)
     if tokenizer.eos_token_id is None:
         raise TrainingError(f"The base model {base_model!r} has no end-of-text token.")
     if tokenizer.pad_token_id is None:
@@ -164,21 +171,45 @@ def load_base_model(base_model: str, device: torch.device):
     return model.to(device), tokenizer
 
 
+def lora_targets(model) -> tuple[list[str] | str, bool]:
+    """LoRA target modules for this model's architecture, and whether they store weights transposed."""
+    from transformers.pytorch_utils import Conv1D
+
+    targets = LORA_TARGET_MODULES.get(getattr(model.config, "model_type", ""), "all-linear")
+    fan_in_fan_out = any(isinstance(module, Conv1D) for module in model.modules())  # GPT-2 style layers
+    return targets, fan_in_fan_out
+
+
+def position_limit(model_config, default: int) -> int:
+    """The most positions the model can attend to (GPT-2: n_positions, others: max_position_embeddings)."""
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(model_config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
 def wrap_lora(model, config: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
+    targets, fan_in_fan_out = lora_targets(model)
+    norms = LORA_NORM_MODULES.get(getattr(model.config, "model_type", ""))
+    train_norms = config.lora_train_norms and norms is not None
+    if config.lora_train_norms and norms is None:
+        log.warning("lora_train_norms: layer-norm names of %s are not known; training LoRA only",
+                    model.config.model_type)
     lora = LoraConfig(
         task_type="CAUSAL_LM",
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=LORA_TARGET_MODULES,
-        fan_in_fan_out=True,  # GPT-2 uses Conv1D, whose weight is stored transposed
+        target_modules=targets,
+        fan_in_fan_out=fan_in_fan_out,  # GPT-2's Conv1D stores its weight transposed
         use_rslora=config.use_rslora,
         use_dora=config.use_dora,
         # Layer norms and biases are ~0.1% of GPT-2's weights: cheap to train and to save.
-        bias="all" if config.lora_train_norms else "none",
-        modules_to_save=LORA_NORM_MODULES if config.lora_train_norms else None,
+        bias="all" if train_norms else "none",
+        modules_to_save=norms if train_norms else None,
     )
     return get_peft_model(model, lora)
 
@@ -235,6 +266,7 @@ class _Run:
     report: Callable[[TrainProgress], None]
     started: float
     train_started: float = 0.0
+    step_timer: StepTimer = field(default_factory=StepTimer)
 
     def evaluate(self) -> float | None:
         cfg = self.config
@@ -295,7 +327,7 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
         if config.method == "lora":
             model = wrap_lora(model, config)
     model.train()
-    data = prepare_data(tokenizer, tweets, config, getattr(model.config, "n_positions", config.block_size))
+    data = prepare_data(tokenizer, tweets, config, position_limit(model.config, config.block_size))
     total_steps = data.steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
@@ -359,8 +391,10 @@ def _train_epoch(run: _Run, epoch: int, order: list[list[int]], cancel, interrup
             if run.checkpointer is not None and state.step > state.resumed_from:
                 run.checkpointer.save(run.model, run.optimizer, run.scheduler, state)
             raise TrainingInterrupted()
+        run.step_timer.start()
         batch = make_batch(batches[index], run.tokenizer.pad_token_id, run.device)
         value = train_step(run, batch)
+        run.step_timer.stop()
         state.step += 1
         state.epoch, state.batch_in_epoch = epoch, index + 1
         state.tokens_seen += int(batch["attention_mask"].sum())
@@ -372,7 +406,7 @@ def _train_epoch(run: _Run, epoch: int, order: list[list[int]], cancel, interrup
         run.report(TrainProgress(
             phase="training", step=state.step, total_steps=run.total_steps, epoch=epoch + 1,
             loss=state.smoothed_loss, elapsed=time.monotonic() - run.started,
-            eta_seconds=elapsed / (state.step - state.resumed_from) * (run.total_steps - state.step),
+            eta_seconds=run.step_timer.eta(run.total_steps - state.step),
         ))
         if state.step >= run.total_steps:
             break
