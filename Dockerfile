@@ -11,9 +11,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # CPU-only torch first: the default PyPI wheel would pull several GB of CUDA libraries.
-COPY requirements.txt .
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
-    && pip install -r requirements.txt
+# A GPU training worker builds with TORCH_INDEX=https://download.pytorch.org/whl/cu126 (compose's
+# worker-gpu); SCALE=1 adds PostgreSQL and the job queue (docs/scaling.md).
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG SCALE=0
+COPY requirements.txt requirements-scale.txt ./
+RUN pip install --index-url "${TORCH_INDEX}" torch==2.13.0 \
+    && pip install -r requirements.txt \
+    && if [ "${SCALE}" = 1 ]; then pip install -r requirements-scale.txt; fi
 
 COPY bot ./bot
 

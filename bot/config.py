@@ -102,6 +102,25 @@ class Settings(BaseSettings):
         ge=1,
         le=8,
     )
+    training_backend: Literal["auto", "local", "queue"] = setting(
+        "auto",
+        "Where trainings run: local (this process's thread pool), queue (procrastinate jobs for "
+        "`python -m bot.worker` processes, needs DATABASE_URL=postgresql://...), auto (queue on PostgreSQL, "
+        "else local).",
+    )
+    worker_heartbeat_seconds: float = setting(
+        10,
+        "Training workers: seconds between heartbeats; a worker silent for 3 heartbeats is presumed dead "
+        "and its training resumes on another worker from its last checkpoint.",
+        ge=0.2,
+        le=600,
+    )
+    queue_poll_seconds: float = setting(
+        2,
+        "With trainings on workers: how often the bot reads their progress and results.",
+        ge=0.1,
+        le=600,
+    )
     torch_threads: int = setting(0, "CPU threads for torch (0 = torch's default).", ge=0, le=256)
     generation_top_p: float = setting(0.95, "Nucleus sampling (huggingtweets default 0.95).", ge=0.01, le=1.0)
     generation_temperature: float = setting(1.0, "Sampling temperature.", ge=0.05, le=5.0)
@@ -161,7 +180,7 @@ class Settings(BaseSettings):
             value = value.strip()
             if value == "":
                 return cls.model_fields[info.field_name].default
-            if info.field_name in ("train_method", "log_level"):
+            if info.field_name in ("train_method", "log_level", "training_backend"):
                 return value.lower()
         return value
 

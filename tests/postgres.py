@@ -64,7 +64,7 @@ class PostgresServer:
             "--no-sync",
             "--no-instructions",
         )
-        options = (
+        options = self._options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c full_page_writes=off -c max_connections=200"
         )
@@ -81,6 +81,12 @@ class PostgresServer:
             "60",
             "start",
         )
+
+    def restart(self) -> None:
+        """Stop the server (dropping every connection) and start it again on the same port and data."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
+                  "-o", self._options, "-w", "-t", "60", "start")
 
     def stop(self) -> None:
         try:

@@ -92,6 +92,9 @@ async def test_version_3_database_gains_the_failures_column(storage, db_url):
     await storage.schedules.add(draft)
     async with storage.db.write() as conn:
         await conn.exec_driver_sql("ALTER TABLE schedules DROP COLUMN failures")
+        for column in ("worker", "cancel_requested", "resume_step", "announced", "resumes_told"):  # v5
+            await conn.exec_driver_sql(f"ALTER TABLE training_jobs DROP COLUMN {column}")
+        await conn.exec_driver_sql("DROP TABLE blobs")
         await conn.run_sync(write_version, 3)
     await storage.close()
     again = await Storage.open(db_url)
@@ -100,6 +103,7 @@ async def test_version_3_database_gains_the_failures_column(storage, db_url):
         [schedule] = await again.schedules.list(1)
         assert schedule.failures == 0
         assert await again.schedules.failed(schedule.id, 10.0) == 1
+        assert (await new_job(again)).announced == 0 and await again.blobs.get("none") is None  # upgrade 5
     finally:
         await again.close()
 

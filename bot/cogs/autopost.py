@@ -117,7 +117,13 @@ class AutopostCog(commands.Cog):
 
     @tasks.loop(seconds=30)
     async def tick(self) -> None:
-        for schedule in await self.core.due_schedules():
+        try:
+            due = await self.core.due_schedules()
+        except Exception as exc:  # the database restarts or the network drops: the next tick retries
+            log.warning("Could not read the due schedules (%s); trying again at the next tick",
+                        exc.__class__.__name__)
+            return
+        for schedule in due:
             try:
                 await self.run_schedule(schedule)
             except Exception as exc:  # one broken schedule must not stop the others

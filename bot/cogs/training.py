@@ -266,6 +266,15 @@ class TrainingCog(commands.Cog):
         except discord.HTTPException as exc:
             log.warning("Could not tell channel %s about job %s: %s", job.channel_id, job.id, exc)
 
+    @commands.Cog.listener()
+    async def on_training_resumed(self, job: JobRecord, step: int | None) -> None:
+        """A training worker stopped mid-training and another one took the job over."""
+        resume = f"resumes from its checkpoint at step {step}" if step else "starts over"
+        await self.tell_channel(
+            job, f"<@{job.requested_by}> training of `{job.handle}` was interrupted (its worker stopped); "
+                 f"another worker took it over and it {resume}."
+        )
+
     async def announce_recovered(self, jobs: list[JobRecord]) -> None:
         await self.bot.wait_until_ready()
         for job in jobs:

@@ -51,6 +51,7 @@ class _Running:
     thread: Future | None = None  # the training in the executor
     progress: TrainProgress | None = None
     last_saved: float = 0.0
+    lost: bool = False  # a worker's job was taken over by another: stop without publishing
 
 
 EventSink = Callable[..., Awaitable[None] | None]  # (event name, *arguments)
@@ -113,6 +114,14 @@ class TrainingQueue:
         """A job was queued: wake an idle worker."""
         self._wakeup.set()
 
+    async def submit(self, job: JobRecord) -> None:
+        """A job was stored: train it (here, by waking an idle worker thread)."""
+        self.notify()
+
+    async def cancel(self, job_id: int) -> bool:
+        """Ask a running job to stop after its current step; False when it does not run here."""
+        return self.cancel_running(job_id)
+
     def cancel_running(self, job_id: int) -> bool:
         running = self.running.get(job_id)
         if running is None:
@@ -155,7 +164,7 @@ class TrainingQueue:
         try:
             corpus = await self.jobs.corpus(job.id)
             config = replace(self.make_config(job), checkpoint_dir=str(self.store.checkpoint_dir(job.id)))
-            running.thread = self.executor.submit(self._train_and_publish, job, corpus, config, running)
+            running.thread = self.executor.submit(self.train_and_publish, job, corpus, config, running)
             model = await asyncio.wrap_future(running.thread)
             model = await self.models.save(model)
             await self.models.set_sources(job.guild_id, job.handle, [job.source_user_id] if job.source_user_id else [])
@@ -180,7 +189,7 @@ class TrainingQueue:
         log.info("Training job %s ended: %s", job.id, outcome.state)
         await self._dispatch("training_finished", outcome)
 
-    def _train_and_publish(self, job: JobRecord, corpus: list[str], config: TrainConfig,
+    def train_and_publish(self, job: JobRecord, corpus: list[str], config: TrainConfig,
                            running: _Running) -> ModelRecord:
         """Runs in the executor thread: train into a staging folder, add the card, move into place."""
         staging = self.store.new_staging_dir(job.guild_id, job.handle)

@@ -25,7 +25,7 @@ from .jobs import LOSS_CURVE_FILE, EventSink, TrainingQueue
 from .limits import MAX_EPOCHS, MAX_PROMPT_CHARS, MAX_QUEUED_JOBS_PER_GUILD, MAX_TWEETS_PER_REQUEST
 from .modelcard import parse_card
 from .schedules import Scheduler, parse_timing
-from .storage import Erasure, JobRecord, ModelRecord, Post, Schedule, Storage, database_url
+from .storage import Erasure, JobRecord, ModelRecord, Post, Schedule, Storage, database_url, persona_key
 from .store import ModelStore, StoreError
 from .training import TrainConfig, TrainProgress
 from .urls import NO_AVATAR, normalize_http_url
@@ -103,6 +103,25 @@ class GenerationBatcher:
             self.draining = False
 
 
+def trainings_on_workers(backend: str, url: str) -> bool:
+    """TRAINING_BACKEND: queue (workers, PostgreSQL only), local, or auto (workers on PostgreSQL)."""
+    on_postgres = url.startswith("postgresql")
+    if backend == "queue" and not on_postgres:
+        raise UserError("TRAINING_BACKEND=queue needs DATABASE_URL=postgresql://... (the queue lives there).")
+    return backend == "queue" or (backend == "auto" and on_postgres)
+
+
+def train_config(settings, job: JobRecord) -> TrainConfig:
+    """How a job is trained, from the settings of the process that trains it."""
+    s = settings
+    return TrainConfig(
+        base_model=job.base_model, method=job.method, epochs=job.epochs,
+        batch_size=s.train_batch_size, block_size=s.train_block_size,
+        learning_rate=s.train_learning_rate, lora_rank=s.lora_rank,
+        seed=s.train_seed, max_steps=s.train_max_steps, checkpoint_seconds=s.train_checkpoint_seconds,
+    )
+
+
 class PersonaService:
     """Everything the bot and the CLI may do, as methods; see the module docstring."""
 
@@ -128,6 +147,7 @@ class PersonaService:
             int8=None if settings.generation_int8 else False,
         )
         self.batcher = GenerationBatcher(self.generator, self.generate_executor)
+        self._unpacking = asyncio.Lock()
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -149,19 +169,26 @@ class PersonaService:
             import torch
 
             torch.set_num_threads(self.settings.torch_threads)
-        if run_queue:
+        url = database_url(self.settings.database_url, self.settings.database_path)
+        on_workers = trainings_on_workers(self.settings.training_backend, url)
+        if run_queue and not on_workers:  # workers own their stores; several bots may share one
             try:
                 await asyncio.to_thread(self.store.lock_maintenance)
             except StoreError as exc:
                 raise UserError(str(exc)) from None
             await asyncio.to_thread(self.store.recover)
-        url = database_url(self.settings.database_url, self.settings.database_path)
         self.storage = await Storage.open(url)
         self.scheduler = Scheduler(self.storage, clock=self.clock)
-        self.queue = TrainingQueue(
-            self.storage, self.store, self.train_executor, self._train_config,
-            workers=self.settings.training_workers,
-        )
+        if on_workers:
+            from .remote_queue import WorkerQueue  # loads procrastinate: scale-out mode only
+
+            self.queue = WorkerQueue(self.storage, url, poll_seconds=self.settings.queue_poll_seconds,
+                                     prepare_model=self.local_copy)
+        else:
+            self.queue = TrainingQueue(
+                self.storage, self.store, self.train_executor, self._train_config,
+                workers=self.settings.training_workers,
+            )
         self.queue.emit = self._events
         if run_queue:
             await self.queue.start()
@@ -182,13 +209,22 @@ class PersonaService:
         return await self.storage.integrity_check()
 
     def _train_config(self, job: JobRecord) -> TrainConfig:
-        s = self.settings
-        return TrainConfig(
-            base_model=job.base_model, method=job.method, epochs=job.epochs,
-            batch_size=s.train_batch_size, block_size=s.train_block_size,
-            learning_rate=s.train_learning_rate, lora_rank=s.lora_rank,
-            seed=s.train_seed, max_steps=s.train_max_steps, checkpoint_seconds=s.train_checkpoint_seconds,
-        )
+        return train_config(self.settings, job)
+
+    async def local_copy(self, model: ModelRecord) -> None:
+        """Make a persona trained on a worker loadable here: unpack it from the database into the
+        local model store, once per version (a no-op for models already in MODELS_DIR)."""
+        if not model.metrics.get("bundle"):
+            return
+        async with self._unpacking:
+            if await asyncio.to_thread(self.store.bundle_digest, model.guild_id, model.handle) \
+                    == model.metrics["bundle"]:
+                return
+            blob = await self.storage.blobs.get(persona_key(model.guild_id, model.handle))
+            if blob is None:
+                raise UserError(f"`{model.handle}`'s files are missing from the database; train it again.")
+            digest, data = blob
+            await asyncio.to_thread(self.store.unpack, data, digest, model.guild_id, model.handle)
 
     # -- train --------------------------------------------------------------------------------
 
@@ -223,7 +259,7 @@ class PersonaService:
             epochs=epochs, corpus=tweets, stats=stats, requested_by=requested_by, channel_id=channel_id,
             source_user_id=source_user_id,
         )
-        self.queue.notify()
+        await self.queue.submit(job)
         return job
 
     async def submit_member_training(self, *, guild_id: int, handle: str, member_id: int, member_mention: str,
@@ -278,7 +314,7 @@ class PersonaService:
         job = await self.storage.jobs.get(guild_id, job_id)
         if job is None:
             raise UserError(f"There is no training job #{job_id} in this server.")
-        if job.state == "running" and self.queue.cancel_running(job_id):
+        if job.state == "running" and await self.queue.cancel(job_id):
             return "cancelling"
         if job.state == "queued" and await self.storage.jobs.cancel_queued(guild_id, job_id):
             return "cancelled"
@@ -341,6 +377,7 @@ class PersonaService:
     async def model_folder(self, guild_id: int, handle: str) -> tuple[ModelRecord, Path]:
         """The persona and its folder, a Hugging Face model folder with its card (export)."""
         model = await self.get_model(guild_id, handle)
+        await self.local_copy(model)
         return model, self.store.resolve(model.path)
 
     async def delete_model(self, guild_id: int, handle: str) -> ModelRecord:
@@ -348,6 +385,7 @@ class PersonaService:
         model = await self.storage.models.delete(guild_id, handle)
         if model is None:
             raise RegistryError(f"There is no model called `{handle}` in this server.")
+        await self.storage.blobs.delete(persona_key(guild_id, handle))
         location = self.model_location(model)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.generate_executor, self.generator.forget, location)
@@ -371,6 +409,7 @@ class PersonaService:
 
     async def write_posts(self, model: ModelRecord, prompt: str, n: int) -> list[str]:
         """The second half of `generate`: the posts, for a request `check_generation` accepted."""
+        await self.local_copy(model)
         try:
             return await self.batcher.submit(GenerationRequest(self.model_location(model), prompt, n))
         except GenerationError as exc:
@@ -533,7 +572,7 @@ class PersonaService:
             report.schedules += await self.scheduler.remove_for_handle(g, handle)
         for job in await self.storage.jobs.active_for_source(user_id, guild_id):
             if job.state == "running":
-                self.queue.cancel_running(job.id)
+                await self.queue.cancel(job.id)
             else:
                 await self.storage.jobs.cancel_queued(job.guild_id, job.id)
             report.jobs_cancelled += 1

@@ -10,9 +10,11 @@ one back.
 from __future__ import annotations
 
 import fcntl
+import io
 import logging
 import os
 import shutil
+import tarfile
 import uuid
 from pathlib import Path
 
@@ -22,6 +24,7 @@ LOCK_FILE = ".lock"
 STAGING = ".staging"
 TRASH = ".trash"
 CHECKPOINTS = ".checkpoints"
+BUNDLE_MARK = ".bundle"  # in a folder unpacked from the database: the digest it came from
 
 
 class StoreError(RuntimeError):
@@ -124,6 +127,26 @@ class ModelStore:
                 shutil.rmtree(entry, ignore_errors=True)
                 log.info("Model store recovery: removed the checkpoint of ended %s", entry.name)
 
+    def bundle_digest(self, guild_id: int, handle: str) -> str | None:
+        """The digest of the archive a persona's folder was unpacked from (None: not unpacked here)."""
+        try:
+            return (self.model_dir(guild_id, handle) / BUNDLE_MARK).read_text().strip()
+        except OSError:
+            return None
+
+    def unpack(self, data: bytes, digest: str, guild_id: int, handle: str) -> Path:
+        """Put a persona kept in the database (see `pack`) in its place, atomically."""
+        staging = self.new_staging_dir(guild_id, handle)
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+                archive.extractall(staging, filter="data")  # no paths outside the folder
+            (staging / BUNDLE_MARK).write_text(digest)
+            return self.publish(staging, guild_id, handle)
+        except (OSError, tarfile.TarError) as exc:
+            raise StoreError(f"Cannot unpack the model from the database ({exc}).") from exc
+        finally:
+            self.discard(staging)
+
     def discard(self, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -176,3 +199,19 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def pack(folder: Path) -> bytes:
+    """A folder as one gzip'd tar (a LoRA persona or a checkpoint, kept in the database)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as archive:
+        for path in sorted(folder.iterdir()):
+            if path.name != BUNDLE_MARK and not path.name.endswith(".tmp"):
+                archive.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+def unpack_into(data: bytes, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        archive.extractall(folder, filter="data")

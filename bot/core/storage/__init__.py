@@ -5,6 +5,7 @@
     storage.schedules  auto-post schedules
     storage.members    members' consent, collected messages, excluded channels
     storage.guilds     persona webhooks, guild options, the generated-post log
+    storage.blobs      files kept in the database (LoRA personas and checkpoints of worker trainings)
 
 Every query about a guild's data takes the guild id and filters on it, so one guild can never
 read, use or delete another guild's model. The dialect (SQLite file by default, PostgreSQL with
@@ -13,6 +14,7 @@ DATABASE_URL) is decided in database.py; the schema and its versions in schema.p
 
 from __future__ import annotations
 
+from .blobs import Blobs, checkpoint_key, persona_key
 from .database import Database, database_url
 from .guilds import Guilds
 from .jobs import Jobs
@@ -31,6 +33,7 @@ class Storage:
         self.schedules = Schedules(db)
         self.members = Members(db)
         self.guilds = Guilds(db)
+        self.blobs = Blobs(db)
 
     @classmethod
     async def open(cls, url: str) -> Storage:
@@ -59,6 +62,8 @@ __all__ = [
     "Post",
     "Schedule",
     "Storage",
+    "checkpoint_key",
+    "persona_key",
     "database_url",
     "format_interval",
 ]

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 
 from .database import Database
 from .records import JobRecord, from_row
@@ -98,7 +98,7 @@ class Jobs:
         statement = (
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.state.in_(ACTIVE_STATES))
-            .values(state=state, error=error, finished_at=time.time(), corpus_json="[]")
+            .values(state=state, error=error, finished_at=time.time(), corpus_json="[]", announced=1)
         )
         async with self.db.write() as conn:
             await conn.execute(statement)
@@ -107,7 +107,7 @@ class Jobs:
         statement = (
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.guild_id == guild_id, jobs.c.state == "queued")
-            .values(state="cancelled", finished_at=time.time(), corpus_json="[]")
+            .values(state="cancelled", finished_at=time.time(), corpus_json="[]", announced=1)
             .returning(jobs.c.id)
         )
         async with self.db.write() as conn:
@@ -175,3 +175,115 @@ class Jobs:
         async with self.db.write() as conn:
             rows = (await conn.execute(statement)).all()
         return sorted((from_row(JobRecord, row) for row in rows), key=lambda j: j.id)
+
+    # -- trainings on workers (TRAINING_BACKEND=queue) ------------------------------------------
+    # A worker owns a job while `worker` names it: its progress and its end are written only
+    # under that condition, so a worker that lost its job to another (it was thought dead) can
+    # neither overwrite the new owner's progress nor publish a second result.
+
+    async def get_any(self, job_id: int) -> JobRecord | None:
+        """A job whatever its guild (workers and the bot's watcher, never a guild's request)."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(*_COLUMNS).where(jobs.c.id == job_id))).first()
+        return from_row(JobRecord, row) if row else None
+
+    async def take(self, job_id: int, worker: str, resume_step: int | None) -> JobRecord | None:
+        """A worker takes a queued job, or one whose worker died ('running': counted as interrupted)."""
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state.in_(ACTIVE_STATES), jobs.c.cancel_requested == 0)
+            .values(
+                state="running", worker=worker, started_at=time.time(), resume_step=resume_step,
+                interrupted=case(
+                    (jobs.c.state == "running", jobs.c.interrupted + 1), else_=jobs.c.interrupted
+                ),
+            )
+            .returning(*_COLUMNS)
+        )
+        async with self.db.write() as conn:
+            row = (await conn.execute(statement)).first()
+        return from_row(JobRecord, row) if row else None
+
+    async def report_progress(self, job_id: int, worker: str, progress: dict[str, Any]) -> str:
+        """Write a worker's progress; returns 'ok', 'cancel' (the bot asked) or 'lost' (not its job now)."""
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == "running", jobs.c.worker == worker)
+            .values(progress_json=json.dumps(progress))
+            .returning(jobs.c.cancel_requested)
+        )
+        async with self.db.write() as conn:
+            row = (await conn.execute(statement)).first()
+        if row is None:
+            return "lost"
+        return "cancel" if row.cancel_requested else "ok"
+
+    async def finish_as(self, job_id: int, worker: str, state: str, error: str | None = None) -> bool:
+        """A worker ends its job; the bot announces it (announced stays 0). False: not its job."""
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == "running", jobs.c.worker == worker)
+            .values(state=state, error=error, finished_at=time.time(), corpus_json="[]")
+            .returning(jobs.c.id)
+        )
+        async with self.db.write() as conn:
+            return (await conn.execute(statement)).first() is not None
+
+    async def request_cancel(self, job_id: int) -> bool:
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == "running")
+            .values(cancel_requested=1)
+            .returning(jobs.c.id)
+        )
+        async with self.db.write() as conn:
+            return (await conn.execute(statement)).first() is not None
+
+    async def running(self) -> list[JobRecord]:
+        query = select(*_COLUMNS).where(jobs.c.state == "running").order_by(jobs.c.id)
+        async with self.db.read() as conn:
+            return [from_row(JobRecord, row) for row in await conn.execute(query)]
+
+    async def ended_unannounced(self) -> list[JobRecord]:
+        query = select(*_COLUMNS).where(jobs.c.state.not_in(ACTIVE_STATES), jobs.c.announced == 0)
+        async with self.db.read() as conn:
+            return [from_row(JobRecord, row) for row in await conn.execute(query.order_by(jobs.c.id))]
+
+    async def claim_announcement(self, job_id: int) -> bool:
+        """The one bot process that gets True tells Discord that the job ended."""
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.announced == 0)
+            .values(announced=1)
+            .returning(jobs.c.id)
+        )
+        async with self.db.write() as conn:
+            return (await conn.execute(statement)).first() is not None
+
+    async def claim_resume_notice(self, job_id: int, interrupted: int) -> bool:
+        """The one bot process that gets True tells the requester that the job was taken over."""
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.resumes_told < interrupted)
+            .values(resumes_told=interrupted)
+            .returning(jobs.c.id)
+        )
+        async with self.db.write() as conn:
+            return (await conn.execute(statement)).first() is not None
+
+    async def list_queued(self) -> list[JobRecord]:
+        """Every guild's queued jobs, oldest first (the bot re-defers them to the workers at start-up)."""
+        query = select(*_COLUMNS).where(jobs.c.state == "queued").order_by(jobs.c.id)
+        async with self.db.read() as conn:
+            return [from_row(JobRecord, row) for row in await conn.execute(query)]
+
+    async def hand_back(self, job_id: int, worker: str) -> bool:
+        """A worker that is shutting down puts its job back in the queue (to resume elsewhere)."""
+        statement = (
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.state == "running", jobs.c.worker == worker)
+            .values(state="queued", worker=None, started_at=None, interrupted=jobs.c.interrupted + 1)
+            .returning(jobs.c.id)
+        )
+        async with self.db.write() as conn:
+            return (await conn.execute(statement)).first() is not None

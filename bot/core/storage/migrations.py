@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, Table, text
 
 from . import schema
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Steps from the SQLite-only releases (1.x): only old SQLite files ever need them.
 _V2 = """
@@ -47,6 +47,14 @@ def add_column(conn: Connection, table: Table, column: Column) -> None:
     conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column_type}{default}{null}")
 
 
+def _v5(conn: Connection) -> None:
+    """Trainings on workers: job ownership and announcement columns, and the blobs table."""
+    for name in ("worker", "cancel_requested", "resume_step", "announced", "resumes_told"):
+        add_column(conn, schema.training_jobs, schema.training_jobs.c[name])
+    schema.metadata.create_all(conn, tables=[schema.blobs])
+    conn.exec_driver_sql("UPDATE training_jobs SET announced = 1 WHERE state NOT IN ('queued', 'running')")
+
+
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _run_script(_V2, [schema.channel_webhooks, schema.guild_options, schema.generated_posts]),
     3: _run_script(
@@ -61,6 +69,7 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     ),
     # 4: a schedule's refused posts in a row (MAX_SCHEDULE_FAILURES in core/limits.py pause it).
     4: lambda conn: add_column(conn, schema.schedules, schema.schedules.c.failures),
+    5: _v5,
 }
 
 

@@ -58,6 +58,11 @@ class JobRecord:
     started_at: float | None
     finished_at: float | None
     source_user_id: int | None = None  # a member whose messages are the corpus
+    worker: str | None = None  # the worker process training it (TRAINING_BACKEND=queue)
+    cancel_requested: int = 0
+    resume_step: int | None = None  # the checkpoint step its last take-over resumed from
+    announced: int = 0
+    resumes_told: int = 0
 
 
 def format_interval(seconds: int) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Double,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -79,6 +80,13 @@ training_jobs = Table(
     Column("started_at", Time),
     Column("finished_at", Time),
     Column("source_user_id", Snowflake),  # a member whose messages are the corpus
+    # Trainings on workers (TRAINING_BACKEND=queue): who trains the job now, a cancel asked for by
+    # the bot, the checkpoint step a take-over resumed from, and what the bot already told Discord.
+    Column("worker", Text),
+    _flag("cancel_requested"),
+    Column("resume_step", Integer),
+    _flag("announced"),
+    Column("resumes_told", Integer, nullable=False, server_default="0"),
     CheckConstraint(
         "state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="training_jobs_state_check"
     ),
@@ -185,4 +193,16 @@ guild_excluded_channels = Table(
     Column("guild_id", Snowflake, nullable=False),
     Column("channel_id", Snowflake, nullable=False),
     PrimaryKeyConstraint("guild_id", "channel_id"),
+)
+
+# Files kept in the database so bot and workers share no disk: a LoRA persona's folder as one
+# archive (`model/<guild>/<handle>`) and a running training's checkpoint (`checkpoint/job-<id>`).
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("guild_id", Snowflake),
+    Column("digest", Text, nullable=False),  # sha256 of data: a reader knows when its copy is stale
+    Column("data", LargeBinary, nullable=False),
+    Column("updated_at", Time, nullable=False),
 )
