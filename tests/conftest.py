@@ -45,17 +45,20 @@ def settings(tmp_path, tiny_base_model):
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A real PostgreSQL server for the session, or a skip that says what is missing."""
+    """A real PostgreSQL server for the session, or a skip that says what is missing.
+
+    CI sets TWEETALIKE_REQUIRE_POSTGRES=1: there a missing server fails instead of skipping.
+    """
     from tests.postgres import PostgresServer, find_bin_dir
 
+    missing = pytest.fail if os.environ.get("TWEETALIKE_REQUIRE_POSTGRES") == "1" else pytest.skip
     bin_dir = find_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries are not installed "
-                    "(apt-get install postgresql; .ci/run does it)")
+        missing("PostgreSQL server binaries are not installed (apt-get install postgresql; .ci/run does it)")
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg is not installed (pip install -r requirements-scale.txt)")
+        missing("psycopg is not installed (pip install -r requirements-scale.txt)")
     server = PostgresServer(bin_dir)
     server.start()
     yield server
