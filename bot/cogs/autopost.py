@@ -115,7 +115,8 @@ class AutopostCog(commands.Cog):
 
     @tasks.loop(seconds=30)
     async def tick(self) -> None:
-        for schedule in await self.core.due_schedules():
+        # Only this process's guilds (its shards), each post claimed so no other process sends it too.
+        for schedule in await self.core.claim_due_schedules(self.bot.guild_shards()):
             try:
                 await self.run_schedule(schedule)
             except Exception:  # one broken schedule must not stop the others

@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, Table, text
 
 from . import schema
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Steps from the SQLite-only releases (1.x): only old SQLite files ever need them.
 _V2 = """
@@ -47,6 +47,11 @@ def add_column(conn: Connection, table: Table, column: Column) -> None:
     conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column_type}{default}{null}")
 
 
+def _claimed_schedules(conn: Connection) -> None:
+    for name in ("claimed_by", "claimed_until"):
+        add_column(conn, schema.schedules, schema.schedules.c[name])
+
+
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _run_script(_V2, [schema.channel_webhooks, schema.guild_options, schema.generated_posts]),
     3: _run_script(
@@ -59,6 +64,7 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
             schema.guild_excluded_channels,
         ],
     ),
+    4: _claimed_schedules,
 }
 
 

@@ -106,6 +106,10 @@ schedules = Table(
     Column("last_run_at", Time),
     Column("pending_nonce", Text),  # set before a post, cleared after it
     Column("pending_since", Time),
+    # A process that takes a due post claims it first (several bot processes share one database):
+    # who, and until when; a claim whose holder died frees itself when the time passes.
+    Column("claimed_by", Text),
+    Column("claimed_until", Time),
     Index("schedules_due", "paused", "next_run_at"),
 )
 
