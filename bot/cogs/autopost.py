@@ -159,6 +159,7 @@ class AutopostCog(commands.Cog):
         await self.core.record_post(message_id=message.id, guild_id=schedule.guild_id, channel_id=channel.id,
                                     handle=schedule.handle, schedule_id=schedule.id)
         await self.core.finish_scheduled_post(schedule)
+        log.info("Schedule %s posted in guild %s", schedule.id, schedule.guild_id)
 
     async def already_posted(self, channel: discord.TextChannel, schedule: Schedule) -> bool:
         """After a crash mid-post: did our webhook's message go out before we could record it?"""
