@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import BigInteger, Integer, delete, func, literal, or_, select, update
 
 from .database import Database
 from .records import Schedule
 from .schema import schedules
+
+if TYPE_CHECKING:
+    from ..shards import GuildShards
 
 
 class Schedules:
@@ -61,9 +66,9 @@ class Schedules:
         async with self.db.read() as conn:
             return [Schedule.from_row(row) for row in await conn.execute(query)]
 
-    async def claim_due(self, now: float, *, owner: str, lease_until: float, shards=None,
-                        limit: int = 50) -> list[Schedule]:
-        """Claim the due posts of the guilds on `shards` (count, ids; None = every guild) for `owner`.
+    async def claim_due(self, now: float, *, owner: str, lease_until: float,
+                        shards: GuildShards | None = None, limit: int = 50) -> list[Schedule]:
+        """Claim the due posts of the guilds on `shards` (None: every guild) for `owner`.
 
         One UPDATE moves each row's claim to `owner` only where no other live claim holds it, so two
         processes never both get a post: SQLite serialises the write transactions (BEGIN
