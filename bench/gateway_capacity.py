@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,7 @@ def rss_mib(pid: int) -> float:
 
 
 async def measure(guilds: int, shard_count: int, work: Path) -> tuple[float, float]:
-    """(seconds from start to ready, resident MiB when ready) of one bot process."""
+    """(seconds from start to ready, resident MiB when ready) of one bot process that got every guild."""
     async with LocalDiscord(heartbeat_interval_ms=40000, max_guilds_per_session=guilds) as server:
         populate(server, guilds)
         log = work / f"bot-{guilds}-{shard_count}.log"
@@ -65,7 +66,10 @@ async def measure(guilds: int, shard_count: int, work: Path) -> tuple[float, flo
                 if proc.poll() is not None:
                     raise RuntimeError(log.read_text()[-2000:])
                 await asyncio.sleep(0.1)
-            return time.monotonic() - start, rss_mib(proc.pid)
+            seconds, mib = time.monotonic() - start, rss_mib(proc.pid)
+            seen = re.search(r"Logged in as .* in (\d+) guilds", log.read_text())
+            assert seen and int(seen.group(1)) == guilds, log.read_text()[-2000:]
+            return seconds, mib
         finally:
             proc.terminate()
             await asyncio.to_thread(proc.wait, 60)
