@@ -90,10 +90,13 @@ class Schedules:
             shift = schedules.c.guild_id.op(">>", return_type=BigInteger)(literal(22, Integer))
             shard = shift % shards.count
             picked = picked.where(shard.in_(shards.ids))
-        picked = picked.order_by(schedules.c.next_run_at).limit(limit).with_for_update(skip_locked=True)
+        picked = picked.order_by(schedules.c.next_run_at).limit(limit)
+        async with self.db.read() as conn:  # most ticks find nothing: no write transaction then
+            if (await conn.execute(picked)).first() is None:
+                return []
         statement = (
             update(schedules)
-            .where(schedules.c.id.in_(picked), *claimable)
+            .where(schedules.c.id.in_(picked.with_for_update(skip_locked=True)), *claimable)
             .values(claimed_by=owner, claimed_until=lease_until)
             .returning(*schedules.c)
         )
