@@ -105,7 +105,13 @@ class Settings(BaseSettings):
     torch_threads: int = setting(0, "CPU threads for torch (0 = torch's default).", ge=0, le=256)
     generation_top_p: float = setting(0.95, "Nucleus sampling (huggingtweets default 0.95).", ge=0.01, le=1.0)
     generation_temperature: float = setting(1.0, "Sampling temperature.", ge=0.05, le=5.0)
-    generation_max_new_tokens: int = setting(160, "Longest generated tweet, in tokens.", ge=1, le=1024)
+    generation_max_new_tokens: int = setting(
+        160,
+        "Longest generated tweet, in tokens (1-512: prompt plus new tokens must fit the model's "
+        "positions, 1024 for GPT-2; a smaller model gets fewer).",
+        ge=1,
+        le=512,
+    )
     generation_min_new_tokens: int = setting(10, "Shortest generated tweet, in tokens.", ge=0, le=1024)
     model_cache_size: int = setting(
         16,

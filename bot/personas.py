@@ -8,11 +8,11 @@ post is labelled as generated: the webhook name carries a "(bot)" suffix and the
 from __future__ import annotations
 
 import logging
-import re
 
 import discord
 
 from .core.storage import ModelRecord
+from .limits import fit_content, safe_url, webhook_username
 from .ui import NO_PINGS, tweet_embed
 
 log = logging.getLogger(__name__)
@@ -20,16 +20,11 @@ log = logging.getLogger(__name__)
 WEBHOOK_NAME = "tweetalike"
 WEBHOOKS_PER_CHANNEL = 10
 NAME_SUFFIX = " (bot)"
-_FORBIDDEN_IN_NAMES = re.compile(r"discord|clyde", re.IGNORECASE)
 
 
 def persona_name(display_name: str) -> str:
-    """A webhook username Discord accepts (1-80 chars, no 'discord'/'clyde'), labelled as a bot."""
-    name = _FORBIDDEN_IN_NAMES.sub(lambda m: m.group(0)[0] + "\u200b" + m.group(0)[1:], display_name)
-    name = " ".join(name.split()) or "persona"
-    if name.lower() in {"everyone", "here"}:
-        name = f"_{name}"
-    return name[: 80 - len(NAME_SUFFIX)] + NAME_SUFFIX
+    """A webhook username Discord accepts (see bot/limits.py), labelled as a bot."""
+    return webhook_username(display_name, NAME_SUFFIX)
 
 
 class PersonaPoster:
@@ -64,8 +59,11 @@ class PersonaPoster:
 
     async def _send_webhook(self, webhook: discord.Webhook, model: ModelRecord, text: str) -> discord.WebhookMessage:
         return await webhook.send(
-            content=text[:2000], username=persona_name(model.display_name), avatar_url=model.avatar_url or None,
-            allowed_mentions=NO_PINGS, wait=True,
+            content=fit_content(text),
+            username=persona_name(model.display_name),
+            avatar_url=safe_url(model.avatar_url),
+            allowed_mentions=NO_PINGS,
+            wait=True,
         )
 
     async def webhook_for(self, channel: discord.TextChannel) -> discord.Webhook | None:

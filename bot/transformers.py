@@ -12,6 +12,7 @@ from discord import app_commands
 
 from .core.handles import normalize_handle
 from .core.schedules import parse_duration, parse_interval
+from .core.urls import NO_AVATAR, normalize_http_url
 
 
 class HandleTransformer(app_commands.Transformer):
@@ -36,6 +37,25 @@ class DurationTransformer(app_commands.Transformer):
         return parse_duration(value)
 
 
+class AvatarUrlTransformer(app_commands.Transformer):
+    """'https://example.com/my avatar.png' -> '.../my%20avatar.png': a URL Discord accepts in
+    embeds and webhooks (bot/core/urls.py), or the reason it is not one."""
+
+    async def transform(self, interaction: discord.Interaction, value: str) -> str:
+        return normalize_http_url(value, what="The avatar URL")
+
+
+class AvatarEditTransformer(AvatarUrlTransformer):
+    """An avatar URL as above, or 'none' (remove the picture), passed on as NO_AVATAR."""
+
+    async def transform(self, interaction: discord.Interaction, value: str) -> str:
+        if value.strip().lower() == NO_AVATAR:
+            return NO_AVATAR
+        return await super().transform(interaction, value)
+
+
 Handle = app_commands.Transform[str, HandleTransformer]
 Interval = app_commands.Transform[int, IntervalTransformer]
 Duration = app_commands.Transform[int, DurationTransformer]
+AvatarUrl = app_commands.Transform[str, AvatarUrlTransformer]
+AvatarOrNone = app_commands.Transform[str, AvatarEditTransformer]

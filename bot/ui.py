@@ -13,6 +13,7 @@ from .core.ingest import IngestError
 from .core.modelcard import STAT_ROWS
 from .core.storage import ModelRecord
 from .core.training import TrainProgress
+from .limits import fit_choices, fit_content, fit_embed, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,15 @@ def user_message_for(error: Exception) -> tuple[str, bool]:
 
 async def send_error(interaction: discord.Interaction, message: str) -> None:
     """Answer ephemerally whatever state the interaction is in, so none is left unanswered."""
+    message = fit_content(message)
     try:
         if not interaction.response.is_done():
             await interaction.response.send_message(message, ephemeral=True, allowed_mentions=NO_PINGS)
             return
         if interaction.extras.get("public_defer") and not interaction.extras.get("answered"):
             # A public "thinking..." placeholder would otherwise stay; replace it with the error.
-            await interaction.edit_original_response(content=f"⚠️ {message}", allowed_mentions=NO_PINGS)
+            await interaction.edit_original_response(content=fit_content(f"⚠️ {message}"),
+                                                     allowed_mentions=NO_PINGS)
             return
         await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_PINGS)
     except discord.HTTPException:
@@ -114,9 +117,9 @@ def progress_text(progress: TrainProgress | None) -> str:
 
 def tweet_embed(model: ModelRecord, text: str) -> discord.Embed:
     embed = discord.Embed(description=text, colour=TWEET_COLOUR)
-    embed.set_author(name=f"{model.display_name} (@{model.handle})", icon_url=model.avatar_url or None)
+    embed.set_author(name=f"{model.display_name} (@{model.handle})", icon_url=safe_url(model.avatar_url))
     embed.set_footer(text=GENERATED_LABEL)
-    return embed
+    return fit_embed(embed)
 
 
 async def handle_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -124,19 +127,17 @@ async def handle_autocomplete(interaction: discord.Interaction, current: str) ->
     if interaction.guild_id is None:
         return []
     models = await interaction.client.core.search_models(interaction.guild_id, current.lstrip("@"))
-    return [
-        app_commands.Choice(name=f"{m.display_name} (@{m.handle})"[:100], value=m.handle) for m in models
-    ]
+    return fit_choices(app_commands.Choice(name=f"{m.display_name} (@{m.handle})", value=m.handle)
+                       for m in models)
 
 
 class ConfirmView(discord.ui.View):
     """Yes/No buttons that only the person who asked may press."""
 
-    def __init__(self, owner_id: int, *, confirm_label: str = "Delete", timeout: float = 60):
+    def __init__(self, owner_id: int, *, timeout: float = 60):
         super().__init__(timeout=timeout)
         self.owner_id = owner_id
         self.confirmed: bool | None = None
-        self.confirm.label = confirm_label
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.user.id != self.owner_id:
@@ -144,7 +145,7 @@ class ConfirmView(discord.ui.View):
             return False
         return True
 
-    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.danger, custom_id="confirm")
+    @discord.ui.button(label="Delete", style=discord.ButtonStyle.danger, custom_id="confirm")
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         self.confirmed = True
         await interaction.response.defer()

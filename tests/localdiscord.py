@@ -14,8 +14,14 @@ DISCORD_GATEWAY_URL settings point at it). It speaks:
   `enforce_nonce`), history pagination, channel webhooks, active threads; files in multipart;
 - a CDN route serving attachment bytes, so `/train` downloads a real file.
 
+It is as strict as Discord: a payload over one of the documented limits (message content, embeds,
+autocomplete choices, webhook names), a malformed URL, a second interaction callback, a callback
+after 3 s, or a follow-up/edit before the callback is refused with Discord's status, code and
+error body (50035 "Invalid Form Body" names the field path). Refusals are kept in `refusals`.
+
 Everything the bot sends is recorded in `requests`; tests drive users through `slash`,
-`autocomplete`, `click` and `message_command`, and inject faults (`drop_gateway`, `rate_limit`).
+`autocomplete`, `click` and `message_command`, and inject faults (`drop_gateway`, `rate_limit`,
+`fail`).
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ import asyncio
 import itertools
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -47,6 +55,129 @@ def json_response(data: Any, status: int = 200, headers: dict | None = None) -> 
     """JSON with exactly `application/json` (discord.py compares the header verbatim)."""
     return web.Response(body=json.dumps(data).encode(), status=status,
                         headers={"Content-Type": "application/json", **(headers or {})})
+
+
+# -- Discord's documented limits ---------------------------------------------------------------------
+# resources/message "Create Message": content up to 2000 characters, up to 10 embeds.
+# resources/message "Embed Limits": per-field limits and 6000 characters in all embeds of a message,
+#   leading and trailing whitespace not counted.
+# interactions/receiving-and-responding "Autocomplete": max of 25 choices; interactions/application-
+#   commands "Application Command Option Choice Structure": name 1-100 characters, string value <= 100.
+# resources/webhook "Create Webhook" + resources/user "Usernames and Nicknames": names 1-80 characters,
+#   no "clyde"/"discord" (case-insensitive); zero-width characters removed, whitespace trimmed first.
+# interactions/receiving-and-responding: the first response within 3 seconds, else the token is invalid.
+CONTENT_LIMIT = 2000
+EMBED_LIMITS = {"title": 256, "description": 4096}
+EMBED_TOTAL = 6000
+CALLBACK_DEADLINE_S = 3.0
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_URL_CHARS = re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$")
+
+
+def well_formed_url(url: Any) -> bool:
+    """An absolute http(s) (or attachment://) URL made only of the characters RFC 3986 allows."""
+    if not isinstance(url, str) or not _URL_CHARS.match(url) or re.search(r"%(?![0-9A-Fa-f]{2})", url):
+        return False
+    if url.startswith("attachment://"):
+        return len(url) > len("attachment://")
+    try:
+        parts = urlsplit(url)
+        if parts.port is not None and parts.port == 0:
+            return False
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _error(errors: dict, path: list, code: str, message: str) -> None:
+    node = errors
+    for key in path:
+        node = node.setdefault(str(key), {})
+    node.setdefault("_errors", []).append({"code": code, "message": message})
+
+
+def _check_length(errors: dict, path: list, value: Any, limit: int, minimum: int = 0) -> int:
+    """Length as Discord counts it (trimmed); records an error when outside [minimum, limit]."""
+    length = len(value.strip()) if isinstance(value, str) else 0
+    if length > limit:
+        _error(errors, path, "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+    elif length < minimum:
+        _error(errors, path, "BASE_TYPE_MIN_LENGTH", f"Must be {minimum} or more in length.")
+    return length
+
+
+def _check_url(errors: dict, path: list, value: Any) -> None:
+    if value is not None and not well_formed_url(value):
+        _error(errors, path, "URL_TYPE_INVALID_URL", "Not a well formed URL.")
+
+
+def _check_embed(errors: dict, i: int, embed: dict) -> int:
+    total = sum(_check_length(errors, ["embeds", i, key], embed.get(key), limit)
+                for key, limit in EMBED_LIMITS.items())
+    fields = embed.get("fields") or []
+    if len(fields) > 25:
+        _error(errors, ["embeds", i, "fields"], "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+    for j, f in enumerate(fields):
+        total += _check_length(errors, ["embeds", i, "fields", j, "name"], f.get("name"), 256, 1)
+        total += _check_length(errors, ["embeds", i, "fields", j, "value"], f.get("value"), 1024, 1)
+    author, footer = embed.get("author") or {}, embed.get("footer") or {}
+    if author:
+        total += _check_length(errors, ["embeds", i, "author", "name"], author.get("name"), 256, 1)
+    if footer:
+        total += _check_length(errors, ["embeds", i, "footer", "text"], footer.get("text"), 2048, 1)
+    for holder, key, path in ((embed, "url", ["url"]), (author, "url", ["author", "url"]),
+                              (author, "icon_url", ["author", "icon_url"]),
+                              (footer, "icon_url", ["footer", "icon_url"]),
+                              (embed.get("thumbnail") or {}, "url", ["thumbnail", "url"]),
+                              (embed.get("image") or {}, "url", ["image", "url"])):
+        _check_url(errors, ["embeds", i, *path], holder.get(key))
+    return total
+
+
+def message_errors(body: dict | None, *, webhook: bool = False) -> dict:
+    """Discord's "errors" object for a message payload; empty when Discord would accept it."""
+    body, errors = body or {}, {}
+    _check_length(errors, ["content"], body.get("content"), CONTENT_LIMIT)
+    embeds = body.get("embeds") or []
+    if len(embeds) > 10:
+        _error(errors, ["embeds"], "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
+    if sum(_check_embed(errors, i, embed) for i, embed in enumerate(embeds)) > EMBED_TOTAL:
+        _error(errors, ["embeds"], "MAX_EMBED_SIZE_EXCEEDED",
+               f"Embed size exceeds maximum size of {EMBED_TOTAL}")
+    if webhook:
+        if body.get("username") is not None:
+            webhook_name_errors(errors, ["username"], body["username"])
+        _check_url(errors, ["avatar_url"], body.get("avatar_url"))
+    return errors
+
+
+def webhook_name_errors(errors: dict, path: list, name: Any) -> dict:
+    cleaned = " ".join(_INVISIBLE.sub("", name if isinstance(name, str) else "").split())
+    _check_length(errors, path, cleaned, 80, 1)
+    for word in ("discord", "clyde"):
+        if word in cleaned.lower():
+            _error(errors, path, "USERNAME_INVALID_CONTAINS", f'Username cannot contain "{word}"')
+    return errors
+
+
+def choices_errors(choices: Any) -> dict:
+    errors: dict = {}
+    if not isinstance(choices, list) or len(choices) > 25:
+        _error(errors, ["data", "choices"], "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+        return errors
+    for i, choice in enumerate(choices):
+        _check_length(errors, ["data", "choices", i, "name"], choice.get("name"), 100, 1)
+        if isinstance(choice.get("value"), str):
+            _check_length(errors, ["data", "choices", i, "value"], choice["value"], 100)
+    return errors
+
+
+def invalid_form(errors: dict) -> web.Response:
+    return json_response({"message": "Invalid Form Body", "code": 50035, "errors": errors}, status=400)
+
+
+def unknown_webhook() -> web.Response:
+    return json_response({"message": "Unknown Webhook", "code": 10015}, status=404)
 
 
 def snowflake() -> int:
@@ -120,6 +251,7 @@ class Interaction:
     callback_at: float | None = None
     original: dict | None = None
     followups: list[dict] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)  # Discord's error bodies for this interaction
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     delivered_to: list[tuple[int, int] | None] = field(default_factory=list)  # the shards that got it
     callback_attempts: int = 0  # more than one: two processes tried to answer it
@@ -138,7 +270,8 @@ class Interaction:
         return self
 
     async def answered(self, timeout: float = 60) -> "Interaction":
-        return await self.wait(lambda i: i.callback is not None, timeout)
+        """Wait for the callback (or for Discord refusing it, which a test then sees at once)."""
+        return await self.wait(lambda i: i.callback is not None or i.refused, timeout)
 
     @property
     def ack_latency(self) -> float | None:
@@ -184,7 +317,10 @@ class LocalDiscord:
         self.identifies: list[dict] = []
         self.resumes = 0
         self.nonces: dict[tuple[int, str], dict] = {}
+        self.refusals: list[tuple[str, str, int, dict]] = []  # method, path, status, error body
+        self.callback_deadline = CALLBACK_DEADLINE_S
         self._rate_limits: list[tuple[str, int, float]] = []
+        self._failures: list[list] = []  # [path fragment, method, times left, status, body]
         self._stalls: list[str] = []  # path fragments whose requests are carried out but never answered
         self._unstalled = asyncio.Event()
         self.sessions: dict[str, GatewaySession] = {}  # identified sessions, by id (kept for RESUME)
@@ -416,6 +552,13 @@ class LocalDiscord:
         """The next `times` requests whose path contains `path_contains` answer 429."""
         self._rate_limits.append((path_contains, times, retry_after))
 
+    def fail(self, path_contains: str, *, times: int = 1, status: int = 400, method: str = "POST",
+             body: dict | None = None) -> None:
+        """The next `times` matching requests are refused with `status` (default: a 400 form error)."""
+        body = body or ({"message": "Invalid Form Body", "code": 50035, "errors": {}} if status == 400
+                        else {"message": "Internal Server Error", "code": 0})
+        self._failures.append([path_contains, method, times, status, body])
+
     # -- simulated users ---------------------------------------------------------------------------
 
     def stall(self, path_contains: str) -> None:
@@ -525,6 +668,7 @@ class LocalDiscord:
         data = {"id": top["id"], "name": top["name"], "type": 1, "options": options, "guild_id": str(guild_id)}
         interaction = self._base_interaction(4, guild_id, user_id, None, data)
         await interaction.answered()
+        assert interaction.callback is not None, f"the autocomplete answer was refused: {interaction.refused}"
         assert interaction.callback["type"] == 8, interaction.callback
         return interaction.callback["data"]["choices"]
 
@@ -589,6 +733,10 @@ class LocalDiscord:
                                           "global": False}, status=429,
                                          headers={"Retry-After": str(retry_after), "X-RateLimit-Scope": "user",
                                                   "Via": "1.1 google"})  # discord.py retries only real Discord 429s
+        for failure in self._failures:
+            if failure[0] in path and failure[1] == request.method and failure[2] > 0:
+                failure[2] -= 1
+                return self._refused(request.method, path, json_response(failure[4], status=failure[3]))
         handler = self._route(request.method, path)
         if handler is None:
             self.unknown_routes.append(f"{request.method} {path}")
@@ -596,12 +744,25 @@ class LocalDiscord:
         try:
             result = await handler(path.strip("/").split("/"), body, files, request.query)
         except LookupError:
-            return json_response({"message": "Unknown Channel", "code": 10003}, status=404)
+            result = json_response({"message": "Unknown Channel", "code": 10003}, status=404)
         if any(fragment in path for fragment in self._stalls):
             await self._unstalled.wait()  # Discord did it, but the answer never reaches the client
+        if isinstance(result, web.Response) and result.status >= 400:
+            return self._refused(request.method, path, result)
         if isinstance(result, web.StreamResponse):
             return result
         return json_response(result) if result is not None else web.Response(status=204)
+
+    def _refused(self, method: str, path: str, response: web.Response) -> web.Response:
+        """Keep every refusal, and show it on the interaction it belongs to (tests then fail fast)."""
+        error = json.loads(response.body) if response.body else {}
+        self.refusals.append((method, path, response.status, error))
+        p = path.strip("/").split("/")
+        token = p[2] if len(p) > 2 and p[0] in ("interactions", "webhooks") else None
+        if token in self.interactions:
+            self.interactions[token].refused.append(error)
+            self.interactions[token].changed.set()
+        return response
 
     def _route(self, method: str, path: str):
         p = path.strip("/").split("/")
@@ -692,8 +853,17 @@ class LocalDiscord:
         interaction.callback_attempts += 1
         if interaction.callback is not None:
             return json_response({"message": "Interaction has already been acknowledged.", "code": 40060}, status=400)
-        interaction.callback, interaction.callback_at = body, time.monotonic()
+        if time.monotonic() - interaction.sent_at > self.callback_deadline:
+            return json_response({"message": "Unknown interaction", "code": 10062}, status=404)
         data = body.get("data") or {}
+        errors: dict = {}
+        if body["type"] == 8:  # autocomplete answer
+            errors = choices_errors(data.get("choices"))
+        elif body["type"] in (4, 7) and (message := message_errors(data)):  # a message, or its update
+            errors = {"data": message}
+        if errors:
+            return invalid_form(errors)
+        interaction.callback, interaction.callback_at = body, time.monotonic()
         response = {"interaction": {"id": str(interaction.id), "type": 2,
                                     "response_message_loading": body["type"] == 5,
                                     "response_message_ephemeral": bool(data.get("flags", 0) & 64)}}
@@ -713,12 +883,18 @@ class LocalDiscord:
 
     async def _get_original(self, p, body, files, query):
         interaction = self.interactions[p[2]]
+        if interaction.callback is None:
+            return unknown_webhook()  # the interaction's webhook exists once it is acknowledged
         if interaction.original is None:
             raise LookupError
         return self._public(interaction.original)
 
     async def _edit_original(self, p, body, files, query):
         interaction = self.interactions[p[2]]
+        if interaction.callback is None:
+            return unknown_webhook()
+        if errors := message_errors(body):
+            return invalid_form(errors)
         if interaction.original is None:
             interaction.original = self._message(0, self.bot_user, {}, {})
         for key in ("content", "embeds", "components", "allowed_mentions", "flags"):
@@ -738,6 +914,8 @@ class LocalDiscord:
 
     async def _edit_followup(self, p, body, files, query):
         interaction = self.interactions[p[2]]
+        if errors := message_errors(body):
+            return invalid_form(errors)
         for message in interaction.followups:
             if message["id"] == p[4]:
                 message.update({k: v for k, v in (body or {}).items() if k in ("content", "embeds", "components")})
@@ -748,13 +926,19 @@ class LocalDiscord:
     async def _execute_webhook(self, p, body, files, query):
         if p[2] in self.interactions:  # an interaction follow-up
             interaction = self.interactions[p[2]]
+            if interaction.callback is None:
+                return unknown_webhook()
+            if errors := message_errors(body):
+                return invalid_form(errors)
             message = self._message(0, self.bot_user, body or {}, files)
             interaction.followups.append(message)
             interaction.changed.set()
             return self._public(message)
         webhook = self.webhooks.get(int(p[1]))
         if webhook is None or webhook["token"] != p[2]:
-            return json_response({"message": "Unknown Webhook", "code": 10015}, status=404)
+            return unknown_webhook()
+        if errors := message_errors(body, webhook=True):
+            return invalid_form(errors)
         author = {"id": str(webhook["id"]), "username": (body or {}).get("username") or webhook["name"],
                   "discriminator": "0000", "avatar": None, "bot": True}
         message = self._store_message(int(webhook["channel_id"]), author, body or {}, files,
@@ -775,6 +959,8 @@ class LocalDiscord:
         self._guild_of_channel(channel_id)
         if not self._bot_can(channel_id, 1 << 11):
             return json_response({"message": "Missing Permissions", "code": 50013}, status=403)
+        if errors := message_errors(body):
+            return invalid_form(errors)
         nonce = (body or {}).get("nonce")
         if nonce and (body or {}).get("enforce_nonce") and (channel_id, nonce) in self.nonces:
             return self._public(self.nonces[(channel_id, nonce)])
@@ -784,6 +970,8 @@ class LocalDiscord:
         return self._public(message)
 
     async def _edit_message(self, p, body, files, query):
+        if errors := message_errors(body):
+            return invalid_form(errors)
         for message in self.messages.get(int(p[1]), []):
             if message["id"] == p[3]:
                 message.update({k: v for k, v in (body or {}).items() if k in ("content", "embeds", "components")})
@@ -813,6 +1001,8 @@ class LocalDiscord:
         guild_id = self._guild_of_channel(channel_id)
         if not self._bot_can(channel_id, MANAGE_WEBHOOKS):
             return json_response({"message": "Missing Permissions", "code": 50013}, status=403)
+        if errors := webhook_name_errors({}, ["name"], (body or {}).get("name")):
+            return invalid_form(errors)
         if len([w for w in self.webhooks.values() if int(w["channel_id"]) == channel_id]) >= 10:
             return json_response({"message": "Maximum number of webhooks reached (10)", "code": 30007}, status=400)
         return self.add_webhook(guild_id, channel_id, body.get("name", "hook"), owner=self.bot_user)

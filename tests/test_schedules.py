@@ -112,3 +112,33 @@ async def test_add_validates(scheduler):
     with pytest.raises(UserError, match="letters, digits"):
         await scheduler.add(guild_id=1, handle="../x", channel_id=10, every="1h")
     assert await scheduler.list(1) == []
+
+
+async def test_refused_posts_are_counted_until_a_post_goes_out(scheduler):
+    """Issue 10: a refused post waits for the next window (never sooner) and counts one failure."""
+    s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="1h")
+    scheduler.clock.now += 3601
+    due = (await scheduler.due())[0]
+    await scheduler.begin_post(due)
+    assert await scheduler.record_failure(due) == 1
+    after = await scheduler.get(1, s.id)
+    assert after.pending_nonce is None  # the refused post was not created: the next one is new
+    assert after.next_run_at == scheduler.clock.now + 3600 and await scheduler.due() == []
+    scheduler.clock.now += 3601
+    assert await scheduler.record_failure((await scheduler.due())[0]) == 2
+    scheduler.clock.now += 3601
+    await scheduler.finish_post((await scheduler.due())[0])
+    assert (await scheduler.get(1, s.id)).failures == 0
+
+
+async def test_postpone_keeps_the_nonce_and_resume_clears_failures(scheduler):
+    s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="1h")
+    scheduler.clock.now += 3601
+    due = (await scheduler.due())[0]
+    nonce = await scheduler.begin_post(due)
+    await scheduler.postpone(due)  # Discord busy: the post may exist, so the retry reuses the nonce
+    postponed = await scheduler.get(1, s.id)
+    assert postponed.pending_nonce == nonce and postponed.failures == 0 and await scheduler.due() == []
+    await scheduler.record_failure(postponed)
+    await scheduler.pause(1, s.id, "its last 3 posts failed")
+    assert (await scheduler.resume(1, s.id)).failures == 0

@@ -6,6 +6,7 @@ import pytest
 
 from bot.core.errors import UserError
 from bot.core.service import PersonaService
+from bot.core.storage import ModelRecord
 from tests.conftest import listen, on_finished, tiny_tweets
 
 STATS = {"downloaded": 400, "retweets": 0, "short": 0, "duplicates": 0, "kept": 400}
@@ -131,6 +132,26 @@ async def test_submit_validates_input_and_leaves_no_trace(settings, kwargs, mess
         with pytest.raises(UserError, match=message):
             await core.submit_training(guild_id=1, tweets=tiny_tweets(), stats=STATS, **kwargs)
         assert await core.storage.jobs.list(1) == []
+    finally:
+        await core.close()
+
+
+async def test_edit_model_checks_the_avatar_itself_for_the_cli(settings):
+    """The Discord layer checks avatars in a transformer; the core checks again for the CLI."""
+    core = await started(settings, run_queue=False)
+    try:
+        record = ModelRecord(guild_id=1, handle="alice", display_name="Alice", base_model="gpt2",
+                             method="lora", path="1/alice")
+        await core.storage.models.save(record)
+        with pytest.raises(UserError, match="https://"):
+            await core.edit_model(1, "alice", avatar="ftp://example.com/a.png")
+        with pytest.raises(UserError, match="no model called"):
+            await core.edit_model(2, "alice", display_name="Other")
+        edited = await core.edit_model(
+            1, "@Alice", display_name="Alice B", avatar="https://example.com/my a.png"
+        )
+        assert (edited.display_name, edited.avatar_url) == ("Alice B", "https://example.com/my%20a.png")
+        assert (await core.edit_model(1, "alice", avatar="none")).avatar_url is None
     finally:
         await core.close()
 

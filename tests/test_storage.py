@@ -6,7 +6,8 @@ import sqlite3
 import pytest
 
 from bot.core.handles import RegistryError, normalize_handle
-from bot.core.storage import SCHEMA_VERSION, ModelRecord, Storage, database_url
+from bot.core.storage import SCHEMA_VERSION, ModelRecord, Schedule, Storage, database_url
+from bot.core.storage.migrations import write_version
 
 
 @pytest.fixture
@@ -72,6 +73,39 @@ async def test_retraining_replaces_the_row(storage):
     second = await storage.models.save(model(1, "alice", metrics={"val_loss": 2.0}))
     assert first.id == second.id
     assert (await storage.models.get(1, "alice")).metrics == {"val_loss": 2.0}
+
+
+async def test_profile_update_changes_name_and_picture_in_its_guild_only(storage):
+    await storage.models.save(model(1, "alice", avatar_url="https://example.com/a.png"))
+    assert await storage.models.update_profile(2, "alice", display_name="Other") is None
+    renamed = await storage.models.update_profile(1, "alice", display_name="Alice B")
+    assert (renamed.display_name, renamed.avatar_url) == ("Alice B", "https://example.com/a.png")
+    pictured = await storage.models.update_profile(1, "alice", avatar_url="https://example.com/b.png")
+    assert (pictured.display_name, pictured.avatar_url) == ("Alice B", "https://example.com/b.png")
+    cleared = await storage.models.update_profile(1, "alice", clear_avatar=True)
+    assert cleared.avatar_url is None and (await storage.models.get(1, "alice")).avatar_url is None
+
+
+async def test_version_3_database_gains_the_failures_column(storage, db_url):
+    """Upgrades 4 and 5 (add_column) on the dialect at hand: a version-3 database had no `failures`
+    and no claim columns."""
+    draft = Schedule(id=0, guild_id=1, handle="alice", channel_id=10, interval_s=3600, next_run_at=5.0)
+    await storage.schedules.add(draft)
+    async with storage.db.write() as conn:
+        for column in ("failures", "claimed_by", "claimed_until"):
+            await conn.exec_driver_sql(f"ALTER TABLE schedules DROP COLUMN {column}")
+        await conn.run_sync(write_version, 3)
+    await storage.close()
+    again = await Storage.open(db_url)
+    try:
+        assert await again.schema_version() == SCHEMA_VERSION
+        [schedule] = await again.schedules.list(1)
+        assert schedule.failures == 0
+        assert await again.schedules.failed(schedule.id, 10.0) == 1
+        claimed = await again.schedules.claim_due(20.0, owner="a", lease_until=30.0)
+        assert [s.id for s in claimed] == [schedule.id]
+    finally:
+        await again.close()
 
 
 async def test_search_escapes_like_wildcards(storage):

@@ -9,7 +9,9 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from ..core.errors import UserError
+from ..core.limits import MAX_SCHEDULE_FAILURES
 from ..core.storage import Schedule
+from ..limits import fit_content, fit_embed
 from ..personas import PersonaPoster
 from ..transformers import Duration, Handle, Interval
 from ..ui import NO_PINGS, handle_autocomplete
@@ -88,8 +90,8 @@ class AutopostCog(commands.Cog):
             state = f"⏸️ paused ({s.pause_reason})" if s.paused and s.pause_reason else "⏸️ paused" if s.paused \
                 else f"next <t:{int(s.next_run_at)}:R>"
             lines.append(f"**#{s.id}** `@{s.handle}` in <#{s.channel_id}> {s.describe()} · {state}")
-        embed = discord.Embed(title="Schedules", description="\n".join(lines)[:4000])
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        embed = discord.Embed(title="Schedules", description="\n".join(lines))
+        await interaction.response.send_message(embed=fit_embed(embed), ephemeral=True)
 
     @autopost.command(name="pause", description="Pause a schedule")
     @app_commands.checks.has_permissions(manage_guild=True)
@@ -119,8 +121,9 @@ class AutopostCog(commands.Cog):
         for schedule in await self.core.claim_due_schedules(self.bot.guild_shards()):
             try:
                 await self.run_schedule(schedule)
-            except Exception:  # one broken schedule must not stop the others
+            except Exception as exc:  # one broken schedule must not stop the others
                 log.exception("Schedule %s failed", schedule.id)
+                await self.count_failure(schedule, exc)
 
     @tick.before_loop
     async def before_tick(self) -> None:
@@ -147,7 +150,8 @@ class AutopostCog(commands.Cog):
             return
         _, texts = await self.core.generate(schedule.guild_id, schedule.handle, schedule.prompt, 1)
         if not texts:
-            return  # nothing usable this time; the nonce stays and the next tick tries again
+            await self.core.postpone_scheduled_post(schedule)  # nothing usable: the next window tries again
+            return
         try:
             message = await self.poster.post(channel, model, texts[0], as_webhook=as_webhook, nonce=nonce)
         except discord.Forbidden:
@@ -155,6 +159,14 @@ class AutopostCog(commands.Cog):
             return
         except discord.NotFound:
             await self.pause_and_tell(schedule, "its channel was deleted")
+            return
+        except (discord.HTTPException, discord.RateLimited) as exc:
+            if isinstance(exc, discord.HTTPException) and exc.status != 429 and exc.status < 500:
+                raise  # a refusal: counted by the loop
+            # discord.py already retried 429 (after Retry-After) and 5xx (with backoff): Discord is
+            # busy, not refusing this post. Try the next window without counting a failure.
+            log.warning("Schedule %s: Discord is busy (%s); trying again next window", schedule.id, exc)
+            await self.core.postpone_scheduled_post(schedule)
             return
         await self.core.record_post(message_id=message.id, guild_id=schedule.guild_id, channel_id=channel.id,
                                     handle=schedule.handle, schedule_id=schedule.id)
@@ -174,6 +186,16 @@ class AutopostCog(commands.Cog):
             return False
         return False
 
+    async def count_failure(self, schedule: Schedule, error: Exception) -> None:
+        """A refused post waits for the next window; MAX_SCHEDULE_FAILURES in a row pause the schedule."""
+        try:
+            failures = await self.core.fail_scheduled_post(schedule)
+            if failures >= MAX_SCHEDULE_FAILURES:
+                reason = f"its last {failures} posts failed ({describe_failure(error)})"
+                await self.pause_and_tell(schedule, reason)
+        except Exception:
+            log.exception("Could not record the failure of schedule %s", schedule.id)
+
     async def pause_and_tell(self, schedule: Schedule, reason: str) -> None:
         """Pause instead of failing forever, and tell the guild once (paused schedules never run)."""
         await self.core.pause_schedule(schedule.guild_id, schedule.id, reason)
@@ -185,10 +207,19 @@ class AutopostCog(commands.Cog):
         for channel in candidates:
             if isinstance(channel, discord.TextChannel) and channel.permissions_for(channel.guild.me).send_messages:
                 try:
-                    await channel.send(text, allowed_mentions=NO_PINGS)
+                    await channel.send(fit_content(text), allowed_mentions=NO_PINGS)
                     return
                 except discord.HTTPException:
                     continue
+
+
+def describe_failure(error: Exception) -> str:
+    if isinstance(error, discord.HTTPException):
+        detail = f": {error.text[:150]}" if error.text else ""
+        return f"Discord answered {error.status}{detail}"
+    if isinstance(error, UserError):
+        return str(error)[:150]
+    return "an error on my side, which was logged"
 
 
 async def setup(bot) -> None:

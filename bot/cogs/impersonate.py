@@ -8,6 +8,7 @@ from discord.ext import commands
 
 from ..core.errors import UserError
 from ..core.limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
+from ..limits import embed_messages, fit_content
 from ..personas import PersonaPoster
 from ..transformers import Handle
 from ..ui import NO_PINGS, defer_public, handle_autocomplete, tweet_embed
@@ -61,12 +62,16 @@ class ImpersonateCog(commands.Cog):
         if not tweets:
             raise UserError("The model had nothing to say this time; try again.")
         interaction.extras["answered"] = True
-        message = await interaction.edit_original_response(
-            embeds=[tweet_embed(model, text) for text in tweets], allowed_mentions=NO_PINGS
-        )
-        await self.core.record_post(message_id=message.id, guild_id=interaction.guild_id,
-                                    channel_id=interaction.channel_id, handle=model.handle,
-                                    requested_by=interaction.user.id)
+        # Ten long posts can pass the 6,000 characters a message may hold: the rest follow.
+        first, *rest = embed_messages(tweet_embed(model, text) for text in tweets)
+        messages = [await interaction.edit_original_response(embeds=first, allowed_mentions=NO_PINGS)]
+        for embeds in rest:  # in order, one after the other
+            messages.append(  # noqa: PERF401
+                await interaction.followup.send(embeds=embeds, allowed_mentions=NO_PINGS, wait=True))
+        for message in messages:
+            await self.core.record_post(message_id=message.id, guild_id=interaction.guild_id,
+                                        channel_id=interaction.channel_id, handle=model.handle,
+                                        requested_by=interaction.user.id)
 
     async def post_as_persona(self, interaction, channel, model, prompt: str, count: int) -> None:
         """Webhook posts with the persona's name and avatar; the reply itself stays private."""
@@ -76,7 +81,8 @@ class ImpersonateCog(commands.Cog):
             message = await self.poster.post(channel, model, text, as_webhook=True)
             await self.core.record_post(message_id=message.id, guild_id=interaction.guild_id, channel_id=channel.id,
                                         handle=model.handle, requested_by=interaction.user.id)
-        await interaction.followup.send(f"Posted {len(tweets)} as **{model.display_name}**.", ephemeral=True)
+        await interaction.followup.send(fit_content(f"Posted {len(tweets)} as **{model.display_name}**."),
+                                        ephemeral=True, allowed_mentions=NO_PINGS)
 
 async def setup(bot) -> None:
     await bot.add_cog(ImpersonateCog(bot))

@@ -12,7 +12,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..core.service import check_hub_id
-from ..transformers import Handle
+from ..limits import fit_embed, safe_url
+from ..transformers import AvatarOrNone, Handle
 from ..ui import NO_PINGS, ConfirmView, defer_public, handle_autocomplete, number, stats_table
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
@@ -39,8 +40,8 @@ class ModelsCog(commands.Cog):
             for m in models
         ]
         lines += [f"⏳ `@{j.handle}` · {j.state} (job #{j.id})" for j in jobs]
-        embed = discord.Embed(title=f"Personas ({len(models)})", description="\n".join(lines)[:4000])
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        embed = discord.Embed(title=f"Personas ({len(models)})", description="\n".join(lines))
+        await interaction.response.send_message(embed=fit_embed(embed), ephemeral=True)
 
     @models.command(name="info", description="Show a persona's model card")
     @app_commands.autocomplete(handle=handle_autocomplete)
@@ -48,8 +49,8 @@ class ModelsCog(commands.Cog):
         model = await self.core.get_model(interaction.guild_id, handle)
         m = model.metrics
         embed = discord.Embed(title=f"{model.display_name} (@{model.handle})", colour=discord.Colour.blurple())
-        if model.avatar_url:
-            embed.set_thumbnail(url=model.avatar_url)
+        if safe_url(model.avatar_url):
+            embed.set_thumbnail(url=safe_url(model.avatar_url))
         if model.stats:
             embed.add_field(name="Data", value=f"```\n{stats_table(model.stats)}\n```", inline=False)
         embed.add_field(name="Base model", value=f"`{model.base_model}`")
@@ -64,7 +65,25 @@ class ModelsCog(commands.Cog):
             embed.add_field(name="Training", value=f"{m['steps']} steps, {m.get('epochs', '?')} epochs")
         who = f"<@{model.created_by}>" if model.created_by else "someone"
         embed.add_field(name="Trained by", value=f"{who} <t:{int(model.created_at)}:R>", inline=False)
-        await interaction.response.send_message(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
+        await interaction.response.send_message(embed=fit_embed(embed), ephemeral=True,
+                                                allowed_mentions=NO_PINGS)
+
+    @models.command(name="edit", description="Change a persona's shown name or picture")
+    @app_commands.describe(handle="Which persona", display_name="Name shown on its posts",
+                           avatar="Image URL shown on its posts (`none` removes it)")
+    @app_commands.autocomplete(handle=handle_autocomplete)
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def models_edit(self, interaction: discord.Interaction, handle: Handle,
+                          display_name: app_commands.Range[str, 1, 80] | None = None,
+                          avatar: AvatarOrNone | None = None) -> None:
+        model = await self.core.edit_model(interaction.guild_id, handle, display_name=display_name,
+                                           avatar=avatar)
+        picture = "no picture" if not model.avatar_url else f"picture <{model.avatar_url}>"
+        name = discord.utils.escape_markdown(model.display_name)
+        await interaction.response.send_message(
+            f"`@{model.handle}` is now shown as **{name}** with {picture}.",
+            ephemeral=True, allowed_mentions=NO_PINGS,
+        )
 
     @models.command(name="delete", description="Delete a persona and its files")
     @app_commands.autocomplete(handle=handle_autocomplete)

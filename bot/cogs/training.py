@@ -18,7 +18,8 @@ from ..core.limits import MAX_EPOCHS
 from ..core.storage import JobRecord
 from ..core.training import TrainProgress
 from ..history import MemberTrainer
-from ..transformers import Handle
+from ..limits import fit_choices, fit_content, fit_embed
+from ..transformers import AvatarUrl, Handle
 from ..ui import NO_PINGS, defer_public, format_duration, number, progress_text, stats_table
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class TrainingCog(commands.Cog):
         handle: Handle,
         file: discord.Attachment,
         display_name: app_commands.Range[str, 1, 80] | None = None,
-        avatar: str | None = None,
+        avatar: AvatarUrl | None = None,
         method: app_commands.Choice[str] | None = None,
         epochs: app_commands.Range[int, 1, MAX_EPOCHS] | None = None,
         handle2: Handle | None = None,
@@ -93,8 +94,6 @@ class TrainingCog(commands.Cog):
     ) -> None:
         people = self.people_from(handle, file, handle2, file2, handle3, file3)
         combined = "-".join(h for h, _ in people)
-        if avatar and not avatar.startswith(("https://", "http://")):
-            raise UserError("The avatar must be an http(s) image URL.")
         await self.core.ensure_can_queue(interaction.guild_id, combined)  # before the download
         await defer_public(interaction)
         results = []
@@ -117,7 +116,7 @@ class TrainingCog(commands.Cog):
         note = "\n".join(f"⚠️ {w}" for result in results for w in result.warnings)
         queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
         await interaction.edit_original_response(
-            content=note or None, embed=self.progress_embed(job, None, f"Queued: {queued}."),
+            content=fit_content(note) or None, embed=self.progress_embed(job, None, f"Queued: {queued}."),
             allowed_mentions=NO_PINGS,
         )
         watcher.last_edit = time.monotonic()
@@ -175,8 +174,8 @@ class TrainingCog(commands.Cog):
             elif job.error:
                 line += f": {job.error}"
             lines.append(line)
-        embed = discord.Embed(title="Training jobs", description="\n".join(lines)[:4000])
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        embed = discord.Embed(title="Training jobs", description="\n".join(lines))
+        await interaction.response.send_message(embed=fit_embed(embed), ephemeral=True)
 
     @train.command(name="cancel", description="Cancel a queued or running training")
     @app_commands.describe(job="Job number, from /train status")
@@ -189,8 +188,8 @@ class TrainingCog(commands.Cog):
     @train_cancel.autocomplete("job")
     async def job_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
         jobs = await self.core.list_jobs(interaction.guild_id, active_only=True)
-        return [app_commands.Choice(name=f"#{j.id} {j.handle} ({j.state})", value=j.id)
-                for j in jobs if current in str(j.id) or current.lower() in j.handle][:25]
+        return fit_choices(app_commands.Choice(name=f"#{j.id} {j.handle} ({j.state})", value=j.id)
+                           for j in jobs if current in str(j.id) or current.lower() in j.handle)
 
     # -- progress and completion ----------------------------------------------------------------
 
@@ -202,7 +201,7 @@ class TrainingCog(commands.Cog):
         )
         embed.add_field(name="Data", value=f"```\n{stats_table(job.stats)}\n```", inline=False)
         embed.set_footer(text=f"Job #{job.id} · {job.method} · {job.epochs} epochs")
-        return embed
+        return fit_embed(embed)
 
     @commands.Cog.listener()
     async def on_training_progress(self, job: JobRecord, progress: TrainProgress) -> None:
@@ -262,7 +261,8 @@ class TrainingCog(commands.Cog):
                                           everyone=False, roles=False)
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
-            await channel.send(text, allowed_mentions=mention, **({"file": file} if file else {}))
+            await channel.send(fit_content(text), allowed_mentions=mention,
+                               **({"file": file} if file else {}))
         except discord.HTTPException as exc:
             log.warning("Could not tell channel %s about job %s: %s", job.channel_id, job.id, exc)
 

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -226,9 +226,11 @@ class Generator:
                 personas[0].model.set_adapter(adapter_names[0])  # one persona: peft's cheaper path
             else:
                 extra["adapter_names"] = adapter_names  # several: one mixed-adapter batch
+        input_ids, attention_mask, sampling = fit_to_positions(
+            batch["input_ids"], batch["attention_mask"], self.sampling, position_limit(personas[0].model))
         tokens = sample_tokens(
-            personas[0].model, batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
-            self.sampling, stop_ids=personas[0].stop_ids, eos_id=tokenizer.eos_token_id, extra=extra,
+            personas[0].model, input_ids.to(self.device), attention_mask.to(self.device),
+            sampling, stop_ids=personas[0].stop_ids, eos_id=tokenizer.eos_token_id, extra=extra,
         )
         decoded = tokenizer.batch_decode(tokens, skip_special_tokens=False)
         out, offset = [], 0
@@ -236,6 +238,28 @@ class Generator:
             out.append([clean_generated(prompt, d) for d in decoded[offset : offset + count]])
             offset += count
         return out
+
+
+def position_limit(model) -> int | None:
+    """How many positions the model has (GPT-2: n_positions; others: max_position_embeddings)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def fit_to_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: Sampling,
+                     limit: int | None) -> tuple[torch.Tensor, torch.Tensor, Sampling]:
+    """Prompt plus new tokens within the model's positions (past them GPT-2 fails with IndexError).
+
+    When they do not fit, the prompt keeps up to half the positions (its end: the text continues
+    from there; clean-up still puts the whole prompt in front), the new tokens get the rest.
+    """
+    prompt_len = input_ids.shape[1]
+    if limit is None or limit < 2 or prompt_len + sampling.max_new_tokens <= limit:
+        return input_ids, attention_mask, sampling
+    new = min(sampling.max_new_tokens, limit - max(1, min(prompt_len, limit // 2)))
+    keep = limit - new
+    sampling = replace(sampling, max_new_tokens=new, min_new_tokens=min(sampling.min_new_tokens, new))
+    return input_ids[:, -keep:], attention_mask[:, -keep:], sampling
 
 
 def top_p_sample(logits: torch.Tensor, top_p: float, first_k: int = 256) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""Limits on what a user may ask for, shared by the core's checks and the Discord options."""
+"""Limits on what a user may ask for, shared by the core's checks and the Discord options.
+
+Discord's own limits on what the bot sends (message, embed, autocomplete sizes) are in bot/limits.py.
+"""
 
 MAX_PROMPT_CHARS = 200  # a generation or schedule prompt
 MAX_TWEETS_PER_REQUEST = 10
@@ -7,3 +10,4 @@ MAX_SCHEDULES_PER_GUILD = 25
 MIN_INTERVAL = 5 * 60  # seconds between auto-posts
 MAX_INTERVAL = 7 * 24 * 3600
 MAX_EPOCHS = 20
+MAX_SCHEDULE_FAILURES = 3  # refused scheduled posts in a row before the schedule is paused

@@ -3,6 +3,9 @@
 Rules that keep a schedule honest across restarts:
 - The next run time is stored; after a post the next one is computed from *now*, so a bot that
   was down for a day posts a missed window once, not once per missed interval.
+- A post Discord refuses (any answer but 429/5xx, which are retried) counts a failure and waits
+  for the next window like a post that went out: a schedule never generates or posts more often
+  than its interval. After MAX_SCHEDULE_FAILURES (limits.py) refusals in a row the caller pauses it.
 - Several bot processes may share one database (a sharded gateway): each claims a due post in
   storage before taking it, and only for the guilds on its own shards, so a post fires once.
   A claim lasts CLAIM_SECONDS; a process that died holding one frees it when that time passes, or
@@ -209,4 +212,22 @@ class Scheduler:
         now = self.clock()
         following = next_run(schedule, now, self.rng)
         await self.rows.posted(schedule.id, now, following)
+        return following
+
+    async def record_failure(self, schedule: Schedule) -> int:
+        """Discord refused the post (or generation failed): count it, try again next window.
+
+        The nonce is dropped: a refused post was not created, so the next one is a new post.
+        Returns the number of failures in a row.
+        """
+        return await self.rows.failed(schedule.id, next_run(schedule, self.clock(), self.rng))
+
+    async def postpone(self, schedule: Schedule) -> float:
+        """Nothing went out this window (Discord busy, or no usable text): try the next one.
+
+        The nonce is kept: after a 5xx the post may have been created after all, and the retry
+        with the same nonce lets Discord drop the duplicate.
+        """
+        following = next_run(schedule, self.clock(), self.rng)
+        await self.rows.postpone(schedule.id, following)
         return following

@@ -29,6 +29,7 @@ from .shards import GuildShards
 from .storage import Erasure, JobRecord, ModelRecord, Post, Schedule, Storage, database_url
 from .store import ModelStore, StoreError
 from .training import TrainConfig, TrainProgress
+from .urls import NO_AVATAR, normalize_http_url
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,7 @@ class PersonaService:
         epochs = epochs or self.settings.train_epochs
         if not 1 <= epochs <= MAX_EPOCHS:
             raise UserError(f"Epochs must be between 1 and {MAX_EPOCHS}.")
-        if avatar_url and not avatar_url.startswith(("https://", "http://")):
-            raise UserError("The avatar must be an http(s) image URL.")
+        avatar_url = normalize_http_url(avatar_url, what="The avatar URL") if avatar_url else None
         await self.ensure_can_queue(guild_id, handle)
         job = await self.storage.jobs.create(
             guild_id=guild_id, handle=handle, display_name=clean_display_name(display_name, handle),
@@ -314,6 +314,21 @@ class PersonaService:
     async def search_models(self, guild_id: int, prefix: str, limit: int = 25) -> list[ModelRecord]:
         """Ready personas whose handle or name starts with `prefix` (autocomplete)."""
         return await self.storage.models.search(guild_id, prefix, limit)
+
+    async def edit_model(self, guild_id: int, handle: str, *, display_name: str | None = None,
+                         avatar: str | None = None) -> ModelRecord:
+        """Change a persona's shown name and/or picture (`avatar=NO_AVATAR`, "none", removes it)."""
+        if display_name is None and avatar is None:
+            raise UserError("Give a new `display_name`, a new `avatar`, or both.")
+        model = await self.get_model(guild_id, handle)
+        clear = avatar is not None and avatar.strip().lower() == NO_AVATAR
+        url = normalize_http_url(avatar, what="The avatar URL") if avatar is not None and not clear else None
+        name = clean_display_name(display_name, model.handle) if display_name is not None else None
+        updated = await self.storage.models.update_profile(guild_id, model.handle, display_name=name,
+                                                           avatar_url=url, clear_avatar=clear)
+        if updated is None:  # deleted meanwhile
+            raise RegistryError(f"There is no model called `{model.handle}` in this server.")
+        return updated
 
     def model_location(self, model: ModelRecord) -> str:
         return str(self.store.resolve(model.path))
@@ -470,8 +485,17 @@ class PersonaService:
         return await self.scheduler.begin_post(schedule)
 
     async def finish_scheduled_post(self, schedule: Schedule) -> float:
-        """The post went out: clear the nonce; returns the next run time."""
+        """The post went out: clear the nonce and the failure count; returns the next run time."""
         return await self.scheduler.finish_post(schedule)
+
+    async def fail_scheduled_post(self, schedule: Schedule) -> int:
+        """Discord refused the post: count it and wait for the next window; returns the failures
+        in a row (at MAX_SCHEDULE_FAILURES the caller pauses the schedule and tells the server)."""
+        return await self.scheduler.record_failure(schedule)
+
+    async def postpone_scheduled_post(self, schedule: Schedule) -> float:
+        """Nothing went out this window (Discord busy, no usable text): try the next one, uncounted."""
+        return await self.scheduler.postpone(schedule)
 
     # -- members' voices and consent -----------------------------------------------------------
 

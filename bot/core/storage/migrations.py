@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, Table, text
 
 from . import schema
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Steps from the SQLite-only releases (1.x): only old SQLite files ever need them.
 _V2 = """
@@ -64,7 +64,9 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
             schema.guild_excluded_channels,
         ],
     ),
-    4: _claimed_schedules,
+    # 4: a schedule's refused posts in a row (MAX_SCHEDULE_FAILURES in core/limits.py pause it).
+    4: lambda conn: add_column(conn, schema.schedules, schema.schedules.c.failures),
+    5: _claimed_schedules,
 }
 
 

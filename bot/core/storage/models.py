@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 
 from .database import Database
 from .records import ModelRecord, from_row
@@ -72,6 +72,33 @@ class Models:
         )
         async with self.db.read() as conn:
             return [from_row(ModelRecord, row) for row in await conn.execute(query)]
+
+    async def update_profile(
+        self,
+        guild_id: int,
+        handle: str,
+        *,
+        display_name: str | None = None,
+        avatar_url: str | None = None,
+        clear_avatar: bool = False,
+    ) -> ModelRecord | None:
+        """Change how a persona is shown (name, picture); None if there is no such model."""
+        values: dict = {"updated_at": time.time()}
+        if display_name is not None:
+            values["display_name"] = display_name
+        if clear_avatar:
+            values["avatar_url"] = None
+        elif avatar_url is not None:
+            values["avatar_url"] = avatar_url
+        statement = (
+            update(models)
+            .where(models.c.guild_id == guild_id, models.c.handle == handle)
+            .values(values)
+            .returning(*models.c)
+        )
+        async with self.db.write() as conn:
+            row = (await conn.execute(statement)).first()
+        return from_row(ModelRecord, row) if row else None
 
     async def delete(self, guild_id: int, handle: str) -> ModelRecord | None:
         """Remove the registry row (the caller removes the folder afterwards)."""

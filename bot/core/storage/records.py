@@ -86,6 +86,7 @@ class Schedule:
     last_run_at: float | None = None
     pending_nonce: str | None = None
     pending_since: float | None = None
+    failures: int = 0  # refused posts in a row
 
     @classmethod
     def from_row(cls, row: Any) -> Schedule:

@@ -117,7 +117,9 @@ class Schedules:
         )
 
     async def resume(self, guild_id: int, schedule_id: int, next_run_at: float) -> None:
-        await self._update(schedule_id, guild_id, paused=0, pause_reason=None, next_run_at=next_run_at)
+        await self._update(
+            schedule_id, guild_id, paused=0, pause_reason=None, failures=0, next_run_at=next_run_at
+        )
 
     async def remove(self, guild_id: int, schedule_id: int) -> None:
         async with self.db.write() as conn:
@@ -141,6 +143,38 @@ class Schedules:
     async def posted(self, schedule_id: int, now: float, next_run_at: float) -> None:
         """The post went out: clear the nonce, record the run, set the next one."""
         await self._update(
-            schedule_id, pending_nonce=None, pending_since=None, last_run_at=now, next_run_at=next_run_at,
-            claimed_by=None, claimed_until=None,
+            schedule_id,
+            pending_nonce=None,
+            pending_since=None,
+            last_run_at=now,
+            next_run_at=next_run_at,
+            failures=0,
+            claimed_by=None,
+            claimed_until=None,
         )
+
+    async def failed(self, schedule_id: int, next_run_at: float) -> int:
+        """The post was refused: count it, drop the nonce (no post was created), set the next run.
+
+        Returns the failures in a row (0 if the schedule is gone).
+        """
+        statement = (
+            update(schedules)
+            .where(schedules.c.id == schedule_id)
+            .values(
+                failures=schedules.c.failures + 1,
+                pending_nonce=None,
+                pending_since=None,
+                next_run_at=next_run_at,
+                claimed_by=None,
+                claimed_until=None,
+            )
+            .returning(schedules.c.failures)
+        )
+        async with self.db.write() as conn:
+            failures = (await conn.execute(statement)).scalar_one_or_none()
+        return int(failures or 0)
+
+    async def postpone(self, schedule_id: int, next_run_at: float) -> None:
+        """Nothing went out this window; the nonce stays (a 5xx post may exist after all)."""
+        await self._update(schedule_id, next_run_at=next_run_at, claimed_by=None, claimed_until=None)

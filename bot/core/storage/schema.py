@@ -106,6 +106,7 @@ schedules = Table(
     Column("last_run_at", Time),
     Column("pending_nonce", Text),  # set before a post, cleared after it
     Column("pending_since", Time),
+    Column("failures", Integer, nullable=False, server_default="0"),  # refused posts in a row
     # A process that takes a due post claims it first (several bot processes share one database):
     # who, and until when; a claim whose holder died frees itself when the time passes.
     Column("claimed_by", Text),
