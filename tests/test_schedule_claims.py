@@ -112,3 +112,19 @@ async def test_posting_releases_the_claim_for_the_next_window(db_url):
         assert next_window.id == schedule.id and next_window.pending_nonce is None
     finally:
         await storage.close()
+
+
+async def test_a_refused_or_postponed_post_frees_the_next_window_for_any_process(db_url):
+    storage = await Storage.open(db_url)
+    try:
+        schedule = await due_schedule(storage, GUILD_ON_0)
+        for put_off in (storage.schedules.failed, storage.schedules.postpone):
+            [claimed] = await storage.schedules.claim_due(NOW, owner="a", lease_until=NOW + CLAIM_SECONDS)
+            await put_off(claimed.id, NOW + 60)  # the next window, a minute on, well inside the lease
+            later = NOW + 61
+            taken = await storage.schedules.claim_due(later, owner="b", lease_until=later + CLAIM_SECONDS)
+            assert [s.id for s in taken] == [schedule.id]
+            await storage.schedules.pause(GUILD_ON_0, schedule.id, None)  # pausing drops b's claim
+            await storage.schedules.resume(GUILD_ON_0, schedule.id, next_run_at=NOW - 10)  # due again
+    finally:
+        await storage.close()
