@@ -15,6 +15,10 @@ fine-tune from the same start.
 
     python bench/perf.py            # full run (about 17 minutes on 2 cores)
     python bench/perf.py --quick    # CI-sized shapes, about 3 minutes
+    python bench/perf.py --decoding # only the decoding engines (GPT-2-124M shapes), a few minutes
+
+The decoding table adds CTranslate2 int8 as the peer engine (bench/requirements.txt): the same
+random-weight model converted with its transformers converter, offline.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
+from bot.core.devices import int8_engine  # noqa: E402
 from bot.core.generation import GenerationRequest, Generator, Sampling  # noqa: E402
 from bot.core.ingest import ingest_path  # noqa: E402
 from bot.core.training import TrainConfig, encode_tweets, split_tweets, train  # noqa: E402
@@ -215,6 +220,142 @@ def bench_generation(base: str, personas: list[str], runs: int, new_tokens: int,
     }
 
 
+# -- decoding engines, step by step ---------------------------------------------------------------
+
+
+def convert_ct2(base: str, work: Path) -> str | None:
+    try:
+        import ctranslate2
+    except ImportError:
+        log("ctranslate2 is not installed (pip install -r bench/requirements.txt): its row is left out")
+        return None
+    from transformers import AutoConfig, AutoTokenizer
+
+    # The converter wants one vocabulary entry per embedding row: name the padding rows.
+    padded = work / "ct2-source"
+    shutil.copytree(base, padded, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(padded)
+    rows = AutoConfig.from_pretrained(padded).vocab_size
+    tokenizer.add_tokens([f"<unused_{i}>" for i in range(rows - len(tokenizer))])
+    tokenizer.save_pretrained(padded)
+    out = work / "ct2-int8"
+    converter = ctranslate2.converters.TransformersConverter(str(padded))
+    converter.convert(str(out), quantization="int8", force=True)
+    return str(out)
+
+
+def decoding_engines(base: str, personas: list[str], new_tokens: int, concurrent: int, work: Path) -> dict:
+    """name -> (one /impersonate of 5, `concurrent` requests for different personas or None)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    full = AutoModelForCausalLM.from_pretrained(base).eval()
+    sampling = Sampling(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    generic = Generator(sampling, cache_size=concurrent + 1, int8=False)
+    int8 = Generator(sampling, cache_size=concurrent + 1)
+    requests = [GenerationRequest(p, "", 5) for p in personas[:concurrent]]
+    engines = {
+        "transformers fp32 generate() (baseline)": (
+            lambda: baseline_generate(full, tokenizer, 5, new_tokens), None),
+    }
+    ct2_path = convert_ct2(base, work)
+    if ct2_path is not None:
+        import ctranslate2
+
+        ct2 = ctranslate2.Generator(ct2_path, device="cpu", compute_type="int8",
+                                    intra_threads=torch.get_num_threads())
+
+        def ct2_run(rows: int):
+            return lambda: ct2.generate_batch([[tokenizer.eos_token]] * rows, max_length=new_tokens,
+                                              min_length=new_tokens, sampling_topk=0, sampling_topp=0.95,
+                                              include_prompt_in_result=False)
+
+        # CTranslate2 cannot batch LoRA personas: its concurrent row is the bare base, 5 x 16 rows
+        # (optimistic for it).
+        engines["CTranslate2 int8"] = (ct2_run(5), ct2_run(5 * concurrent))
+    engines["ours, bf16/fp32 weights (generic path)"] = (lambda: generic.generate(personas[0], "", 5),
+                                                         lambda: generic.generate_batch(requests))
+    if int8.int8:
+        engines["ours, int8 weights + per-row LoRA"] = (lambda: int8.generate(personas[0], "", 5),
+                                                        lambda: int8.generate_batch(requests))
+    for one, many in engines.values():  # warm-up: loads every persona outside the timing
+        one()
+        if many is not None:
+            many()
+    return engines
+
+
+def bench_decoding(base: str, personas: list[str], runs: int, new_tokens: int, concurrent: int,
+                   work: Path) -> dict:
+    """ms per decoding step of each engine, the engines interleaved run by run in one process."""
+    engines = decoding_engines(base, personas, new_tokens, concurrent, work)
+    single = {name: [] for name in engines}
+    many = {name: [] for name, (_, fn) in engines.items() if fn is not None}
+    for _ in range(runs):
+        for name, (one, batch) in engines.items():
+            started = time.perf_counter()
+            one()
+            single[name].append(time.perf_counter() - started)
+            if batch is not None:
+                started = time.perf_counter()
+                batch()
+                many[name].append(time.perf_counter() - started)
+    out = {}
+    for name, times in single.items():
+        p50 = statistics.median(times)
+        row = {"ms_per_step": 1000 * p50 / new_tokens, "p50": p50}
+        # The baseline answers requests one after another; the others batch them into one pass.
+        row["rate"] = concurrent * 5 / statistics.median(many[name]) if name in many else 5 / p50
+        out[name] = row
+    return out
+
+
+def int8_quality(work: Path, corpus_text: Path, pretrain: list[str], held_out: list[str], steps: int) -> dict:
+    """Perplexity on held-out tweets of the int8 path against bf16 and fp32, on a pre-trained proxy."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bot.core.fastdecode import Int8GPT2
+
+    shape = dict(n_layer=4, n_embd=256, n_head=4, n_positions=256)
+    start = build_model(work / "int8-start", corpus_text, shape, peaked=False)
+    pre = train(pretrain, work / "int8-pretrained", TrainConfig(base_model=start, method="full", epochs=5,
+                learning_rate=1e-3, batch_size=16, max_steps=steps))
+    tokenizer = AutoTokenizer.from_pretrained(pre.output_dir)
+    fp32 = AutoModelForCausalLM.from_pretrained(pre.output_dir).eval()
+    bf16 = AutoModelForCausalLM.from_pretrained(pre.output_dir, dtype=torch.bfloat16).eval()
+    int8 = Int8GPT2(fp32)
+    totals = {"fp32": 0.0, "bf16": 0.0, "int8": 0.0}
+    count = 0
+    with torch.inference_mode():
+        for ids in encode_tweets(tokenizer, held_out):
+            ids = torch.tensor([ids[:256]])
+            targets = ids[0, 1:]
+            for name, logits in (("fp32", fp32(ids).logits[0]), ("bf16", bf16(ids).logits[0]),
+                                 ("int8", int8.logits_of(ids)[0])):
+                loss = torch.nn.functional.cross_entropy(logits[:-1].float(), targets, reduction="sum")
+                totals[name] += float(loss)
+            count += len(targets)
+    return {name: math.exp(total / count) for name, total in totals.items()} | {"tokens": count}
+
+
+def decoding_report(d: dict, q: dict | None, concurrent: int) -> str:
+    base = next(iter(d.values()))
+    ct2 = d.get("CTranslate2 int8")
+    lines = ["| engine (5 rows x 40 tokens, top_p 0.95) | ms per decoding step | vs baseline "
+             f"| vs CTranslate2 int8 | {concurrent} concurrent personas, tweets/s | vs baseline |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, row in d.items():
+        vs_ct2 = ratio(row["ms_per_step"], ct2["ms_per_step"], True) if ct2 else "n/a"
+        vs_base = ratio(row["ms_per_step"], base["ms_per_step"], True)
+        lines.append(f"| {name} | {row['ms_per_step']:.1f} | {vs_base} "
+                     f"| {vs_ct2} | {row['rate']:.1f} | {ratio(row['rate'], base['rate'])} |")
+    if q:
+        change = 100 * (q["int8"] / q["bf16"] - 1)
+        lines += ["", f"Held-out perplexity ({q['tokens']} tokens, pre-trained proxy): fp32 {q['fp32']:.2f}, "
+                      f"bf16 {q['bf16']:.2f}, int8 {q['int8']:.2f} ({change:+.2f}% vs bf16)"]
+    return "\n".join(lines)
+
+
 # -- memory and disk -----------------------------------------------------------------------------
 
 RSS_SCRIPT = """
@@ -356,11 +497,27 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {device}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
+def decoding_only(args, base: str, tweets: list[str], pretrain: list[str], work: Path, corpus_text: Path,
+                  concurrent: int) -> None:
+    log(f"{machine()}; int8 engine: {int8_engine()}")
+    personas = make_personas(base, tweets, concurrent, work)
+    log("decoding: engines interleaved run by run")
+    decoding = bench_decoding(base, personas, 3, 40, concurrent, work)
+    log("decoding: int8 perplexity on held-out tweets")
+    _, held_out = split_tweets(tweets, 0.1, 42)
+    quality = int8_quality(work, corpus_text, pretrain or tweets, held_out, 40 if args.quick else 150)
+    print(f"machine: {machine()}; int8 engine: {int8_engine()}")
+    print(decoding_report(decoding, quality, concurrent))
+    if args.json:
+        args.json.write_text(json.dumps({"decoding": decoding, "int8_quality": quality}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shapes and few repetitions (CI-sized)")
     parser.add_argument("--corpus", type=Path, default=SHARED / "barackobama_fivethirtyeight.csv")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
+    parser.add_argument("--decoding", action="store_true", help="only the decoding engines, step by step")
     args = parser.parse_args()
     quiet_libraries()
     if not args.corpus.is_file():
@@ -376,6 +533,9 @@ def main() -> None:
         corpus_text.write_text("\n".join(tweets + pretrain), encoding="utf-8")
         base = build_model(work / "base", corpus_text, shape)
         concurrent = 16
+        if args.decoding:
+            decoding_only(args, base, tweets, pretrain, work, corpus_text, concurrent)
+            return
         results: dict = {"machine": machine(), "mode": mode, "corpus": args.corpus.name, "tweets": len(tweets),
                          "shape": f"GPT-2 {shape['n_layer']} layers, {shape['n_embd']} wide, vocab {shape['model_vocab_size']}, random weights",
                          "concurrent": concurrent, "entropy_nats": entropy_of(base, tweets)}

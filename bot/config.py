@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     )
     train_learning_rate: float | None = setting(
         None,
-        "Peak learning rate (default 5e-4 for LoRA, 5e-5 for full).",
+        "Peak learning rate (default 2e-3 for LoRA, 5e-4 for full; see docs/quality.md).",
         gt=0,
     )
     train_max_steps: int = setting(
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         ge=0,
         le=86400,
     )
-    lora_rank: int = setting(8, "LoRA adapter rank (8 keeps a GPT-2 persona under 5 MB).", ge=1, le=256)
+    lora_rank: int = setting(16, "LoRA adapter rank (16: a GPT-2 persona is ~5 MB).", ge=1, le=256)
     training_workers: int = setting(
         1,
         "Trainings run at the same time; others wait in the queue.",
@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         le=512,
     )
     generation_min_new_tokens: int = setting(10, "Shortest generated tweet, in tokens.", ge=0, le=1024)
+    generation_int8: bool = setting(
+        True,
+        "Decode GPT-2 bases with int8 weights on CPUs with fast int8 kernels (AVX-512 VNNI, AMX); "
+        "false keeps bf16/fp32 (docs/performance.md).",
+    )
     model_cache_size: int = setting(
         16,
         "Personas kept loaded (LRU). LoRA personas share one base model, so each costs a few MB.",

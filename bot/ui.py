@@ -9,8 +9,7 @@ import discord
 from discord import app_commands
 
 from .core.errors import UserError
-from .core.ingest import IngestError
-from .core.modelcard import STAT_ROWS
+from .core.ingest import IngestError, data_table
 from .core.storage import ModelRecord
 from .core.training import TrainProgress
 from .limits import fit_choices, fit_content, fit_embed, safe_url
@@ -70,15 +69,7 @@ async def defer_public(interaction: discord.Interaction) -> None:
 
 def stats_table(stats: dict[str, Any]) -> str:
     """The huggingtweets data table as aligned text for a code block (a column per person)."""
-    people = stats.get("people") or [stats]
-    rows = [(label, [str(p.get(key, "")) for p in people]) for key, label in STAT_ROWS
-            if any(key in p for p in people)]
-    width = max((len(label) for label, _ in rows), default=0)
-    lines = []
-    if len(people) > 1:
-        lines.append(" " * width + "".join(f"  {('@' + p.get('handle', '?'))[:10]:>10}" for p in people))
-    lines += [label.ljust(width) + "".join(f"  {v:>10}" for v in values) for label, values in rows]
-    return "\n".join(lines)
+    return data_table(stats, markdown=False)
 
 
 def progress_bar(fraction: float, width: int = 20) -> str:

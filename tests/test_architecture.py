@@ -34,3 +34,16 @@ def test_discord_layer_and_cli_use_only_the_facade():
 def test_the_core_is_discord_free():
     imports_discord = re.compile(r"^\s*(import|from)\s+discord\b", re.MULTILINE)
     assert [str(p) for p in sources(BOT / "core") if imports_discord.search(p.read_text())] == []
+
+
+def test_no_function_in_bot_is_over_60_lines():
+    import ast
+
+    long = []
+    for path in sources(BOT):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{path.relative_to(BOT)}:{node.name} ({lines} lines)")
+    assert long == []

@@ -52,7 +52,7 @@ def test_lora_adapter_is_stored_in_bf16_without_changing_its_loss(tiny_base_mode
     cfg = config(tiny_base_model, max_steps=20)
     result = train(tiny_tweets(), tmp_path / "out", cfg)
     weights = load_file(tmp_path / "out" / "adapter_model.safetensors")
-    assert weights and all(t.dtype == torch.bfloat16 for t in weights.values())
+    assert weights and all(t.dtype == torch.bfloat16 for n, t in weights.items() if "lora_" in n)
     # The saved (rounded) adapter gives the validation loss measured before rounding.
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
     base = AutoModelForCausalLM.from_pretrained(tiny_base_model)
@@ -244,3 +244,53 @@ def test_training_and_generation_can_load_models_at_the_same_time(tiny_base_mode
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_the_best_epoch_is_the_one_saved_and_reported(tiny_base_model, tmp_path):
+    """A learning rate far too high makes later epochs worse: the saved weights are the best epoch's."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bot.core.training import evaluate, split_tweets
+
+    cfg = config(tiny_base_model, method="full", epochs=3, max_steps=0, learning_rate=0.05, warmup_fraction=0)
+    result = train(tiny_tweets(), tmp_path / "out", cfg)
+    m = result.metrics
+    epochs = [h for h in result.history if "epoch" in h]
+    assert [h["epoch"] for h in epochs] == [1, 2, 3]
+    best = min(epochs, key=lambda h: h["val_loss"])
+    assert m["best_epoch"] == best["epoch"] < 3 and m["val_loss"] == best["val_loss"] < m["last_val_loss"]
+    info = json.loads((tmp_path / "out" / "training.json").read_text())
+    assert info["metrics"]["best_epoch"] == m["best_epoch"]
+    # The folder holds that epoch's weights: reloaded, they give its validation loss.
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    _, val = split_tweets(tiny_tweets(), cfg.val_fraction, cfg.seed)
+    blocks = pack_blocks(encode_tweets(tokenizer, val), cfg.block_size)
+    reloaded = evaluate(model, blocks, cfg.batch_size, tokenizer.eos_token_id, torch.device("cpu"), None)
+    assert reloaded == pytest.approx(m["val_loss"], rel=0.02)
+    last = train(tiny_tweets(), tmp_path / "last", dataclasses.replace(cfg, keep_best=False))
+    assert last.metrics["val_loss"] == last.metrics["last_val_loss"] > m["val_loss"]
+
+
+@pytest.mark.parametrize("options", [
+    {"lora_train_norms": True}, {"use_rslora": True}, {"use_dora": True, "lora_train_norms": True}])
+def test_lora_variants_train_and_save_what_they_train(tiny_base_model, tmp_path, options):
+    from safetensors.torch import load_file
+
+    result = train(tiny_tweets(), tmp_path / "out", config(tiny_base_model, max_steps=6, **options))
+    assert result.metrics["val_loss"] < result.metrics["initial_val_loss"]
+    names = set(load_file(tmp_path / "out" / "adapter_model.safetensors"))
+    assert any("lora_A" in n for n in names)
+    if options.get("lora_train_norms"):
+        assert any("ln_f" in n for n in names) and any(n.endswith(".bias") and "lora" not in n for n in names)
+
+
+def test_fp16_training_uses_a_grad_scaler(tiny_base_model, tmp_path):
+    """fp16 autocast (CUDA GPUs without bf16) scales the loss so small gradients do not underflow;
+    run here on the CPU, where torch also autocasts to fp16."""
+    seen = []
+    result = train(tiny_tweets(), tmp_path / "out", config(tiny_base_model, method="full", precision="fp16"),
+                   progress=seen.append)
+    assert result.metrics["precision"] == "float16"
+    assert result.metrics["val_loss"] < result.metrics["initial_val_loss"]

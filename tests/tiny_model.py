@@ -1,7 +1,9 @@
-"""Build a tiny GPT-2 (2 layers, byte-level BPE tokenizer trained on a shipped corpus) on disk.
+"""Build tiny random causal LMs (GPT-2, Llama, Qwen2, GPT-NeoX shapes) with real tokenizers on disk.
 
-It is loaded through the same `from_pretrained` path as `gpt2` or any hub model, so tests and
+They are loaded through the same `from_pretrained` path as `gpt2` or any hub model, so tests and
 quick bench runs exercise the real loading, training and generation code without the hub.
+Tokenizers are trained offline with `tokenizers`: byte-level BPE (GPT-2, Qwen2, GPT-NeoX) or a
+SentencePiece-style BPE with byte fallback (Llama: a newline is the piece `<0x0A>`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,45 @@ from pathlib import Path
 
 CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
 EOS = "<|endoftext|>"
+
+
+def _byte_level_tokenizer(corpus_files: list[Path], vocab_size: int, specials: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train([str(p) for p in corpus_files], trainer)
+    return tokenizer
+
+
+def _sentencepiece_tokenizer(corpus_files: list[Path], vocab_size: int):
+    """Llama-style: Metaspace pieces, BPE with byte fallback (`<0x0A>` for a newline)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    specials = ["<unk>", "<s>", "</s>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 256, special_tokens=specials, limit_alphabet=120)
+    draft = Tokenizer(models.BPE(unk_token="<unk>"))
+    draft.pre_tokenizer = pre_tokenizers.Metaspace()
+    lines = [line.strip() for p in corpus_files for line in Path(p).read_text(encoding="utf-8").splitlines()]
+    draft.train_from_iterator(lines, trainer)  # no newline in the alphabet: "\n" falls back to <0x0A>
+    vocab = draft.get_vocab()
+    for byte in range(256):  # the byte pieces, as SentencePiece's byte_fallback adds them
+        vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
+    import json
+
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)
+              for m in json.loads(draft.to_str())["model"]["merges"]]
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
+    tokenizer.normalizer = normalizers.Sequence([])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                           decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tokenizer.add_special_tokens(specials)
+    return tokenizer
 
 
 def build_tiny_gpt2(out_dir: str | Path, *, vocab_size: int = 512, n_layer: int = 2, n_embd: int = 64,
@@ -21,20 +62,11 @@ def build_tiny_gpt2(out_dir: str | Path, *, vocab_size: int = 512, n_layer: int 
     speed measurements, whatever the tokenizer learned).
     """
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train([str(p) for p in (corpus_files or [CORPUS])], trainer)
+    tokenizer = _byte_level_tokenizer(corpus_files or [CORPUS], vocab_size, [EOS])
     fast = GPT2TokenizerFast(tokenizer_object=tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS)
     fast.model_max_length = n_positions
     fast.save_pretrained(out_dir)
@@ -46,4 +78,46 @@ def build_tiny_gpt2(out_dir: str | Path, *, vocab_size: int = 512, n_layer: int 
         bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id,
     )
     GPT2LMHeadModel(config).save_pretrained(out_dir)
+    return out_dir
+
+
+ARCHITECTURES = ("llama", "qwen2", "gpt_neox")
+
+
+def build_tiny_causal_lm(out_dir: str | Path, arch: str, *, vocab_size: int = 600, hidden: int = 64,
+                         layers: int = 2, heads: int = 4, positions: int = 256, seed: int = 0,
+                         corpus_files: list[Path] | None = None) -> Path:
+    """A tiny random model of another architecture, with the tokenizer that architecture ships."""
+    import torch
+    import transformers as tf
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = corpus_files or [CORPUS]
+    if arch == "llama":
+        fast = tf.LlamaTokenizerFast(tokenizer_object=_sentencepiece_tokenizer(corpus, vocab_size),
+                                     bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                     add_bos_token=False, add_eos_token=False)
+    elif arch == "qwen2":  # Qwen2 has no BOS and pads with its end-of-text token
+        tokenizer = _byte_level_tokenizer(corpus, vocab_size, [EOS, "<|im_end|>"])
+        fast = tf.Qwen2TokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=EOS,
+                                     unk_token=None, bos_token=None)
+    elif arch == "gpt_neox":
+        fast = tf.GPTNeoXTokenizerFast(tokenizer_object=_byte_level_tokenizer(corpus, vocab_size, [EOS]),
+                                       bos_token=EOS, eos_token=EOS, unk_token=EOS)
+    else:
+        raise ValueError(f"unknown architecture {arch!r}")
+    fast.model_max_length = positions
+    fast.save_pretrained(out_dir)
+    common = dict(vocab_size=len(fast), hidden_size=hidden, num_hidden_layers=layers,
+                  num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=positions,
+                  eos_token_id=fast.eos_token_id, bos_token_id=fast.bos_token_id)
+    torch.manual_seed(seed)
+    if arch == "llama":
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(num_key_value_heads=2, **common))
+    elif arch == "qwen2":
+        model = tf.Qwen2ForCausalLM(tf.Qwen2Config(num_key_value_heads=2, tie_word_embeddings=True, **common))
+    else:
+        model = tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**common))
+    model.save_pretrained(out_dir)
     return out_dir

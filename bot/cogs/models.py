@@ -58,8 +58,11 @@ class ModelsCog(commands.Cog):
         if m.get("val_loss") is not None:
             embed.add_field(
                 name="Validation",
-                value=f"loss {number(m.get('initial_val_loss'))} → {number(m.get('val_loss'))}\n"
-                      f"perplexity {number(m.get('val_perplexity'), 1)}",
+                value=f"held-out perplexity {number(m.get('initial_val_perplexity'), 1)} → "
+                      f"{number(m.get('val_perplexity'), 1)}\n"
+                      f"loss {number(m.get('initial_val_loss'))} → {number(m.get('val_loss'))}"
+                      + (f"\nkept epoch {m['best_epoch']} of {m.get('epochs', '?')}"
+                         if m.get("best_epoch") else ""),
             )
         if m.get("steps"):
             embed.add_field(name="Training", value=f"{m['steps']} steps, {m.get('epochs', '?')} epochs")

@@ -50,6 +50,9 @@ class LoopState:
     smoothed_loss: float | None = None
     initial_val: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    best_val: float | None = None  # the lowest validation loss after an epoch so far
+    best_epoch: int | None = None  # 1-based
+    best_weights: dict[str, Any] | None = None  # that epoch's trainable weights, unless it is the latest
     resumed_from: int = 0
 
 

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from .safety import MemorizationIndex, strip_links
+from . import fastdecode
 from .devices import MODEL_BUILD_LOCK, autocast_dtype, pick_device
+from .safety import MemorizationIndex, strip_links
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,12 @@ class _Loaded:
     adapter: str | None = None
     memorized: MemorizationIndex | None = None
     stop_ids: torch.Tensor | None = None
+    lora: fastdecode.LoraWeights | None = None  # int8 path: this persona's adapter weights
 
 
 @dataclass
 class _Base:
-    peft_model: Any
+    peft_model: Any  # a PeftModel, or on the int8 path the shared fastdecode.Int8GPT2
     adapters: set[str] = field(default_factory=set)
 
 
@@ -89,7 +91,7 @@ def model_key(path: str) -> str:
 
 class Generator:
     def __init__(self, sampling: Sampling | None = None, cache_size: int = 4, device: str = "auto",
-                 precision: str = "auto"):
+                 precision: str = "auto", int8: bool | None = None):
         self.sampling = sampling or Sampling()
         self.cache_size = cache_size
         self.device = pick_device(device)
@@ -98,6 +100,9 @@ class Generator:
         self.dtype = autocast_dtype(precision, self.device) or torch.float32
         if self.dtype == torch.float16 and self.device.type == "cpu":
             self.dtype = torch.float32
+        # int8 weights for GPT-2 on CPUs with fast int8 kernels (None: wherever available).
+        self.int8 = self.device.type == "cpu" and precision == "auto" and int8 is not False \
+            and fastdecode.int8_engine() is not None
         self._lock = threading.RLock()
         self._personas: OrderedDict[str, _Loaded] = OrderedDict()
         self._bases: dict[str, _Base] = {}
@@ -122,14 +127,25 @@ class Generator:
         return loaded
 
     def _load_full(self, path: str) -> _Loaded:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
+            model = self._build(path)
         except Exception as exc:  # missing, partial or corrupt files all mean the same to the user
             raise GenerationError(f"Could not load this persona's model ({exc.__class__.__name__}).") from exc
-        return _Loaded(model=model, tokenizer=_prepare_tokenizer(tokenizer))
+        return _Loaded(model=model, tokenizer=_prepare_tokenizer(tokenizer, model))
+
+    def _build(self, path: str, *, allow_int8: bool = True):
+        """The model ready to sample: int8 GPT-2 where the CPU has the kernels, else transformers'."""
+        from transformers import AutoModelForCausalLM
+
+        if allow_int8 and self.int8:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            if fastdecode.supports(model.config):
+                return fastdecode.Int8GPT2(model.eval())
+            return model.to(self.dtype).eval()
+        return AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
 
     def _load_adapter(self, path: str, key: str, adapter_config: Path) -> _Loaded:
         from peft import PeftModel
@@ -137,6 +153,14 @@ class Generator:
 
         base_id = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or "gpt2"
         name = "p" + str(abs(hash(key)))  # adapter names become module attribute names
+        lora = fastdecode.LoraWeights.load(path) if self.int8 else None
+        if lora is not None:
+            int8_base = self._int8_base(path, base_id)
+            if int8_base is not None:
+                int8_base.adapters.add(name)
+                tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path), int8_base.peft_model)
+                return _Loaded(model=int8_base.peft_model, tokenizer=tokenizer, base_key=base_id + " int8",
+                               adapter=name, lora=lora)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             base = self._bases.get(base_id)
@@ -156,7 +180,24 @@ class Generator:
             if f".{name}." in param_name:
                 parameter.data = parameter.data.to(self.dtype)
         base.adapters.add(name)
-        return _Loaded(model=base.peft_model, tokenizer=_prepare_tokenizer(tokenizer), base_key=base_id, adapter=name)
+        return _Loaded(model=base.peft_model, tokenizer=_prepare_tokenizer(tokenizer, base.peft_model),
+                       base_key=base_id, adapter=name)
+
+    def _int8_base(self, path: str, base_id: str) -> _Base | None:
+        """The shared int8 GPT-2 base for LoRA personas, or None where the base is not GPT-2."""
+        key = base_id + " int8"
+        base = self._bases.get(key)
+        if base is None:
+            try:
+                model = self._build(base_id)
+            except Exception as exc:
+                raise GenerationError(
+                    f"Could not load the persona or its base model {base_id!r} ({exc.__class__.__name__})."
+                ) from exc
+            if not isinstance(model, fastdecode.Int8GPT2):
+                return None
+            base = self._bases[key] = _Base(peft_model=model)
+        return base
 
     def _evict(self, key: str) -> None:
         loaded = self._personas.pop(key)
@@ -166,7 +207,7 @@ class Generator:
         base.adapters.discard(loaded.adapter)
         if not base.adapters:
             del self._bases[loaded.base_key]  # last persona on this base: free the base too
-        else:
+        elif loaded.lora is None:
             base.peft_model.delete_adapter(loaded.adapter)
 
     def _drop_stale(self, path: str) -> None:
@@ -221,6 +262,13 @@ class Generator:
             adapter_names += [persona.adapter] * count
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         extra: dict[str, Any] = {}
+        model = personas[0].model
+        if isinstance(model, fastdecode.Int8GPT2):
+            rows = [persona.lora for persona, count in zip(personas, counts, strict=True) for _ in range(count)]
+            tokens = fastdecode.sample_int8(model, batch["input_ids"], batch["attention_mask"], self.sampling,
+                                            stop_ids=personas[0].stop_ids, eos_id=tokenizer.eos_token_id,
+                                            lora=fastdecode.stack_lora(rows))
+            return self._split(tokenizer, tokens, prompts, counts)
         if personas[0].adapter is not None:
             if len(set(adapter_names)) == 1:
                 personas[0].model.set_adapter(adapter_names[0])  # one persona: peft's cheaper path
@@ -232,9 +280,19 @@ class Generator:
             personas[0].model, input_ids.to(self.device), attention_mask.to(self.device),
             sampling, stop_ids=personas[0].stop_ids, eos_id=tokenizer.eos_token_id, extra=extra,
         )
-        decoded = tokenizer.batch_decode(tokens, skip_special_tokens=False)
+        return self._split(tokenizer, tokens, prompts, counts)
+
+    @staticmethod
+    def _split(tokenizer, tokens: torch.Tensor, prompts: list[str], counts: list[int]) -> list[list[str]]:
+        """Decode each row up to its end-of-text and hand each request its rows, cleaned."""
+        rows = []
+        for row in tokens.tolist():
+            if tokenizer.eos_token_id in row:
+                row = row[: row.index(tokenizer.eos_token_id)]
+            rows.append(row)
+        decoded = tokenizer.batch_decode(rows, skip_special_tokens=True)
         out, offset = [], 0
-        for prompt, count in zip(prompts, counts):
+        for prompt, count in zip(prompts, counts, strict=True):
             out.append([clean_generated(prompt, d) for d in decoded[offset : offset + count]])
             offset += count
         return out
@@ -323,14 +381,29 @@ def sample_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     return torch.stack(new_tokens, dim=1)
 
 
+def newline_pieces(tokenizer) -> set[str]:
+    """How this vocabulary writes a newline: "Ċ" (byte-level BPE), "<0x0A>" (SentencePiece byte
+    fallback), or the character itself; found by encoding one, so any tokenizer works."""
+    ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    pieces = {piece for i, piece in zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True)
+              if piece and "\n" in tokenizer.decode([i])}
+    return pieces | {"\n"}
+
+
 def stop_token_ids(tokenizer) -> torch.Tensor:
     """End-of-text plus every token that contains a newline (where a tweet is cut)."""
+    marks = newline_pieces(tokenizer)
     vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    newline = {i for i, t in enumerate(vocab) if t and ("Ċ" in t or "\n" in t)}  # byte-level BPE writes \n as Ċ
+    newline = {i for i, t in enumerate(vocab) if t and any(mark in t for mark in marks)}
     return torch.tensor(sorted(newline | {tokenizer.eos_token_id}), dtype=torch.long)
 
 
-def _prepare_tokenizer(tokenizer):
+def _prepare_tokenizer(tokenizer, model=None):
+    """End-of-text from the tokenizer, else from the model's config; pad with it where none is set."""
+    config = getattr(model, "config", None)
+    eos_id = getattr(config, "eos_token_id", None)
+    if tokenizer.eos_token_id is None and isinstance(eos_id, int):
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"  # generation continues from the right edge

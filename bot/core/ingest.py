@@ -57,14 +57,33 @@ class RawPost:
     is_retweet: bool = False  # known from archive metadata (retweeted_status / retweeted) even without "RT @"
 
 
-_STAT_LABELS = [
+STAT_ROWS = [
     ("downloaded", "Tweets downloaded"),
-    ("too_long", "Too long (not tweets)"),
+    ("too_long", "Too long (not tweets)"),  # shown only when something was
     ("retweets", "Retweets"),
     ("short", "Short tweets"),
     ("duplicates", "Duplicates"),
     ("kept", "Tweets kept"),
 ]
+
+
+def data_table(stats: dict[str, Any], name: str = "Count", *, markdown: bool = True) -> str:
+    """The huggingtweets data table, one column per person (a multi-person model keeps each one's
+    figures in stats["people"]): markdown for model cards, aligned text for a Discord code block.
+    """
+    people = stats.get("people") or [dict(stats, name=name)]
+    rows = [(label, [str(p.get(key, "")) for p in people]) for key, label in STAT_ROWS
+            if any(key in p and (key != "too_long" or p[key]) for p in people)]
+    if markdown:
+        lines = ["| Data | " + " | ".join(p.get("name", "?") for p in people) + " |",
+                 "|---|" + "---|" * len(people)]
+        return "\n".join(lines + [f"| {label} | " + " | ".join(values) + " |" for label, values in rows])
+    width = max((len(label) for label, _ in rows), default=0)
+    lines = []
+    if len(people) > 1:
+        lines.append(" " * width + "".join(f"  {('@' + p.get('handle', '?'))[:10]:>10}" for p in people))
+    lines += [label.ljust(width) + "".join(f"  {v:>10}" for v in values) for label, values in rows]
+    return "\n".join(lines)
 
 
 @dataclass
@@ -78,10 +97,7 @@ class IngestStats:
 
     def as_markdown(self, name: str = "Count") -> str:
         """The huggingtweets model-card table; the "Too long" row only appears when something was."""
-        lines = [f"| Data | {name} |", "|---|---|"]
-        lines += [f"| {label} | {getattr(self, key)} |" for key, label in _STAT_LABELS
-                  if key != "too_long" or self.too_long]
-        return "\n".join(lines)
+        return data_table(self.as_dict(), name)
 
     def as_dict(self) -> dict:
         return asdict(self)

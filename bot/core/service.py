@@ -126,6 +126,7 @@ class PersonaService:
                 min_new_tokens=settings.generation_min_new_tokens,
             ),
             cache_size=settings.model_cache_size,
+            int8=None if settings.generation_int8 else False,
         )
         self.batcher = GenerationBatcher(self.generator, self.generate_executor)
         self._closed = False
@@ -186,7 +187,7 @@ class PersonaService:
         return TrainConfig(
             base_model=job.base_model, method=job.method, epochs=job.epochs,
             batch_size=s.train_batch_size, block_size=s.train_block_size,
-            learning_rate=s.train_learning_rate, lora_rank=s.lora_rank, lora_alpha=2 * s.lora_rank,
+            learning_rate=s.train_learning_rate, lora_rank=s.lora_rank,
             seed=s.train_seed, max_steps=s.train_max_steps, checkpoint_seconds=s.train_checkpoint_seconds,
         )
 

@@ -1,0 +1,150 @@
+"""The int8 GPT-2 decoder: same logits (within int8 rounding) and perplexity as the float model,
+LoRA applied per row, an unchanged sampling distribution, and the position limit respected."""
+
+import pytest
+import torch
+
+from bot.core import devices, fastdecode
+from bot.core.generation import GenerationRequest, Generator, Sampling, stop_token_ids, top_p_sample
+from bot.core.training import TrainConfig, encode_tweets, split_tweets, train
+from tests.conftest import tiny_tweets
+from tests.tiny_model import build_tiny_gpt2
+
+pytestmark = pytest.mark.skipif(devices.int8_engine() is None, reason="no int8 kernels on this CPU")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny GPT-2 trained a little (full), and a LoRA persona on top of it."""
+    root = tmp_path_factory.mktemp("int8")
+    base = str(build_tiny_gpt2(root / "base", n_embd=128, n_head=4, n_positions=64))
+    common = dict(epochs=1, batch_size=8, block_size=64, max_steps=15)
+    full = train(tiny_tweets(), root / "full",
+                 TrainConfig(base_model=base, method="full", learning_rate=3e-3, **common))
+    lora = train(tiny_tweets(), root / "lora",
+                 TrainConfig(base_model=str(full.output_dir), learning_rate=2e-2, **common))
+    return str(full.output_dir), str(lora.output_dir)
+
+
+def load(folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+
+
+@torch.inference_mode()
+def test_int8_logits_and_per_row_lora_match_the_float_model(trained):
+    from peft import PeftModel
+
+    full, lora = trained
+    model, _ = load(full)
+    decoder = fastdecode.Int8GPT2(model)
+    ids = torch.randint(0, 400, (3, 20), generator=torch.Generator().manual_seed(0))
+    reference = model(ids).logits
+    got = decoder.logits_of(ids)
+    assert (got - reference).abs().max() < 0.05 * reference.abs().max()
+
+    adapter = fastdecode.LoraWeights.load(lora)
+    assert adapter is not None and len(adapter.pairs) == 4 * model.config.n_layer
+    with_lora = PeftModel.from_pretrained(load(full)[0], lora).eval()(ids).logits
+    mixed = decoder.logits_of(ids, fastdecode.stack_lora([adapter, None, adapter]))  # one pass, two personas
+    scale = with_lora.abs().max()
+    assert (mixed[0] - with_lora[0]).abs().max() < 0.05 * scale
+    assert (mixed[2] - with_lora[2]).abs().max() < 0.05 * scale
+    assert (mixed[1] - reference[1]).abs().max() < 0.05 * scale
+    assert (with_lora[0] - reference[0]).abs().max() > 0.2 * scale  # the adapter does change the output
+
+
+@torch.inference_mode()
+def test_int8_perplexity_is_within_one_percent_of_bf16_on_held_out_tweets(trained):
+    model, tokenizer = load(trained[0])
+    decoder = fastdecode.Int8GPT2(model)
+    bf16 = load(trained[0])[0].to(torch.bfloat16)
+    _, held_out = split_tweets(tiny_tweets(), 0.1, 42)
+    losses = {"bf16": 0.0, "int8": 0.0}
+    count = 0
+    for row in encode_tweets(tokenizer, held_out):
+        ids = torch.tensor([row[:64]])
+        for name, logits in (("bf16", bf16(ids).logits[0]), ("int8", decoder.logits_of(ids)[0])):
+            loss = torch.nn.functional.cross_entropy(logits[:-1].float(), ids[0, 1:], reduction="sum")
+            losses[name] += float(loss)
+        count += ids.shape[1] - 1
+    ratio = torch.tensor((losses["int8"] - losses["bf16"]) / count).exp()  # perplexity ratio
+    assert abs(float(ratio) - 1) < 0.01
+
+
+def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """p-value of observed counts against exact probabilities (bins expecting < 5 merged)."""
+    expected = probs * counts.sum()
+    small = expected < 5
+    observed = torch.cat([counts[~small], counts[small].sum(0, keepdim=True)])
+    expected = torch.cat([expected[~small], expected[small].sum(0, keepdim=True)])
+    keep = expected > 0
+    chi2 = float(((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum())
+    dof = int(keep.sum()) - 1
+    return float(torch.special.gammaincc(torch.tensor(dof / 2), torch.tensor(chi2 / 2)))
+
+
+@torch.inference_mode()
+def test_sampled_tokens_follow_the_exact_nucleus_distribution(trained):
+    """Chi-square of 6,000 first tokens drawn by the int8 path against the exact top-p probabilities."""
+    model, tokenizer = load(trained[0])
+    decoder = fastdecode.Int8GPT2(model)
+    prompt = tokenizer(tokenizer.eos_token + "the", add_special_tokens=False,
+                       return_tensors="pt")["input_ids"]
+    logits = decoder.logits_of(prompt)[0, -1]
+    probs = torch.softmax(logits, -1)
+    ordered, order = probs.sort(descending=True)
+    nucleus = torch.zeros_like(probs)
+    keep = (ordered.cumsum(0) - ordered) < 0.95
+    nucleus[order[keep]] = ordered[keep]
+    nucleus /= nucleus.sum()
+
+    rows = 6000
+    torch.manual_seed(1)
+    tokens = fastdecode.sample_int8(
+        decoder, prompt.expand(rows, -1), torch.ones(rows, prompt.shape[1], dtype=torch.long),
+        Sampling(top_p=0.95, max_new_tokens=1, min_new_tokens=0), stop_ids=torch.tensor([-1]),
+        eos_id=tokenizer.eos_token_id)
+    counts = torch.bincount(tokens[:, 0], minlength=probs.shape[0]).double()
+    assert counts[nucleus == 0].sum() == 0  # nothing outside the nucleus
+    assert chi_square_p_value(counts, nucleus.double()) > 1e-3
+    # The shared sampler, fed the float model's logits, draws from the same nucleus too.
+    reference = top_p_sample(logits.expand(rows, -1), 0.95)
+    ref_counts = torch.bincount(reference, minlength=probs.shape[0]).double()
+    assert chi_square_p_value(ref_counts, nucleus.double()) > 1e-3
+
+
+def test_prompt_and_new_tokens_stay_within_the_position_limit(trained):
+    model, tokenizer = load(trained[0])
+    decoder = fastdecode.Int8GPT2(model)
+    assert decoder.positions == 64
+    long_prompt = torch.randint(5, 400, (2, 100))  # longer than the model can attend to
+    tokens = fastdecode.sample_int8(decoder, long_prompt, torch.ones_like(long_prompt),
+                                    Sampling(max_new_tokens=160, min_new_tokens=10),
+                                    stop_ids=stop_token_ids(tokenizer), eos_id=tokenizer.eos_token_id)
+    assert tokens.shape[1] == 10  # the prompt kept its last 54 tokens, so 10 new ones fit
+
+    generator = Generator(Sampling(max_new_tokens=160, min_new_tokens=4))
+    assert generator.int8
+    assert len(generator.generate(trained[1], "the " * 80, 1)) <= 1  # no index error past position 64
+
+
+def test_mixed_personas_share_one_int8_pass_and_the_generic_path_still_works(trained):
+    full, lora = trained
+    int8 = Generator(Sampling(max_new_tokens=12, min_new_tokens=3), cache_size=4)
+    generic = Generator(Sampling(max_new_tokens=12, min_new_tokens=3), cache_size=4, int8=False)
+    requests = [GenerationRequest(lora, "the", 2), GenerationRequest(full, "we", 2)]
+    for generator in (int8, generic):
+        answers = generator.generate_batch(requests)
+        assert [len(a) for a in answers] == [2, 2]
+        assert all(t.startswith("the") for t in answers[0]) and all(t.startswith("we") for t in answers[1])
+    assert isinstance(int8._personas[next(iter(int8._personas))].model, fastdecode.Int8GPT2)
+    assert not isinstance(generic._personas[next(iter(generic._personas))].model, fastdecode.Int8GPT2)
+
+
+@pytest.mark.parametrize(("flags", "engine"), [
+    ({"amx_int8", "avx2"}, "onednn"), ({"avx2", "avx512f"}, "fbgemm"), (set(), None)])
+def test_int8_engine_is_chosen_from_the_cpu_flags(monkeypatch, flags, engine):
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(flags))
+    assert devices.int8_engine() == engine
