@@ -51,7 +51,8 @@ def measure(model_dir: str, threads: int, batch: int, tokens: int, seconds: floa
     made, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         made += len(generator.generate(model_dir, "", batch))
-    results.put((made, time.perf_counter() - start, str(generator.dtype).removeprefix("torch.")))
+    weights = "int8" if generator.int8 else str(generator.dtype).removeprefix("torch.")  # GPT-2: int8 decoder
+    results.put((made, time.perf_counter() - start, weights))
 
 
 def run_config(model_dir: str, config: tuple[int, int, int], tokens: int,
