@@ -9,7 +9,7 @@ import sys
 
 import discord
 
-from .client import TweetalikeBot, apply_endpoint_overrides
+from .client import apply_endpoint_overrides, create_bot
 from .config import SettingsError, load_settings
 from .core.errors import UserError
 from .logs import quiet_libraries
@@ -28,7 +28,7 @@ async def run() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    async with TweetalikeBot(settings) as bot:  # leaving the block closes the bot and the core
+    async with create_bot(settings) as bot:  # leaving the block closes the bot and the core
         running = asyncio.create_task(bot.start(settings.discord_token))
         stop = asyncio.create_task(stopping.wait())
         await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)

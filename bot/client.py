@@ -14,6 +14,7 @@ from discord.ext import commands, tasks
 
 from .config import Settings
 from .core.service import PersonaService
+from .core.shards import GuildShards
 from .health import heartbeat_path
 from .ui import send_error, user_message_for
 
@@ -47,13 +48,15 @@ def bot_intents(settings: Settings) -> discord.Intents:
 
 
 class TweetalikeBot(commands.Bot):
-    def __init__(self, settings: Settings, core: PersonaService | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, settings: Settings, core: PersonaService | None = None,
+                 clock: Callable[[], float] = time.time, **sharding):
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=bot_intents(settings),
             help_command=None,
             # Nothing the bot sends pings anyone unless a message says so explicitly.
             allowed_mentions=discord.AllowedMentions.none(),
+            **sharding,
         )
         self.settings = settings
         self.clock = clock  # schedules read time through this, so tests can move it
@@ -83,8 +86,14 @@ class TweetalikeBot(commands.Bot):
         if self.is_ready() and not self.is_closed():
             await asyncio.to_thread(heartbeat_path(self.settings.database_path).touch)
 
+    def guild_shards(self) -> GuildShards | None:
+        """The guilds this process serves: None when unsharded (all of them)."""
+        return None
+
     async def on_ready(self) -> None:
-        log.info("Logged in as %s (%s) in %d guilds", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+        shards = self.guild_shards()
+        log.info("Logged in as %s (%s) in %d guilds%s", self.user, getattr(self.user, "id", "?"),
+                 len(self.guilds), f" on {shards.describe()}" if shards else "")
 
     async def close(self) -> None:
         self.heartbeat.cancel()
@@ -100,3 +109,29 @@ class TweetalikeBot(commands.Bot):
             command = interaction.command.qualified_name if interaction.command else "?"
             log.error("Command /%s failed", command, exc_info=error)
         await send_error(interaction, message)
+
+
+class ShardedTweetalikeBot(TweetalikeBot, commands.AutoShardedBot):
+    """The same bot over several gateway connections (discord.py's AutoShardedBot), each a shard.
+
+    SHARD_COUNT is the whole bot's number of shards (`auto`: Discord's recommendation), SHARD_IDS
+    the ones this process runs; other processes on the same database run the rest.
+    """
+
+    def __init__(self, settings: Settings, core: PersonaService | None = None,
+                 clock: Callable[[], float] = time.time):
+        count = settings.shard_count if isinstance(settings.shard_count, int) else None
+        shards = settings.shards
+        super().__init__(settings, core, clock, shard_count=count, shard_ids=list(shards) if shards else None)
+
+    def guild_shards(self) -> GuildShards | None:
+        if self.shard_count is None:  # `auto`, before Discord said how many
+            return None
+        return GuildShards(self.shard_count, tuple(self.shard_ids or range(self.shard_count)))
+
+
+def create_bot(settings: Settings, core: PersonaService | None = None,
+               clock: Callable[[], float] = time.time) -> TweetalikeBot:
+    """The unsharded bot by default (SHARD_COUNT=0), as always; the sharded one when asked for."""
+    sharded = settings.shard_count != 0
+    return (ShardedTweetalikeBot if sharded else TweetalikeBot)(settings, core, clock)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -171,6 +171,16 @@ class Settings(BaseSettings):
     discord_api_base: str = setting("", "Override Discord's REST base URL (tests use a local server).")
     discord_gateway_url: str = setting("", "Override Discord's gateway URL (tests use a local server).")
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", "Logging level.")
+    shard_count: Annotated[int, Field(ge=0, le=65536)] | Literal["auto"] = setting(
+        0,
+        "Gateway shards of the whole bot: 0 = one unsharded connection (up to 2,500 servers), auto = "
+        "as many as Discord recommends, or a number (every process of one deployment sets the same).",
+    )
+    shard_ids: str = setting(
+        "",
+        "The shards this process runs, e.g. 0-3 or 0,1 (empty = all of SHARD_COUNT). Run one process "
+        "per range, all on one DATABASE_URL.",
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -180,7 +190,7 @@ class Settings(BaseSettings):
             value = value.strip()
             if value == "":
                 return cls.model_fields[info.field_name].default
-            if info.field_name in ("train_method", "log_level", "training_backend"):
+            if info.field_name in ("train_method", "log_level", "training_backend", "shard_count"):
                 return value.lower()
         return value
 
@@ -188,6 +198,7 @@ class Settings(BaseSettings):
     def _min_not_above_max(self) -> Settings:
         if self.generation_min_new_tokens > self.generation_max_new_tokens:
             raise ValueError("GENERATION_MIN_NEW_TOKENS must not exceed GENERATION_MAX_NEW_TOKENS")
+        _ = self.shards  # SHARD_IDS parses and fits SHARD_COUNT, or a SettingsError names them
         return self
 
     @property
@@ -198,12 +209,39 @@ class Settings(BaseSettings):
     def max_attachment_bytes(self) -> int:
         return self.max_attachment_mb * 1024 * 1024
 
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        """The shard ids this process runs, or None: unsharded, or all of SHARD_COUNT."""
+        if not self.shard_ids:
+            return None
+        if not isinstance(self.shard_count, int) or self.shard_count < 1:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT set to the number of shards of the whole bot")
+        ids = parse_shard_ids(self.shard_ids)
+        if ids[-1] >= self.shard_count:
+            raise ValueError(f"SHARD_IDS={self.shard_ids!r} names shard {ids[-1]}, but shard ids run from 0 "
+                             f"to SHARD_COUNT-1 ({self.shard_count - 1})")
+        return ids
+
     def require_token(self) -> None:
         if not self.discord_token:
             raise SettingsError("DISCORD_TOKEN is not set: put the bot token in .env or the environment.")
 
     def replace(self, **changes: Any) -> Settings:
         return self.model_copy(update=changes)
+
+
+def parse_shard_ids(text: str) -> tuple[int, ...]:
+    """'0-3' -> (0, 1, 2, 3); '0,2' -> (0, 2); '0-1,4' -> (0, 1, 4). Sorted, each once."""
+    ids: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"SHARD_IDS={text!r} is invalid: use a range such as 0-3 or a list such as 0,1")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise ValueError(f"SHARD_IDS={text!r} is invalid: {part} runs backwards")
+        ids.update(range(low, high + 1))
+    return tuple(sorted(ids))
 
 
 def env_name(field: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from bot.client import TweetalikeBot, apply_endpoint_overrides
+from bot.client import TweetalikeBot, apply_endpoint_overrides, create_bot
 from tests.localdiscord import MANAGE_GUILD, LocalDiscord
 
 
@@ -57,7 +57,7 @@ async def start_bot(server: LocalDiscord, settings, clock: Clock | None = None) 
     settings = settings.replace(discord_token=server.token, discord_api_base=server.api_base,
                                 discord_gateway_url=server.gateway_url)
     apply_endpoint_overrides(settings)
-    bot = TweetalikeBot(settings, clock=clock or Clock())
+    bot = create_bot(settings, clock=clock or Clock())
     task = asyncio.create_task(bot.start(server.token))
     for _ in range(600):
         if bot.is_ready() and server.commands:

@@ -5,6 +5,10 @@ DISCORD_GATEWAY_URL settings point at it). It speaks:
 
 - the gateway websocket: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats (their arrival
   times are recorded), RESUME -> RESUMED, and INTERACTION_CREATE pushed by tests;
+- sharding as Discord does it: IDENTIFY's `shard: [shard_id, num_shards]` gives a session the guilds
+  with `(guild_id >> 22) % num_shards == shard_id` and their events (events without a guild go to
+  shard 0), an invalid shard closes with 4010, a session over `max_guilds_per_session` guilds
+  with 4011 (sharding required), and GET /gateway/bot recommends a number of shards;
 - the REST routes the bot uses under /api/v10: login and application info, command sync,
   interaction callbacks and webhooks (original response, follow-ups), channel messages (with
   `enforce_nonce`), history pagination, channel webhooks, active threads; files in multipart;
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -194,6 +199,45 @@ class Recorded:
     at: float
 
 
+def shard_of(guild_id: int, num_shards: int) -> int:
+    """Discord's sharding formula (discord-api-docs, Gateway > Sharding)."""
+    return (guild_id >> 22) % num_shards
+
+
+@dataclass
+class GatewaySession:
+    """One identified gateway session: its socket (replaced on RESUME), shard and sequence."""
+
+    id: str
+    ws: web.WebSocketResponse
+    shard: tuple[int, int] | None  # (shard_id, num_shards), None when unsharded
+    seq: int = 0
+
+    def receives(self, guild_id: int | None) -> bool:
+        if self.shard is None:
+            return True
+        if guild_id is None:  # DMs and other guild-less events go to shard 0 only
+            return self.shard[0] == 0
+        return shard_of(guild_id, self.shard[1]) == self.shard[0]
+
+
+class GatewayClose(Exception):
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def check_shard(shard: Any) -> tuple[int, int] | None:
+    """IDENTIFY's `shard` field: absent, or [shard_id, num_shards] with 0 <= shard_id < num_shards."""
+    if shard is None:
+        return None
+    valid = (isinstance(shard, list) and len(shard) == 2 and all(type(x) is int for x in shard)
+             and shard[1] >= 1 and 0 <= shard[0] < shard[1])
+    if not valid:
+        raise GatewayClose(4010, "Invalid shard.")
+    return shard[0], shard[1]
+
+
 @dataclass
 class Interaction:
     """What a simulated user sent and what came back."""
@@ -209,6 +253,8 @@ class Interaction:
     followups: list[dict] = field(default_factory=list)
     refused: list[dict] = field(default_factory=list)  # Discord's error bodies for this interaction
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    delivered_to: list[tuple[int, int] | None] = field(default_factory=list)  # the shards that got it
+    callback_attempts: int = 0  # more than one: two processes tried to answer it
 
     async def wait(self, predicate: Callable[["Interaction"], bool], timeout: float = 60) -> "Interaction":
         deadline = time.monotonic() + timeout
@@ -250,8 +296,10 @@ class Interaction:
 
 
 class LocalDiscord:
-    def __init__(self, *, heartbeat_interval_ms: int = 1000):
+    def __init__(self, *, heartbeat_interval_ms: int = 1000, max_guilds_per_session: int = 2500):
         self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.max_guilds_per_session = max_guilds_per_session  # Discord's limit per shard
+        self.recommended_shards: int | None = None  # GET /gateway/bot's `shards`; None: one per 1,000 guilds
         self.token = "local-test-token"
         self.application_id = snowflake()
         self.bot_user = {"id": str(self.application_id), "username": "tweetalike", "discriminator": "0",
@@ -275,8 +323,9 @@ class LocalDiscord:
         self._failures: list[list] = []  # [path fragment, method, times left, status, body]
         self._stalls: list[str] = []  # path fragments whose requests are carried out but never answered
         self._unstalled = asyncio.Event()
+        self.sessions: dict[str, GatewaySession] = {}  # identified sessions, by id (kept for RESUME)
+        self.closes: list[int] = []  # close codes the server sent
         self._sockets: list[web.WebSocketResponse] = []
-        self._seq = 0
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -320,8 +369,12 @@ class LocalDiscord:
                                "avatar": None, "bot": bot}
         return user_id
 
-    def add_guild(self, name: str, *, bot_permissions: int = ALL_PERMISSIONS & ~(1 << 3)) -> int:
+    def add_guild(self, name: str, *, bot_permissions: int = ALL_PERMISSIONS & ~(1 << 3),
+                  on_shard: tuple[int, int] | None = None) -> int:
+        """A guild with the bot in it; `on_shard=(shard_id, num_shards)` picks an id on that shard."""
         guild_id = snowflake()
+        if on_shard is not None:  # move the id's timestamp a few milliseconds on, to the wanted shard
+            guild_id += ((on_shard[0] - shard_of(guild_id, on_shard[1])) % on_shard[1]) << 22
         owner = self.add_user(f"{name}-owner")
         bot_role = snowflake()
         self.guilds[guild_id] = {
@@ -408,33 +461,57 @@ class LocalDiscord:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     continue
                 payload = json.loads(msg.data)
-                op = payload.get("op")
-                if op == 1:
-                    self.heartbeats.append(time.monotonic())
-                    await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
-                elif op == 2:
-                    self.identifies.append(payload["d"])
-                    await self._ready(ws)
-                elif op == 6:
-                    self.resumes += 1
-                    await self._send(ws, "RESUMED", {})
+                try:
+                    await self._gateway_op(ws, payload.get("op"), payload.get("d"))
+                except GatewayClose as close:
+                    self.closes.append(close.code)
+                    await ws.close(code=close.code, message=close.reason.encode())
         finally:
             if ws in self._sockets:
                 self._sockets.remove(ws)
         return ws
 
-    async def _send(self, ws: web.WebSocketResponse, event: str, data: Any) -> None:
-        self._seq += 1
-        await ws.send_json({"op": 0, "t": event, "s": self._seq, "d": data})
+    async def _gateway_op(self, ws: web.WebSocketResponse, op: int | None, data: Any) -> None:
+        if op == 1:
+            self.heartbeats.append(time.monotonic())
+            await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
+        elif op == 2:
+            self.identifies.append(data)
+            await self._ready(ws, check_shard(data.get("shard")))
+        elif op == 6:
+            session = self.sessions.get(data.get("session_id"))
+            if session is None:  # Invalid Session, not resumable: the client identifies again
+                await ws.send_json({"op": 9, "d": False, "s": None, "t": None})
+                return
+            self.resumes += 1
+            session.ws = ws
+            await self._send(session, "RESUMED", {})
 
-    async def _ready(self, ws: web.WebSocketResponse) -> None:
-        await self._send(ws, "READY", {
-            "v": 10, "user": self.bot_user, "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
-            "session_id": "local-session", "resume_gateway_url": self.gateway_url,
+    async def _send(self, session: GatewaySession, event: str, data: Any) -> None:
+        session.seq += 1
+        await session.ws.send_json({"op": 0, "t": event, "s": session.seq, "d": data})
+
+    def guilds_of(self, shard: tuple[int, int] | None) -> list[int]:
+        """The guilds a session with this shard receives."""
+        probe = GatewaySession("", None, shard)
+        return [guild_id for guild_id in self.guilds if probe.receives(guild_id)]
+
+    async def _ready(self, ws: web.WebSocketResponse, shard: tuple[int, int] | None) -> None:
+        guilds = self.guilds_of(shard)
+        if len(guilds) > self.max_guilds_per_session:
+            raise GatewayClose(4011, "Sharding required.")
+        session = GatewaySession(f"local-session-{snowflake()}", ws, shard)
+        self.sessions[session.id] = session
+        ready = {
+            "v": 10, "user": self.bot_user, "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
+            "session_id": session.id, "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.application_id), "flags": 0}, "private_channels": [], "relationships": [],
-        })
-        for guild_id in self.guilds:
-            await self._send(ws, "GUILD_CREATE", self._guild_payload(guild_id))
+        }
+        if shard is not None:
+            ready["shard"] = list(shard)
+        await self._send(session, "READY", ready)
+        for guild_id in guilds:
+            await self._send(session, "GUILD_CREATE", self._guild_payload(guild_id))
 
     def _guild_payload(self, guild_id: int) -> dict:
         guild = self.guilds[guild_id]
@@ -458,9 +535,13 @@ class LocalDiscord:
                 "joined_at": iso_now(), "deaf": False, "mute": False, "flags": 0, "nick": None, "avatar": None,
                 "pending": False}
 
-    def _dispatch(self, event: str, data: dict) -> None:
-        for ws in list(self._sockets):
-            asyncio.ensure_future(self._send(ws, event, data))
+    def _dispatch(self, event: str, data: dict) -> list[GatewaySession]:
+        """Send an event to the live sessions whose shard has its guild; returns them."""
+        guild_id = int(data["guild_id"]) if data.get("guild_id") else None
+        sessions = [s for s in self.sessions.values() if s.ws in self._sockets and s.receives(guild_id)]
+        for session in sessions:
+            asyncio.ensure_future(self._send(session, event, data))
+        return sessions
 
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close every gateway connection (discord.py should reconnect and RESUME)."""
@@ -551,7 +632,8 @@ class LocalDiscord:
         if message is not None:
             payload["message"] = message
         self.interactions[interaction.token] = interaction
-        self._dispatch("INTERACTION_CREATE", payload)
+        sessions = self._dispatch("INTERACTION_CREATE", payload)
+        interaction.delivered_to = [session.shard for session in sessions]
         return interaction
 
     async def slash(self, guild_id: int, user_id: int, command: str, channel_id: int | None = None,
@@ -689,7 +771,7 @@ class LocalDiscord:
             ("GET", ["oauth2", "applications", "@me"], self._app),
             ("GET", ["applications", "@me"], self._app),
             ("GET", ["gateway", "bot"], self._gateway_bot),
-            ("GET", ["gateway"], self._gateway_bot),
+            ("GET", ["gateway"], self._gateway_url),
             ("PUT", ["applications", "*", "commands"], self._sync),
             ("PUT", ["applications", "*", "guilds", "*", "commands"], self._sync),
             ("GET", ["applications", "*", "commands"], self._get_commands),
@@ -720,8 +802,12 @@ class LocalDiscord:
                 "bot_public": True, "bot_require_code_grant": False, "owner": self.bot_user, "verify_key": "x",
                 "flags": 0, "team": None}
 
+    async def _gateway_url(self, *_):
+        return {"url": self.gateway_url}
+
     async def _gateway_bot(self, *_):
-        return {"url": self.gateway_url, "shards": 1,
+        shards = self.recommended_shards or max(1, math.ceil(len(self.guilds) / 1000))
+        return {"url": self.gateway_url, "shards": shards,
                 "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}}
 
     async def _sync(self, p, body, files, query):
@@ -764,6 +850,7 @@ class LocalDiscord:
 
     async def _callback(self, p, body, files, query):
         interaction = self.interactions[p[2]]
+        interaction.callback_attempts += 1
         if interaction.callback is not None:
             return json_response({"message": "Interaction has already been acknowledged.", "code": 40060}, status=400)
         if time.monotonic() - interaction.sent_at > self.callback_deadline:

@@ -87,11 +87,13 @@ async def test_profile_update_changes_name_and_picture_in_its_guild_only(storage
 
 
 async def test_version_3_database_gains_the_failures_column(storage, db_url):
-    """Upgrade 4 (add_column) on the dialect at hand: a version-3 database had no `failures`."""
+    """Upgrades 4 and 5 (add_column) on the dialect at hand: a version-3 database had no `failures`
+    and no claim columns."""
     draft = Schedule(id=0, guild_id=1, handle="alice", channel_id=10, interval_s=3600, next_run_at=5.0)
     await storage.schedules.add(draft)
     async with storage.db.write() as conn:
-        await conn.exec_driver_sql("ALTER TABLE schedules DROP COLUMN failures")
+        for column in ("failures", "claimed_by", "claimed_until"):  # v4, v6
+            await conn.exec_driver_sql(f"ALTER TABLE schedules DROP COLUMN {column}")
         for column in ("worker", "cancel_requested", "resume_step", "announced", "resumes_told"):  # v5
             await conn.exec_driver_sql(f"ALTER TABLE training_jobs DROP COLUMN {column}")
         await conn.exec_driver_sql("DROP TABLE blobs")
@@ -104,6 +106,8 @@ async def test_version_3_database_gains_the_failures_column(storage, db_url):
         assert schedule.failures == 0
         assert await again.schedules.failed(schedule.id, 10.0) == 1
         assert (await new_job(again)).announced == 0 and await again.blobs.get("none") is None  # upgrade 5
+        claimed = await again.schedules.claim_due(20.0, owner="a", lease_until=30.0)
+        assert [s.id for s in claimed] == [schedule.id]
     finally:
         await again.close()
 

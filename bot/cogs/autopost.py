@@ -117,8 +117,9 @@ class AutopostCog(commands.Cog):
 
     @tasks.loop(seconds=30)
     async def tick(self) -> None:
+        # Only this process's guilds (its shards), each post claimed so no other process sends it too.
         try:
-            due = await self.core.due_schedules()
+            due = await self.core.claim_due_schedules(self.bot.guild_shards())
         except Exception as exc:  # the database restarts or the network drops: the next tick retries
             log.warning("Could not read the due schedules (%s); trying again at the next tick",
                         exc.__class__.__name__)
@@ -176,6 +177,7 @@ class AutopostCog(commands.Cog):
         await self.core.record_post(message_id=message.id, guild_id=schedule.guild_id, channel_id=channel.id,
                                     handle=schedule.handle, schedule_id=schedule.id)
         await self.core.finish_scheduled_post(schedule)
+        log.info("Schedule %s posted in guild %s", schedule.id, schedule.guild_id)
 
     async def already_posted(self, channel: discord.TextChannel, schedule: Schedule) -> bool:
         """After a crash mid-post: did our webhook's message go out before we could record it?"""

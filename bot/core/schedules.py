@@ -6,6 +6,10 @@ Rules that keep a schedule honest across restarts:
 - A post Discord refuses (any answer but 429/5xx, which are retried) counts a failure and waits
   for the next window like a post that went out: a schedule never generates or posts more often
   than its interval. After MAX_SCHEDULE_FAILURES (limits.py) refusals in a row the caller pauses it.
+- Several bot processes may share one database (a sharded gateway): each claims a due post in
+  storage before taking it, and only for the guilds on its own shards, so a post fires once.
+  A claim lasts CLAIM_SECONDS; a process that died holding one frees it when that time passes, or
+  at once when it restarts under the same name.
 - Before posting, a nonce is stored (`pending_nonce`) and sent with the message; if the process
   dies mid-post, the retry after a restart reuses it and Discord drops the duplicate
   (`enforce_nonce`). Webhook posts, which take no nonce, are checked against recent history.
@@ -23,9 +27,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .errors import UserError
 from .handles import normalize_handle
 from .limits import MAX_INTERVAL, MAX_PROMPT_CHARS, MAX_SCHEDULES_PER_GUILD, MIN_INTERVAL
+from .shards import GuildShards, instance_name
 from .storage import Schedule, Storage, format_interval
 
 __all__ = ["Schedule", "Scheduler", "format_interval", "next_run", "parse_duration", "parse_timing"]
+
+CLAIM_SECONDS = 600  # longer than generating and sending one post, even behind a queue of others
 
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400, "w": 604800}
 # Longest unit names first, so "90minutes" is not read as "90m" + "inutes".
@@ -183,6 +190,12 @@ class Scheduler:
 
     async def due(self) -> list[Schedule]:
         return await self.rows.due(self.clock())
+
+    async def claim_due(self, shards: GuildShards | None = None) -> list[Schedule]:
+        """Claim the due schedules of the guilds on `shards` (None: every guild) for this process."""
+        now = self.clock()
+        return await self.rows.claim_due(now, owner=instance_name(shards), lease_until=now + CLAIM_SECONDS,
+                                         shards=shards)
 
     async def begin_post(self, schedule: Schedule) -> str:
         """Record the nonce of the post about to be sent (kept if a previous attempt died)."""

@@ -25,6 +25,7 @@ from .jobs import LOSS_CURVE_FILE, EventSink, TrainingQueue
 from .limits import MAX_EPOCHS, MAX_PROMPT_CHARS, MAX_QUEUED_JOBS_PER_GUILD, MAX_TWEETS_PER_REQUEST
 from .modelcard import parse_card
 from .schedules import Scheduler, parse_timing
+from .shards import GuildShards
 from .storage import Erasure, JobRecord, ModelRecord, Post, Schedule, Storage, database_url, persona_key
 from .store import ModelStore, StoreError
 from .training import TrainConfig, TrainProgress
@@ -511,8 +512,13 @@ class PersonaService:
         return await self.scheduler.remove(guild_id, schedule_id)
 
     async def due_schedules(self) -> list[Schedule]:
-        """Every guild's schedules whose time has come (the bot's tick)."""
+        """Every guild's schedules whose time has come (read only; the bot claims them instead)."""
         return await self.scheduler.due()
+
+    async def claim_due_schedules(self, shards: GuildShards | None = None) -> list[Schedule]:
+        """The due schedules this process takes (the bot's tick): those of the guilds on `shards`
+        (None: every guild), each claimed in storage so that no other process takes it too."""
+        return await self.scheduler.claim_due(shards)
 
     async def begin_scheduled_post(self, schedule: Schedule) -> str:
         """The nonce to send the post with, stored before it is sent (crash-safe posting)."""

@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, Table, text
 
 from . import schema
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Steps from the SQLite-only releases (1.x): only old SQLite files ever need them.
 _V2 = """
@@ -55,6 +55,12 @@ def _v5(conn: Connection) -> None:
     conn.exec_driver_sql("UPDATE training_jobs SET announced = 1 WHERE state NOT IN ('queued', 'running')")
 
 
+def _claimed_schedules(conn: Connection) -> None:
+    """Several bot processes: a due post is claimed by one of them, for a lease."""
+    for name in ("claimed_by", "claimed_until"):
+        add_column(conn, schema.schedules, schema.schedules.c[name])
+
+
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _run_script(_V2, [schema.channel_webhooks, schema.guild_options, schema.generated_posts]),
     3: _run_script(
@@ -70,6 +76,7 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     # 4: a schedule's refused posts in a row (MAX_SCHEDULE_FAILURES in core/limits.py pause it).
     4: lambda conn: add_column(conn, schema.schedules, schema.schedules.c.failures),
     5: _v5,
+    6: _claimed_schedules,
 }
 
 

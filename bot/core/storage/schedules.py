@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select, update
+from typing import TYPE_CHECKING
+
+from sqlalchemy import BigInteger, Integer, delete, func, literal, or_, select, update
 
 from .database import Database
 from .records import Schedule
 from .schema import schedules
+
+if TYPE_CHECKING:
+    from ..shards import GuildShards
 
 
 class Schedules:
@@ -61,6 +66,44 @@ class Schedules:
         async with self.db.read() as conn:
             return [Schedule.from_row(row) for row in await conn.execute(query)]
 
+    async def claim_due(self, now: float, *, owner: str, lease_until: float,
+                        shards: GuildShards | None = None, limit: int = 50) -> list[Schedule]:
+        """Claim the due posts of the guilds on `shards` (None: every guild) for `owner`.
+
+        One UPDATE moves each row's claim to `owner` only where no other live claim holds it, so two
+        processes never both get a post: SQLite serialises the write transactions (BEGIN
+        IMMEDIATE), PostgreSQL locks the rows it picks and skips those another claimer holds.
+        A claim expires at `lease_until`; its owner (a restart of it, by name) takes it back at once.
+        """
+        claimable = (
+            schedules.c.paused == 0,
+            schedules.c.next_run_at <= now,
+            or_(
+                schedules.c.claimed_until.is_(None),
+                schedules.c.claimed_until <= now,
+                schedules.c.claimed_by == owner,
+            ),
+        )
+        picked = select(schedules.c.id).where(*claimable)
+        if shards is not None:  # Discord's formula: shard = (guild_id >> 22) % count
+            # PostgreSQL has bigint >> integer only: the shift is typed Integer.
+            shift = schedules.c.guild_id.op(">>", return_type=BigInteger)(literal(22, Integer))
+            shard = shift % shards.count
+            picked = picked.where(shard.in_(shards.ids))
+        picked = picked.order_by(schedules.c.next_run_at).limit(limit)
+        async with self.db.read() as conn:  # most ticks find nothing: no write transaction then
+            if (await conn.execute(picked)).first() is None:
+                return []
+        statement = (
+            update(schedules)
+            .where(schedules.c.id.in_(picked.with_for_update(skip_locked=True)), *claimable)
+            .values(claimed_by=owner, claimed_until=lease_until)
+            .returning(*schedules.c)
+        )
+        async with self.db.write() as conn:
+            rows = (await conn.execute(statement)).all()
+        return sorted((Schedule.from_row(row) for row in rows), key=lambda s: s.next_run_at)
+
     async def _update(self, schedule_id: int, guild_id: int | None = None, **values) -> None:
         statement = update(schedules).where(schedules.c.id == schedule_id)
         if guild_id is not None:
@@ -69,7 +112,9 @@ class Schedules:
             await conn.execute(statement.values(**values))
 
     async def pause(self, guild_id: int, schedule_id: int, reason: str | None) -> None:
-        await self._update(schedule_id, guild_id, paused=1, pause_reason=reason)
+        await self._update(
+            schedule_id, guild_id, paused=1, pause_reason=reason, claimed_by=None, claimed_until=None
+        )
 
     async def resume(self, guild_id: int, schedule_id: int, next_run_at: float) -> None:
         await self._update(
@@ -104,6 +149,8 @@ class Schedules:
             last_run_at=now,
             next_run_at=next_run_at,
             failures=0,
+            claimed_by=None,
+            claimed_until=None,
         )
 
     async def failed(self, schedule_id: int, next_run_at: float) -> int:
@@ -119,6 +166,8 @@ class Schedules:
                 pending_nonce=None,
                 pending_since=None,
                 next_run_at=next_run_at,
+                claimed_by=None,
+                claimed_until=None,
             )
             .returning(schedules.c.failures)
         )
@@ -128,4 +177,4 @@ class Schedules:
 
     async def postpone(self, schedule_id: int, next_run_at: float) -> None:
         """Nothing went out this window; the nonce stays (a 5xx post may exist after all)."""
-        await self._update(schedule_id, next_run_at=next_run_at)
+        await self._update(schedule_id, next_run_at=next_run_at, claimed_by=None, claimed_until=None)

@@ -115,6 +115,10 @@ schedules = Table(
     Column("pending_nonce", Text),  # set before a post, cleared after it
     Column("pending_since", Time),
     Column("failures", Integer, nullable=False, server_default="0"),  # refused posts in a row
+    # A process that takes a due post claims it first (several bot processes share one database):
+    # who, and until when; a claim whose holder died frees itself when the time passes.
+    Column("claimed_by", Text),
+    Column("claimed_until", Time),
     Index("schedules_due", "paused", "next_run_at"),
 )
 
