@@ -30,15 +30,45 @@ from bot.core.training import TrainConfig, wrap_lora  # noqa: E402
 # Shapes from each model's config.json on the hub.
 SHAPES = {
     "gpt2 (default)": ("gpt2", dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257)),
-    "HuggingFaceTB/SmolLM2-135M": ("llama", dict(
-        hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192, tie_word_embeddings=True)),
-    "HuggingFaceTB/SmolLM2-360M": ("llama", dict(
-        hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
-        num_key_value_heads=5, vocab_size=49152, max_position_embeddings=8192, tie_word_embeddings=True)),
-    "Qwen/Qwen2.5-0.5B": ("qwen2", dict(
-        hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-        num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, tie_word_embeddings=True)),
+    "HuggingFaceTB/SmolLM2-135M": (
+        "llama",
+        dict(
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            vocab_size=49152,
+            max_position_embeddings=8192,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "HuggingFaceTB/SmolLM2-360M": (
+        "llama",
+        dict(
+            hidden_size=960,
+            intermediate_size=2560,
+            num_hidden_layers=32,
+            num_attention_heads=15,
+            num_key_value_heads=5,
+            vocab_size=49152,
+            max_position_embeddings=8192,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "Qwen/Qwen2.5-0.5B": (
+        "qwen2",
+        dict(
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            vocab_size=151936,
+            max_position_embeddings=32768,
+            tie_word_embeddings=True,
+        ),
+    ),
 }
 
 
@@ -103,16 +133,20 @@ def main() -> None:
     threads = torch.get_num_threads()
     bf16 = autocast_dtype("auto", torch.device("cpu"))
     print(f"{threads} threads; bf16 autocast: {bf16}; int8 engine: {int8_engine()}")
-    print("| base | parameters | bf16 weights | LoRA training tokens/s | vs GPT-2 "
-          "| ms per decoding step (5 rows) | vs GPT-2 |")
+    print(
+        "| base | parameters | bf16 weights | LoRA training tokens/s | vs GPT-2 "
+        "| ms per decoding step (5 rows) | vs GPT-2 |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     gpt2 = next(iter(models))
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters())
         tps, ms = statistics.median(train_speed[name]), statistics.median(decode_speed[name])
         base_tps, base_ms = statistics.median(train_speed[gpt2]), statistics.median(decode_speed[gpt2])
-        print(f"| {name} | {params / 1e6:.0f} M | {params * 2 / 2**20:.0f} MiB | {tps:.0f} "
-              f"| {tps / base_tps:.2f}x | {ms:.0f} | {base_ms / ms:.2f}x |")
+        print(
+            f"| {name} | {params / 1e6:.0f} M | {params * 2 / 2**20:.0f} MiB | {tps:.0f} "
+            f"| {tps / base_tps:.2f}x | {ms:.0f} | {base_ms / ms:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

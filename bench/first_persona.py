@@ -40,8 +40,10 @@ def main() -> None:
         train_part, _ = split_tweets(tweets, defaults.val_fraction, defaults.seed)
         epoch_tokens = sum(len(s) for s in encode_tweets(AutoTokenizer.from_pretrained(base), train_part))
         print(f"machine: {machine()}")
-        print(f"corpus: {args.corpus.name}, {len(tweets)} tweets, {epoch_tokens} tokens per epoch, "
-              f"{defaults.epochs} epochs by default; measured over {args.steps} steps, extrapolated")
+        print(
+            f"corpus: {args.corpus.name}, {len(tweets)} tweets, {epoch_tokens} tokens per epoch, "
+            f"{defaults.epochs} epochs by default; measured over {args.steps} steps, extrapolated"
+        )
         print("| method | tokens/s | one epoch | default run (all epochs) |")
         print("| --- | --- | --- | --- |")
         for method in ("lora", "full"):
@@ -49,8 +51,11 @@ def main() -> None:
             result = train(tweets, work / method, config)
             rate = throughput(result.history)
             total = epoch_tokens * defaults.epochs / rate
-            print(f"| {method} ({result.metrics['precision']}) | {rate:.0f} "
-                  f"| {epoch_tokens / rate / 60:.1f} min | {total / 60:.0f} min |", flush=True)
+            print(
+                f"| {method} ({result.metrics['precision']}) | {rate:.0f} "
+                f"| {epoch_tokens / rate / 60:.1f} min | {total / 60:.0f} min |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -52,15 +52,19 @@ async def measure(guilds: int, shard_count: int, work: Path) -> tuple[float, flo
         populate(server, guilds)
         log = work / f"bot-{guilds}-{shard_count}.log"
         env = os.environ | {
-            "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
+            "DISCORD_TOKEN": server.token,
+            "DISCORD_API_BASE": server.api_base,
             "DISCORD_GATEWAY_URL": server.gateway_url,
-            "DATABASE_PATH": str(work / f"{guilds}-{shard_count}.db"), "MODELS_DIR": str(work / "models"),
-            "SHARD_COUNT": str(shard_count), "HF_HUB_OFFLINE": "1",
+            "DATABASE_PATH": str(work / f"{guilds}-{shard_count}.db"),
+            "MODELS_DIR": str(work / "models"),
+            "SHARD_COUNT": str(shard_count),
+            "HF_HUB_OFFLINE": "1",
         }
         start = time.monotonic()
         with open(log, "w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env=env, stdout=out,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bot"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
         try:
             while "Logged in" not in log.read_text():
                 if proc.poll() is not None:
@@ -80,8 +84,11 @@ async def run(sizes: list[int], work: Path) -> None:
     for guilds in sizes:
         for shard_count in (0, 2):
             seconds, mib = await measure(guilds, shard_count, work)
-            print(f"{guilds} guilds, SHARD_COUNT={shard_count}: ready in {seconds:.1f} s, {mib:.0f} MiB",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{guilds} guilds, SHARD_COUNT={shard_count}: ready in {seconds:.1f} s, {mib:.0f} MiB",
+                file=sys.stderr,
+                flush=True,
+            )
             rows.append((guilds, shard_count, seconds, mib))
     print("\n| guilds | SHARD_COUNT (one process) | start to ready | resident memory |")
     print("| --- | --- | --- | --- |")

@@ -33,8 +33,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 CONFIGS = [  # (torch threads per process, processes, tweets per batch)
-    (1, 1, 1), (2, 1, 1), (1, 2, 1),
-    (1, 1, 8), (2, 1, 8), (1, 2, 8),
+    (1, 1, 1),
+    (2, 1, 1),
+    (1, 2, 1),
+    (1, 1, 8),
+    (2, 1, 8),
+    (1, 2, 8),
 ]
 
 
@@ -55,8 +59,9 @@ def measure(model_dir: str, threads: int, batch: int, tokens: int, seconds: floa
     results.put((made, time.perf_counter() - start, weights))
 
 
-def run_config(model_dir: str, config: tuple[int, int, int], tokens: int,
-               seconds: float) -> tuple[float, str]:
+def run_config(
+    model_dir: str, config: tuple[int, int, int], tokens: int, seconds: float
+) -> tuple[float, str]:
     """Tweets per second of all the config's processes together, and the weights' dtype."""
     threads, processes, batch = config
     ctx = mp.get_context("spawn")
@@ -85,8 +90,15 @@ def print_table(rates: dict, dtype: str, tokens: int) -> None:
     for (threads, processes, batch), values in rates.items():
         rate = statistics.mean(values)
         cores = threads * processes
-        cells = [threads, processes, batch, cores, f"{rate:.2f}", f"{rate * tokens:.0f}",
-                 f"{rate / cores:.2f}"]
+        cells = [
+            threads,
+            processes,
+            batch,
+            cores,
+            f"{rate:.2f}",
+            f"{rate * tokens:.0f}",
+            f"{rate / cores:.2f}",
+        ]
         print("| " + " | ".join(map(str, cells)) + " |")
 
 

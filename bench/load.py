@@ -48,11 +48,19 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
     base = str(build_tiny_gpt2(work / "base"))
     persona = work / "persona"
     train(tiny_tweets(), persona, TrainConfig(base_model=base, max_steps=5, block_size=64))
-    settings = load_settings({
-        "DATABASE_PATH": str(work / "bot.db"), "MODELS_DIR": str(work / "models"), "BASE_MODEL": base,
-        "TRAIN_EPOCHS": "20", "TRAIN_BATCH_SIZE": "1", "TRAIN_BLOCK_SIZE": "16",
-        "GENERATION_MAX_NEW_TOKENS": "30", "GENERATION_MIN_NEW_TOKENS": "5",
-    }, dotenv=False)
+    settings = load_settings(
+        {
+            "DATABASE_PATH": str(work / "bot.db"),
+            "MODELS_DIR": str(work / "models"),
+            "BASE_MODEL": base,
+            "TRAIN_EPOCHS": "20",
+            "TRAIN_BATCH_SIZE": "1",
+            "TRAIN_BLOCK_SIZE": "16",
+            "GENERATION_MAX_NEW_TOKENS": "30",
+            "GENERATION_MIN_NEW_TOKENS": "5",
+        },
+        dotenv=False,
+    )
     async with LocalDiscord(heartbeat_interval_ms=1000) as server:
         guilds = [server.add_guild(f"guild{i}") for i in range(guild_count)]
         users = [server.add_user(f"user{i}") for i in range(user_count)]
@@ -65,11 +73,23 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
             target = bot.core.store.model_dir(guild, "alice")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(persona, target)
-            await bot.core.storage.models.save(ModelRecord(guild_id=guild, handle="alice", display_name="Alice",
-                                                           base_model=base, method="lora", path=bot.core.store.relative(target)))
+            await bot.core.storage.models.save(
+                ModelRecord(
+                    guild_id=guild,
+                    handle="alice",
+                    display_name="Alice",
+                    base_model=base,
+                    method="lora",
+                    path=bot.core.store.relative(target),
+                )
+            )
         admin = server.guilds[guilds[0]]["owner_id"]
         obama = ROOT.parent / "shared" / "data" / "tweets" / "barackobama_fivethirtyeight.csv"
-        corpus = ("obama.csv", obama.read_bytes()) if obama.is_file() else ("t.txt", "\n".join(tiny_tweets()).encode())
+        corpus = (
+            ("obama.csv", obama.read_bytes())
+            if obama.is_file()
+            else ("t.txt", "\n".join(tiny_tweets()).encode())
+        )
         await server.slash(guilds[0], admin, "train new", handle="trainee", file=corpus)
         while not bot.core.queue.running:
             await asyncio.sleep(0.05)
@@ -87,9 +107,16 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
         for interaction in sent:
             try:
                 await interaction.wait(
-                    lambda i: i.callback is not None and (i.ephemeral or (i.original and i.original.get("embeds"))
-                                                          or "⚠️" in ((i.original or {}).get("content") or "")),
-                    timeout=120)
+                    lambda i: (
+                        i.callback is not None
+                        and (
+                            i.ephemeral
+                            or (i.original and i.original.get("embeds"))
+                            or "⚠️" in ((i.original or {}).get("content") or "")
+                        )
+                    ),
+                    timeout=120,
+                )
             except AssertionError:
                 outcomes["lost"] += 1
                 continue
@@ -102,20 +129,29 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
                 outcomes["other"] += 1
         acks = [i.ack_latency for i in sent if i.ack_latency is not None]
         beats = server.heartbeats[heartbeats_before:]
-        gaps = [b - a for a, b in zip(beats, beats[1:])]
+        gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
         await bot.core.cancel_job(guilds[0], 1) if training_still_running else None
         await stop_bot(bot, task)
     return {
-        "interactions": interactions, "seconds": seconds, "guilds": guild_count, "users": user_count,
-        "ack_p50_ms": 1000 * statistics.median(acks), "ack_p99_ms": 1000 * percentile(acks, 0.99),
-        "ack_max_ms": 1000 * max(acks), "acked": len(acks), **outcomes,
-        "heartbeat_max_gap_s": max(gaps) if gaps else None, "heartbeats": len(beats),
+        "interactions": interactions,
+        "seconds": seconds,
+        "guilds": guild_count,
+        "users": user_count,
+        "ack_p50_ms": 1000 * statistics.median(acks),
+        "ack_p99_ms": 1000 * percentile(acks, 0.99),
+        "ack_max_ms": 1000 * max(acks),
+        "acked": len(acks),
+        **outcomes,
+        "heartbeat_max_gap_s": max(gaps) if gaps else None,
+        "heartbeats": len(beats),
         "training_ran_throughout": training_still_running,
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--interactions", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--guilds", type=int, default=6)
@@ -123,10 +159,15 @@ def main() -> None:
     args = parser.parse_args()
     quiet_libraries()
     r = asyncio.run(run(args.interactions, args.seconds, args.guilds, args.users))
-    print(f"| figure | value |\n| --- | --- |")
+    print("| figure | value |\n| --- | --- |")
     for key, value in r.items():
         print(f"| {key} | {value:.1f} |" if isinstance(value, float) else f"| {key} | {value} |")
-    ok = r["lost"] == 0 and r["ack_max_ms"] < 3000 and r["other"] == 0 and (r["heartbeat_max_gap_s"] or 0) < 2.0
+    ok = (
+        r["lost"] == 0
+        and r["ack_max_ms"] < 3000
+        and r["other"] == 0
+        and (r["heartbeat_max_gap_s"] or 0) < 2.0
+    )
     print("\nPASS" if ok else "\nFAIL")
     sys.exit(0 if ok else 1)
 

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -69,9 +68,7 @@ def log(message: str) -> None:
 def build_model(folder: Path, corpus_text: Path, shape: dict, *, peaked: bool = True) -> str:
     build_tiny_gpt2(folder, vocab_size=8192, corpus_files=[corpus_text], **shape)
     if peaked:
-        from transformers import AutoModelForCausalLM
-
-        from transformers import AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(folder)
         known = len(AutoTokenizer.from_pretrained(folder))
@@ -115,11 +112,18 @@ def bench_training(base: str, tweets: list[str], steps: int, work: Path) -> dict
     ]
     rows = []
     for name, options in variants:
-        config = TrainConfig(base_model=base, epochs=100, batch_size=8, block_size=128, max_steps=steps, **options)
+        config = TrainConfig(
+            base_model=base, epochs=100, batch_size=8, block_size=128, max_steps=steps, **options
+        )
         log(f"training: {name}")
         result = train(tweets, work / f"train-{len(rows)}", config)
-        rows.append({"name": name, "tokens_per_second": throughput(result.history),
-                     "precision": result.metrics["precision"]})
+        rows.append(
+            {
+                "name": name,
+                "tokens_per_second": throughput(result.history),
+                "precision": result.metrics["precision"],
+            }
+        )
     from transformers import AutoTokenizer
 
     train_part, _ = split_tweets(tweets, 0.1, 42)
@@ -127,15 +131,30 @@ def bench_training(base: str, tweets: list[str], steps: int, work: Path) -> dict
     return {"variants": rows, "epoch_tokens": epoch_tokens}
 
 
-def bench_quality(corpus: list[str], pretrain: list[str], work: Path, corpus_text: Path, epochs: int,
-                  pretrain_steps: int) -> dict:
+def bench_quality(
+    corpus: list[str], pretrain: list[str], work: Path, corpus_text: Path, epochs: int, pretrain_steps: int
+) -> dict:
     """Validation perplexity after the same training tokens, from the same pre-trained start."""
-    start = build_model(work / "quality-start", corpus_text,
-                        dict(n_layer=4, n_embd=256, n_head=4, n_positions=256), peaked=False)
+    start = build_model(
+        work / "quality-start",
+        corpus_text,
+        dict(n_layer=4, n_embd=256, n_head=4, n_positions=256),
+        peaked=False,
+    )
     log("quality: pre-training the shared start on other people's tweets")
-    pre = train(pretrain, work / "quality-pretrained",
-                TrainConfig(base_model=start, method="full", epochs=5, learning_rate=1e-3, precision="auto",
-                            batch_size=16, max_steps=pretrain_steps))
+    pre = train(
+        pretrain,
+        work / "quality-pretrained",
+        TrainConfig(
+            base_model=start,
+            method="full",
+            epochs=5,
+            learning_rate=1e-3,
+            precision="auto",
+            batch_size=16,
+            max_steps=pretrain_steps,
+        ),
+    )
     base = str(pre.output_dir)
     out = {}
     # Packed blocks hold ~128 tokens where a padded row holds one tweet (~35 tokens): 2 blocks per
@@ -143,13 +162,24 @@ def bench_quality(corpus: list[str], pretrain: list[str], work: Path, corpus_tex
     for name, options in [
         ("baseline", dict(method="full", precision="fp32", pack=False, learning_rate=5e-5, batch_size=8)),
         ("ours", dict(method="lora", precision="auto", pack=True, learning_rate=5e-4, batch_size=2)),
-        ("ours, LoRA lr 2e-3", dict(method="lora", precision="auto", pack=True, learning_rate=2e-3, batch_size=2)),
-        ("ours, full fine-tune", dict(method="full", precision="auto", pack=True, learning_rate=5e-5, batch_size=2)),
+        (
+            "ours, LoRA lr 2e-3",
+            dict(method="lora", precision="auto", pack=True, learning_rate=2e-3, batch_size=2),
+        ),
+        (
+            "ours, full fine-tune",
+            dict(method="full", precision="auto", pack=True, learning_rate=5e-5, batch_size=2),
+        ),
     ]:
         log(f"quality: fine-tuning, {name}")
-        result = train(corpus, work / f"quality-{name}", TrainConfig(base_model=base, epochs=epochs, **options))
-        out[name] = {"val_perplexity": result.metrics["val_perplexity"], "train_tokens": result.metrics["train_tokens"],
-                     "initial_val_perplexity": math.exp(result.metrics["initial_val_loss"])}
+        result = train(
+            corpus, work / f"quality-{name}", TrainConfig(base_model=base, epochs=epochs, **options)
+        )
+        out[name] = {
+            "val_perplexity": result.metrics["val_perplexity"],
+            "train_tokens": result.metrics["train_tokens"],
+            "initial_val_perplexity": math.exp(result.metrics["initial_val_loss"]),
+        }
     return out
 
 
@@ -175,8 +205,16 @@ def percentile(values: list[float], q: float) -> float:
 def baseline_generate(model, tokenizer, n: int, new_tokens: int) -> None:
     inputs = tokenizer([tokenizer.eos_token], return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
-        model.generate(**inputs, do_sample=True, top_p=0.95, temperature=1.0, max_new_tokens=new_tokens,
-                       min_new_tokens=new_tokens, num_return_sequences=n, pad_token_id=tokenizer.eos_token_id)
+        model.generate(
+            **inputs,
+            do_sample=True,
+            top_p=0.95,
+            temperature=1.0,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            num_return_sequences=n,
+            pad_token_id=tokenizer.eos_token_id,
+        )
 
 
 def bench_generation(base: str, personas: list[str], runs: int, new_tokens: int, concurrent: int) -> dict:
@@ -199,8 +237,9 @@ def bench_generation(base: str, personas: list[str], runs: int, new_tokens: int,
         return times
 
     log("generation: latency of one /impersonate of 5")
-    base_times, our_times = timed_side_by_side(lambda: baseline_generate(full, tokenizer, 5, new_tokens),
-                                               lambda: ours.generate(personas[0], "", 5))
+    base_times, our_times = timed_side_by_side(
+        lambda: baseline_generate(full, tokenizer, 5, new_tokens), lambda: ours.generate(personas[0], "", 5)
+    )
 
     log(f"generation: {concurrent} concurrent requests for different personas")
     started = time.perf_counter()
@@ -215,7 +254,11 @@ def bench_generation(base: str, personas: list[str], runs: int, new_tokens: int,
     ours.generate_batch(requests)  # requests that arrive together share one forward pass per token
     our_rate = concurrent * 5 / (time.perf_counter() - started)
     return {
-        "baseline": {"p50": statistics.median(base_times), "p95": percentile(base_times, 0.95), "rate": base_rate},
+        "baseline": {
+            "p50": statistics.median(base_times),
+            "p95": percentile(base_times, 0.95),
+            "rate": base_rate,
+        },
         "ours": {"p50": statistics.median(our_times), "p95": percentile(our_times, 0.95), "rate": our_rate},
     }
 
@@ -256,28 +299,40 @@ def decoding_engines(base: str, personas: list[str], new_tokens: int, concurrent
     requests = [GenerationRequest(p, "", 5) for p in personas[:concurrent]]
     engines = {
         "transformers fp32 generate() (baseline)": (
-            lambda: baseline_generate(full, tokenizer, 5, new_tokens), None),
+            lambda: baseline_generate(full, tokenizer, 5, new_tokens),
+            None,
+        ),
     }
     ct2_path = convert_ct2(base, work)
     if ct2_path is not None:
         import ctranslate2
 
-        ct2 = ctranslate2.Generator(ct2_path, device="cpu", compute_type="int8",
-                                    intra_threads=torch.get_num_threads())
+        ct2 = ctranslate2.Generator(
+            ct2_path, device="cpu", compute_type="int8", intra_threads=torch.get_num_threads()
+        )
 
         def ct2_run(rows: int):
-            return lambda: ct2.generate_batch([[tokenizer.eos_token]] * rows, max_length=new_tokens,
-                                              min_length=new_tokens, sampling_topk=0, sampling_topp=0.95,
-                                              include_prompt_in_result=False)
+            return lambda: ct2.generate_batch(
+                [[tokenizer.eos_token]] * rows,
+                max_length=new_tokens,
+                min_length=new_tokens,
+                sampling_topk=0,
+                sampling_topp=0.95,
+                include_prompt_in_result=False,
+            )
 
         # CTranslate2 cannot batch LoRA personas: its concurrent row is the bare base, 5 x 16 rows
         # (optimistic for it).
         engines["CTranslate2 int8"] = (ct2_run(5), ct2_run(5 * concurrent))
-    engines["ours, bf16/fp32 weights (generic path)"] = (lambda: generic.generate(personas[0], "", 5),
-                                                         lambda: generic.generate_batch(requests))
+    engines["ours, bf16/fp32 weights (generic path)"] = (
+        lambda: generic.generate(personas[0], "", 5),
+        lambda: generic.generate_batch(requests),
+    )
     if int8.int8:
-        engines["ours, int8 weights + per-row LoRA"] = (lambda: int8.generate(personas[0], "", 5),
-                                                        lambda: int8.generate_batch(requests))
+        engines["ours, int8 weights + per-row LoRA"] = (
+            lambda: int8.generate(personas[0], "", 5),
+            lambda: int8.generate_batch(requests),
+        )
     for one, many in engines.values():  # warm-up: loads every persona outside the timing
         one()
         if many is not None:
@@ -285,8 +340,9 @@ def decoding_engines(base: str, personas: list[str], new_tokens: int, concurrent
     return engines
 
 
-def bench_decoding(base: str, personas: list[str], runs: int, new_tokens: int, concurrent: int,
-                   work: Path) -> dict:
+def bench_decoding(
+    base: str, personas: list[str], runs: int, new_tokens: int, concurrent: int, work: Path
+) -> dict:
     """ms per decoding step of each engine, the engines interleaved run by run in one process."""
     engines = decoding_engines(base, personas, new_tokens, concurrent, work)
     single = {name: [] for name in engines}
@@ -318,8 +374,13 @@ def int8_quality(work: Path, corpus_text: Path, pretrain: list[str], held_out: l
 
     shape = dict(n_layer=4, n_embd=256, n_head=4, n_positions=256)
     start = build_model(work / "int8-start", corpus_text, shape, peaked=False)
-    pre = train(pretrain, work / "int8-pretrained", TrainConfig(base_model=start, method="full", epochs=5,
-                learning_rate=1e-3, batch_size=16, max_steps=steps))
+    pre = train(
+        pretrain,
+        work / "int8-pretrained",
+        TrainConfig(
+            base_model=start, method="full", epochs=5, learning_rate=1e-3, batch_size=16, max_steps=steps
+        ),
+    )
     tokenizer = AutoTokenizer.from_pretrained(pre.output_dir)
     fp32 = AutoModelForCausalLM.from_pretrained(pre.output_dir).eval()
     bf16 = AutoModelForCausalLM.from_pretrained(pre.output_dir, dtype=torch.bfloat16).eval()
@@ -330,8 +391,11 @@ def int8_quality(work: Path, corpus_text: Path, pretrain: list[str], held_out: l
         for ids in encode_tweets(tokenizer, held_out):
             ids = torch.tensor([ids[:256]])
             targets = ids[0, 1:]
-            for name, logits in (("fp32", fp32(ids).logits[0]), ("bf16", bf16(ids).logits[0]),
-                                 ("int8", int8.logits_of(ids)[0])):
+            for name, logits in (
+                ("fp32", fp32(ids).logits[0]),
+                ("bf16", bf16(ids).logits[0]),
+                ("int8", int8.logits_of(ids)[0]),
+            ):
                 loss = torch.nn.functional.cross_entropy(logits[:-1].float(), targets, reduction="sum")
                 totals[name] += float(loss)
             count += len(targets)
@@ -341,18 +405,25 @@ def int8_quality(work: Path, corpus_text: Path, pretrain: list[str], held_out: l
 def decoding_report(d: dict, q: dict | None, concurrent: int) -> str:
     base = next(iter(d.values()))
     ct2 = d.get("CTranslate2 int8")
-    lines = ["| engine (5 rows x 40 tokens, top_p 0.95) | ms per decoding step | vs baseline "
-             f"| vs CTranslate2 int8 | {concurrent} concurrent personas, tweets/s | vs baseline |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| engine (5 rows x 40 tokens, top_p 0.95) | ms per decoding step | vs baseline "
+        f"| vs CTranslate2 int8 | {concurrent} concurrent personas, tweets/s | vs baseline |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, row in d.items():
         vs_ct2 = ratio(row["ms_per_step"], ct2["ms_per_step"], True) if ct2 else "n/a"
         vs_base = ratio(row["ms_per_step"], base["ms_per_step"], True)
-        lines.append(f"| {name} | {row['ms_per_step']:.1f} | {vs_base} "
-                     f"| {vs_ct2} | {row['rate']:.1f} | {ratio(row['rate'], base['rate'])} |")
+        lines.append(
+            f"| {name} | {row['ms_per_step']:.1f} | {vs_base} "
+            f"| {vs_ct2} | {row['rate']:.1f} | {ratio(row['rate'], base['rate'])} |"
+        )
     if q:
         change = 100 * (q["int8"] / q["bf16"] - 1)
-        lines += ["", f"Held-out perplexity ({q['tokens']} tokens, pre-trained proxy): fp32 {q['fp32']:.2f}, "
-                      f"bf16 {q['bf16']:.2f}, int8 {q['int8']:.2f} ({change:+.2f}% vs bf16)"]
+        lines += [
+            "",
+            f"Held-out perplexity ({q['tokens']} tokens, pre-trained proxy): fp32 {q['fp32']:.2f}, "
+            f"bf16 {q['bf16']:.2f}, int8 {q['int8']:.2f} ({change:+.2f}% vs bf16)",
+        ]
     return "\n".join(lines)
 
 
@@ -382,7 +453,9 @@ print(json.dumps(hwm * 1024))
 
 def peak_rss(mode: str, paths: list[str]) -> int:
     script = RSS_SCRIPT.format(root=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", script, mode, *paths], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script, mode, *paths], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.strip().splitlines()[-1])
 
 
@@ -397,25 +470,42 @@ def folder_bytes(folder: str, *, weights_only: bool = False) -> int:
 # -- event loop lag ------------------------------------------------------------------------------
 
 
-async def loop_lag(base: str, personas: list[str], tweets: list[str], work: Path, concurrent: int, seconds: float) -> dict:
+async def loop_lag(
+    base: str, personas: list[str], tweets: list[str], work: Path, concurrent: int, seconds: float
+) -> dict:
     """p99 of how late a 10 ms timer fires while one training and `concurrent` generations run."""
     from bot.config import load_settings
-    from bot.core.storage import ModelRecord
     from bot.core.service import PersonaService
+    from bot.core.storage import ModelRecord
 
-    settings = load_settings({
-        "DATABASE_PATH": str(work / "lag.db"), "MODELS_DIR": str(work / "lag-models"), "BASE_MODEL": base,
-        "TRAIN_EPOCHS": "20", "GENERATION_MAX_NEW_TOKENS": "20", "GENERATION_MIN_NEW_TOKENS": "5",
-        "MODEL_CACHE_SIZE": str(concurrent + 2),
-    }, dotenv=False)
+    settings = load_settings(
+        {
+            "DATABASE_PATH": str(work / "lag.db"),
+            "MODELS_DIR": str(work / "lag-models"),
+            "BASE_MODEL": base,
+            "TRAIN_EPOCHS": "20",
+            "GENERATION_MAX_NEW_TOKENS": "20",
+            "GENERATION_MIN_NEW_TOKENS": "5",
+            "MODEL_CACHE_SIZE": str(concurrent + 2),
+        },
+        dotenv=False,
+    )
     core = PersonaService(settings)
     await core.start()
     for i, folder in enumerate(personas[:concurrent]):
         target = core.store.model_dir(1, f"p{i}")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(folder, target, dirs_exist_ok=True)
-        await core.storage.models.save(ModelRecord(guild_id=1, handle=f"p{i}", display_name=f"P{i}", base_model=base,
-                                                   method="lora", path=core.store.relative(target)))
+        await core.storage.models.save(
+            ModelRecord(
+                guild_id=1,
+                handle=f"p{i}",
+                display_name=f"P{i}",
+                base_model=base,
+                method="lora",
+                path=core.store.relative(target),
+            )
+        )
     stats = {"downloaded": len(tweets), "retweets": 0, "short": 0, "duplicates": 0, "kept": len(tweets)}
     await core.submit_training(guild_id=1, handle="trainee", tweets=tweets, stats=stats)
     lags: list[float] = []
@@ -434,7 +524,11 @@ async def loop_lag(base: str, personas: list[str], tweets: list[str], work: Path
     await asyncio.sleep(1.0)  # let the training start
     await asyncio.gather(probe(), users())
     await core.close()
-    return {"p50_ms": 1000 * statistics.median(lags), "p99_ms": 1000 * percentile(lags, 0.99), "samples": len(lags)}
+    return {
+        "p50_ms": 1000 * statistics.median(lags),
+        "p99_ms": 1000 * percentile(lags, 0.99),
+        "samples": len(lags),
+    }
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -469,8 +563,11 @@ def report(r: dict) -> str:
         f"| peak RSS, {m['many']} personas | | {m['ours_many'] / 2**20:.0f} MiB | {m['ours_many'] / m['ours_one']:.2f}x one persona |",
         f"| bytes on disk per persona | {m['disk_full'] / 2**20:.1f} MiB | {m['disk_lora'] / 2**20:.2f} MiB | {ratio(m['disk_lora'], m['disk_full'], True)} |",
         f"| validation perplexity, same training tokens (ours: LoRA, lr 5e-4) | {q['baseline']['val_perplexity']:.2f} | {q['ours']['val_perplexity']:.2f} | {100 * (q['ours']['val_perplexity'] / q['baseline']['val_perplexity'] - 1):+.1f}% |",
-        *[f"| validation perplexity, {name} | | {v['val_perplexity']:.2f} | {100 * (v['val_perplexity'] / q['baseline']['val_perplexity'] - 1):+.1f}% |"
-          for name, v in q.items() if name not in ("baseline", "ours")],
+        *[
+            f"| validation perplexity, {name} | | {v['val_perplexity']:.2f} | {100 * (v['val_perplexity'] / q['baseline']['val_perplexity'] - 1):+.1f}% |"
+            for name, v in q.items()
+            if name not in ("baseline", "ours")
+        ],
         f"| event loop lag p99 (training + {r['concurrent']} generations) | | {r['lag']['p99_ms']:.1f} ms | target < 100 ms |",
         "",
         "Training, one change at a time (tokens/s, gain over the previous line):",
@@ -497,8 +594,9 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {device}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def decoding_only(args, base: str, tweets: list[str], pretrain: list[str], work: Path, corpus_text: Path,
-                  concurrent: int) -> None:
+def decoding_only(
+    args, base: str, tweets: list[str], pretrain: list[str], work: Path, corpus_text: Path, concurrent: int
+) -> None:
     log(f"{machine()}; int8 engine: {int8_engine()}")
     personas = make_personas(base, tweets, concurrent, work)
     log("decoding: engines interleaved run by run")
@@ -513,7 +611,9 @@ def decoding_only(args, base: str, tweets: list[str], pretrain: list[str], work:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small shapes and few repetitions (CI-sized)")
     parser.add_argument("--corpus", type=Path, default=SHARED / "barackobama_fivethirtyeight.csv")
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
@@ -525,8 +625,12 @@ def main() -> None:
     mode = "quick" if args.quick else "full"
     shape = SHAPES[mode]
     tweets = ingest_path(args.corpus).tweets
-    pretrain = [t for name in ("katyperry_topic_labelling.csv", "elonmusk_bytes_literal.csv")
-                if (SHARED / name).is_file() for t in ingest_path(SHARED / name).tweets]
+    pretrain = [
+        t
+        for name in ("katyperry_topic_labelling.csv", "elonmusk_bytes_literal.csv")
+        if (SHARED / name).is_file()
+        for t in ingest_path(SHARED / name).tweets
+    ]
     with tempfile.TemporaryDirectory(prefix="tweetalike-bench-") as tmp:
         work = Path(tmp)
         corpus_text = work / "corpus.txt"
@@ -536,9 +640,15 @@ def main() -> None:
         if args.decoding:
             decoding_only(args, base, tweets, pretrain, work, corpus_text, concurrent)
             return
-        results: dict = {"machine": machine(), "mode": mode, "corpus": args.corpus.name, "tweets": len(tweets),
-                         "shape": f"GPT-2 {shape['n_layer']} layers, {shape['n_embd']} wide, vocab {shape['model_vocab_size']}, random weights",
-                         "concurrent": concurrent, "entropy_nats": entropy_of(base, tweets)}
+        results: dict = {
+            "machine": machine(),
+            "mode": mode,
+            "corpus": args.corpus.name,
+            "tweets": len(tweets),
+            "shape": f"GPT-2 {shape['n_layer']} layers, {shape['n_embd']} wide, vocab {shape['model_vocab_size']}, random weights",
+            "concurrent": concurrent,
+            "entropy_nats": entropy_of(base, tweets),
+        }
         results["training"] = bench_training(base, tweets, 6 if args.quick else 10, work)
         personas = make_personas(base, tweets, 50, work)
         results["generation"] = bench_generation(base, personas, 3 if args.quick else 10, 40, concurrent)
@@ -553,10 +663,18 @@ def main() -> None:
             "disk_full": folder_bytes(full_folder),
         }
         quality_corpus = tweets[:800] if args.quick else tweets
-        results["quality"] = bench_quality(quality_corpus, pretrain or tweets, work, corpus_text, 1 if args.quick else 2,
-                                           60 if args.quick else 300)
+        results["quality"] = bench_quality(
+            quality_corpus,
+            pretrain or tweets,
+            work,
+            corpus_text,
+            1 if args.quick else 2,
+            60 if args.quick else 300,
+        )
         log("event loop lag under load")
-        results["lag"] = asyncio.run(loop_lag(base, personas, tweets, work, concurrent, 10 if args.quick else 30))
+        results["lag"] = asyncio.run(
+            loop_lag(base, personas, tweets, work, concurrent, 10 if args.quick else 30)
+        )
     table = report(results)
     print(table)
     if args.json:

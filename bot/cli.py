@@ -1,9 +1,9 @@
 """Command line for the core, without Discord: same registry, same model store as the bot.
 
-    python -m bot.cli train --guild G --handle H --file F [--base-model M] [--method lora|full] [--epochs N]
-    python -m bot.cli generate --guild G --handle H [--prompt P] [-n N]
-    python -m bot.cli list --guild G
-    python -m bot.cli delete --guild G --handle H
+python -m bot.cli train --guild G --handle H --file F [--base-model M] [--method lora|full] [--epochs N]
+python -m bot.cli generate --guild G --handle H [--prompt P] [-n N]
+python -m bot.cli list --guild G
+python -m bot.cli delete --guild G --handle H
 """
 
 from __future__ import annotations
@@ -39,8 +39,14 @@ async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     job = await core.submit_training(
-        guild_id=args.guild, handle=args.handle, tweets=result.tweets, stats=result.stats.as_dict(),
-        display_name=args.display_name, method=args.method, epochs=args.epochs, base_model=args.base_model,
+        guild_id=args.guild,
+        handle=args.handle,
+        tweets=result.tweets,
+        stats=result.stats.as_dict(),
+        display_name=args.display_name,
+        method=args.method,
+        epochs=args.epochs,
+        base_model=args.base_model,
     )
     print(f"Job #{job.id} queued for {job.handle}.")
     finished: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
@@ -64,7 +70,10 @@ async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
     m = outcome.model.metrics
     print(f"Saved {outcome.model.handle} to {core.model_location(outcome.model)}")
     if m.get("val_loss") is not None:
-        print(f"validation loss {m['initial_val_loss']:.3f} -> {m['val_loss']:.3f}, perplexity {m['val_perplexity']:.1f}")
+        print(
+            f"validation loss {m['initial_val_loss']:.3f} -> {m['val_loss']:.3f}, "
+            f"perplexity {m['val_perplexity']:.1f}"
+        )
     return 0
 
 
@@ -100,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fine-tune a model on a file of posts")
     train.add_argument("--guild", type=int, required=True)
     train.add_argument("--handle", required=True)
-    train.add_argument("--file", type=Path, required=True, help="tweets.js, archive .zip, CSV, JSON/JSONL or text")
+    train.add_argument(
+        "--file", type=Path, required=True, help="tweets.js, archive .zip, CSV, JSON/JSONL or text"
+    )
     train.add_argument("--display-name")
     train.add_argument("--base-model", help="hub id or local folder (default: BASE_MODEL)")
     train.add_argument("--method", choices=["lora", "full"])

@@ -48,8 +48,13 @@ def bot_intents(settings: Settings) -> discord.Intents:
 
 
 class TweetalikeBot(commands.Bot):
-    def __init__(self, settings: Settings, core: PersonaService | None = None,
-                 clock: Callable[[], float] = time.time, **sharding):
+    def __init__(
+        self,
+        settings: Settings,
+        core: PersonaService | None = None,
+        clock: Callable[[], float] = time.time,
+        **sharding,
+    ):
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=bot_intents(settings),
@@ -92,8 +97,13 @@ class TweetalikeBot(commands.Bot):
 
     async def on_ready(self) -> None:
         shards = self.guild_shards()
-        log.info("Logged in as %s (%s) in %d guilds%s", self.user, getattr(self.user, "id", "?"),
-                 len(self.guilds), f" on {shards.describe()}" if shards else "")
+        log.info(
+            "Logged in as %s (%s) in %d guilds%s",
+            self.user,
+            getattr(self.user, "id", "?"),
+            len(self.guilds),
+            f" on {shards.describe()}" if shards else "",
+        )
 
     async def close(self) -> None:
         self.heartbeat.cancel()
@@ -102,7 +112,9 @@ class TweetalikeBot(commands.Bot):
         finally:
             await self.core.close()
 
-    async def on_app_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
         """One place that turns every failure into a short ephemeral answer."""
         message, unexpected = user_message_for(error)
         if unexpected:
@@ -118,8 +130,9 @@ class ShardedTweetalikeBot(TweetalikeBot, commands.AutoShardedBot):
     the ones this process runs; other processes on the same database run the rest.
     """
 
-    def __init__(self, settings: Settings, core: PersonaService | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self, settings: Settings, core: PersonaService | None = None, clock: Callable[[], float] = time.time
+    ):
         count = settings.shard_count if isinstance(settings.shard_count, int) else None
         shards = settings.shards
         super().__init__(settings, core, clock, shard_count=count, shard_ids=list(shards) if shards else None)
@@ -130,8 +143,9 @@ class ShardedTweetalikeBot(TweetalikeBot, commands.AutoShardedBot):
         return GuildShards(self.shard_count, tuple(self.shard_ids or range(self.shard_count)))
 
 
-def create_bot(settings: Settings, core: PersonaService | None = None,
-               clock: Callable[[], float] = time.time) -> TweetalikeBot:
+def create_bot(
+    settings: Settings, core: PersonaService | None = None, clock: Callable[[], float] = time.time
+) -> TweetalikeBot:
     """The unsharded bot by default (SHARD_COUNT=0), as always; the sharded one when asked for."""
     sharded = settings.shard_count != 0
     return (ShardedTweetalikeBot if sharded else TweetalikeBot)(settings, core, clock)

@@ -45,7 +45,11 @@ class PersonaPoster:
         nonce: str | None = None,
     ) -> discord.Message:
         """Send one generated post; raises discord.Forbidden / NotFound when the channel is unusable."""
-        if as_webhook and isinstance(channel, discord.TextChannel) and channel.permissions_for(channel.guild.me).manage_webhooks:
+        if (
+            as_webhook
+            and isinstance(channel, discord.TextChannel)
+            and channel.permissions_for(channel.guild.me).manage_webhooks
+        ):
             webhook = await self.webhook_for(channel)
             if webhook is not None:
                 try:
@@ -57,7 +61,9 @@ class PersonaPoster:
                         return await self._send_webhook(webhook, model, text)
         return await channel.send(embed=tweet_embed(model, text), nonce=nonce, allowed_mentions=NO_PINGS)
 
-    async def _send_webhook(self, webhook: discord.Webhook, model: ModelRecord, text: str) -> discord.WebhookMessage:
+    async def _send_webhook(
+        self, webhook: discord.Webhook, model: ModelRecord, text: str
+    ) -> discord.WebhookMessage:
         return await webhook.send(
             content=fit_content(text),
             username=persona_name(model.display_name),
@@ -79,7 +85,9 @@ class PersonaPoster:
         if mine:
             webhook = mine[0]
         elif len(existing) >= WEBHOOKS_PER_CHANNEL:
-            log.info("Channel %s already has %d webhooks; posting as the bot instead", channel.id, len(existing))
+            log.info(
+                "Channel %s already has %d webhooks; posting as the bot instead", channel.id, len(existing)
+            )
             return None
         else:
             webhook = await channel.create_webhook(name=WEBHOOK_NAME, reason="tweetalike persona posts")

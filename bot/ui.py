@@ -54,8 +54,9 @@ async def send_error(interaction: discord.Interaction, message: str) -> None:
             return
         if interaction.extras.get("public_defer") and not interaction.extras.get("answered"):
             # A public "thinking..." placeholder would otherwise stay; replace it with the error.
-            await interaction.edit_original_response(content=fit_content(f"⚠️ {message}"),
-                                                     allowed_mentions=NO_PINGS)
+            await interaction.edit_original_response(
+                content=fit_content(f"⚠️ {message}"), allowed_mentions=NO_PINGS
+            )
             return
         await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_PINGS)
     except discord.HTTPException:
@@ -97,13 +98,18 @@ def progress_text(progress: TrainProgress | None) -> str:
     if progress is None:
         return "waiting in the queue..."
     if progress.phase != "training" or not progress.total_steps:
-        return {"loading": "loading the base model...", "evaluating": "measuring validation loss...",
-                "saving": "saving the model..."}.get(progress.phase, progress.phase)
+        return {
+            "loading": "loading the base model...",
+            "evaluating": "measuring validation loss...",
+            "saving": "saving the model...",
+        }.get(progress.phase, progress.phase)
     fraction = progress.step / progress.total_steps
     loss = f"{progress.loss:.3f}" if progress.loss is not None else "?"
-    return (f"`{progress_bar(fraction)}` {fraction:4.0%}\n"
-            f"step {progress.step}/{progress.total_steps} · epoch {progress.epoch} · loss {loss} · "
-            f"ETA {format_duration(progress.eta_seconds)}")
+    return (
+        f"`{progress_bar(fraction)}` {fraction:4.0%}\n"
+        f"step {progress.step}/{progress.total_steps} · epoch {progress.epoch} · loss {loss} · "
+        f"ETA {format_duration(progress.eta_seconds)}"
+    )
 
 
 def tweet_embed(model: ModelRecord, text: str) -> discord.Embed:
@@ -113,13 +119,16 @@ def tweet_embed(model: ModelRecord, text: str) -> discord.Embed:
     return fit_embed(embed)
 
 
-async def handle_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+async def handle_autocomplete(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
     """Suggest this guild's ready models (and only this guild's)."""
     if interaction.guild_id is None:
         return []
     models = await interaction.client.core.search_models(interaction.guild_id, current.lstrip("@"))
-    return fit_choices(app_commands.Choice(name=f"{m.display_name} (@{m.handle})", value=m.handle)
-                       for m in models)
+    return fit_choices(
+        app_commands.Choice(name=f"{m.display_name} (@{m.handle})", value=m.handle) for m in models
+    )
 
 
 class ConfirmView(discord.ui.View):
@@ -132,7 +141,9 @@ class ConfirmView(discord.ui.View):
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.user.id != self.owner_id:
-            await interaction.response.send_message("Only the person who asked can answer this.", ephemeral=True)
+            await interaction.response.send_message(
+                "Only the person who asked can answer this.", ephemeral=True
+            )
             return False
         return True
 

@@ -23,8 +23,10 @@ log = logging.getLogger("bot.worker")
 
 async def run() -> None:
     settings = load_settings()
-    logging.basicConfig(level=getattr(logging, settings.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     quiet_libraries()
     logging.getLogger("procrastinate").setLevel(logging.WARNING)
     worker = TrainingWorker(settings)

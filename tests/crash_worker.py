@@ -19,6 +19,7 @@ from tests.conftest import tiny_tweets
 async def main(env: dict, mode: str) -> None:
     core = PersonaService(load_settings(env, dotenv=False))
     await core.start()
+
     def on_event(event: str, *args) -> None:
         if event == "training_progress":
             job, p = args
@@ -30,7 +31,9 @@ async def main(env: dict, mode: str) -> None:
     print("recovered " + " ".join(str(j.id) for j in core.recovered_jobs()), flush=True)
     if mode == "train":
         stats = {"downloaded": 400, "retweets": 0, "short": 0, "duplicates": 0, "kept": 400}
-        job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets() * 3, stats=stats, requested_by=5)
+        job = await core.submit_training(
+            guild_id=1, handle="alice", tweets=tiny_tweets() * 3, stats=stats, requested_by=5
+        )
         print(f"queued {job.id}", flush=True)
     await core.wait_idle()
     print("idle", flush=True)

@@ -53,9 +53,12 @@ def populate(server: LocalDiscord) -> dict:
     return dict(guild=guild, other_guild=other, admin=admin, member=member, outsider_admin=outsider)
 
 
-async def start_bot(server: LocalDiscord, settings, clock: Clock | None = None) -> tuple[TweetalikeBot, asyncio.Task]:
-    settings = settings.replace(discord_token=server.token, discord_api_base=server.api_base,
-                                discord_gateway_url=server.gateway_url)
+async def start_bot(
+    server: LocalDiscord, settings, clock: Clock | None = None
+) -> tuple[TweetalikeBot, asyncio.Task]:
+    settings = settings.replace(
+        discord_token=server.token, discord_api_base=server.api_base, discord_gateway_url=server.gateway_url
+    )
     apply_endpoint_overrides(settings)
     bot = create_bot(settings, clock=clock or Clock())
     task = asyncio.create_task(bot.start(server.token))

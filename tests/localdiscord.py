@@ -32,9 +32,10 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -43,9 +44,22 @@ from aiohttp import web
 ALL_PERMISSIONS = (1 << 51) - 1
 MANAGE_GUILD = 1 << 5
 MANAGE_WEBHOOKS = 1 << 29
-BASIC_MEMBER = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 31)  # view, send, embed, attach, history, use commands
-OPTION_TYPES = {"subcommand": 1, "group": 2, "string": 3, "integer": 4, "boolean": 5, "user": 6, "channel": 7,
-                "role": 8, "mentionable": 9, "number": 10, "attachment": 11}
+BASIC_MEMBER = (
+    (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 31)
+)  # view, send, embed, attach, history, use commands
+OPTION_TYPES = {
+    "subcommand": 1,
+    "group": 2,
+    "string": 3,
+    "integer": 4,
+    "boolean": 5,
+    "user": 6,
+    "channel": 7,
+    "role": 8,
+    "mentionable": 9,
+    "number": 10,
+    "attachment": 11,
+}
 
 _counter = itertools.count()
 DISCORD_EPOCH_MS = 1420070400000
@@ -53,8 +67,11 @@ DISCORD_EPOCH_MS = 1420070400000
 
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
     """JSON with exactly `application/json` (discord.py compares the header verbatim)."""
-    return web.Response(body=json.dumps(data).encode(), status=status,
-                        headers={"Content-Type": "application/json", **(headers or {})})
+    return web.Response(
+        body=json.dumps(data).encode(),
+        status=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
 
 
 # -- Discord's documented limits ---------------------------------------------------------------------
@@ -112,8 +129,10 @@ def _check_url(errors: dict, path: list, value: Any) -> None:
 
 
 def _check_embed(errors: dict, i: int, embed: dict) -> int:
-    total = sum(_check_length(errors, ["embeds", i, key], embed.get(key), limit)
-                for key, limit in EMBED_LIMITS.items())
+    total = sum(
+        _check_length(errors, ["embeds", i, key], embed.get(key), limit)
+        for key, limit in EMBED_LIMITS.items()
+    )
     fields = embed.get("fields") or []
     if len(fields) > 25:
         _error(errors, ["embeds", i, "fields"], "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
@@ -125,11 +144,14 @@ def _check_embed(errors: dict, i: int, embed: dict) -> int:
         total += _check_length(errors, ["embeds", i, "author", "name"], author.get("name"), 256, 1)
     if footer:
         total += _check_length(errors, ["embeds", i, "footer", "text"], footer.get("text"), 2048, 1)
-    for holder, key, path in ((embed, "url", ["url"]), (author, "url", ["author", "url"]),
-                              (author, "icon_url", ["author", "icon_url"]),
-                              (footer, "icon_url", ["footer", "icon_url"]),
-                              (embed.get("thumbnail") or {}, "url", ["thumbnail", "url"]),
-                              (embed.get("image") or {}, "url", ["image", "url"])):
+    for holder, key, path in (
+        (embed, "url", ["url"]),
+        (author, "url", ["author", "url"]),
+        (author, "icon_url", ["author", "icon_url"]),
+        (footer, "icon_url", ["footer", "icon_url"]),
+        (embed.get("thumbnail") or {}, "url", ["thumbnail", "url"]),
+        (embed.get("image") or {}, "url", ["image", "url"]),
+    ):
         _check_url(errors, ["embeds", i, *path], holder.get(key))
     return total
 
@@ -142,8 +164,9 @@ def message_errors(body: dict | None, *, webhook: bool = False) -> dict:
     if len(embeds) > 10:
         _error(errors, ["embeds"], "BASE_TYPE_MAX_LENGTH", "Must be 10 or fewer in length.")
     if sum(_check_embed(errors, i, embed) for i, embed in enumerate(embeds)) > EMBED_TOTAL:
-        _error(errors, ["embeds"], "MAX_EMBED_SIZE_EXCEEDED",
-               f"Embed size exceeds maximum size of {EMBED_TOTAL}")
+        _error(
+            errors, ["embeds"], "MAX_EMBED_SIZE_EXCEEDED", f"Embed size exceeds maximum size of {EMBED_TOTAL}"
+        )
     if webhook:
         if body.get("username") is not None:
             webhook_name_errors(errors, ["username"], body["username"])
@@ -186,7 +209,7 @@ def snowflake() -> int:
 
 
 def iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 @dataclass
@@ -231,8 +254,13 @@ def check_shard(shard: Any) -> tuple[int, int] | None:
     """IDENTIFY's `shard` field: absent, or [shard_id, num_shards] with 0 <= shard_id < num_shards."""
     if shard is None:
         return None
-    valid = (isinstance(shard, list) and len(shard) == 2 and all(type(x) is int for x in shard)
-             and shard[1] >= 1 and 0 <= shard[0] < shard[1])
+    valid = (
+        isinstance(shard, list)
+        and len(shard) == 2
+        and all(type(x) is int for x in shard)
+        and shard[1] >= 1
+        and 0 <= shard[0] < shard[1]
+    )
     if not valid:
         raise GatewayClose(4010, "Invalid shard.")
     return shard[0], shard[1]
@@ -245,7 +273,7 @@ class Interaction:
     id: int
     token: str
     sent_at: float
-    server: "LocalDiscord"
+    server: LocalDiscord
     channel_id: int = 0
     callback: dict | None = None
     callback_at: float | None = None
@@ -256,20 +284,22 @@ class Interaction:
     delivered_to: list[tuple[int, int] | None] = field(default_factory=list)  # the shards that got it
     callback_attempts: int = 0  # more than one: two processes tried to answer it
 
-    async def wait(self, predicate: Callable[["Interaction"], bool], timeout: float = 60) -> "Interaction":
+    async def wait(self, predicate: Callable[[Interaction], bool], timeout: float = 60) -> Interaction:
         deadline = time.monotonic() + timeout
         while not predicate(self):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"interaction {self.id}: timed out; callback={self.callback} original={self.original}")
+                raise AssertionError(
+                    f"interaction {self.id}: timed out; callback={self.callback} original={self.original}"
+                )
             self.changed.clear()
             try:
                 await asyncio.wait_for(self.changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return self
 
-    async def answered(self, timeout: float = 60) -> "Interaction":
+    async def answered(self, timeout: float = 60) -> Interaction:
         """Wait for the callback (or for Discord refusing it, which a test then sees at once)."""
         return await self.wait(lambda i: i.callback is not None or i.refused, timeout)
 
@@ -302,8 +332,14 @@ class LocalDiscord:
         self.recommended_shards: int | None = None  # GET /gateway/bot's `shards`; None: one per 1,000 guilds
         self.token = "local-test-token"
         self.application_id = snowflake()
-        self.bot_user = {"id": str(self.application_id), "username": "tweetalike", "discriminator": "0",
-                         "global_name": None, "avatar": None, "bot": True}
+        self.bot_user = {
+            "id": str(self.application_id),
+            "username": "tweetalike",
+            "discriminator": "0",
+            "global_name": None,
+            "avatar": None,
+            "bot": True,
+        }
         self.guilds: dict[int, dict] = {}
         self.users: dict[int, dict] = {}
         self.messages: dict[int, list[dict]] = {}  # channel id -> messages, oldest first
@@ -331,7 +367,7 @@ class LocalDiscord:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> "LocalDiscord":
+    async def __aenter__(self) -> LocalDiscord:
         app = web.Application(client_max_size=200 * 1024 * 1024)
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/cdn/{key}/{filename}", self._cdn)
@@ -365,12 +401,23 @@ class LocalDiscord:
 
     def add_user(self, name: str, *, bot: bool = False) -> int:
         user_id = snowflake()
-        self.users[user_id] = {"id": str(user_id), "username": name, "discriminator": "0", "global_name": name.title(),
-                               "avatar": None, "bot": bot}
+        self.users[user_id] = {
+            "id": str(user_id),
+            "username": name,
+            "discriminator": "0",
+            "global_name": name.title(),
+            "avatar": None,
+            "bot": bot,
+        }
         return user_id
 
-    def add_guild(self, name: str, *, bot_permissions: int = ALL_PERMISSIONS & ~(1 << 3),
-                  on_shard: tuple[int, int] | None = None) -> int:
+    def add_guild(
+        self,
+        name: str,
+        *,
+        bot_permissions: int = ALL_PERMISSIONS & ~(1 << 3),
+        on_shard: tuple[int, int] | None = None,
+    ) -> int:
         """A guild with the bot in it; `on_shard=(shard_id, num_shards)` picks an id on that shard."""
         guild_id = snowflake()
         if on_shard is not None:  # move the id's timestamp a few milliseconds on, to the wanted shard
@@ -378,11 +425,35 @@ class LocalDiscord:
         owner = self.add_user(f"{name}-owner")
         bot_role = snowflake()
         self.guilds[guild_id] = {
-            "id": guild_id, "name": name, "owner_id": owner, "channels": {}, "threads": {},
-            "roles": {guild_id: {"id": str(guild_id), "name": "@everyone", "permissions": str(BASIC_MEMBER), "position": 0,
-                                 "color": 0, "hoist": False, "managed": False, "mentionable": False, "flags": 0},
-                      bot_role: {"id": str(bot_role), "name": "tweetalike", "permissions": str(bot_permissions), "position": 1,
-                                 "color": 0, "hoist": False, "managed": True, "mentionable": False, "flags": 0}},
+            "id": guild_id,
+            "name": name,
+            "owner_id": owner,
+            "channels": {},
+            "threads": {},
+            "roles": {
+                guild_id: {
+                    "id": str(guild_id),
+                    "name": "@everyone",
+                    "permissions": str(BASIC_MEMBER),
+                    "position": 0,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                },
+                bot_role: {
+                    "id": str(bot_role),
+                    "name": "tweetalike",
+                    "permissions": str(bot_permissions),
+                    "position": 1,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": True,
+                    "mentionable": False,
+                    "flags": 0,
+                },
+            },
             "members": {self.application_id: [bot_role], owner: []},
             "bot_role": bot_role,
         }
@@ -391,20 +462,39 @@ class LocalDiscord:
 
     def add_role(self, guild_id: int, name: str, permissions: int) -> int:
         role_id = snowflake()
-        self.guilds[guild_id]["roles"][role_id] = {"id": str(role_id), "name": name, "permissions": str(permissions),
-                                                   "position": 2, "color": 0, "hoist": False, "managed": False,
-                                                   "mentionable": True, "flags": 0}
+        self.guilds[guild_id]["roles"][role_id] = {
+            "id": str(role_id),
+            "name": name,
+            "permissions": str(permissions),
+            "position": 2,
+            "color": 0,
+            "hoist": False,
+            "managed": False,
+            "mentionable": True,
+            "flags": 0,
+        }
         return role_id
 
     def add_member(self, guild_id: int, user_id: int, roles: list[int] = ()) -> None:
         self.guilds[guild_id]["members"][user_id] = list(roles)
 
-    def add_channel(self, guild_id: int, name: str, *, nsfw: bool = False, overwrites: list[dict] | None = None) -> int:
+    def add_channel(
+        self, guild_id: int, name: str, *, nsfw: bool = False, overwrites: list[dict] | None = None
+    ) -> int:
         channel_id = snowflake()
         self.guilds[guild_id]["channels"][channel_id] = {
-            "id": str(channel_id), "type": 0, "guild_id": str(guild_id), "name": name, "position": len(self.guilds[guild_id]["channels"]),
-            "permission_overwrites": overwrites or [], "nsfw": nsfw, "topic": None, "last_message_id": None,
-            "rate_limit_per_user": 0, "parent_id": None, "flags": 0,
+            "id": str(channel_id),
+            "type": 0,
+            "guild_id": str(guild_id),
+            "name": name,
+            "position": len(self.guilds[guild_id]["channels"]),
+            "permission_overwrites": overwrites or [],
+            "nsfw": nsfw,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "parent_id": None,
+            "flags": 0,
         }
         self.messages[channel_id] = []
         return channel_id
@@ -412,10 +502,23 @@ class LocalDiscord:
     def add_thread(self, guild_id: int, parent_id: int, name: str) -> int:
         thread_id = snowflake()
         self.guilds[guild_id]["threads"][thread_id] = {
-            "id": str(thread_id), "type": 11, "guild_id": str(guild_id), "parent_id": str(parent_id), "name": name,
-            "owner_id": str(self.guilds[guild_id]["owner_id"]), "last_message_id": None, "rate_limit_per_user": 0,
-            "message_count": 0, "member_count": 1, "flags": 0,
-            "thread_metadata": {"archived": False, "auto_archive_duration": 1440, "archive_timestamp": iso_now(), "locked": False},
+            "id": str(thread_id),
+            "type": 11,
+            "guild_id": str(guild_id),
+            "parent_id": str(parent_id),
+            "name": name,
+            "owner_id": str(self.guilds[guild_id]["owner_id"]),
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "message_count": 0,
+            "member_count": 1,
+            "flags": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": iso_now(),
+                "locked": False,
+            },
         }
         self.messages[thread_id] = []
         return thread_id
@@ -429,8 +532,17 @@ class LocalDiscord:
 
     def delete_channel(self, guild_id: int, channel_id: int) -> None:
         self.guilds[guild_id]["channels"].pop(channel_id)
-        self._dispatch("CHANNEL_DELETE", {"id": str(channel_id), "type": 0, "guild_id": str(guild_id), "name": "gone",
-                                          "position": 0, "permission_overwrites": []})
+        self._dispatch(
+            "CHANNEL_DELETE",
+            {
+                "id": str(channel_id),
+                "type": 0,
+                "guild_id": str(guild_id),
+                "name": "gone",
+                "position": 0,
+                "permission_overwrites": [],
+            },
+        )
 
     def set_bot_permissions(self, guild_id: int, permissions: int) -> None:
         guild = self.guilds[guild_id]
@@ -455,7 +567,9 @@ class LocalDiscord:
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         self._sockets.append(ws)
-        await ws.send_json({"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}, "s": None, "t": None})
+        await ws.send_json(
+            {"op": 10, "d": {"heartbeat_interval": self.heartbeat_interval_ms}, "s": None, "t": None}
+        )
         try:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
@@ -503,9 +617,14 @@ class LocalDiscord:
         session = GatewaySession(f"local-session-{snowflake()}", ws, shard)
         self.sessions[session.id] = session
         ready = {
-            "v": 10, "user": self.bot_user, "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
-            "session_id": session.id, "resume_gateway_url": self.gateway_url,
-            "application": {"id": str(self.application_id), "flags": 0}, "private_channels": [], "relationships": [],
+            "v": 10,
+            "user": self.bot_user,
+            "guilds": [{"id": str(g), "unavailable": True} for g in guilds],
+            "session_id": session.id,
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(self.application_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
         }
         if shard is not None:
             ready["shard"] = list(shard)
@@ -516,24 +635,53 @@ class LocalDiscord:
     def _guild_payload(self, guild_id: int) -> dict:
         guild = self.guilds[guild_id]
         return {
-            "id": str(guild_id), "name": guild["name"], "owner_id": str(guild["owner_id"]), "icon": None,
-            "roles": list(guild["roles"].values()), "channels": list(guild["channels"].values()),
+            "id": str(guild_id),
+            "name": guild["name"],
+            "owner_id": str(guild["owner_id"]),
+            "icon": None,
+            "roles": list(guild["roles"].values()),
+            "channels": list(guild["channels"].values()),
             "threads": list(guild["threads"].values()),
-            "members": [self._member(guild_id, uid) for uid in guild["members"]], "member_count": len(guild["members"]),
-            "emojis": [], "stickers": [], "features": [], "unavailable": False, "large": False, "joined_at": iso_now(),
-            "voice_states": [], "presences": [], "stage_instances": [], "guild_scheduled_events": [],
-            "premium_tier": 0, "preferred_locale": "en-US", "system_channel_id": str(self.general(guild_id)),
-            "verification_level": 0, "default_message_notifications": 0, "explicit_content_filter": 0,
-            "mfa_level": 0, "nsfw_level": 0, "afk_timeout": 300, "afk_channel_id": None, "premium_subscription_count": 0,
+            "members": [self._member(guild_id, uid) for uid in guild["members"]],
+            "member_count": len(guild["members"]),
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "unavailable": False,
+            "large": False,
+            "joined_at": iso_now(),
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "premium_tier": 0,
+            "preferred_locale": "en-US",
+            "system_channel_id": str(self.general(guild_id)),
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "afk_timeout": 300,
+            "afk_channel_id": None,
+            "premium_subscription_count": 0,
         }
 
     def _user(self, user_id: int) -> dict:
         return self.bot_user if user_id == self.application_id else self.users[user_id]
 
     def _member(self, guild_id: int, user_id: int) -> dict:
-        return {"user": self._user(user_id), "roles": [str(r) for r in self.guilds[guild_id]["members"].get(user_id, [])],
-                "joined_at": iso_now(), "deaf": False, "mute": False, "flags": 0, "nick": None, "avatar": None,
-                "pending": False}
+        return {
+            "user": self._user(user_id),
+            "roles": [str(r) for r in self.guilds[guild_id]["members"].get(user_id, [])],
+            "joined_at": iso_now(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "nick": None,
+            "avatar": None,
+            "pending": False,
+        }
 
     def _dispatch(self, event: str, data: dict) -> list[GatewaySession]:
         """Send an event to the live sessions whose shard has its guild; returns them."""
@@ -552,11 +700,21 @@ class LocalDiscord:
         """The next `times` requests whose path contains `path_contains` answer 429."""
         self._rate_limits.append((path_contains, times, retry_after))
 
-    def fail(self, path_contains: str, *, times: int = 1, status: int = 400, method: str = "POST",
-             body: dict | None = None) -> None:
+    def fail(
+        self,
+        path_contains: str,
+        *,
+        times: int = 1,
+        status: int = 400,
+        method: str = "POST",
+        body: dict | None = None,
+    ) -> None:
         """The next `times` matching requests are refused with `status` (default: a 400 form error)."""
-        body = body or ({"message": "Invalid Form Body", "code": 50035, "errors": {}} if status == 400
-                        else {"message": "Internal Server Error", "code": 0})
+        body = body or (
+            {"message": "Invalid Form Body", "code": 50035, "errors": {}}
+            if status == 400
+            else {"message": "Internal Server Error", "code": 0}
+        )
         self._failures.append([path_contains, method, times, status, body])
 
     # -- simulated users ---------------------------------------------------------------------------
@@ -575,10 +733,18 @@ class LocalDiscord:
             for command in self.commands.get(scope, []):
                 if command["name"] == name and command.get("type", 1) == kind:
                     return command
-        raise AssertionError(f"command {name!r} was not synced (have {[c['name'] for c in self.commands.get('global', [])]})")
+        raise AssertionError(
+            f"command {name!r} was not synced (have {[c['name'] for c in self.commands.get('global', [])]})"
+        )
 
-    def _options(self, guild_id: int, schema: list[dict], values: dict[str, Any], resolved: dict,
-                 focused: str | None = None) -> list[dict]:
+    def _options(
+        self,
+        guild_id: int,
+        schema: list[dict],
+        values: dict[str, Any],
+        resolved: dict,
+        focused: str | None = None,
+    ) -> list[dict]:
         out = []
         for option in schema:
             if option["name"] not in values:
@@ -592,13 +758,22 @@ class LocalDiscord:
                 key = str(snowflake())
                 self.files[key] = data
                 resolved.setdefault("attachments", {})[key] = {
-                    "id": key, "filename": filename, "size": size, "content_type": "text/csv",
-                    "url": f"{self.base}/cdn/{key}/{filename}", "proxy_url": f"{self.base}/cdn/{key}/{filename}",
+                    "id": key,
+                    "filename": filename,
+                    "size": size,
+                    "content_type": "text/csv",
+                    "url": f"{self.base}/cdn/{key}/{filename}",
+                    "proxy_url": f"{self.base}/cdn/{key}/{filename}",
                 }
                 value = key
             elif kind == OPTION_TYPES["channel"]:
-                channel = self.guilds[guild_id]["channels"].get(value) or self.guilds[guild_id]["threads"].get(value)
-                resolved.setdefault("channels", {})[str(value)] = {**channel, "permissions": str(ALL_PERMISSIONS)}
+                channel = self.guilds[guild_id]["channels"].get(value) or self.guilds[guild_id][
+                    "threads"
+                ].get(value)
+                resolved.setdefault("channels", {})[str(value)] = {
+                    **channel,
+                    "permissions": str(ALL_PERMISSIONS),
+                }
                 value = str(value)
             elif kind in (OPTION_TYPES["user"], OPTION_TYPES["mentionable"]):
                 resolved.setdefault("users", {})[str(value)] = self._user(value)
@@ -614,20 +789,46 @@ class LocalDiscord:
             out.append(item)
         return out
 
-    def _base_interaction(self, kind: int, guild_id: int, user_id: int, channel_id: int | None, data: dict,
-                          message: dict | None = None) -> Interaction:
+    def _base_interaction(
+        self,
+        kind: int,
+        guild_id: int,
+        user_id: int,
+        channel_id: int | None,
+        data: dict,
+        message: dict | None = None,
+    ) -> Interaction:
         channel_id = channel_id or self.general(guild_id)
-        channel = self.guilds[guild_id]["channels"].get(channel_id) or self.guilds[guild_id]["threads"][channel_id]
-        interaction = Interaction(id=snowflake(), token=f"itoken-{snowflake()}", sent_at=time.monotonic(), server=self,
-                                  channel_id=channel_id)
+        channel = (
+            self.guilds[guild_id]["channels"].get(channel_id) or self.guilds[guild_id]["threads"][channel_id]
+        )
+        interaction = Interaction(
+            id=snowflake(),
+            token=f"itoken-{snowflake()}",
+            sent_at=time.monotonic(),
+            server=self,
+            channel_id=channel_id,
+        )
         member = self._member(guild_id, user_id)
         member["permissions"] = str(self.permissions(guild_id, user_id))
         payload = {
-            "id": str(interaction.id), "application_id": str(self.application_id), "type": kind, "data": data,
-            "guild_id": str(guild_id), "channel_id": str(channel_id), "channel": channel, "member": member,
-            "token": interaction.token, "version": 1, "locale": "en-US", "guild_locale": "en-US",
-            "app_permissions": str(self.permissions(guild_id, self.application_id)), "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild_id)}, "context": 0, "attachment_size_limit": 10 * 1024 * 1024,
+            "id": str(interaction.id),
+            "application_id": str(self.application_id),
+            "type": kind,
+            "data": data,
+            "guild_id": str(guild_id),
+            "channel_id": str(channel_id),
+            "channel": channel,
+            "member": member,
+            "token": interaction.token,
+            "version": 1,
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "app_permissions": str(self.permissions(guild_id, self.application_id)),
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(guild_id)},
+            "context": 0,
+            "attachment_size_limit": 10 * 1024 * 1024,
         }
         if message is not None:
             payload["message"] = message
@@ -636,8 +837,9 @@ class LocalDiscord:
         interaction.delivered_to = [session.shard for session in sessions]
         return interaction
 
-    async def slash(self, guild_id: int, user_id: int, command: str, channel_id: int | None = None,
-                    **values: Any) -> Interaction:
+    async def slash(
+        self, guild_id: int, user_id: int, command: str, channel_id: int | None = None, **values: Any
+    ) -> Interaction:
         """`/train new handle:x file:(name, bytes)`: command is "train new", values are options."""
         parts = command.split()
         top = self._command(guild_id, parts[0])
@@ -645,27 +847,51 @@ class LocalDiscord:
         schema, options = top.get("options", []), None
         if len(parts) > 1:
             sub = next(o for o in schema if o["name"] == parts[1])
-            options = [{"type": sub["type"], "name": sub["name"],
-                        "options": self._options(guild_id, sub.get("options", []), values, resolved)}]
+            options = [
+                {
+                    "type": sub["type"],
+                    "name": sub["name"],
+                    "options": self._options(guild_id, sub.get("options", []), values, resolved),
+                }
+            ]
         else:
             options = self._options(guild_id, schema, values, resolved)
-        data = {"id": top["id"], "name": top["name"], "type": 1, "options": options, "guild_id": str(guild_id)}
+        data = {
+            "id": top["id"],
+            "name": top["name"],
+            "type": 1,
+            "options": options,
+            "guild_id": str(guild_id),
+        }
         if resolved:
             data["resolved"] = resolved
         return self._base_interaction(2, guild_id, user_id, channel_id, data)
 
-    async def autocomplete(self, guild_id: int, user_id: int, command: str, focused: str, **values: Any) -> list[dict]:
+    async def autocomplete(
+        self, guild_id: int, user_id: int, command: str, focused: str, **values: Any
+    ) -> list[dict]:
         parts = command.split()
         top = self._command(guild_id, parts[0])
         schema = top.get("options", [])
         resolved: dict = {}
         if len(parts) > 1:
             sub = next(o for o in schema if o["name"] == parts[1])
-            options = [{"type": sub["type"], "name": sub["name"],
-                        "options": self._options(guild_id, sub.get("options", []), values, resolved, focused)}]
+            options = [
+                {
+                    "type": sub["type"],
+                    "name": sub["name"],
+                    "options": self._options(guild_id, sub.get("options", []), values, resolved, focused),
+                }
+            ]
         else:
             options = self._options(guild_id, schema, values, resolved, focused)
-        data = {"id": top["id"], "name": top["name"], "type": 1, "options": options, "guild_id": str(guild_id)}
+        data = {
+            "id": top["id"],
+            "name": top["name"],
+            "type": 1,
+            "options": options,
+            "guild_id": str(guild_id),
+        }
         interaction = self._base_interaction(4, guild_id, user_id, None, data)
         await interaction.answered()
         assert interaction.callback is not None, f"the autocomplete answer was refused: {interaction.refused}"
@@ -678,8 +904,14 @@ class LocalDiscord:
 
     async def message_command(self, guild_id: int, user_id: int, name: str, message: dict) -> Interaction:
         command = self._command(guild_id, name, kind=3)
-        data = {"id": command["id"], "name": name, "type": 3, "target_id": message["id"], "guild_id": str(guild_id),
-                "resolved": {"messages": {message["id"]: message}}}
+        data = {
+            "id": command["id"],
+            "name": name,
+            "type": 3,
+            "target_id": message["id"],
+            "guild_id": str(guild_id),
+            "resolved": {"messages": {message["id"]: message}},
+        }
         return self._base_interaction(2, guild_id, user_id, int(message["channel_id"]), data)
 
     # -- queries for assertions ----------------------------------------------------------------------
@@ -687,8 +919,9 @@ class LocalDiscord:
     def channel_messages(self, channel_id: int) -> list[dict]:
         return list(self.messages.get(channel_id, []))
 
-    async def wait_for_message(self, channel_id: int, predicate: Callable[[dict], bool] = lambda m: True,
-                               timeout: float = 60) -> dict:
+    async def wait_for_message(
+        self, channel_id: int, predicate: Callable[[dict], bool] = lambda m: True, timeout: float = 60
+    ) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for message in self.messages.get(channel_id, []):
@@ -725,14 +958,21 @@ class LocalDiscord:
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         path = "/" + request.match_info["tail"]
         body, files = await self._read_body(request)
-        self.requests.append(Recorded(request.method, path, dict(request.query), body, files, time.monotonic()))
+        self.requests.append(
+            Recorded(request.method, path, dict(request.query), body, files, time.monotonic())
+        )
         for i, (fragment, times, retry_after) in enumerate(self._rate_limits):
             if fragment in path and times > 0:
                 self._rate_limits[i] = (fragment, times - 1, retry_after)
-                return json_response({"message": "You are being rate limited.", "retry_after": retry_after,
-                                          "global": False}, status=429,
-                                         headers={"Retry-After": str(retry_after), "X-RateLimit-Scope": "user",
-                                                  "Via": "1.1 google"})  # discord.py retries only real Discord 429s
+                return json_response(
+                    {"message": "You are being rate limited.", "retry_after": retry_after, "global": False},
+                    status=429,
+                    headers={
+                        "Retry-After": str(retry_after),
+                        "X-RateLimit-Scope": "user",
+                        "Via": "1.1 google",
+                    },
+                )  # discord.py retries only real Discord 429s
         for failure in self._failures:
             if failure[0] in path and failure[1] == request.method and failure[2] > 0:
                 failure[2] -= 1
@@ -790,7 +1030,11 @@ class LocalDiscord:
             ("GET", ["channels", "*"], self._get_channel),
         ]
         for m, pattern, handler in table:
-            if m == method and len(pattern) == len(p) and all(a == "*" or a == b for a, b in zip(pattern, p)):
+            if (
+                m == method
+                and len(pattern) == len(p)
+                and all(a == "*" or a == b for a, b in zip(pattern, p, strict=False))
+            ):
                 return handler
         return None
 
@@ -798,26 +1042,45 @@ class LocalDiscord:
         return self.bot_user
 
     async def _app(self, *_):
-        return {"id": str(self.application_id), "name": "tweetalike", "description": "", "icon": None,
-                "bot_public": True, "bot_require_code_grant": False, "owner": self.bot_user, "verify_key": "x",
-                "flags": 0, "team": None}
+        return {
+            "id": str(self.application_id),
+            "name": "tweetalike",
+            "description": "",
+            "icon": None,
+            "bot_public": True,
+            "bot_require_code_grant": False,
+            "owner": self.bot_user,
+            "verify_key": "x",
+            "flags": 0,
+            "team": None,
+        }
 
     async def _gateway_url(self, *_):
         return {"url": self.gateway_url}
 
     async def _gateway_bot(self, *_):
         shards = self.recommended_shards or max(1, math.ceil(len(self.guilds) / 1000))
-        return {"url": self.gateway_url, "shards": shards,
-                "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}}
+        return {
+            "url": self.gateway_url,
+            "shards": shards,
+            "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1},
+        }
 
     async def _sync(self, p, body, files, query):
         scope = p[3] if len(p) == 5 else "global"
-        synced = []
-        for command in body or []:
-            synced.append({**command, "id": str(snowflake()), "application_id": str(self.application_id), "version": "1",
-                           "type": command.get("type", 1), "description": command.get("description", ""),
-                           "default_member_permissions": command.get("default_member_permissions"),
-                           **({"guild_id": scope} if scope != "global" else {})})
+        synced = [
+            {
+                **command,
+                "id": str(snowflake()),
+                "application_id": str(self.application_id),
+                "version": "1",
+                "type": command.get("type", 1),
+                "description": command.get("description", ""),
+                "default_member_permissions": command.get("default_member_permissions"),
+                **({"guild_id": scope} if scope != "global" else {}),
+            }
+            for command in body or []
+        ]
         self.commands[scope] = synced
         return synced
 
@@ -825,18 +1088,41 @@ class LocalDiscord:
         return self.commands.get("global", [])
 
     def _message(self, channel_id: int, author: dict, body: dict, files: dict, **extra) -> dict:
-        attachments = [{"id": str(snowflake()), "filename": name, "size": len(data), "url": f"{self.base}/cdn/x/{name}",
-                        "proxy_url": f"{self.base}/cdn/x/{name}", "data": data} for name, data in files.values()]
+        attachments = [
+            {
+                "id": str(snowflake()),
+                "filename": name,
+                "size": len(data),
+                "url": f"{self.base}/cdn/x/{name}",
+                "proxy_url": f"{self.base}/cdn/x/{name}",
+                "data": data,
+            }
+            for name, data in files.values()
+        ]
         return {
-            "id": str(snowflake()), "channel_id": str(channel_id), "author": author,
-            "content": body.get("content") or "", "timestamp": iso_now(), "edited_timestamp": None, "tts": False,
-            "mention_everyone": False, "mentions": [], "mention_roles": [], "attachments": attachments,
-            "embeds": body.get("embeds") or [], "pinned": False, "type": 0, "flags": body.get("flags") or 0,
-            "components": body.get("components") or [], "allowed_mentions": body.get("allowed_mentions"),
+            "id": str(snowflake()),
+            "channel_id": str(channel_id),
+            "author": author,
+            "content": body.get("content") or "",
+            "timestamp": iso_now(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": attachments,
+            "embeds": body.get("embeds") or [],
+            "pinned": False,
+            "type": 0,
+            "flags": body.get("flags") or 0,
+            "components": body.get("components") or [],
+            "allowed_mentions": body.get("allowed_mentions"),
             **extra,
         }
 
-    def _store_message(self, channel_id: int, author: dict, body: dict, files: dict | None = None, **extra) -> dict:
+    def _store_message(
+        self, channel_id: int, author: dict, body: dict, files: dict | None = None, **extra
+    ) -> dict:
         message = self._message(channel_id, author, body, files or {}, **extra)
         self.messages.setdefault(channel_id, []).append(message)
         return message
@@ -852,7 +1138,9 @@ class LocalDiscord:
         interaction = self.interactions[p[2]]
         interaction.callback_attempts += 1
         if interaction.callback is not None:
-            return json_response({"message": "Interaction has already been acknowledged.", "code": 40060}, status=400)
+            return json_response(
+                {"message": "Interaction has already been acknowledged.", "code": 40060}, status=400
+            )
         if time.monotonic() - interaction.sent_at > self.callback_deadline:
             return json_response({"message": "Unknown interaction", "code": 10062}, status=404)
         data = body.get("data") or {}
@@ -864,13 +1152,19 @@ class LocalDiscord:
         if errors:
             return invalid_form(errors)
         interaction.callback, interaction.callback_at = body, time.monotonic()
-        response = {"interaction": {"id": str(interaction.id), "type": 2,
-                                    "response_message_loading": body["type"] == 5,
-                                    "response_message_ephemeral": bool(data.get("flags", 0) & 64)}}
+        response = {
+            "interaction": {
+                "id": str(interaction.id),
+                "type": 2,
+                "response_message_loading": body["type"] == 5,
+                "response_message_ephemeral": bool(data.get("flags", 0) & 64),
+            }
+        }
         if body["type"] in (4, 5):
             channel_id = self._channel_of(interaction)
-            interaction.original = self._message(channel_id, self.bot_user, data, files,
-                                                 application_id=str(self.application_id))
+            interaction.original = self._message(
+                channel_id, self.bot_user, data, files, application_id=str(self.application_id)
+            )
             if not interaction.ephemeral:
                 self.messages.setdefault(channel_id, []).append(interaction.original)
             response["interaction"]["response_message_id"] = interaction.original["id"]
@@ -918,7 +1212,9 @@ class LocalDiscord:
             return invalid_form(errors)
         for message in interaction.followups:
             if message["id"] == p[4]:
-                message.update({k: v for k, v in (body or {}).items() if k in ("content", "embeds", "components")})
+                message.update(
+                    {k: v for k, v in (body or {}).items() if k in ("content", "embeds", "components")}
+                )
                 interaction.changed.set()
                 return self._public(message)
         raise LookupError
@@ -939,10 +1235,21 @@ class LocalDiscord:
             return unknown_webhook()
         if errors := message_errors(body, webhook=True):
             return invalid_form(errors)
-        author = {"id": str(webhook["id"]), "username": (body or {}).get("username") or webhook["name"],
-                  "discriminator": "0000", "avatar": None, "bot": True}
-        message = self._store_message(int(webhook["channel_id"]), author, body or {}, files,
-                                      webhook_id=str(webhook["id"]), avatar_url=(body or {}).get("avatar_url"))
+        author = {
+            "id": str(webhook["id"]),
+            "username": (body or {}).get("username") or webhook["name"],
+            "discriminator": "0000",
+            "avatar": None,
+            "bot": True,
+        }
+        message = self._store_message(
+            int(webhook["channel_id"]),
+            author,
+            body or {},
+            files,
+            webhook_id=str(webhook["id"]),
+            avatar_url=(body or {}).get("avatar_url"),
+        )
         return self._public(message)
 
     def _guild_of_channel(self, channel_id: int) -> int:
@@ -974,7 +1281,9 @@ class LocalDiscord:
             return invalid_form(errors)
         for message in self.messages.get(int(p[1]), []):
             if message["id"] == p[3]:
-                message.update({k: v for k, v in (body or {}).items() if k in ("content", "embeds", "components")})
+                message.update(
+                    {k: v for k, v in (body or {}).items() if k in ("content", "embeds", "components")}
+                )
                 message["edited_timestamp"] = iso_now()
                 return self._public(message)
         raise LookupError
@@ -1004,14 +1313,24 @@ class LocalDiscord:
         if errors := webhook_name_errors({}, ["name"], (body or {}).get("name")):
             return invalid_form(errors)
         if len([w for w in self.webhooks.values() if int(w["channel_id"]) == channel_id]) >= 10:
-            return json_response({"message": "Maximum number of webhooks reached (10)", "code": 30007}, status=400)
+            return json_response(
+                {"message": "Maximum number of webhooks reached (10)", "code": 30007}, status=400
+            )
         return self.add_webhook(guild_id, channel_id, body.get("name", "hook"), owner=self.bot_user)
 
     def add_webhook(self, guild_id: int, channel_id: int, name: str, owner: dict | None = None) -> dict:
         webhook_id = snowflake()
-        webhook = {"id": str(webhook_id), "type": 1, "guild_id": str(guild_id), "channel_id": str(channel_id),
-                   "name": name, "avatar": None, "token": f"wtoken-{webhook_id}", "application_id": None,
-                   "user": owner or self.users[self.guilds[guild_id]["owner_id"]]}
+        webhook = {
+            "id": str(webhook_id),
+            "type": 1,
+            "guild_id": str(guild_id),
+            "channel_id": str(channel_id),
+            "name": name,
+            "avatar": None,
+            "token": f"wtoken-{webhook_id}",
+            "application_id": None,
+            "user": owner or self.users[self.guilds[guild_id]["owner_id"]],
+        }
         self.webhooks[webhook_id] = webhook
         return webhook
 

@@ -44,8 +44,12 @@ class PostgresServer:
             if shutil.which("runuser"):
                 self.as_user = ["runuser", "-u", "nobody", "--"]
             else:  # util-linux without runuser
-                self.as_user = ["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
-                                "--clear-groups"]
+                self.as_user = [
+                    "setpriv",
+                    f"--reuid={nobody.pw_uid}",
+                    f"--regid={nobody.pw_gid}",
+                    "--clear-groups",
+                ]
         self._databases = 0
 
     def _run(self, *args: str) -> None:
@@ -85,8 +89,19 @@ class PostgresServer:
     def restart(self) -> None:
         """Stop the server (dropping every connection) and start it again on the same port and data."""
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
-                  "-o", self._options, "-w", "-t", "60", "start")
+        self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            self._options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def stop(self) -> None:
         try:

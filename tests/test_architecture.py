@@ -16,8 +16,11 @@ def sources(*folders: Path):
 def test_sql_lives_only_in_the_storage_package():
     database = re.compile(r"^\s*(import|from)\s+(sqlalchemy|aiosqlite|sqlite3|psycopg)\b", re.MULTILINE)
     raw_sql = re.compile(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM)\b")
-    offenders = [str(p.relative_to(BOT)) for p in sources(BOT) if STORAGE not in p.parents
-                 and (database.search(p.read_text()) or raw_sql.search(p.read_text()))]
+    offenders = [
+        str(p.relative_to(BOT))
+        for p in sources(BOT)
+        if STORAGE not in p.parents and (database.search(p.read_text()) or raw_sql.search(p.read_text()))
+    ]
     assert offenders == []
 
 

@@ -108,7 +108,9 @@ ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize("command,options,needle", ARGUMENTS, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(ARGUMENTS)])
+@pytest.mark.parametrize(
+    "command,options,needle", ARGUMENTS, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(ARGUMENTS)]
+)
 async def test_bad_argument(discord_env, command, options, needle):
     env, server = discord_env, discord_env.server
     if command == "autopost add":

@@ -13,17 +13,38 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(settings, *args: str) -> subprocess.CompletedProcess:
     env = os.environ | {
-        "DATABASE_PATH": settings.database_path, "MODELS_DIR": settings.models_dir,
-        "BASE_MODEL": settings.base_model, "TRAIN_MAX_STEPS": "6", "TRAIN_BLOCK_SIZE": "64",
-        "GENERATION_MAX_NEW_TOKENS": "24", "GENERATION_MIN_NEW_TOKENS": "4", "HF_HUB_OFFLINE": "1",
+        "DATABASE_PATH": settings.database_path,
+        "MODELS_DIR": settings.models_dir,
+        "BASE_MODEL": settings.base_model,
+        "TRAIN_MAX_STEPS": "6",
+        "TRAIN_BLOCK_SIZE": "64",
+        "GENERATION_MAX_NEW_TOKENS": "24",
+        "GENERATION_MIN_NEW_TOKENS": "4",
+        "HF_HUB_OFFLINE": "1",
     }
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_train_generate_list_delete(settings, tmp_path):
-    trained = cli(settings, "train", "--guild", "7", "--handle", "Alice", "--file", str(TINY_CORPUS),
-                  "--display-name", "Alice A.")
+    trained = cli(
+        settings,
+        "train",
+        "--guild",
+        "7",
+        "--handle",
+        "Alice",
+        "--file",
+        str(TINY_CORPUS),
+        "--display-name",
+        "Alice A.",
+    )
     assert trained.returncode == 0, trained.stderr
     assert "| Tweets downloaded | 400 |" in trained.stdout and "| Tweets kept |" in trained.stdout
     assert "Saved alice" in trained.stdout and "validation loss" in trained.stdout

@@ -34,7 +34,12 @@ def test_commands_and_modules_exist():
 
 def test_health_check_reads_the_heartbeat(tmp_path):
     env = {"DATABASE_PATH": str(tmp_path / "bot.db"), "PATH": "/usr/bin:/bin"}
-    run = lambda: subprocess.run([sys.executable, "-m", "bot.health"], cwd=ROOT, env=env, capture_output=True, text=True)
+
+    def run():
+        return subprocess.run(
+            [sys.executable, "-m", "bot.health"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+
     missing = run()
     assert missing.returncode == 1 and "no heartbeat" in missing.stderr
     (tmp_path / "heartbeat").touch()

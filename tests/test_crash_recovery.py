@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.core.checkpoint import checkpoint_step
-from bot.core.storage import Storage, database_url
 from bot.core.service import PersonaService
+from bot.core.storage import Storage, database_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,15 +24,25 @@ async def open_storage(settings) -> Storage:
 
 def env_for(settings) -> dict:
     return {
-        "DATABASE_PATH": settings.database_path, "MODELS_DIR": settings.models_dir, "BASE_MODEL": settings.base_model,
-        "TRAIN_EPOCHS": "20", "TRAIN_BATCH_SIZE": "4", "TRAIN_BLOCK_SIZE": "64", "TRAIN_LEARNING_RATE": "0.003",
+        "DATABASE_PATH": settings.database_path,
+        "MODELS_DIR": settings.models_dir,
+        "BASE_MODEL": settings.base_model,
+        "TRAIN_EPOCHS": "20",
+        "TRAIN_BATCH_SIZE": "4",
+        "TRAIN_BLOCK_SIZE": "64",
+        "TRAIN_LEARNING_RATE": "0.003",
         "TRAIN_MAX_STEPS": "25",
     }
 
 
 def start_worker(env: dict, mode: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.crash_worker", json.dumps(env), mode], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=None, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.crash_worker", json.dumps(env), mode],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
+    )
 
 
 def read_until(proc: subprocess.Popen, predicate, timeout: float = 120) -> str:
@@ -56,7 +66,12 @@ async def test_sigkill_then_restart_requeues_and_leaves_no_half_model(settings, 
     env = env_for(settings)
     proc = start_worker(env, "train")
     if moment == "training":
-        read_until(proc, lambda line: line.startswith("progress") and line.split()[2] == "training" and int(line.split()[3]) >= 3)
+        read_until(
+            proc,
+            lambda line: (
+                line.startswith("progress") and line.split()[2] == "training" and int(line.split()[3]) >= 3
+            ),
+        )
     else:
         read_until(proc, lambda line: line.startswith("progress") and line.split()[2] == "saving")
         time.sleep(0.05)  # die while weights and card are being written
@@ -90,8 +105,9 @@ async def test_sigkill_then_restart_requeues_and_leaves_no_half_model(settings, 
         assert (await core.get_job(1, job.id)).interrupted == 1
         _, tweets = await core.generate(1, "alice", "", 2)
         assert len(tweets) == 2
-        leftovers = [p for p in (Path(settings.models_dir) / ".staging").glob("*")] + \
-                    [p for p in (Path(settings.models_dir) / ".trash").glob("*")]
+        leftovers = [p for p in (Path(settings.models_dir) / ".staging").glob("*")] + [
+            p for p in (Path(settings.models_dir) / ".trash").glob("*")
+        ]
         assert leftovers == []
     finally:
         await core.close()
@@ -100,7 +116,12 @@ async def test_sigkill_then_restart_requeues_and_leaves_no_half_model(settings, 
 async def test_sigkill_mid_training_resumes_from_the_last_checkpoint(settings):
     env = env_for(settings) | {"TRAIN_CHECKPOINT_SECONDS": "0.000001"}  # a checkpoint after every step
     proc = start_worker(env, "train")
-    read_until(proc, lambda line: line.startswith("progress") and line.split()[2] == "training" and int(line.split()[3]) >= 6)
+    read_until(
+        proc,
+        lambda line: (
+            line.startswith("progress") and line.split()[2] == "training" and int(line.split()[3]) >= 6
+        ),
+    )
     kill(proc)
     checkpoint = Path(settings.models_dir) / ".checkpoints"
     (job_dir,) = checkpoint.iterdir()
@@ -142,19 +163,32 @@ async def test_sigkill_mid_schedule_post_then_restart_posts_once(settings, tiny_
         channel = server.general(guild)
         folder = core.store.model_dir(guild, "alice")
         shutil.copytree(tiny_base_model, folder)  # a full (non-LoRA) model is a valid persona
-        await core.storage.models.save(ModelRecord(guild_id=guild, handle="alice", display_name="Alice",
-                                                   base_model=tiny_base_model, method="full",
-                                                   path=core.store.relative(folder)))
+        await core.storage.models.save(
+            ModelRecord(
+                guild_id=guild,
+                handle="alice",
+                display_name="Alice",
+                base_model=tiny_base_model,
+                method="full",
+                path=core.store.relative(folder),
+            )
+        )
         _, schedule = await core.add_schedule(guild_id=guild, handle="alice", channel_id=channel, every="1h")
         await core.close()
         with sqlite3.connect(settings.database_path) as db:  # due now
             db.execute("UPDATE schedules SET next_run_at = 0 WHERE id = ?", (schedule.id,))
 
         env = os.environ | {
-            "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
-            "DISCORD_GATEWAY_URL": server.gateway_url, "DATABASE_PATH": settings.database_path,
-            "MODELS_DIR": settings.models_dir, "BASE_MODEL": tiny_base_model, "SCHEDULE_TICK_SECONDS": "0.2",
-            "GENERATION_MAX_NEW_TOKENS": "24", "GENERATION_MIN_NEW_TOKENS": "4", "HF_HUB_OFFLINE": "1",
+            "DISCORD_TOKEN": server.token,
+            "DISCORD_API_BASE": server.api_base,
+            "DISCORD_GATEWAY_URL": server.gateway_url,
+            "DATABASE_PATH": settings.database_path,
+            "MODELS_DIR": settings.models_dir,
+            "BASE_MODEL": tiny_base_model,
+            "SCHEDULE_TICK_SECONDS": "0.2",
+            "GENERATION_MAX_NEW_TOKENS": "24",
+            "GENERATION_MIN_NEW_TOKENS": "4",
+            "HF_HUB_OFFLINE": "1",
         }
         server.stall(f"/channels/{channel}/messages")
         bot = subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
@@ -177,8 +211,9 @@ async def test_sigkill_mid_schedule_post_then_restart_posts_once(settings, tiny_
             deadline = time.monotonic() + 120
             while True:
                 db = sqlite3.connect(settings.database_path)
-                row = db.execute("SELECT pending_nonce, next_run_at FROM schedules WHERE id = ?",
-                                 (schedule.id,)).fetchone()
+                row = db.execute(
+                    "SELECT pending_nonce, next_run_at FROM schedules WHERE id = ?", (schedule.id,)
+                ).fetchone()
                 db.close()
                 if row[0] is None:
                     break
@@ -194,7 +229,9 @@ async def test_sigkill_mid_schedule_post_then_restart_posts_once(settings, tiny_
         assert row[1] > time.time() + 3000  # the next post is an hour away, not a burst of missed ones
 
 
-async def test_sigterm_of_the_bot_checkpoints_a_running_training_and_the_restart_resumes_it(settings, tiny_base_model):
+async def test_sigterm_of_the_bot_checkpoints_a_running_training_and_the_restart_resumes_it(
+    settings, tiny_base_model
+):
     """`docker stop` sends SIGTERM to `python -m bot`: it closes cleanly, the training saves a
     checkpoint on its way out (none is due on the clock), and the next start resumes from it."""
     import sqlite3
@@ -207,16 +244,25 @@ async def test_sigterm_of_the_bot_checkpoints_a_running_training_and_the_restart
         ids = populate(server)
         guild, admin, channel = ids["guild"], ids["admin"], server.general(ids["guild"])
         env = os.environ | {
-            "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
-            "DISCORD_GATEWAY_URL": server.gateway_url, "DATABASE_PATH": settings.database_path,
-            "MODELS_DIR": settings.models_dir, "BASE_MODEL": tiny_base_model, "HF_HUB_OFFLINE": "1",
-            "TRAIN_EPOCHS": "20", "TRAIN_MAX_STEPS": "200", "TRAIN_BATCH_SIZE": "1", "TRAIN_BLOCK_SIZE": "16",
+            "DISCORD_TOKEN": server.token,
+            "DISCORD_API_BASE": server.api_base,
+            "DISCORD_GATEWAY_URL": server.gateway_url,
+            "DATABASE_PATH": settings.database_path,
+            "MODELS_DIR": settings.models_dir,
+            "BASE_MODEL": tiny_base_model,
+            "HF_HUB_OFFLINE": "1",
+            "TRAIN_EPOCHS": "20",
+            "TRAIN_MAX_STEPS": "200",
+            "TRAIN_BATCH_SIZE": "1",
+            "TRAIN_BLOCK_SIZE": "16",
             "TRAIN_CHECKPOINT_SECONDS": "3600",
         }
 
         async def start_bot() -> subprocess.Popen:
             server.commands.clear()
-            bot = subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+            bot = subprocess.Popen(
+                [sys.executable, "-m", "bot"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+            )
             deadline = time.monotonic() + 120
             while not server.commands:
                 assert bot.poll() is None and time.monotonic() < deadline, "the bot did not start"
@@ -252,7 +298,9 @@ async def test_sigterm_of_the_bot_checkpoints_a_running_training_and_the_restart
 
         bot = await start_bot()
         try:
-            told = await server.wait_for_message(channel, lambda m: "interrupted by a restart" in m["content"], timeout=60)
+            told = await server.wait_for_message(
+                channel, lambda m: "interrupted by a restart" in m["content"], timeout=60
+            )
             assert f"resumes from its checkpoint at step {saved}" in told["content"]
             await server.wait_for_message(channel, lambda m: "`alice` is ready" in m["content"], timeout=300)
         finally:

@@ -16,10 +16,15 @@ async def train(env, handle="alice", user=None, guild=None, **options):
     guild = guild or env.guild
     user = user or env.admin
     channel = server.general(guild)
-    reply = await server.slash(guild, user, "train new", handle=handle, file=options.pop("file", CORPUS), **options)
+    reply = await server.slash(
+        guild, user, "train new", handle=handle, file=options.pop("file", CORPUS), **options
+    )
     await reply.answered()
     done = await server.wait_for_message(
-        channel, lambda m: f"`{handle}` is ready" in m["content"] or f"`{handle}` failed" in m["content"], timeout=120)
+        channel,
+        lambda m: f"`{handle}` is ready" in m["content"] or f"`{handle}` failed" in m["content"],
+        timeout=120,
+    )
     return reply, done
 
 
@@ -32,14 +37,18 @@ async def test_train_with_progress_then_impersonate_and_model_card(discord_env):
     # One progress message, edited in place; the end is a channel message pinging only the requester.
     assert any("✅ Done" in (e.get("description") or "") for e in reply.original["embeds"])
     assert f"<@{env.admin}>" in done["content"]
-    assert [int(u) for u in done["allowed_mentions"]["users"]] == [env.admin] and done["allowed_mentions"]["parse"] == []
+    assert [int(u) for u in done["allowed_mentions"]["users"]] == [env.admin] and done["allowed_mentions"][
+        "parse"
+    ] == []
     assert done["attachments"][0]["filename"] == "alice-loss.png"
     assert done["attachments"][0]["data"].startswith(b"\x89PNG")
 
     # Autocomplete offers this guild's models; /impersonate answers with tweet-like embeds.
     choices = await server.autocomplete(env.guild, env.member, "impersonate", "handle", handle="al")
     assert [c["value"] for c in choices] == ["alice"]
-    answer = await server.slash(env.guild, env.member, "impersonate", handle="alice", prompt="We love", count=2)
+    answer = await server.slash(
+        env.guild, env.member, "impersonate", handle="alice", prompt="We love", count=2
+    )
     await answer.wait(lambda i: i.original and i.original.get("embeds"))
     tweets = answer.original["embeds"]
     assert len(tweets) == 2
@@ -71,12 +80,15 @@ async def test_delete_with_confirmation(discord_env):
     assert gone.ephemeral and "no model called `alice`" in gone.text()
 
 
-@pytest.mark.parametrize("command,options", [
-    ("train new", {"handle": "bob", "file": CORPUS}),
-    ("models delete", {"handle": "bob"}),
-    ("models import", {"repo": "huggingtweets/js_thrill"}),
-    ("train cancel", {"job": 1}),
-])
+@pytest.mark.parametrize(
+    "command,options",
+    [
+        ("train new", {"handle": "bob", "file": CORPUS}),
+        ("models delete", {"handle": "bob"}),
+        ("models import", {"repo": "huggingtweets/js_thrill"}),
+        ("train cancel", {"job": 1}),
+    ],
+)
 async def test_members_without_manage_server_are_refused(discord_env, command, options):
     env = discord_env
     reply = await (await env.server.slash(env.guild, env.member, command, **options)).answered()
@@ -86,13 +98,16 @@ async def test_members_without_manage_server_are_refused(discord_env, command, o
     assert str(train_command["default_member_permissions"]) == str(1 << 5)  # hidden from members by default
 
 
-@pytest.mark.parametrize("file,needle", [
-    (("photo.csv", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100), "PNG"),
-    (("empty.txt", b""), "empty"),
-    (("few.txt", b"one tweet here\nanother tweet here\n"), "6,000"),
-    (("rt.csv", b"text\n" + b"RT @x: something long enough to count\n" * 300), "retweets"),
-    (("cols.csv", b"id,date\n1,2\n"), "No text column"),
-])
+@pytest.mark.parametrize(
+    "file,needle",
+    [
+        (("photo.csv", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100), "PNG"),
+        (("empty.txt", b""), "empty"),
+        (("few.txt", b"one tweet here\nanother tweet here\n"), "6,000"),
+        (("rt.csv", b"text\n" + b"RT @x: something long enough to count\n" * 300), "retweets"),
+        (("cols.csv", b"id,date\n1,2\n"), "No text column"),
+    ],
+)
 async def test_bad_files_get_a_specific_error_and_leave_no_trace(discord_env, file, needle):
     env = discord_env
     reply = await env.server.slash(env.guild, env.admin, "train new", handle="bob", file=file)
@@ -105,17 +120,29 @@ async def test_bad_files_get_a_specific_error_and_leave_no_trace(discord_env, fi
 async def test_oversized_attachment_refused_before_download(discord_env):
     env = discord_env
     huge = ("archive.zip", b"PK", 200 * 1024 * 1024)  # claims 200 MB; never downloaded
-    reply = await (await env.server.slash(env.guild, env.admin, "train new", handle="bob", file=huge)).answered()
+    reply = await (
+        await env.server.slash(env.guild, env.admin, "train new", handle="bob", file=huge)
+    ).answered()
     assert reply.ephemeral and "the limit is" in reply.text()
     assert env.server.requests_to("/cdn/") == []
 
 
-@pytest.mark.parametrize("handle,needle", [("has space", "letters, digits"), ("../etc", "letters, digits"),
-                                          ("a" * 200, "too long"), ("@everyone", "reserved"),
-                                          ("x'; DROP TABLE models;--", "letters, digits"), ("😀", "letters, digits")])
+@pytest.mark.parametrize(
+    "handle,needle",
+    [
+        ("has space", "letters, digits"),
+        ("../etc", "letters, digits"),
+        ("a" * 200, "too long"),
+        ("@everyone", "reserved"),
+        ("x'; DROP TABLE models;--", "letters, digits"),
+        ("😀", "letters, digits"),
+    ],
+)
 async def test_bad_handles(discord_env, handle, needle):
     env = discord_env
-    reply = await (await env.server.slash(env.guild, env.admin, "train new", handle=handle, file=CORPUS)).answered()
+    reply = await (
+        await env.server.slash(env.guild, env.admin, "train new", handle=handle, file=CORPUS)
+    ).answered()
     assert reply.ephemeral and needle in reply.text()
 
 
@@ -125,12 +152,19 @@ async def test_unknown_handle_cooldown_and_other_guild_isolation(discord_env):
     unknown = await (await server.slash(env.guild, env.member, "impersonate", handle="nobody")).answered()
     assert unknown.ephemeral and "no model called `nobody`" in unknown.text()
     # The other guild sees nothing of the first one's models.
-    assert await server.autocomplete(env.other_guild, env.outsider_admin, "impersonate", "handle", handle="") == []
-    other = await (await server.slash(env.other_guild, env.outsider_admin, "impersonate", handle="alice")).answered()
+    assert (
+        await server.autocomplete(env.other_guild, env.outsider_admin, "impersonate", "handle", handle="")
+        == []
+    )
+    other = await (
+        await server.slash(env.other_guild, env.outsider_admin, "impersonate", handle="alice")
+    ).answered()
     assert other.ephemeral and "no model called `alice`" in other.text()
     listing = await (await server.slash(env.other_guild, env.outsider_admin, "models list")).answered()
     assert "No personas yet" in listing.text()
-    delete = await (await server.slash(env.other_guild, env.outsider_admin, "models delete", handle="alice")).answered()
+    delete = await (
+        await server.slash(env.other_guild, env.outsider_admin, "models delete", handle="alice")
+    ).answered()
     assert "no model called" in delete.text()
     assert await env.bot.core.find_model(env.guild, "alice") is not None
 
@@ -142,7 +176,9 @@ async def test_impersonate_cooldown(discord_env, settings):
     env.bot, env.task = await start_bot(server, settings.replace(impersonate_cooldown_seconds=60), env.clock)
     first = await server.slash(env.guild, env.member, "impersonate", handle="alice", count=1)
     await first.wait(lambda i: i.original and i.original.get("embeds"))
-    second = await (await server.slash(env.guild, env.member, "impersonate", handle="alice", count=1)).answered()
+    second = await (
+        await server.slash(env.guild, env.member, "impersonate", handle="alice", count=1)
+    ).answered()
     assert second.ephemeral and "Slow down" in second.text()
     # Another member is not affected by the first one's cooldown.
     third = await server.slash(env.guild, env.admin, "impersonate", handle="alice", count=1)
@@ -164,8 +200,8 @@ async def test_event_loop_stays_responsive_while_training(discord_env, settings)
     assert quick.ack_latency < 1.0
     await asyncio.sleep(3.5)
     assert env.bot.core.job_progress(1) is not None, "training should still be running"
-    beats = server.heartbeats[start - 1:]
-    gaps = [b - a for a, b in zip(beats, beats[1:])]
+    beats = server.heartbeats[start - 1 :]
+    gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
     assert len(beats) >= 3 and max(gaps) < 1.0 + 0.5  # interval is 1 s
     assert await env.bot.core.cancel_job(env.guild, 1) == "cancelling"
 
@@ -184,7 +220,9 @@ async def test_every_interaction_is_answered(discord_env):
 async def test_restart_mid_training_resumes_and_tells_the_requester(discord_env, settings):
     env, server = discord_env, discord_env.server
     await stop_bot(env.bot, env.task)
-    resumable = settings.replace(train_max_steps=40, train_epochs=20, train_batch_size=2, train_checkpoint_seconds=1e-6)
+    resumable = settings.replace(
+        train_max_steps=40, train_epochs=20, train_batch_size=2, train_checkpoint_seconds=1e-6
+    )
     env.bot, env.task = await start_bot(server, resumable, env.clock)
     reply = await server.slash(env.guild, env.admin, "train new", handle="alice", file=CORPUS)
     await reply.answered()
@@ -193,9 +231,13 @@ async def test_restart_mid_training_resumes_and_tells_the_requester(discord_env,
     await stop_bot(env.bot, env.task)  # a restart in the middle of the training
 
     env.bot, env.task = await start_bot(server, resumable, env.clock)
-    told = await server.wait_for_message(env.channel, lambda m: "interrupted by a restart" in m["content"], timeout=30)
+    told = await server.wait_for_message(
+        env.channel, lambda m: "interrupted by a restart" in m["content"], timeout=30
+    )
     assert f"<@{env.admin}>" in told["content"] and "resumes from its checkpoint at step" in told["content"]
-    done = await server.wait_for_message(env.channel, lambda m: "`alice` is ready" in m["content"], timeout=120)
+    done = await server.wait_for_message(
+        env.channel, lambda m: "`alice` is ready" in m["content"], timeout=120
+    )
     assert f"<@{env.admin}>" in done["content"]
     model = await env.bot.core.find_model(env.guild, "alice")
     assert model.metrics["resumed_from_step"] >= 5 and model.metrics["steps"] == 40

@@ -3,7 +3,7 @@ still arrives exactly once."""
 
 import asyncio
 
-from tests.test_discord_bot import CORPUS, train
+from tests.test_discord_bot import CORPUS
 
 
 async def wait_for(predicate, timeout=20):
@@ -21,7 +21,9 @@ async def test_gateway_drop_during_training_then_429s(discord_env):
     await server.drop_gateway(code=4000)  # resumable close: discord.py reconnects and RESUMEs
     await wait_for(lambda: server.resumes >= 1 or len(server.identifies) >= 2)
     await wait_for(lambda: env.bot.is_ready() and server._sockets)
-    done = await server.wait_for_message(env.channel, lambda m: "`alice` is ready" in m["content"], timeout=120)
+    done = await server.wait_for_message(
+        env.channel, lambda m: "`alice` is ready" in m["content"], timeout=120
+    )
     await asyncio.sleep(0.5)
     ready = [m for m in server.channel_messages(env.channel) if "`alice` is ready" in m["content"]]
     assert ready == [done]  # the completion was delivered once across the reconnect
@@ -34,7 +36,12 @@ async def test_gateway_drop_during_training_then_429s(discord_env):
     assert answer.ack_latency < 3
     callbacks = [r for r in server.requests_to(f"/interactions/{answer.id}/")]
     assert len(callbacks) == 2  # one 429, one accepted
-    edits = [r for r in server.requests_to(f"/webhooks/{server.application_id}/{answer.token}/messages/@original", "PATCH")]
+    edits = [
+        r
+        for r in server.requests_to(
+            f"/webhooks/{server.application_id}/{answer.token}/messages/@original", "PATCH"
+        )
+    ]
     assert len(edits) == 3 and len(answer.original["embeds"]) == 2
     # And the bot still answers normally afterwards.
     later = await (await server.slash(env.guild, env.member, "models list")).answered()

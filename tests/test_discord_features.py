@@ -12,8 +12,15 @@ from tests.test_service import HUGGINGTWEETS_CARD
 
 
 def posts_in(server, channel_id):
-    return [m for m in server.channel_messages(channel_id) if m["author"]["bot"] and
-            (m.get("webhook_id") or (m.get("embeds") and "not a real post" in m["embeds"][0].get("footer", {}).get("text", "")))]
+    return [
+        m
+        for m in server.channel_messages(channel_id)
+        if m["author"]["bot"]
+        and (
+            m.get("webhook_id")
+            or (m.get("embeds") and "not a real post" in m["embeds"][0].get("footer", {}).get("text", ""))
+        )
+    ]
 
 
 async def wait_until(predicate, timeout=20):
@@ -27,8 +34,17 @@ async def wait_until(predicate, timeout=20):
 async def test_schedule_fires_once_per_window_and_once_after_downtime(discord_env):
     env, server = discord_env, discord_env.server
     await train(env, display_name="Alice")
-    added = await (await server.slash(env.guild, env.admin, "autopost add", handle="alice", channel=env.channel,
-                                      every="30m", prompt="We")).answered()
+    added = await (
+        await server.slash(
+            env.guild,
+            env.admin,
+            "autopost add",
+            handle="alice",
+            channel=env.channel,
+            every="30m",
+            prompt="We",
+        )
+    ).answered()
     assert added.ephemeral and "Schedule #1" in added.text() and "every 30m" in added.text()
     await asyncio.sleep(1)
     assert posts_in(server, env.channel) == []  # not due yet
@@ -50,7 +66,11 @@ async def test_schedule_fires_once_per_window_and_once_after_downtime(discord_en
 async def test_restart_mid_post_does_not_double_post(discord_env, settings):
     env, server = discord_env, discord_env.server
     await train(env)
-    await (await server.slash(env.guild, env.admin, "autopost add", handle="alice", channel=env.channel, every="1h")).answered()
+    await (
+        await server.slash(
+            env.guild, env.admin, "autopost add", handle="alice", channel=env.channel, every="1h"
+        )
+    ).answered()
     env.clock.advance(3601)
     await wait_until(lambda: len(posts_in(server, env.channel)) == 1)
     sent = posts_in(server, env.channel)[0]
@@ -59,7 +79,9 @@ async def test_restart_mid_post_does_not_double_post(discord_env, settings):
     import sqlite3
 
     with sqlite3.connect(settings.database_path) as db:
-        db.execute("UPDATE schedules SET pending_nonce = ?, pending_since = 0, next_run_at = 0", (sent["nonce"],))
+        db.execute(
+            "UPDATE schedules SET pending_nonce = ?, pending_since = 0, next_run_at = 0", (sent["nonce"],)
+        )
     env.bot, env.task = await start_bot(server, settings.replace(schedule_tick_seconds=0.2), env.clock)
     await wait_until(lambda: len(server.requests_to(f"/channels/{env.channel}/messages", "POST")) >= 3)
     await asyncio.sleep(1)
@@ -74,8 +96,14 @@ async def test_deleted_channel_or_model_pauses_and_tells_once(discord_env):
     news = server.add_channel(env.guild, "news")
     server._dispatch("CHANNEL_CREATE", server.guilds[env.guild]["channels"][news])
     await asyncio.sleep(0.3)
-    await (await server.slash(env.guild, env.admin, "autopost add", handle="alice", channel=news, every="5m")).answered()
-    await (await server.slash(env.guild, env.admin, "autopost add", handle="alice", channel=env.channel, every="5m")).answered()
+    await (
+        await server.slash(env.guild, env.admin, "autopost add", handle="alice", channel=news, every="5m")
+    ).answered()
+    await (
+        await server.slash(
+            env.guild, env.admin, "autopost add", handle="alice", channel=env.channel, every="5m"
+        )
+    ).answered()
     server.delete_channel(env.guild, news)
     env.clock.advance(600)
 
@@ -86,7 +114,9 @@ async def test_deleted_channel_or_model_pauses_and_tells_once(discord_env):
     assert "channel was deleted" in notices()[0]
     await wait_until(lambda: len(posts_in(server, env.channel)) == 1)  # the other schedule still posts
     await (await server.slash(env.guild, env.admin, "models delete", handle="alice")).answered()
-    ask = next(i for i in reversed(list(server.interactions.values())) if i.original and i.original.get("components"))
+    ask = next(
+        i for i in reversed(list(server.interactions.values())) if i.original and i.original.get("components")
+    )
     await (await server.click(env.guild, env.admin, ask.original, "confirm")).answered()
     await ask.wait(lambda i: "Deleted" in (i.original or {}).get("content", ""))
     for _ in range(3):
@@ -95,9 +125,13 @@ async def test_deleted_channel_or_model_pauses_and_tells_once(discord_env):
     assert len(notices()) == 2 and "no longer exists" in notices()[1]  # each told once, not every tick
     schedules = await env.bot.core.list_schedules(env.guild)
     assert all(s.paused for s in schedules)
-    resumed = await (await server.slash(env.guild, env.admin, "autopost resume", id=schedules[0].id)).answered()
+    resumed = await (
+        await server.slash(env.guild, env.admin, "autopost resume", id=schedules[0].id)
+    ).answered()
     assert "resumed" in resumed.text()
-    removed = await (await server.slash(env.guild, env.admin, "autopost remove", id=schedules[1].id)).answered()
+    removed = await (
+        await server.slash(env.guild, env.admin, "autopost remove", id=schedules[1].id)
+    ).answered()
     assert "removed" in removed.text()
 
 
@@ -105,14 +139,28 @@ async def test_autopost_validation_and_permissions(discord_env):
     env, server = discord_env, discord_env.server
     await train(env)
     for every, needle in [("0s", "between 5 minutes"), ("-5m", "negative"), ("999999d", "between 5 minutes")]:
-        reply = await (await server.slash(env.guild, env.admin, "autopost add", handle="alice",
-                                          channel=env.channel, every=every)).answered()
+        reply = await (
+            await server.slash(
+                env.guild, env.admin, "autopost add", handle="alice", channel=env.channel, every=every
+            )
+        ).answered()
         assert reply.ephemeral and needle in reply.text()
-    member = await (await server.slash(env.guild, env.member, "autopost add", handle="alice",
-                                       channel=env.channel, every="1h")).answered()
+    member = await (
+        await server.slash(
+            env.guild, env.member, "autopost add", handle="alice", channel=env.channel, every="1h"
+        )
+    ).answered()
     assert "Manage Server" in member.text()
-    other = await (await server.slash(env.other_guild, env.outsider_admin, "autopost add", handle="alice",
-                                      channel=server.general(env.other_guild), every="1h")).answered()
+    other = await (
+        await server.slash(
+            env.other_guild,
+            env.outsider_admin,
+            "autopost add",
+            handle="alice",
+            channel=server.general(env.other_guild),
+            every="1h",
+        )
+    ).answered()
     assert "no model called" in other.text()
     assert await env.bot.core.list_schedules(env.guild) == []
 
@@ -146,7 +194,11 @@ async def test_persona_falls_back_to_embeds_without_webhook_permission_or_slot(d
     await asyncio.sleep(0.3)
     reply = await server.slash(env.guild, env.member, "impersonate", handle="alice", count=1)
     await reply.wait(lambda i: any("Posted 1" in (f.get("content") or "") for f in i.followups))
-    fallback = [m for m in server.channel_messages(env.channel) if m["embeds"] and "not a real post" in m["embeds"][0]["footer"]["text"]]
+    fallback = [
+        m
+        for m in server.channel_messages(env.channel)
+        if m["embeds"] and "not a real post" in m["embeds"][0]["footer"]["text"]
+    ]
     assert len(fallback) == 1 and server.webhooks == {}
     # With the permission back but 10 other webhooks in the channel, it still falls back.
     server.set_bot_permissions(env.guild, ALL_PERMISSIONS & ~(1 << 3))
@@ -162,7 +214,9 @@ async def test_multi_person_model(discord_env):
     env, server = discord_env, discord_env.server
     lines = TINY_LINES = CORPUS[1].decode().splitlines()
     bob = ("bob.txt", "\n".join(reversed(lines[:250])).encode())
-    reply = await server.slash(env.guild, env.admin, "train new", handle="alice", file=CORPUS, handle2="bob", file2=bob)
+    reply = await server.slash(
+        env.guild, env.admin, "train new", handle="alice", file=CORPUS, handle2="bob", file2=bob
+    )
     await server.wait_for_message(env.channel, lambda m: "`alice-bob` is ready" in m["content"], timeout=120)
     model = await env.bot.core.find_model(env.guild, "alice-bob")
     assert model.display_name == "alice & bob"
@@ -170,7 +224,9 @@ async def test_multi_person_model(discord_env):
     card = (env.bot.core.store.resolve(model.path) / "README.md").read_text()
     assert "| Data | alice | bob |" in card
     assert "@alice" in reply.original["embeds"][0]["fields"][0]["value"]  # a column per person
-    bad = await (await server.slash(env.guild, env.admin, "train new", handle="carol", file=CORPUS, handle2="dave")).answered()
+    bad = await (
+        await server.slash(env.guild, env.admin, "train new", handle="carol", file=CORPUS, handle2="dave")
+    ).answered()
     assert bad.ephemeral and "both a handle and a file" in bad.text()
     assert len(TINY_LINES) > 250
 
@@ -195,8 +251,16 @@ async def test_hub_import_from_local_folder_export_and_card(discord_env, setting
     files = {f["filename"]: f for f in export.followups[0]["attachments"]}
     assert set(files) == {"README.md", "alice.zip"}
     names = zipfile.ZipFile(io.BytesIO(files["alice.zip"]["data"])).namelist()
-    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "README.md", "loss_curve.png"} <= set(names)
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "README.md",
+        "loss_curve.png",
+    } <= set(names)
     card = files["README.md"]["data"].decode()
     assert "tags:\n- huggingtweets" in card and "widget:" in card and "pipeline('text-generation'" in card
-    bad = await (await server.slash(env.guild, env.admin, "models import", repo="../../etc/passwd")).answered()
+    bad = await (
+        await server.slash(env.guild, env.admin, "models import", repo="../../etc/passwd")
+    ).answered()
     assert "Hugging Face model id" in bad.text()

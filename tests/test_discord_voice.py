@@ -41,17 +41,23 @@ async def test_member_history_training_with_consent_and_opt_out_cascade(discord_
     optin = await (await server.slash(env.guild, env.member, "voice optin")).answered()
     assert optin.ephemeral and "opted in" in optin.text()
     reply = await server.slash(env.guild, env.admin, "train member", member=env.member, handle="member_voice")
-    await server.wait_for_message(env.channel, lambda m: "`member_voice` is ready" in m["content"], timeout=120)
+    await server.wait_for_message(
+        env.channel, lambda m: "`member_voice` is ready" in m["content"], timeout=120
+    )
     assert "Collected" in reply.original["content"]
     collected = await env.bot.core.collected_messages(env.guild, env.member)
     assert len(collected) == 260  # all pages, both channels and the thread
     assert not any("SECRET" in t or "someone else" in t or t == "!rank" for t in collected)
     history_calls = server.requests_to(f"/channels/{env.channel}/messages", "GET")
-    assert len(history_calls) >= 3 and any("before" in r.query for r in history_calls)  # paginated, newest first
+    assert len(history_calls) >= 3 and any(
+        "before" in r.query for r in history_calls
+    )  # paginated, newest first
 
     # The member can train themselves too; the other guild trains its own persona of them.
     mine = await server.slash(env.other_guild, env.member, "voice train")
-    await server.wait_for_message(server.general(env.other_guild), lambda m: "is ready" in m["content"], timeout=120)
+    await server.wait_for_message(
+        server.general(env.other_guild), lambda m: "is ready" in m["content"], timeout=120
+    )
     assert mine.callback["type"] == 5
     mydata = await (await server.slash(env.guild, env.member, "voice mydata")).answered()
     assert "@member_voice" in mydata.text() and "260" in mydata.text()
@@ -59,19 +65,33 @@ async def test_member_history_training_with_consent_and_opt_out_cascade(discord_
     # "Who made this?" on a generated post names the persona and who asked.
     answer = await server.slash(env.guild, env.admin, "impersonate", handle="member_voice", count=1)
     await answer.wait(lambda i: i.original and i.original.get("embeds"))
-    who = await (await server.message_command(env.guild, env.member, "Who made this?", answer.original)).answered()
+    who = await (
+        await server.message_command(env.guild, env.member, "Who made this?", answer.original)
+    ).answered()
     assert who.ephemeral and f"<@{env.admin}>" in who.text() and "@member_voice" in who.text()
-    not_ours = await (await server.message_command(env.guild, env.member, "Who made this?",
-                                                   server.channel_messages(env.channel)[0])).answered()
+    not_ours = await (
+        await server.message_command(
+            env.guild, env.member, "Who made this?", server.channel_messages(env.channel)[0]
+        )
+    ).answered()
     assert "did not generate" in not_ours.text()
 
     # A schedule on the persona, then opt-out: every persona of theirs, in both guilds, goes.
-    await (await server.slash(env.guild, env.admin, "autopost add", handle="member_voice", channel=env.channel,
-                              every="1h")).answered()
+    await (
+        await server.slash(
+            env.guild, env.admin, "autopost add", handle="member_voice", channel=env.channel, every="1h"
+        )
+    ).answered()
     out = await server.slash(env.guild, env.member, "voice optout")
     await out.wait(lambda i: i.followups)
-    assert "Deleted personas" in out.followups[0]["content"] and "schedules removed: 1" in out.followups[0]["content"]
-    assert await env.bot.core.list_models(env.guild) == [] and await env.bot.core.list_models(env.other_guild) == []
+    assert (
+        "Deleted personas" in out.followups[0]["content"]
+        and "schedules removed: 1" in out.followups[0]["content"]
+    )
+    assert (
+        await env.bot.core.list_models(env.guild) == []
+        and await env.bot.core.list_models(env.other_guild) == []
+    )
     assert await env.bot.core.collected_messages(env.other_guild, env.member) == []
     assert await env.bot.core.list_schedules(env.guild) == []
     again = await (await server.slash(env.guild, env.admin, "train member", member=env.member)).answered()

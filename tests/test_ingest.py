@@ -29,8 +29,11 @@ from bot.core.ingest import (
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared/data/tweets"
-OBAMA, ELON, KATY = ("barackobama_fivethirtyeight.csv", "elonmusk_bytes_literal.csv",
-                     "katyperry_topic_labelling.csv")
+OBAMA, ELON, KATY = (
+    "barackobama_fivethirtyeight.csv",
+    "elonmusk_bytes_literal.csv",
+    "katyperry_topic_labelling.csv",
+)
 MOJIBAKE = ("â€", "‰Û", "Û÷", "Ã©", "\ufffd")
 
 
@@ -45,8 +48,17 @@ def tweets(n: int = 150) -> list[str]:
 
 def archive_entry(text: str, **extra) -> dict:
     """An entry shaped like a real data/tweets.js one."""
-    return {"tweet": {"id_str": "1", "full_text": text, "retweeted": False, "favorite_count": "3",
-                      "lang": "en", "entities": {"hashtags": [], "urls": []}, **extra}}
+    return {
+        "tweet": {
+            "id_str": "1",
+            "full_text": text,
+            "retweeted": False,
+            "favorite_count": "3",
+            "lang": "en",
+            "entities": {"hashtags": [], "urls": []},
+            **extra,
+        }
+    }
 
 
 def tweets_js(entries: list, key: str = "tweets", part: int = 0) -> bytes:
@@ -87,14 +99,16 @@ ROWS = [[i, t, 5] for i, t in enumerate(TWEETS)]
 def archive_zip() -> bytes:
     """A whole archive, re-zipped with its top folder: tweets in two parts, among other files."""
     entries = [archive_entry(t) for t in TWEETS[:100]] + [archive_entry("RT @someone: not theirs at all")]
-    return make_zip({
-        "twitter-2024/Your archive.html": b"<html></html>",
-        "twitter-2024/data/manifest.js": b"window.__THAR_CONFIG = {}",
-        "twitter-2024/data/tweets-part1.js": tweets_js([archive_entry(t) for t in TWEETS[100:]], part=1),
-        "twitter-2024/data/tweets.js": tweets_js(entries),
-        "twitter-2024/data/like.js": tweets_js([{"like": {"fullText": "x"}}], key="like"),
-        "twitter-2024/data/tweets_media/1-a.jpg": b"\xff\xd8\xff" + bytes(100),
-    })
+    return make_zip(
+        {
+            "twitter-2024/Your archive.html": b"<html></html>",
+            "twitter-2024/data/manifest.js": b"window.__THAR_CONFIG = {}",
+            "twitter-2024/data/tweets-part1.js": tweets_js([archive_entry(t) for t in TWEETS[100:]], part=1),
+            "twitter-2024/data/tweets.js": tweets_js(entries),
+            "twitter-2024/data/like.js": tweets_js([{"like": {"fullText": "x"}}], key="like"),
+            "twitter-2024/data/tweets_media/1-a.jpg": b"\xff\xd8\xff" + bytes(100),
+        }
+    )
 
 
 def _formats():
@@ -103,23 +117,44 @@ def _formats():
     yield "tweets.js", "tweets.js", tweets_js(entries + plain_entries), "twitter-archive"
     yield "old tweet.js", "tweet.js", tweets_js(entries + plain_entries, key="tweet"), "twitter-archive"
     yield "archive zip", "twitter-2024.zip", archive_zip(), "twitter-archive"
-    yield "old archive zip (tweets.csv)", "old.zip", make_zip({
-        "tweets.csv": csv_bytes(["tweet_id", "retweeted_status_id", "text"],
-                                [[i, "", t] for i, t in enumerate(TWEETS)] + [[9, 123, "theirs, not quoted as RT"]]),
-    }), "twitter-archive"
+    yield (
+        "old archive zip (tweets.csv)",
+        "old.zip",
+        make_zip(
+            {
+                "tweets.csv": csv_bytes(
+                    ["tweet_id", "retweeted_status_id", "text"],
+                    [[i, "", t] for i, t in enumerate(TWEETS)] + [[9, 123, "theirs, not quoted as RT"]],
+                ),
+            }
+        ),
+        "twitter-archive",
+    )
     for name in ("text", "full_text", "tweet", "content", "body", "message", "post", "Text", "TWEET"):
         yield f"csv column {name}", "posts.csv", csv_bytes(["id", name, "likes"], ROWS), "csv"
     yield "csv semicolons", "export.csv", csv_bytes(["id", "text", "likes"], ROWS, ";"), "csv"
     yield "tsv", "export.tsv", csv_bytes(["id", "text", "likes"], ROWS, "\t"), "csv"
-    yield "csv with BOM, no extension", "", b"\xef\xbb\xbf" + csv_bytes(["text"], [[t] for t in TWEETS]), "csv"
+    yield (
+        "csv with BOM, no extension",
+        "",
+        b"\xef\xbb\xbf" + csv_bytes(["text"], [[t] for t in TWEETS]),
+        "csv",
+    )
     yield "json strings", "tweets.json", json.dumps(TWEETS).encode(), "json"
     objects = [{"id": i, "text": t} for i, t in enumerate(TWEETS)]
     yield "json objects", "tweets.json", json.dumps(objects).encode(), "json"
     yield "json wrapped", "x.json", json.dumps({"user": "x", "tweets": TWEETS}).encode(), "json"
-    api_v2 = {"data": [{"id": str(i), "text": t, "edit_history_tweet_ids": [str(i)]} for i, t in enumerate(TWEETS)],
-              "meta": {"result_count": len(TWEETS)}}
+    api_v2 = {
+        "data": [{"id": str(i), "text": t, "edit_history_tweet_ids": [str(i)]} for i, t in enumerate(TWEETS)],
+        "meta": {"result_count": len(TWEETS)},
+    }
     yield "api v2", "", json.dumps(api_v2).encode(), "json"
-    yield "jsonl objects", "tweets.jsonl", "\n".join(json.dumps({"content": t}) for t in TWEETS).encode(), "jsonl"
+    yield (
+        "jsonl objects",
+        "tweets.jsonl",
+        "\n".join(json.dumps({"content": t}) for t in TWEETS).encode(),
+        "jsonl",
+    )
     yield "jsonl strings, detected", "", "\n".join(json.dumps(t) for t in TWEETS).encode() + b"\n\n", "jsonl"
     yield "plain text", "tweets.txt", "\n".join(TWEETS).encode(), "text"
     yield "plain text, CRLF", "", "\r\n".join(["[1/3] a thread starts here"] + TWEETS).encode(), "text"
@@ -150,13 +185,17 @@ def test_archive_metadata_marks_retweets_without_rt_prefix():
     ]
     result = ingest(json.dumps(entries).encode(), "tweets.json")
     assert result.stats.retweets == 2 and result.stats.kept == len(TWEETS)
-    api_v2 = {"data": [{"text": t} for t in TWEETS] + [
-        {"text": "their words", "referenced_tweets": [{"type": "retweeted", "id": "9"}]}]}
+    api_v2 = {
+        "data": [{"text": t} for t in TWEETS]
+        + [{"text": "their words", "referenced_tweets": [{"type": "retweeted", "id": "9"}]}]
+    }
     assert ingest(json.dumps(api_v2).encode()).stats.retweets == 1
 
 
 def test_csv_retweet_column_and_multiline_fields():
-    data = "id,Text,is_retweet\n" + "".join(f'{i},"{t}\nsecond line {i}",False\n' for i, t in enumerate(TWEETS))
+    data = "id,Text,is_retweet\n" + "".join(
+        f'{i},"{t}\nsecond line {i}",False\n' for i, t in enumerate(TWEETS)
+    )
     data += '999,"somebody else entirely here",True\n'
     result = ingest(data.encode(), "export.csv")
     assert result.stats.downloaded == len(TWEETS) + 1 and result.stats.retweets == 1
@@ -179,7 +218,9 @@ def test_stray_nul_bytes_after_the_first_kb_are_stripped_with_a_warning():
 
 
 def test_zip_ignores_unsafe_names_it_does_not_use():
-    data = make_zip({"../../evil.sh": b"rm -rf /", "data/tweets.js": tweets_js([archive_entry(t) for t in TWEETS])})
+    data = make_zip(
+        {"../../evil.sh": b"rm -rf /", "data/tweets.js": tweets_js([archive_entry(t) for t in TWEETS])}
+    )
     assert ingest(data, "archive.zip").stats.kept == len(TWEETS)
 
 
@@ -220,48 +261,117 @@ BAD_INPUTS = [
     ("JPEG renamed .txt", "tweets.txt", b"\xff\xd8\xff\xe0" + b"JFIF" * 20, ["JPEG"]),
     ("PDF", "tweets.pdf", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", ["PDF"]),
     ("HTML page", "Your archive.html", b"<!DOCTYPE html><html><body>hi</body></html>", ["HTML", "CSV"]),
-    ("CSV without a text column", "tweets.csv", b"id,date,likes\n1,2020-01-01,5\n",
-     ["`id`, `date`, `likes`", "full_text"]),
+    (
+        "CSV without a text column",
+        "tweets.csv",
+        b"id,date,likes\n1,2020-01-01,5\n",
+        ["`id`, `date`, `likes`", "full_text"],
+    ),
     ("CSV with only a header", "tweets.csv", b"id,text\n", ["No posts"]),
-    ("JSON objects without text", "tweets.json", b'[{"id": 1, "likes": 2}]', ["no text field", "`id`", "full_text"]),
+    (
+        "JSON objects without text",
+        "tweets.json",
+        b'[{"id": 1, "likes": 2}]',
+        ["no text field", "`id`", "full_text"],
+    ),
     ("JSON numbers", "tweets.json", b"[1, 2, 3]", ["strings or objects"]),
-    ("JSON object without a list", "tweets.json", b'{"user": "x", "count": 3}', ["no list of posts", "tweets"]),
+    (
+        "JSON object without a list",
+        "tweets.json",
+        b'{"user": "x", "count": 3}',
+        ["no list of posts", "tweets"],
+    ),
     ("JSON empty list", "tweets.json", b"[]", ["No posts"]),
     ("invalid JSON", "tweets.json", b'[{"text": "unfinished"', ["not valid", "line 1"]),
-    ("invalid JSONL line", "tweets.jsonl", b'{"text": "a b c"}\n{"text": "d e f"}\n{"text": oops}\n', ["Line 3"]),
-    ("tweets.js with a wrong prefix", "tweets.js", b'window.data = [{"tweet": {"full_text": "hi"}}]',
-     ["window.data", "window.YTD.tweets.part0"]),
+    (
+        "invalid JSONL line",
+        "tweets.jsonl",
+        b'{"text": "a b c"}\n{"text": "d e f"}\n{"text": oops}\n',
+        ["Line 3"],
+    ),
+    (
+        "tweets.js with a wrong prefix",
+        "tweets.js",
+        b'window.data = [{"tweet": {"full_text": "hi"}}]',
+        ["window.data", "window.YTD.tweets.part0"],
+    ),
     ("tweets.js without a prefix", "tweets.js", b"just some text", ["window.YTD.tweets.part0"]),
-    ("like.js instead of tweets.js", "like.js", tweets_js([{"like": {"fullText": "x"}}], key="like"), ["`like`"]),
+    (
+        "like.js instead of tweets.js",
+        "like.js",
+        tweets_js([{"like": {"fullText": "x"}}], key="like"),
+        ["`like`"],
+    ),
     ("tweets.js with broken JSON", "tweets.js", b"window.YTD.tweets.part0 = [{", ["not valid JSON"]),
-    ("zip without tweets.js", "archive.zip", make_zip({"data/like.js": b"[]", "readme.txt": b"hi"}),
-     ["No tweets.js", "data/tweets.js"]),
-    ("Excel workbook", "tweets.xlsx", make_zip({"[Content_Types].xml": b"<x/>", "xl/workbook.xml": b"<x/>"}),
-     ["Excel", "CSV"]),
+    (
+        "zip without tweets.js",
+        "archive.zip",
+        make_zip({"data/like.js": b"[]", "readme.txt": b"hi"}),
+        ["No tweets.js", "data/tweets.js"],
+    ),
+    (
+        "Excel workbook",
+        "tweets.xlsx",
+        make_zip({"[Content_Types].xml": b"<x/>", "xl/workbook.xml": b"<x/>"}),
+        ["Excel", "CSV"],
+    ),
     ("empty zip", "archive.zip", make_zip({}), ["No tweets.js"]),
     ("damaged zip", "archive.zip", _good_zip()[:200], ["damaged"]),
-    ("zip with ../ names", "archive.zip", make_zip({"../data/tweets.js": tweets_js([archive_entry("hi")])}),
-     ["unsafe", "../data/tweets.js"]),
-    ("zip with an absolute name", "archive.zip", make_zip({"/data/tweets.js": tweets_js([archive_entry("hi")])}),
-     ["unsafe"]),
+    (
+        "zip with ../ names",
+        "archive.zip",
+        make_zip({"../data/tweets.js": tweets_js([archive_entry("hi")])}),
+        ["unsafe", "../data/tweets.js"],
+    ),
+    (
+        "zip with an absolute name",
+        "archive.zip",
+        make_zip({"/data/tweets.js": tweets_js([archive_entry("hi")])}),
+        ["unsafe"],
+    ),
     ("zip bomb", "archive.zip", "zip_bomb", ["too large", "uncompressed"]),
     # file_size forged in both headers: refused before any byte is decompressed
-    ("zip claiming 3 GB", "archive.zip", lambda: patch_zip(_good_zip(), 22, 24, "<I", 3_000_000_000),
-     ["too large"]),
+    (
+        "zip claiming 3 GB",
+        "archive.zip",
+        lambda: patch_zip(_good_zip(), 22, 24, "<I", 3_000_000_000),
+        ["too large"],
+    ),
     # file_size forged small: zipfile stops there and the CRC no longer matches
-    ("zip lying about its size", "archive.zip", lambda: patch_zip(_good_zip(), 22, 24, "<I", 100), ["damaged"]),
+    (
+        "zip lying about its size",
+        "archive.zip",
+        lambda: patch_zip(_good_zip(), 22, 24, "<I", 100),
+        ["damaged"],
+    ),
     ("encrypted zip", "archive.zip", lambda: patch_zip(_good_zip(), 6, 8, "<H", 0x1), ["password"]),
     ("oversize input", "tweets.txt", lambda: b"x" * (MAX_INPUT_BYTES + 1), ["50 MB", "limit"]),
     ("one huge line", "tweets.txt", lambda: b"a" * (10 << 20), ["10,000 characters", "only post"]),
     ("huge CSV field", "tweets.csv", lambda: b"text\n" + b"word " * (2 << 20), ["10,000 characters"]),
-    ("all retweets", "tweets.txt", "\n".join(f"RT @user{i}: {t}" for i, t in enumerate(tweets(120))).encode(),
-     ["All 120 posts were retweets", "6,000"]),
-    ("all short", "tweets.txt", "\n".join(f"@friend thanks {i}" for i in range(80)).encode(),
-     ["All 80 posts were too short", "6,000"]),
-    ("all duplicates but one", "tweets.txt", ("same words again and again\n" * 50).encode(),
-     ["Only 26 characters", "1 tweet kept", "49 duplicates"]),
-    ("too little text", "tweets.txt", "\n".join(tweets(20) + ["RT @x: hi there"] * 3).encode(),
-     ["Only", "20 tweets kept", "at least 6,000", "3 retweets"]),
+    (
+        "all retweets",
+        "tweets.txt",
+        "\n".join(f"RT @user{i}: {t}" for i, t in enumerate(tweets(120))).encode(),
+        ["All 120 posts were retweets", "6,000"],
+    ),
+    (
+        "all short",
+        "tweets.txt",
+        "\n".join(f"@friend thanks {i}" for i in range(80)).encode(),
+        ["All 80 posts were too short", "6,000"],
+    ),
+    (
+        "all duplicates but one",
+        "tweets.txt",
+        ("same words again and again\n" * 50).encode(),
+        ["Only 26 characters", "1 tweet kept", "49 duplicates"],
+    ),
+    (
+        "too little text",
+        "tweets.txt",
+        "\n".join(tweets(20) + ["RT @x: hi there"] * 3).encode(),
+        ["Only", "20 tweets kept", "at least 6,000", "3 retweets"],
+    ),
 ]
 
 
@@ -298,15 +408,19 @@ def test_ingest_path_reads_a_file(tmp_path):
 def test_damaged_inputs_never_crash():
     """Random damage to valid files gives a result or an IngestError, never another exception."""
     rng = random.Random(0)
-    seeds = [tweets_js([archive_entry(t) for t in TWEETS[:20]]), make_zip({"data/tweets.js": tweets_js(
-        [archive_entry(t) for t in TWEETS[:20]])}), csv_bytes(["id", "text"], ROWS[:20]),
-        json.dumps({"data": [{"text": t} for t in TWEETS[:20]]}).encode(), "\n".join(TWEETS[:20]).encode()]
+    seeds = [
+        tweets_js([archive_entry(t) for t in TWEETS[:20]]),
+        make_zip({"data/tweets.js": tweets_js([archive_entry(t) for t in TWEETS[:20]])}),
+        csv_bytes(["id", "text"], ROWS[:20]),
+        json.dumps({"data": [{"text": t} for t in TWEETS[:20]]}).encode(),
+        "\n".join(TWEETS[:20]).encode(),
+    ]
     for _ in range(400):
         data = bytearray(rng.choice(seeds))
         for _ in range(rng.randint(1, 6)):
             i = rng.randrange(len(data) or 1)
             if rng.random() < 0.5:
-                data[i:i + 1] = bytes([rng.randrange(256)])
+                data[i : i + 1] = bytes([rng.randrange(256)])
             else:
                 data[i:i] = rng.choice([b"[", b"}", b'"', b",", b"\n", b"\x00", b"\\", b"b'", b"PK\x03\x04"])
         try:
@@ -318,54 +432,77 @@ def test_damaged_inputs_never_crash():
 # --------------------------------------------------------------------------- cleaning
 
 
-@pytest.mark.parametrize("raw,cleaned", [
-    ("Check this https://t.co/abc123 out now", "Check this out now"),
-    ("http://t.co/x starts and ends with links https://t.co/y", "starts and ends with links"),
-    ("Michelle &amp; I &lt;3 you &gt; them &quot;ok&quot; it&#39;s", "Michelle & I <3 you > them \"ok\" it's"),
-    ("&amp;lt; is unescaped once", "&lt; is unescaped once"),
-    ("  lots\n\nof \t  space\r\nhere ", "lots of space here"),
-    ("@friend #hashtag emoji 🚀🔥 stay", "@friend #hashtag emoji 🚀🔥 stay"),
-    ("b'Good analysis &amp; sync\\xe2\\x80\\xa6 https://t.co/eno9VqxDq7'", "Good analysis & sync…"),
-    ('b"It\'s a bytes literal\\nwith a newline"', "It's a bytes literal with a newline"),
-    ("b'broken escape \\x'", "b'broken escape \\x'"),  # not a valid literal: left alone
-    ("b'a' + __import__('os').getcwd()", "b'a' + __import__('os').getcwd()"),  # never evaluated
-    ("Itâ€™s cp1252 mojibake", "It’s cp1252 mojibake"),
-    ("we‰Ûªre changing‰ÛÓfast ‰ÛÏquoted‰Ûù", "we’re changing—fast “quoted”"),
-    ("Join us a‰Û_ https://t.co/gkrp1RwXR4", "Join us a…"),
-    ("Poverty rate: ‰Âà record ‰ÏÒ and ‰ÏÓ•üè", "Poverty rate: ⬇ record ✓ and ✔\ufe0f"),
-    ("MAJOR _ÙÓÔ ALERT and _Ù__ lost", "MAJOR 🔑 ALERT and lost"),
-    ("ma‰ö_ estÌÁn maÌ±ana", "ma están mañana"),
-    *[(text, text) for text in [  # real accents, symbols, quotes and full-width letters are left alone
-        "Ça va? Très bien. Schön, Åse på tur. 5‰ of “quotes” — fine…",
-        "• bullet, Ì alone, år — ＦＵＬＬ width stays"]],
-    ("zero\u200bwidth", "zerowidth"),
-])
+@pytest.mark.parametrize(
+    "raw,cleaned",
+    [
+        ("Check this https://t.co/abc123 out now", "Check this out now"),
+        ("http://t.co/x starts and ends with links https://t.co/y", "starts and ends with links"),
+        (
+            "Michelle &amp; I &lt;3 you &gt; them &quot;ok&quot; it&#39;s",
+            'Michelle & I <3 you > them "ok" it\'s',
+        ),
+        ("&amp;lt; is unescaped once", "&lt; is unescaped once"),
+        ("  lots\n\nof \t  space\r\nhere ", "lots of space here"),
+        ("@friend #hashtag emoji 🚀🔥 stay", "@friend #hashtag emoji 🚀🔥 stay"),
+        ("b'Good analysis &amp; sync\\xe2\\x80\\xa6 https://t.co/eno9VqxDq7'", "Good analysis & sync…"),
+        ('b"It\'s a bytes literal\\nwith a newline"', "It's a bytes literal with a newline"),
+        ("b'broken escape \\x'", "b'broken escape \\x'"),  # not a valid literal: left alone
+        ("b'a' + __import__('os').getcwd()", "b'a' + __import__('os').getcwd()"),  # never evaluated
+        ("Itâ€™s cp1252 mojibake", "It’s cp1252 mojibake"),
+        ("we‰Ûªre changing‰ÛÓfast ‰ÛÏquoted‰Ûù", "we’re changing—fast “quoted”"),
+        ("Join us a‰Û_ https://t.co/gkrp1RwXR4", "Join us a…"),
+        ("Poverty rate: ‰Âà record ‰ÏÒ and ‰ÏÓ•üè", "Poverty rate: ⬇ record ✓ and ✔\ufe0f"),
+        ("MAJOR _ÙÓÔ ALERT and _Ù__ lost", "MAJOR 🔑 ALERT and lost"),
+        ("ma‰ö_ estÌÁn maÌ±ana", "ma están mañana"),
+        *[
+            (text, text)
+            for text in [  # real accents, symbols, quotes and full-width letters are left alone
+                "Ça va? Très bien. Schön, Åse på tur. 5‰ of “quotes” — fine…",
+                "• bullet, Ì alone, år — ＦＵＬＬ width stays",
+            ]
+        ],
+        ("zero\u200bwidth", "zerowidth"),
+    ],
+)
 def test_clean_text(raw, cleaned):
     assert clean_text(raw) == cleaned
 
 
 def test_clean_posts_counts_each_step_in_order():
     posts = [RawPost(t) for t in TWEETS[:5]] + [
-        RawPost("RT @x: even if short"),                       # retweet before short
-        RawPost("quoted text here", is_retweet=True),          # retweet from metadata
-        RawPost("@a @b thanks!"),                               # short: 1 word without @
-        RawPost("https://t.co/only-a-link"),                    # short: empty after cleaning
-        RawPost("…"),                                           # short: an ellipsis leftover
-        RawPost(TWEETS[0] + " https://t.co/other"),             # duplicate once cleaned
-        RawPost(TWEETS[1].replace(" ", "  ")),                  # duplicate once cleaned
-        RawPost("x" * 20_000),                                  # too long, before anything else
+        RawPost("RT @x: even if short"),  # retweet before short
+        RawPost("quoted text here", is_retweet=True),  # retweet from metadata
+        RawPost("@a @b thanks!"),  # short: 1 word without @
+        RawPost("https://t.co/only-a-link"),  # short: empty after cleaning
+        RawPost("…"),  # short: an ellipsis leftover
+        RawPost(TWEETS[0] + " https://t.co/other"),  # duplicate once cleaned
+        RawPost(TWEETS[1].replace(" ", "  ")),  # duplicate once cleaned
+        RawPost("x" * 20_000),  # too long, before anything else
     ]
     kept, stats = clean_posts(posts)
     assert kept == TWEETS[:5]
-    assert (stats.downloaded, stats.too_long, stats.retweets, stats.short, stats.duplicates, stats.kept) == \
-        (13, 1, 2, 3, 2, 5)
+    assert (stats.downloaded, stats.too_long, stats.retweets, stats.short, stats.duplicates, stats.kept) == (
+        13,
+        1,
+        2,
+        3,
+        2,
+        5,
+    )
     assert stats.downloaded == stats.too_long + stats.retweets + stats.short + stats.duplicates + stats.kept
 
 
-@pytest.mark.parametrize("text,short", [
-    ("", True), ("…", True), ("two words", True), ("@a @b #c thanks", True),
-    ("three words here", False), ("@a three words here", False),
-])
+@pytest.mark.parametrize(
+    "text,short",
+    [
+        ("", True),
+        ("…", True),
+        ("two words", True),
+        ("@a @b #c thanks", True),
+        ("three words here", False),
+        ("@a three words here", False),
+    ],
+)
 def test_short_is_huggingtweets_boring_tweet(text, short):
     assert ingest_module.is_short(text) is short
 
@@ -374,9 +511,16 @@ def test_stats_table_and_dict():
     stats = IngestStats(downloaded=3207, retweets=351, short=30, duplicates=14, kept=2812)
     assert stats.as_markdown("Barack Obama") == (
         "| Data | Barack Obama |\n|---|---|\n| Tweets downloaded | 3207 |\n| Retweets | 351 |\n"
-        "| Short tweets | 30 |\n| Duplicates | 14 |\n| Tweets kept | 2812 |")
-    assert stats.as_dict() == {"downloaded": 3207, "retweets": 351, "short": 30, "duplicates": 14,
-                               "kept": 2812, "too_long": 0}
+        "| Short tweets | 30 |\n| Duplicates | 14 |\n| Tweets kept | 2812 |"
+    )
+    assert stats.as_dict() == {
+        "downloaded": 3207,
+        "retweets": 351,
+        "short": 30,
+        "duplicates": 14,
+        "kept": 2812,
+        "too_long": 0,
+    }
     stats.too_long = 2
     assert "| Too long (not tweets) | 2 |" in stats.as_markdown()
 
@@ -423,6 +567,7 @@ def real():
                 pytest.skip(f"real tweet corpus {SHARED / name} is absent")
             cache[name] = ingest_path(SHARED / name)
         return cache[name]
+
     return load
 
 
@@ -457,8 +602,10 @@ def test_elon(real):
     s = result.stats
     assert s.downloaded == 3195 and 390 <= s.retweets <= 405
     assert 1900 <= s.kept <= 2300
-    assert ("@cleantechnica Good analysis. Both computers will be used & sync ~20 times per second. "
-            "This is a long time to a com…") in result.tweets  # was b'...&amp; ...\xe2\x80\xa6 https://...'
+    assert (
+        "@cleantechnica Good analysis. Both computers will be used & sync ~20 times per second. "
+        "This is a long time to a com…"
+    ) in result.tweets  # was b'...&amp; ...\xe2\x80\xa6 https://...'
     assert any("don’t hurt me haha…" in t for t in result.tweets)
 
 
@@ -467,8 +614,10 @@ def test_katy(real):
     s = result.stats
     assert s.downloaded == 1607 and 140 <= s.retweets <= 170 and 1250 <= s.kept <= 1450
     # a quoted field spanning two lines is one tweet
-    assert (". @realDonaldTrump how bout you start with an apology for your divisive, racist, xenophobic "
-            "rhetoric? #thanksgivingdayclapback") in result.tweets
+    assert (
+        ". @realDonaldTrump how bout you start with an apology for your divisive, racist, xenophobic "
+        "rhetoric? #thanksgivingdayclapback"
+    ) in result.tweets
     assert any("✨" in t for t in result.tweets)
 
 

@@ -25,8 +25,9 @@ def test_eta_is_remaining_steps_times_the_mean_measured_step_time():
     assert timer.mean == 3.0
     assert timer.eta(7) == 21.0 and timer.eta(0) == 0.0
 
-    shown = progress_text(TrainProgress(phase="training", step=3, total_steps=10, epoch=1, loss=2.5,
-                                        eta_seconds=timer.eta(7)))
+    shown = progress_text(
+        TrainProgress(phase="training", step=3, total_steps=10, epoch=1, loss=2.5, eta_seconds=timer.eta(7))
+    )
     assert "step 3/10" in shown and "ETA 21s" in shown
 
 

@@ -23,8 +23,10 @@ def test_the_quality_bench_runs_end_to_end(tmp_path):
         tweets = tiny_tweets()
         corpora = {"alice": tweets[: len(tweets) // 2], "bob": tweets[len(tweets) // 2 :]}
     person = sorted(corpora)[0]
-    variants = [Variant("full lr 2e-4", {"method": "full", "learning_rate": 2e-4}),
-                Variant("default LoRA", {"method": "lora"})]
+    variants = [
+        Variant("full lr 2e-4", {"method": "full", "learning_rate": 2e-4}),
+        Variant("default LoRA", {"method": "lora"}),
+    ]
     bench = quick(Bench(variants=variants, persons=[person], cache=tmp_path, corpora=corpora))
     rows = run_bench(bench, tmp_path / "rows.jsonl")
     assert [r["variant"] for r in rows] == ["full lr 2e-4", "default LoRA"]

@@ -29,31 +29,50 @@ async def wait_until(predicate, what: str, timeout: float = 180):
         await asyncio.sleep(0.1)
 
 
-async def add_persona(core: PersonaService, server: LocalDiscord, guild: int, tiny_base_model: str,
-                      models_dirs: list[Path]) -> int:
+async def add_persona(
+    core: PersonaService, server: LocalDiscord, guild: int, tiny_base_model: str, models_dirs: list[Path]
+) -> int:
     """A ready persona `alice` in `guild` (its files in every process's store) with a post due now."""
     relative = f"{guild}/alice"
     for models_dir in models_dirs:
         shutil.copytree(tiny_base_model, models_dir / relative)
-    await core.storage.models.save(ModelRecord(guild_id=guild, handle="alice", display_name="Alice",
-                                               base_model=tiny_base_model, method="full", path=relative))
-    _, schedule = await core.add_schedule(guild_id=guild, handle="alice", channel_id=server.general(guild),
-                                          every="1h")
+    await core.storage.models.save(
+        ModelRecord(
+            guild_id=guild,
+            handle="alice",
+            display_name="Alice",
+            base_model=tiny_base_model,
+            method="full",
+            path=relative,
+        )
+    )
+    _, schedule = await core.add_schedule(
+        guild_id=guild, handle="alice", channel_id=server.general(guild), every="1h"
+    )
     await core.storage.schedules.resume(guild, schedule.id, next_run_at=0)  # due now
     return schedule.id
 
 
 def start_bot(server: LocalDiscord, url: str, shard: int, models_dir: Path, base_model: str, log: Path):
     env = os.environ | {
-        "DISCORD_TOKEN": server.token, "DISCORD_API_BASE": server.api_base,
-        "DISCORD_GATEWAY_URL": server.gateway_url, "DATABASE_URL": url, "MODELS_DIR": str(models_dir),
+        "DISCORD_TOKEN": server.token,
+        "DISCORD_API_BASE": server.api_base,
+        "DISCORD_GATEWAY_URL": server.gateway_url,
+        "DATABASE_URL": url,
+        "MODELS_DIR": str(models_dir),
         "BASE_MODEL": base_model,
-        "SHARD_COUNT": "2", "SHARD_IDS": str(shard), "SCHEDULE_TICK_SECONDS": "0.2", "TORCH_THREADS": "1",
-        "GENERATION_MAX_NEW_TOKENS": "24", "GENERATION_MIN_NEW_TOKENS": "4", "HF_HUB_OFFLINE": "1",
+        "SHARD_COUNT": "2",
+        "SHARD_IDS": str(shard),
+        "SCHEDULE_TICK_SECONDS": "0.2",
+        "TORCH_THREADS": "1",
+        "GENERATION_MAX_NEW_TOKENS": "24",
+        "GENERATION_MIN_NEW_TOKENS": "4",
+        "HF_HUB_OFFLINE": "1",
     }
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "bot"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 async def stop(procs: list[subprocess.Popen]) -> None:
@@ -87,8 +106,9 @@ def posts(server: LocalDiscord, guild: int) -> list[dict]:
     return [m for m in server.channel_messages(server.general(guild)) if m.get("embeds")]
 
 
-async def test_two_processes_one_shard_each_share_the_guilds_and_post_once(postgres_server, tiny_base_model,
-                                                                            settings, tmp_path):
+async def test_two_processes_one_shard_each_share_the_guilds_and_post_once(
+    postgres_server, tiny_base_model, settings, tmp_path
+):
     url = postgres_server.new_database()
     models_dirs = [tmp_path / "models-0", tmp_path / "models-1"]
     logs = [tmp_path / "bot-0.log", tmp_path / "bot-1.log"]
@@ -105,11 +125,18 @@ async def test_two_processes_one_shard_each_share_the_guilds_and_post_once(postg
         finally:
             await core.close()
 
-        procs = [start_bot(server, url, shard, models_dirs[shard], tiny_base_model, logs[shard])
-                 for shard in (0, 1)]
+        procs = [
+            start_bot(server, url, shard, models_dirs[shard], tiny_base_model, logs[shard])
+            for shard in (0, 1)
+        ]
         try:
-            await wait_until(lambda: all("Logged in" in log.read_text() for log in logs) or
-                             any(p.poll() is not None for p in procs), "both processes to log in")
+            await wait_until(
+                lambda: (
+                    all("Logged in" in log.read_text() for log in logs)
+                    or any(p.poll() is not None for p in procs)
+                ),
+                "both processes to log in",
+            )
             assert all(p.poll() is None for p in procs), [log.read_text()[-2000:] for log in logs]
             assert sorted(i["shard"] for i in server.identifies) == [[0, 2], [1, 2]]
             for shard, guild in enumerate(guilds):  # each command reaches one process, answered once

@@ -23,8 +23,15 @@ class Clock:
 
 
 async def due_schedule(storage: Storage, guild_id: int, handle: str = "alice") -> Schedule:
-    draft = Schedule(id=0, guild_id=guild_id, handle=handle, channel_id=guild_id + 1, interval_s=3600,
-                     next_run_at=NOW - 10, created_at=NOW - 3600)
+    draft = Schedule(
+        id=0,
+        guild_id=guild_id,
+        handle=handle,
+        channel_id=guild_id + 1,
+        interval_s=3600,
+        next_run_at=NOW - 10,
+        created_at=NOW - 3600,
+    )
     return await storage.schedules.add(draft)
 
 
@@ -46,7 +53,8 @@ async def test_two_concurrent_claimers_get_each_due_post_once(two_processes):
     created = [await due_schedule(first, GUILD_ON_0 + (i << 23), f"p{i}") for i in range(12)]
     rounds = [  # eight claimers (their own names: an owner takes back what it holds) on two pools
         storage.schedules.claim_due(NOW, owner=f"host-{i}-{n}", lease_until=NOW + CLAIM_SECONDS, limit=3)
-        for i in range(4) for n, storage in enumerate((first, second))
+        for i in range(4)
+        for n, storage in enumerate((first, second))
     ]
     claims = await asyncio.gather(*rounds)
     claimed = sorted(s.id for batch in claims for s in batch)
@@ -59,10 +67,12 @@ async def test_the_same_due_post_raced_many_times_goes_to_one_claimer(two_proces
     first, second = two_processes
     for attempt in range(10):
         schedule = await due_schedule(first, GUILD_ON_1, f"race{attempt}")
-        results = await asyncio.gather(*(
-            storage.schedules.claim_due(NOW, owner=owner, lease_until=NOW + CLAIM_SECONDS)
-            for storage, owner in ((first, "a"), (second, "b"), (first, "c"), (second, "d"))
-        ))
+        results = await asyncio.gather(
+            *(
+                storage.schedules.claim_due(NOW, owner=owner, lease_until=NOW + CLAIM_SECONDS)
+                for storage, owner in ((first, "a"), (second, "b"), (first, "c"), (second, "d"))
+            )
+        )
         winners = [batch for batch in results if any(s.id == schedule.id for s in batch)]
         assert len(winners) == 1
         await first.schedules.remove(GUILD_ON_1, schedule.id)

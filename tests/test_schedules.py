@@ -6,8 +6,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.core.errors import UserError
-from bot.core.storage import Storage
 from bot.core.schedules import Scheduler, parse_daily_times, parse_duration, parse_interval, parse_timezone
+from bot.core.storage import Storage
 
 
 class Clock:
@@ -26,15 +26,36 @@ async def scheduler(db_url):
     await storage.close()
 
 
-@pytest.mark.parametrize("text,seconds", [("30m", 1800), ("2h", 7200), ("1d", 86400), ("1h30m", 5400),
-                                          ("90 minutes", 5400), ("7d", 604800), ("5m", 300), ("1w", 604800)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("30m", 1800),
+        ("2h", 7200),
+        ("1d", 86400),
+        ("1h30m", 5400),
+        ("90 minutes", 5400),
+        ("7d", 604800),
+        ("5m", 300),
+        ("1w", 604800),
+    ],
+)
 def test_parse_interval(text, seconds):
     assert parse_interval(text) == seconds
 
 
-@pytest.mark.parametrize("text,message", [("0s", "between 5 minutes"), ("-5m", "negative"), ("999999d", "between 5 minutes"),
-                                          ("4m", "between 5 minutes"), ("8d", "between 5 minutes"), ("soon", "not a duration"),
-                                          ("", "Give a duration"), ("5m; DROP TABLE", "not a duration")])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("0s", "between 5 minutes"),
+        ("-5m", "negative"),
+        ("999999d", "between 5 minutes"),
+        ("4m", "between 5 minutes"),
+        ("8d", "between 5 minutes"),
+        ("soon", "not a duration"),
+        ("", "Give a duration"),
+        ("5m; DROP TABLE", "not a duration"),
+    ],
+)
 def test_parse_interval_refuses(text, message):
     with pytest.raises(UserError, match=message):
         parse_interval(text)
@@ -81,7 +102,9 @@ async def test_pending_nonce_survives_a_crash(scheduler):
 async def test_daily_schedule_in_a_timezone(scheduler):
     zone = ZoneInfo("Europe/Paris")
     scheduler.clock.now = datetime(2026, 11, 25, 10, 0, tzinfo=zone).timestamp()
-    s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, daily_at="09:00,18:30", timezone="Europe/Paris")
+    s = await scheduler.add(
+        guild_id=1, handle="alice", channel_id=10, daily_at="09:00,18:30", timezone="Europe/Paris"
+    )
     assert s.next_run_at == datetime(2026, 11, 25, 18, 30, tzinfo=zone).timestamp()
     scheduler.clock.now = s.next_run_at + 1
     await scheduler.finish_post((await scheduler.due())[0])

@@ -34,8 +34,14 @@ async def test_train_generate_delete_round_trip(settings):
     try:
         progress = []
         listen(core, lambda event, *args: progress.append(args[1]) if event == "training_progress" else None)
-        job = await core.submit_training(guild_id=1, handle="@Alice", tweets=tiny_tweets(), stats=STATS,
-                                         display_name="Alice A.", requested_by=7)
+        job = await core.submit_training(
+            guild_id=1,
+            handle="@Alice",
+            tweets=tiny_tweets(),
+            stats=STATS,
+            display_name="Alice A.",
+            requested_by=7,
+        )
         with pytest.raises(UserError, match="still training"):
             await core.generate(1, "alice")
         with pytest.raises(UserError, match="already queued or training"):
@@ -108,6 +114,7 @@ async def test_save_failure_fails_the_job_and_keeps_the_previous_version(setting
         _, before = await core.generate(1, "alice", "", 1)
         # Make the next save impossible: the staging area cannot be created.
         import shutil
+
         shutil.rmtree(core.store.root / ".staging")
         (core.store.root / ".staging").write_text("in the way")
         job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
@@ -120,12 +127,15 @@ async def test_save_failure_fails_the_job_and_keeps_the_previous_version(setting
         await core.close()
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(handle="has space"), "letters, digits"),
-    (dict(handle="ok", method="qlora"), "lora"),
-    (dict(handle="ok", epochs=99), "Epochs"),
-    (dict(handle="ok", avatar_url="javascript:alert(1)"), "http"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(handle="has space"), "letters, digits"),
+        (dict(handle="ok", method="qlora"), "lora"),
+        (dict(handle="ok", epochs=99), "Epochs"),
+        (dict(handle="ok", avatar_url="javascript:alert(1)"), "http"),
+    ],
+)
 async def test_submit_validates_input_and_leaves_no_trace(settings, kwargs, message):
     core = await started(settings, run_queue=False)
     try:
@@ -140,8 +150,9 @@ async def test_edit_model_checks_the_avatar_itself_for_the_cli(settings):
     """The Discord layer checks avatars in a transformer; the core checks again for the CLI."""
     core = await started(settings, run_queue=False)
     try:
-        record = ModelRecord(guild_id=1, handle="alice", display_name="Alice", base_model="gpt2",
-                             method="lora", path="1/alice")
+        record = ModelRecord(
+            guild_id=1, handle="alice", display_name="Alice", base_model="gpt2", method="lora", path="1/alice"
+        )
         await core.storage.models.save(record)
         with pytest.raises(UserError, match="https://"):
             await core.edit_model(1, "alice", avatar="ftp://example.com/a.png")
@@ -156,7 +167,9 @@ async def test_edit_model_checks_the_avatar_itself_for_the_cli(settings):
         await core.close()
 
 
-@pytest.mark.parametrize("n,prompt,message", [(0, "", "between 1 and"), (11, "", "between 1 and"), (1, "x" * 5000, "too long")])
+@pytest.mark.parametrize(
+    "n,prompt,message", [(0, "", "between 1 and"), (11, "", "between 1 and"), (1, "x" * 5000, "too long")]
+)
 async def test_generate_validates_input(settings, n, prompt, message):
     core = await started(settings, run_queue=False)
     try:
@@ -253,7 +266,8 @@ async def test_concurrent_requests_are_batched_and_a_broken_model_fails_alone(se
         (core.store.root / "1" / "bob" / "adapter_model.safetensors").write_bytes(b"broken")
         core.generator.forget(core.store.root / "1" / "bob")
         results = await asyncio.gather(
-            *(core.generate(1, "alice", "", 1) for _ in range(5)), core.generate(1, "bob", "", 1),
+            *(core.generate(1, "alice", "", 1) for _ in range(5)),
+            core.generate(1, "bob", "", 1),
             return_exceptions=True,
         )
         assert all(isinstance(r, tuple) and len(r[1]) == 1 for r in results[:5])

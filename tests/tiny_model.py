@@ -21,8 +21,9 @@ def _byte_level_tokenizer(corpus_files: list[Path], vocab_size: int, specials: l
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train([str(p) for p in corpus_files], trainer)
     return tokenizer
 
@@ -42,20 +43,32 @@ def _sentencepiece_tokenizer(corpus_files: list[Path], vocab_size: int):
         vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
     import json
 
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)
-              for m in json.loads(draft.to_str())["model"]["merges"]]
+    merges = [
+        tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)
+        for m in json.loads(draft.to_str())["model"]["merges"]
+    ]
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True))
     tokenizer.normalizer = normalizers.Sequence([])
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
-                                           decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
     tokenizer.add_special_tokens(specials)
     return tokenizer
 
 
-def build_tiny_gpt2(out_dir: str | Path, *, vocab_size: int = 512, n_layer: int = 2, n_embd: int = 64,
-                    n_head: int = 2, n_positions: int = 256, seed: int = 0,
-                    corpus_files: list[Path] | None = None, model_vocab_size: int | None = None) -> Path:
+def build_tiny_gpt2(
+    out_dir: str | Path,
+    *,
+    vocab_size: int = 512,
+    n_layer: int = 2,
+    n_embd: int = 64,
+    n_head: int = 2,
+    n_positions: int = 256,
+    seed: int = 0,
+    corpus_files: list[Path] | None = None,
+    model_vocab_size: int | None = None,
+) -> Path:
     """Tokenizer trained on `corpus_files` (default: the shipped corpus); random weights.
 
     `model_vocab_size` pads the embedding to a given size (50257 gives GPT-2-124M's shapes for
@@ -74,8 +87,12 @@ def build_tiny_gpt2(out_dir: str | Path, *, vocab_size: int = 512, n_layer: int 
     torch.manual_seed(seed)
     config = GPT2Config(
         vocab_size=max(len(fast), model_vocab_size or 0),
-        n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-        bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id,
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        bos_token_id=fast.eos_token_id,
+        eos_token_id=fast.eos_token_id,
     )
     GPT2LMHeadModel(config).save_pretrained(out_dir)
     return out_dir
@@ -84,9 +101,18 @@ def build_tiny_gpt2(out_dir: str | Path, *, vocab_size: int = 512, n_layer: int 
 ARCHITECTURES = ("llama", "qwen2", "gpt_neox")
 
 
-def build_tiny_causal_lm(out_dir: str | Path, arch: str, *, vocab_size: int = 600, hidden: int = 64,
-                         layers: int = 2, heads: int = 4, positions: int = 256, seed: int = 0,
-                         corpus_files: list[Path] | None = None) -> Path:
+def build_tiny_causal_lm(
+    out_dir: str | Path,
+    arch: str,
+    *,
+    vocab_size: int = 600,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    positions: int = 256,
+    seed: int = 0,
+    corpus_files: list[Path] | None = None,
+) -> Path:
     """A tiny random model of another architecture, with the tokenizer that architecture ships."""
     import torch
     import transformers as tf
@@ -95,23 +121,40 @@ def build_tiny_causal_lm(out_dir: str | Path, arch: str, *, vocab_size: int = 60
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = corpus_files or [CORPUS]
     if arch == "llama":
-        fast = tf.LlamaTokenizerFast(tokenizer_object=_sentencepiece_tokenizer(corpus, vocab_size),
-                                     bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                     add_bos_token=False, add_eos_token=False)
+        fast = tf.LlamaTokenizerFast(
+            tokenizer_object=_sentencepiece_tokenizer(corpus, vocab_size),
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            add_bos_token=False,
+            add_eos_token=False,
+        )
     elif arch == "qwen2":  # Qwen2 has no BOS and pads with its end-of-text token
         tokenizer = _byte_level_tokenizer(corpus, vocab_size, [EOS, "<|im_end|>"])
-        fast = tf.Qwen2TokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=EOS,
-                                     unk_token=None, bos_token=None)
+        fast = tf.Qwen2TokenizerFast(
+            tokenizer_object=tokenizer, eos_token=EOS, pad_token=EOS, unk_token=None, bos_token=None
+        )
     elif arch == "gpt_neox":
-        fast = tf.GPTNeoXTokenizerFast(tokenizer_object=_byte_level_tokenizer(corpus, vocab_size, [EOS]),
-                                       bos_token=EOS, eos_token=EOS, unk_token=EOS)
+        fast = tf.GPTNeoXTokenizerFast(
+            tokenizer_object=_byte_level_tokenizer(corpus, vocab_size, [EOS]),
+            bos_token=EOS,
+            eos_token=EOS,
+            unk_token=EOS,
+        )
     else:
         raise ValueError(f"unknown architecture {arch!r}")
     fast.model_max_length = positions
     fast.save_pretrained(out_dir)
-    common = dict(vocab_size=len(fast), hidden_size=hidden, num_hidden_layers=layers,
-                  num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=positions,
-                  eos_token_id=fast.eos_token_id, bos_token_id=fast.bos_token_id)
+    common = dict(
+        vocab_size=len(fast),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=positions,
+        eos_token_id=fast.eos_token_id,
+        bos_token_id=fast.bos_token_id,
+    )
     torch.manual_seed(seed)
     if arch == "llama":
         model = tf.LlamaForCausalLM(tf.LlamaConfig(num_key_value_heads=2, **common))

@@ -69,12 +69,19 @@ class AutopostCog(commands.Cog):
         if channel.guild.id != interaction.guild_id:
             raise UserError("That channel is not in this server.")
         model, schedule = await self.core.add_schedule(
-            guild_id=interaction.guild_id, handle=handle, channel_id=channel.id, every=every,
-            jitter=jitter, prompt=prompt or "", daily_at=daily_at, timezone=timezone,
+            guild_id=interaction.guild_id,
+            handle=handle,
+            channel_id=channel.id,
+            every=every,
+            jitter=jitter,
+            prompt=prompt or "",
+            daily_at=daily_at,
+            timezone=timezone,
             created_by=interaction.user.id,
         )
         await interaction.response.send_message(
-            f"Schedule #{schedule.id}: **{model.display_name}** posts in {channel.mention} {schedule.describe()}, "
+            f"Schedule #{schedule.id}: **{model.display_name}** posts in {channel.mention} "
+            f"{schedule.describe()}, "
             f"next <t:{int(schedule.next_run_at)}:R>.",
             ephemeral=True,
         )
@@ -83,12 +90,19 @@ class AutopostCog(commands.Cog):
     async def list_(self, interaction: discord.Interaction) -> None:
         schedules = await self.core.list_schedules(interaction.guild_id)
         if not schedules:
-            await interaction.response.send_message("No schedules. Add one with `/autopost add`.", ephemeral=True)
+            await interaction.response.send_message(
+                "No schedules. Add one with `/autopost add`.", ephemeral=True
+            )
             return
         lines = []
         for s in schedules:
-            state = f"⏸️ paused ({s.pause_reason})" if s.paused and s.pause_reason else "⏸️ paused" if s.paused \
+            state = (
+                f"⏸️ paused ({s.pause_reason})"
+                if s.paused and s.pause_reason
+                else "⏸️ paused"
+                if s.paused
                 else f"next <t:{int(s.next_run_at)}:R>"
+            )
             lines.append(f"**#{s.id}** `@{s.handle}` in <#{s.channel_id}> {s.describe()} · {state}")
         embed = discord.Embed(title="Schedules", description="\n".join(lines))
         await interaction.response.send_message(embed=fit_embed(embed), ephemeral=True)
@@ -121,8 +135,9 @@ class AutopostCog(commands.Cog):
         try:
             due = await self.core.claim_due_schedules(self.bot.guild_shards())
         except Exception as exc:  # the database restarts or the network drops: the next tick retries
-            log.warning("Could not read the due schedules (%s); trying again at the next tick",
-                        exc.__class__.__name__)
+            log.warning(
+                "Could not read the due schedules (%s); trying again at the next tick", exc.__class__.__name__
+            )
             return
         for schedule in due:
             try:
@@ -174,8 +189,13 @@ class AutopostCog(commands.Cog):
             log.warning("Schedule %s: Discord is busy (%s); trying again next window", schedule.id, exc)
             await self.core.postpone_scheduled_post(schedule)
             return
-        await self.core.record_post(message_id=message.id, guild_id=schedule.guild_id, channel_id=channel.id,
-                                    handle=schedule.handle, schedule_id=schedule.id)
+        await self.core.record_post(
+            message_id=message.id,
+            guild_id=schedule.guild_id,
+            channel_id=channel.id,
+            handle=schedule.handle,
+            schedule_id=schedule.id,
+        )
         await self.core.finish_scheduled_post(schedule)
         log.info("Schedule %s posted in guild %s", schedule.id, schedule.guild_id)
 
@@ -186,7 +206,10 @@ class AutopostCog(commands.Cog):
             return False
         try:
             async for message in channel.history(limit=RECENT_HISTORY):
-                if message.webhook_id == saved[0] and message.created_at.timestamp() >= (schedule.pending_since or 0) - 1:
+                if (
+                    message.webhook_id == saved[0]
+                    and message.created_at.timestamp() >= (schedule.pending_since or 0) - 1
+                ):
                     return True
         except discord.HTTPException:
             return False
@@ -208,10 +231,15 @@ class AutopostCog(commands.Cog):
         log.info("Paused schedule %s: %s", schedule.id, reason)
         guild = self.bot.get_guild(schedule.guild_id)
         candidates = [self.bot.get_channel(schedule.channel_id), guild.system_channel if guild else None]
-        text = (f"Schedule #{schedule.id} (`@{schedule.handle}`) is paused: {reason}. "
-                "Fix it, then `/autopost resume`, or `/autopost remove` it.")
+        text = (
+            f"Schedule #{schedule.id} (`@{schedule.handle}`) is paused: {reason}. "
+            "Fix it, then `/autopost resume`, or `/autopost remove` it."
+        )
         for channel in candidates:
-            if isinstance(channel, discord.TextChannel) and channel.permissions_for(channel.guild.me).send_messages:
+            if (
+                isinstance(channel, discord.TextChannel)
+                and channel.permissions_for(channel.guild.me).send_messages
+            ):
                 try:
                     await channel.send(fit_content(text), allowed_mentions=NO_PINGS)
                     return

@@ -54,7 +54,9 @@ class ImpersonateCog(commands.Cog):
         count = 5 if count is None else count
         model, prompt = await self.core.check_generation(interaction.guild_id, handle, prompt, count)
         channel = interaction.channel
-        if await self.core.persona_webhooks(interaction.guild_id) and isinstance(channel, discord.TextChannel):
+        if await self.core.persona_webhooks(interaction.guild_id) and isinstance(
+            channel, discord.TextChannel
+        ):
             await self.post_as_persona(interaction, channel, model, prompt, count)
             return
         await defer_public(interaction)
@@ -67,11 +69,16 @@ class ImpersonateCog(commands.Cog):
         messages = [await interaction.edit_original_response(embeds=first, allowed_mentions=NO_PINGS)]
         for embeds in rest:  # in order, one after the other
             messages.append(  # noqa: PERF401
-                await interaction.followup.send(embeds=embeds, allowed_mentions=NO_PINGS, wait=True))
+                await interaction.followup.send(embeds=embeds, allowed_mentions=NO_PINGS, wait=True)
+            )
         for message in messages:
-            await self.core.record_post(message_id=message.id, guild_id=interaction.guild_id,
-                                        channel_id=interaction.channel_id, handle=model.handle,
-                                        requested_by=interaction.user.id)
+            await self.core.record_post(
+                message_id=message.id,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                handle=model.handle,
+                requested_by=interaction.user.id,
+            )
 
     async def post_as_persona(self, interaction, channel, model, prompt: str, count: int) -> None:
         """Webhook posts with the persona's name and avatar; the reply itself stays private."""
@@ -79,10 +86,19 @@ class ImpersonateCog(commands.Cog):
         tweets = await self.core.write_posts(model, prompt, count)
         for text in tweets:
             message = await self.poster.post(channel, model, text, as_webhook=True)
-            await self.core.record_post(message_id=message.id, guild_id=interaction.guild_id, channel_id=channel.id,
-                                        handle=model.handle, requested_by=interaction.user.id)
-        await interaction.followup.send(fit_content(f"Posted {len(tweets)} as **{model.display_name}**."),
-                                        ephemeral=True, allowed_mentions=NO_PINGS)
+            await self.core.record_post(
+                message_id=message.id,
+                guild_id=interaction.guild_id,
+                channel_id=channel.id,
+                handle=model.handle,
+                requested_by=interaction.user.id,
+            )
+        await interaction.followup.send(
+            fit_content(f"Posted {len(tweets)} as **{model.display_name}**."),
+            ephemeral=True,
+            allowed_mentions=NO_PINGS,
+        )
+
 
 async def setup(bot) -> None:
     await bot.add_cog(ImpersonateCog(bot))

@@ -32,7 +32,8 @@ class ModelsCog(commands.Cog):
         jobs = await self.core.list_jobs(interaction.guild_id, active_only=True)
         if not models and not jobs:
             await interaction.response.send_message(
-                "No personas yet. Someone with Manage Server can create one with `/train new`.", ephemeral=True
+                "No personas yet. Someone with Manage Server can create one with `/train new`.",
+                ephemeral=True,
             )
             return
         lines = [
@@ -48,7 +49,9 @@ class ModelsCog(commands.Cog):
     async def models_info(self, interaction: discord.Interaction, handle: Handle) -> None:
         model = await self.core.get_model(interaction.guild_id, handle)
         m = model.metrics
-        embed = discord.Embed(title=f"{model.display_name} (@{model.handle})", colour=discord.Colour.blurple())
+        embed = discord.Embed(
+            title=f"{model.display_name} (@{model.handle})", colour=discord.Colour.blurple()
+        )
         if safe_url(model.avatar_url):
             embed.set_thumbnail(url=safe_url(model.avatar_url))
         if model.stats:
@@ -59,33 +62,44 @@ class ModelsCog(commands.Cog):
             embed.add_field(
                 name="Validation",
                 value=f"held-out perplexity {number(m.get('initial_val_perplexity'), 1)} → "
-                      f"{number(m.get('val_perplexity'), 1)}\n"
-                      f"loss {number(m.get('initial_val_loss'))} → {number(m.get('val_loss'))}"
-                      + (f"\nkept epoch {m['best_epoch']} of {m.get('epochs', '?')}"
-                         if m.get("best_epoch") else ""),
+                f"{number(m.get('val_perplexity'), 1)}\n"
+                f"loss {number(m.get('initial_val_loss'))} → {number(m.get('val_loss'))}"
+                + (
+                    f"\nkept epoch {m['best_epoch']} of {m.get('epochs', '?')}" if m.get("best_epoch") else ""
+                ),
             )
         if m.get("steps"):
             embed.add_field(name="Training", value=f"{m['steps']} steps, {m.get('epochs', '?')} epochs")
         who = f"<@{model.created_by}>" if model.created_by else "someone"
         embed.add_field(name="Trained by", value=f"{who} <t:{int(model.created_at)}:R>", inline=False)
-        await interaction.response.send_message(embed=fit_embed(embed), ephemeral=True,
-                                                allowed_mentions=NO_PINGS)
+        await interaction.response.send_message(
+            embed=fit_embed(embed), ephemeral=True, allowed_mentions=NO_PINGS
+        )
 
     @models.command(name="edit", description="Change a persona's shown name or picture")
-    @app_commands.describe(handle="Which persona", display_name="Name shown on its posts",
-                           avatar="Image URL shown on its posts (`none` removes it)")
+    @app_commands.describe(
+        handle="Which persona",
+        display_name="Name shown on its posts",
+        avatar="Image URL shown on its posts (`none` removes it)",
+    )
     @app_commands.autocomplete(handle=handle_autocomplete)
     @app_commands.checks.has_permissions(manage_guild=True)
-    async def models_edit(self, interaction: discord.Interaction, handle: Handle,
-                          display_name: app_commands.Range[str, 1, 80] | None = None,
-                          avatar: AvatarOrNone | None = None) -> None:
-        model = await self.core.edit_model(interaction.guild_id, handle, display_name=display_name,
-                                           avatar=avatar)
+    async def models_edit(
+        self,
+        interaction: discord.Interaction,
+        handle: Handle,
+        display_name: app_commands.Range[str, 1, 80] | None = None,
+        avatar: AvatarOrNone | None = None,
+    ) -> None:
+        model = await self.core.edit_model(
+            interaction.guild_id, handle, display_name=display_name, avatar=avatar
+        )
         picture = "no picture" if not model.avatar_url else f"picture <{model.avatar_url}>"
         name = discord.utils.escape_markdown(model.display_name)
         await interaction.response.send_message(
             f"`@{model.handle}` is now shown as **{name}** with {picture}.",
-            ephemeral=True, allowed_mentions=NO_PINGS,
+            ephemeral=True,
+            allowed_mentions=NO_PINGS,
         )
 
     @models.command(name="delete", description="Delete a persona and its files")
@@ -96,7 +110,8 @@ class ModelsCog(commands.Cog):
         view = ConfirmView(interaction.user.id)
         await interaction.response.send_message(
             f"Delete **{model.display_name}** (`@{model.handle}`) and its files? This cannot be undone.",
-            view=view, ephemeral=True,
+            view=view,
+            ephemeral=True,
         )
         await view.wait()
         if not view.confirmed:
@@ -105,23 +120,33 @@ class ModelsCog(commands.Cog):
         await self.core.delete_model(interaction.guild_id, model.handle)
         await interaction.edit_original_response(content=f"Deleted `@{model.handle}`.", view=None)
 
-    @models.command(name="import", description="Use an existing Hugging Face model, e.g. huggingtweets/js_thrill")
-    @app_commands.describe(repo="Hub model id, e.g. huggingtweets/js_thrill", handle="Name to use here (default: from the id)")
+    @models.command(
+        name="import", description="Use an existing Hugging Face model, e.g. huggingtweets/js_thrill"
+    )
+    @app_commands.describe(
+        repo="Hub model id, e.g. huggingtweets/js_thrill", handle="Name to use here (default: from the id)"
+    )
     @app_commands.checks.has_permissions(manage_guild=True)
-    async def models_import(self, interaction: discord.Interaction, repo: str, handle: str | None = None) -> None:
+    async def models_import(
+        self, interaction: discord.Interaction, repo: str, handle: str | None = None
+    ) -> None:
         check_hub_id(repo)  # a typo gets an ephemeral answer, before the public "thinking..."
         await defer_public(interaction)
-        model = await self.core.import_model(interaction.guild_id, repo, handle, created_by=interaction.user.id)
+        model = await self.core.import_model(
+            interaction.guild_id, repo, handle, created_by=interaction.user.id
+        )
         interaction.extras["answered"] = True
         kept = model.stats.get("kept")
         data = f" ({kept} tweets)" if kept else ""
         await interaction.edit_original_response(
             content=f"Imported **{model.display_name}** (`@{model.handle}`) from `{repo}`{data}. "
-                    f"Try `/impersonate {model.handle}`.",
+            f"Try `/impersonate {model.handle}`.",
             allowed_mentions=NO_PINGS,
         )
 
-    @models.command(name="export", description="Get a persona's model card and files, ready for the Hugging Face hub")
+    @models.command(
+        name="export", description="Get a persona's model card and files, ready for the Hugging Face hub"
+    )
     @app_commands.autocomplete(handle=handle_autocomplete)
     @app_commands.checks.has_permissions(manage_guild=True)
     async def models_export(self, interaction: discord.Interaction, handle: Handle) -> None:
@@ -134,19 +159,31 @@ class ModelsCog(commands.Cog):
             files.append(discord.File(folder / "README.md", filename="README.md"))
         if len(archive) <= limit - 64 * 1024:
             files.append(discord.File(io.BytesIO(archive), filename=f"{model.handle}.zip"))
-            note = "The zip is a Hugging Face model folder: unzip it and `huggingface-cli upload` it as it is."
+            note = (
+                "The zip is a Hugging Face model folder: unzip it and `huggingface-cli upload` it as it is."
+            )
         else:
-            note = (f"The model is {len(archive) / 2**20:.0f} MB, over this server's upload limit "
-                    f"({limit / 2**20:.0f} MB); here is its card. LoRA personas are small enough to send.")
+            note = (
+                f"The model is {len(archive) / 2**20:.0f} MB, over this server's upload limit "
+                f"({limit / 2**20:.0f} MB); here is its card. LoRA personas are small enough to send."
+            )
         await interaction.followup.send(note, files=files, ephemeral=True)
 
-    @models.command(name="personas", description="Post /impersonate answers as the persona (webhook name and avatar)")
-    @app_commands.describe(enabled="On: posts look like the person, labelled (bot). Off: the bot's own embeds.")
+    @models.command(
+        name="personas", description="Post /impersonate answers as the persona (webhook name and avatar)"
+    )
+    @app_commands.describe(
+        enabled="On: posts look like the person, labelled (bot). Off: the bot's own embeds."
+    )
     @app_commands.checks.has_permissions(manage_guild=True)
     async def models_personas(self, interaction: discord.Interaction, enabled: bool) -> None:
         await self.core.set_persona_webhooks(interaction.guild_id, enabled)
-        text = ("Persona posts are **on**: answers go through a webhook with the persona's name and avatar "
-                "(needs Manage Webhooks; otherwise I fall back to embeds)." if enabled else "Persona posts are **off**.")
+        text = (
+            "Persona posts are **on**: answers go through a webhook with the persona's name and avatar "
+            "(needs Manage Webhooks; otherwise I fall back to embeds)."
+            if enabled
+            else "Persona posts are **off**."
+        )
         await interaction.response.send_message(text, ephemeral=True)
 
 

@@ -60,7 +60,9 @@ class TrainingCog(commands.Cog):
 
     # -- commands -----------------------------------------------------------------------------
 
-    @train.command(name="new", description="Fine-tune a model on a file of someone's posts (up to three people)")
+    @train.command(
+        name="new", description="Fine-tune a model on a file of someone's posts (up to three people)"
+    )
     @app_commands.describe(
         handle="Name of the persona, like a Twitter handle (letters, digits, _)",
         file="Twitter/X archive (.zip or tweets.js), CSV, JSON/JSONL or text file, one post per line",
@@ -73,10 +75,12 @@ class TrainingCog(commands.Cog):
         handle3="A third person",
         file3="The third person's posts",
     )
-    @app_commands.choices(method=[
-        app_commands.Choice(name="LoRA adapters (small, fast)", value="lora"),
-        app_commands.Choice(name="Full fine-tuning", value="full"),
-    ])
+    @app_commands.choices(
+        method=[
+            app_commands.Choice(name="LoRA adapters (small, fast)", value="lora"),
+            app_commands.Choice(name="Full fine-tuning", value="full"),
+        ]
+    )
     @app_commands.checks.has_permissions(manage_guild=True)
     async def train_new(
         self,
@@ -102,13 +106,21 @@ class TrainingCog(commands.Cog):
             try:
                 results.append(await asyncio.to_thread(ingest, data, attachment.filename))
             except IngestError as exc:
-                raise UserError(f"`{attachment.filename}` ({person}): {exc}" if len(people) > 1 else str(exc)) from None
+                raise UserError(
+                    f"`{attachment.filename}` ({person}): {exc}" if len(people) > 1 else str(exc)
+                ) from None
         tweets, stats = combine(people, results)
         job = await self.core.submit_training(
-            guild_id=interaction.guild_id, handle=combined, tweets=tweets, stats=stats,
+            guild_id=interaction.guild_id,
+            handle=combined,
+            tweets=tweets,
+            stats=stats,
             display_name=display_name or (" & ".join(h for h, _ in people) if len(people) > 1 else None),
-            avatar_url=avatar, method=method.value if method else None, epochs=epochs,
-            requested_by=interaction.user.id, channel_id=interaction.channel_id,
+            avatar_url=avatar,
+            method=method.value if method else None,
+            epochs=epochs,
+            requested_by=interaction.user.id,
+            channel_id=interaction.channel_id,
         )
         interaction.extras["answered"] = True
         watcher = self.progress_messages[job.id] = ProgressMessage(job=job, interaction=interaction)
@@ -116,25 +128,30 @@ class TrainingCog(commands.Cog):
         note = "\n".join(f"⚠️ {w}" for result in results for w in result.warnings)
         queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
         await interaction.edit_original_response(
-            content=fit_content(note) or None, embed=self.progress_embed(job, None, f"Queued: {queued}."),
+            content=fit_content(note) or None,
+            embed=self.progress_embed(job, None, f"Queued: {queued}."),
             allowed_mentions=NO_PINGS,
         )
         watcher.last_edit = time.monotonic()
 
     def people_from(self, *pairs) -> list[tuple[str, discord.Attachment]]:
-        """(handle, file) pairs from the options (handles already normalized), checked before anything is downloaded."""
+        """(handle, file) pairs from the options (handles normalized), checked before any download."""
         people = []
         limit = self.bot.settings.max_attachment_bytes
-        for handle, attachment in zip(pairs[::2], pairs[1::2]):
+        for handle, attachment in zip(pairs[::2], pairs[1::2], strict=False):
             if handle is None and attachment is None:
                 continue
             if handle is None or attachment is None:
-                raise UserError("Each extra person needs both a handle and a file (handle2 with file2, handle3 with file3).")
+                raise UserError(
+                    "Each extra person needs both a handle and a file "
+                    "(handle2 with file2, handle3 with file3)."
+                )
             if "-" in handle:
                 raise UserError("Give each person's handle separately (handle2, handle3), without `-`.")
             if attachment.size > limit:
                 raise UserError(
-                    f"`{attachment.filename}` is {attachment.size / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB. "
+                    f"`{attachment.filename}` is {attachment.size / 2**20:.1f} MB; "
+                    f"the limit is {limit / 2**20:.0f} MB. "
                     "Send only the tweets file (data/tweets.js) or a CSV."
                 )
             people.append((handle, attachment))
@@ -142,20 +159,26 @@ class TrainingCog(commands.Cog):
             raise UserError("The same handle appears twice.")
         return people
 
-    @train.command(name="member", description="Train a persona on a member's messages here (they must opt in)")
+    @train.command(
+        name="member", description="Train a persona on a member's messages here (they must opt in)"
+    )
     @app_commands.describe(member="Whose messages", handle="Name of the persona (default: their user name)")
     @app_commands.checks.has_permissions(manage_guild=True)
-    async def train_member(self, interaction: discord.Interaction, member: discord.Member,
-                           handle: Handle | None = None) -> None:
+    async def train_member(
+        self, interaction: discord.Interaction, member: discord.Member, handle: Handle | None = None
+    ) -> None:
         await self.member_trainer.train(interaction, member, requested_by=interaction.user.id, handle=handle)
 
     @train.command(name="exclude", description="Keep a channel out of (or back in) member-history training")
     @app_commands.checks.has_permissions(manage_guild=True)
-    async def train_exclude(self, interaction: discord.Interaction, channel: discord.TextChannel,
-                            excluded: bool = True) -> None:
+    async def train_exclude(
+        self, interaction: discord.Interaction, channel: discord.TextChannel, excluded: bool = True
+    ) -> None:
         await self.core.set_channel_excluded(interaction.guild_id, channel.id, excluded)
         state = "excluded from" if excluded else "included in"
-        await interaction.response.send_message(f"{channel.mention} is {state} member-history training.", ephemeral=True)
+        await interaction.response.send_message(
+            f"{channel.mention} is {state} member-history training.", ephemeral=True
+        )
 
     @train.command(name="status", description="Show this server's training jobs")
     async def train_status(self, interaction: discord.Interaction) -> None:
@@ -182,18 +205,29 @@ class TrainingCog(commands.Cog):
     @app_commands.checks.has_permissions(manage_guild=True)
     async def train_cancel(self, interaction: discord.Interaction, job: int) -> None:
         state = await self.core.cancel_job(interaction.guild_id, job)
-        text = f"Job #{job} is cancelled." if state == "cancelled" else f"Job #{job} will stop after the current step."
+        text = (
+            f"Job #{job} is cancelled."
+            if state == "cancelled"
+            else f"Job #{job} will stop after the current step."
+        )
         await interaction.response.send_message(text, ephemeral=True)
 
     @train_cancel.autocomplete("job")
-    async def job_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[int]]:
+    async def job_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[int]]:
         jobs = await self.core.list_jobs(interaction.guild_id, active_only=True)
-        return fit_choices(app_commands.Choice(name=f"#{j.id} {j.handle} ({j.state})", value=j.id)
-                           for j in jobs if current in str(j.id) or current.lower() in j.handle)
+        return fit_choices(
+            app_commands.Choice(name=f"#{j.id} {j.handle} ({j.state})", value=j.id)
+            for j in jobs
+            if current in str(j.id) or current.lower() in j.handle
+        )
 
     # -- progress and completion ----------------------------------------------------------------
 
-    def progress_embed(self, job: JobRecord, progress: TrainProgress | None, status: str | None = None) -> discord.Embed:
+    def progress_embed(
+        self, job: JobRecord, progress: TrainProgress | None, status: str | None = None
+    ) -> discord.Embed:
         embed = discord.Embed(
             title=f"Training {job.display_name} (@{job.handle})",
             description=status or progress_text(progress),
@@ -217,11 +251,16 @@ class TrainingCog(commands.Cog):
     async def show(self, watcher: ProgressMessage, **fields) -> None:
         """Edit the progress message, moving to a channel message when the interaction expires."""
         try:
-            if watcher.interaction is not None and time.monotonic() - watcher.started < INTERACTION_EDIT_WINDOW:
+            if (
+                watcher.interaction is not None
+                and time.monotonic() - watcher.started < INTERACTION_EDIT_WINDOW
+            ):
                 await watcher.interaction.edit_original_response(**fields)
                 return
             if watcher.message is None:
-                channel = self.bot.get_partial_messageable(watcher.job.channel_id, guild_id=watcher.job.guild_id)
+                channel = self.bot.get_partial_messageable(
+                    watcher.job.channel_id, guild_id=watcher.job.guild_id
+                )
                 watcher.message = await channel.send(allowed_mentions=NO_PINGS, **fields)
             else:
                 await watcher.message.edit(**fields)
@@ -234,10 +273,15 @@ class TrainingCog(commands.Cog):
         watcher = self.progress_messages.pop(job.id, None)
         if outcome.state == "done":
             m = outcome.model.metrics
-            status = (f"✅ Done in {format_duration(m.get('train_seconds'))}: validation loss "
-                      f"{number(m.get('initial_val_loss'))} → {number(m.get('val_loss'))}, "
-                      f"perplexity {number(m.get('val_perplexity'), 1)}.")
-            text = f"<@{job.requested_by}> `{job.handle}` is ready. {status[2:]} Try `/impersonate {job.handle}`."
+            status = (
+                f"✅ Done in {format_duration(m.get('train_seconds'))}: validation loss "
+                f"{number(m.get('initial_val_loss'))} → {number(m.get('val_loss'))}, "
+                f"perplexity {number(m.get('val_perplexity'), 1)}."
+            )
+            text = (
+                f"<@{job.requested_by}> `{job.handle}` is ready. {status[2:]} "
+                f"Try `/impersonate {job.handle}`."
+            )
         elif outcome.state == "cancelled":
             status = "🛑 Cancelled."
             text = f"<@{job.requested_by}> training of `{job.handle}` was cancelled."
@@ -257,12 +301,16 @@ class TrainingCog(commands.Cog):
         """A normal channel message (interaction tokens expire), pinging only the requester."""
         if job.channel_id is None:
             return
-        mention = discord.AllowedMentions(users=[discord.Object(job.requested_by)] if job.requested_by else False,
-                                          everyone=False, roles=False)
+        mention = discord.AllowedMentions(
+            users=[discord.Object(job.requested_by)] if job.requested_by else False,
+            everyone=False,
+            roles=False,
+        )
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         try:
-            await channel.send(fit_content(text), allowed_mentions=mention,
-                               **({"file": file} if file else {}))
+            await channel.send(
+                fit_content(text), allowed_mentions=mention, **({"file": file} if file else {})
+            )
         except discord.HTTPException as exc:
             log.warning("Could not tell channel %s about job %s: %s", job.channel_id, job.id, exc)
 
@@ -271,8 +319,9 @@ class TrainingCog(commands.Cog):
         """A training worker stopped mid-training and another one took the job over."""
         resume = f"resumes from its checkpoint at step {step}" if step else "starts over"
         await self.tell_channel(
-            job, f"<@{job.requested_by}> training of `{job.handle}` was interrupted (its worker stopped); "
-                 f"another worker took it over and it {resume}."
+            job,
+            f"<@{job.requested_by}> training of `{job.handle}` was interrupted (its worker stopped); "
+            f"another worker took it over and it {resume}.",
         )
 
     async def announce_recovered(self, jobs: list[JobRecord]) -> None:
@@ -282,8 +331,9 @@ class TrainingCog(commands.Cog):
             step = self.core.resume_step(job.id)
             resume = f"resumes from its checkpoint at step {step}" if step else "starts over"
             await self.tell_channel(
-                job, f"<@{job.requested_by}> training of `{job.handle}` was interrupted by a restart; "
-                     f"it is queued again and {resume}."
+                job,
+                f"<@{job.requested_by}> training of `{job.handle}` was interrupted by a restart; "
+                f"it is queued again and {resume}.",
             )
 
 
@@ -292,7 +342,9 @@ def combine(people, results) -> tuple[list[str], dict]:
     if len(results) == 1:
         return results[0].tweets, results[0].stats.as_dict()
     tweets = merge_for_cyborg([r.tweets for r in results])
-    per_person = [dict(r.stats.as_dict(), name=h, handle=h) for (h, _), r in zip(people, results)]
+    per_person = [
+        dict(r.stats.as_dict(), name=h, handle=h) for (h, _), r in zip(people, results, strict=False)
+    ]
     totals = {key: sum(p[key] for p in per_person) for key in results[0].stats.as_dict()}
     return tweets, dict(totals, people=per_person)
 

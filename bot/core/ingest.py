@@ -5,7 +5,8 @@ Formats (detected by content first, the file name is only a hint):
     ``tweets-part1.js`` ...), or the whole archive ``.zip`` (read in memory, never extracted);
     the old (pre-2019) archive's ``tweets.csv`` inside a zip works too.
   * CSV with a text column (``text``, ``full_text``, ``tweet``, ``content``, ``body``, ``message``, ``post``).
-  * JSON: a list of strings or objects, or an object wrapping one (``{"tweets": [...]}``, ``{"data": [...]}``).
+  * JSON: a list of strings or objects, or an object wrapping one (``{"tweets": [...]}``,
+    ``{"data": [...]}``).
   * JSONL: one JSON string or object per line.
   * Plain text: one post per line.
 
@@ -30,17 +31,18 @@ import random
 import re
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 import ftfy
 
 MIN_KEPT_CHARS = 6_000
 WARN_KEPT_CHARS = 40_000
-MAX_INPUT_BYTES = 50 * 1024 * 1024      # refuse bigger input before parsing
-MAX_POST_CHARS = 10_000                 # longer "posts" are not tweets (and would be slow to clean)
-MAX_ARCHIVE_BYTES = 200 * 1024 * 1024   # uncompressed tweets.js parts read from a .zip (zip bombs)
+MAX_INPUT_BYTES = 50 * 1024 * 1024  # refuse bigger input before parsing
+MAX_POST_CHARS = 10_000  # longer "posts" are not tweets (and would be slow to clean)
+MAX_ARCHIVE_BYTES = 200 * 1024 * 1024  # uncompressed tweets.js parts read from a .zip (zip bombs)
 MAX_ARCHIVE_PARTS = 200
 
 ACCEPTED = "Send a Twitter archive (tweets.js or the .zip), a CSV, JSON/JSONL or a text file."
@@ -72,11 +74,16 @@ def data_table(stats: dict[str, Any], name: str = "Count", *, markdown: bool = T
     figures in stats["people"]): markdown for model cards, aligned text for a Discord code block.
     """
     people = stats.get("people") or [dict(stats, name=name)]
-    rows = [(label, [str(p.get(key, "")) for p in people]) for key, label in STAT_ROWS
-            if any(key in p and (key != "too_long" or p[key]) for p in people)]
+    rows = [
+        (label, [str(p.get(key, "")) for p in people])
+        for key, label in STAT_ROWS
+        if any(key in p and (key != "too_long" or p[key]) for p in people)
+    ]
     if markdown:
-        lines = ["| Data | " + " | ".join(p.get("name", "?") for p in people) + " |",
-                 "|---|" + "---|" * len(people)]
+        lines = [
+            "| Data | " + " | ".join(p.get("name", "?") for p in people) + " |",
+            "|---|" + "---|" * len(people),
+        ]
         return "\n".join(lines + [f"| {label} | " + " | ".join(values) + " |" for label, values in rows])
     width = max((len(label) for label, _ in rows), default=0)
     lines = []
@@ -115,8 +122,9 @@ class IngestResult:
 # --------------------------------------------------------------------------- public API
 
 
-def ingest(data: bytes, filename: str = "", *, min_chars: int = MIN_KEPT_CHARS,
-           warn_chars: int = WARN_KEPT_CHARS) -> IngestResult:
+def ingest(
+    data: bytes, filename: str = "", *, min_chars: int = MIN_KEPT_CHARS, warn_chars: int = WARN_KEPT_CHARS
+) -> IngestResult:
     """Read, clean and size-check one person's file; raises IngestError with a message for the user."""
     posts, fmt, warnings = _read(data, filename)
     tweets, stats = clean_posts(posts)
@@ -124,11 +132,15 @@ def ingest(data: bytes, filename: str = "", *, min_chars: int = MIN_KEPT_CHARS,
     if kept_chars < min_chars:
         raise IngestError(_too_little_text(stats, kept_chars, min_chars))
     if stats.too_long:
-        warnings.append(f"{_plural(stats.too_long, 'post')} longer than {MAX_POST_CHARS:,} characters "
-                        "were skipped as not tweets.")
+        warnings.append(
+            f"{_plural(stats.too_long, 'post')} longer than {MAX_POST_CHARS:,} characters "
+            "were skipped as not tweets."
+        )
     if kept_chars < warn_chars:
-        warnings.append(f"Only {kept_chars:,} characters of text after cleaning (under {warn_chars:,}): "
-                        "the model may not capture the style well. More tweets would help.")
+        warnings.append(
+            f"Only {kept_chars:,} characters of text after cleaning (under {warn_chars:,}): "
+            "the model may not capture the style well. More tweets would help."
+        )
     return IngestResult(tweets=tweets, stats=stats, format=fmt, kept_chars=kept_chars, warnings=warnings)
 
 
@@ -213,8 +225,9 @@ _ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "#39": "'", "apos": 
 _INVISIBLE = re.compile("[\u200b\u2060\ufeff]")  # zero-width spaces; not whitespace for str.split
 _BORING = ("http", "@", "#")
 # ftfy without its style changes: keep curly quotes and full-width characters as the person typed them.
-_FTFY = ftfy.TextFixerConfig(unescape_html=False, uncurl_quotes=False, fix_character_width=False,
-                             explain=False)
+_FTFY = ftfy.TextFixerConfig(
+    unescape_html=False, uncurl_quotes=False, fix_character_width=False, explain=False
+)
 
 
 def decode_bytes_literal(text: str) -> str:
@@ -265,7 +278,9 @@ def _undo_mac_chain(junk: str) -> bytes:
     out = bytearray()
     for char in junk:
         raw = char.encode("mac_roman")  # the byte as saved in the file
-        out += raw if raw[0] in _CP1252_UNDEFINED else char.encode("cp1252").decode("mac_roman").encode("cp1252")
+        out += (
+            raw if raw[0] in _CP1252_UNDEFINED else char.encode("cp1252").decode("mac_roman").encode("cp1252")
+        )
     return bytes(out)
 
 
@@ -332,8 +347,10 @@ def _check_size(data: bytes) -> None:
 
 
 def _too_big(size: int) -> str:
-    return (f"The file is {size / 2**20:.1f} MB; the limit is {MAX_INPUT_BYTES / 2**20:.0f} MB. "
-            "Send only the tweets file (data/tweets.js from the archive) or a CSV.")
+    return (
+        f"The file is {size / 2**20:.1f} MB; the limit is {MAX_INPUT_BYTES / 2**20:.0f} MB. "
+        "Send only the tweets file (data/tweets.js from the archive) or a CSV."
+    )
 
 
 def _is_zip(data: bytes) -> bool:
@@ -341,10 +358,16 @@ def _is_zip(data: bytes) -> bool:
 
 
 _MAGIC = [
-    (b"\x89PNG", "PNG image"), (b"\xff\xd8\xff", "JPEG image"), (b"GIF8", "GIF image"),
-    (b"%PDF", "PDF document"), (b"\x1f\x8b", "gzip archive"), (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
-    (b"Rar!", "RAR archive"), (b"\xd0\xcf\x11\xe0", "old Microsoft Office document"),
-    (b"SQLite format 3\x00", "SQLite database"), (b"\x7fELF", "program"),
+    (b"\x89PNG", "PNG image"),
+    (b"\xff\xd8\xff", "JPEG image"),
+    (b"GIF8", "GIF image"),
+    (b"%PDF", "PDF document"),
+    (b"\x1f\x8b", "gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
+    (b"Rar!", "RAR archive"),
+    (b"\xd0\xcf\x11\xe0", "old Microsoft Office document"),
+    (b"SQLite format 3\x00", "SQLite database"),
+    (b"\x7fELF", "program"),
 ]
 
 
@@ -375,7 +398,9 @@ def _decode(data: bytes) -> tuple[str, list[str]]:
         try:
             return _nonblank(data.decode("utf-16")), []
         except UnicodeDecodeError:
-            raise IngestError("The file starts like UTF-16 text but is not valid UTF-16. Save it as UTF-8.") from None
+            raise IngestError(
+                "The file starts like UTF-16 text but is not valid UTF-16. Save it as UTF-8."
+            ) from None
     kind = _binary_kind(data)
     if kind:
         raise _binary_error(kind)
@@ -395,8 +420,10 @@ def _decode(data: bytes) -> tuple[str, list[str]]:
 def _decode_legacy(data: bytes) -> tuple[str, str]:
     invalid = data.decode("utf-8", errors="replace").count("\ufffd") - data.count(b"\xef\xbf\xbd")
     if len(_UTF8_SEQUENCE.findall(data)) >= 10 * invalid:  # UTF-8 with a few damaged bytes
-        return (data.decode("utf-8-sig", errors="replace"),
-                f"The file is not entirely valid UTF-8: {_plural(invalid, 'damaged character')} replaced.")
+        return (
+            data.decode("utf-8-sig", errors="replace"),
+            f"The file is not entirely valid UTF-8: {_plural(invalid, 'damaged character')} replaced.",
+        )
     # "‰Û" saved as MacRoman (E4 F3) is the signature of the Excel-for-Mac exports; cp1252 is more
     # common otherwise, and MacRoman also takes the five bytes cp1252 leaves undefined.
     if b"\xe4\xf3" not in data:
@@ -404,8 +431,10 @@ def _decode_legacy(data: bytes) -> tuple[str, str]:
             return data.decode("cp1252"), "The file is not UTF-8; it was read as Windows-1252 (cp1252)."
         except UnicodeDecodeError:
             pass
-    return (data.decode("mac_roman"),
-            "The file is not UTF-8; it was read as Mac Roman and its mojibake repaired where possible.")
+    return (
+        data.decode("mac_roman"),
+        "The file is not UTF-8; it was read as Mac Roman and its mojibake repaired where possible.",
+    )
 
 
 def _nonblank(text: str) -> str:
@@ -424,12 +453,16 @@ def _read_zip(data: bytes) -> tuple[list[RawPost], list[str]]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError):
-        raise IngestError("This .zip file is damaged or incomplete and cannot be opened. "
-                          "Download your archive again, or send only data/tweets.js.") from None
+        raise IngestError(
+            "This .zip file is damaged or incomplete and cannot be opened. "
+            "Download your archive again, or send only data/tweets.js."
+        ) from None
     with archive:
         members, fmt = _archive_members(archive)
         if len(members) > MAX_ARCHIVE_PARTS:
-            raise IngestError(f"The archive has {len(members)} tweets.js parts; at most {MAX_ARCHIVE_PARTS} are read.")
+            raise IngestError(
+                f"The archive has {len(members)} tweets.js parts; at most {MAX_ARCHIVE_PARTS} are read."
+            )
         declared = sum(info.file_size for info in members)
         if declared > MAX_ARCHIVE_BYTES:
             raise IngestError(_archive_too_large(declared))
@@ -455,11 +488,15 @@ def _archive_members(archive: zipfile.ZipFile) -> tuple[list[zipfile.ZipInfo], s
         raise IngestError(_no_tweets_in_zip([i.filename for i in infos]))
     for info in parts:
         if _unsafe_name(info.filename):
-            raise IngestError(f"The archive has an unsafe file name (`{info.filename[:80]}`); it was not read. "
-                              "Send data/tweets.js on its own.")
+            raise IngestError(
+                f"The archive has an unsafe file name (`{info.filename[:80]}`); it was not read. "
+                "Send data/tweets.js on its own."
+            )
     # One folder only (prefer .../data/), and "tweets" over the older "tweet" when both exist.
-    folders = sorted({str(PurePosixPath(i.filename).parent) for i in parts},
-                     key=lambda d: (PurePosixPath(d).name != "data", d.count("/"), d))
+    folders = sorted(
+        {str(PurePosixPath(i.filename).parent) for i in parts},
+        key=lambda d: (PurePosixPath(d).name != "data", d.count("/"), d),
+    )
     parts = [i for i in parts if str(PurePosixPath(i.filename).parent) == folders[0]]
     if any(PurePosixPath(i.filename).name.lower().startswith("tweets") for i in parts):
         parts = [i for i in parts if PurePosixPath(i.filename).name.lower().startswith("tweets")]
@@ -472,8 +509,12 @@ def _part_number(info: zipfile.ZipInfo) -> int:
 
 
 def _unsafe_name(name: str) -> bool:
-    return name.startswith(("/", "\\")) or "\\" in name or bool(re.match(r"[A-Za-z]:", name)) \
+    return (
+        name.startswith(("/", "\\"))
+        or "\\" in name
+        or bool(re.match(r"[A-Za-z]:", name))
         or ".." in PurePosixPath(name).parts
+    )
 
 
 def _no_tweets_in_zip(names: list[str]) -> str:
@@ -482,13 +523,17 @@ def _no_tweets_in_zip(names: list[str]) -> str:
         return "This is an Excel workbook, not a tweet archive. Save it as CSV (UTF-8) and send that."
     if any(n.startswith("word/") for n in lowered):
         return "This is a Word document, not a tweet archive. " + ACCEPTED
-    return ("No tweets.js found in this .zip: a Twitter/X archive has data/tweets.js (or data/tweet.js). "
-            + ACCEPTED)
+    return (
+        "No tweets.js found in this .zip: a Twitter/X archive has data/tweets.js (or data/tweet.js). "
+        + ACCEPTED
+    )
 
 
 def _archive_too_large(size: int) -> str:
-    return (f"The tweets in this archive are too large when uncompressed ({size / 2**20:,.0f} MB; "
-            f"the limit is {MAX_ARCHIVE_BYTES / 2**20:.0f} MB). Send data/tweets.js on its own.")
+    return (
+        f"The tweets in this archive are too large when uncompressed ({size / 2**20:,.0f} MB; "
+        f"the limit is {MAX_ARCHIVE_BYTES / 2**20:.0f} MB). Send data/tweets.js on its own."
+    )
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> bytes:
@@ -501,8 +546,10 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -
             while len(out) <= budget and (chunk := member.read(1 << 20)):
                 out += chunk
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError, ValueError):
-        raise IngestError(f"`{info.filename[:80]}` in the archive is damaged and cannot be read. "
-                          "Download your archive again, or send only data/tweets.js.") from None
+        raise IngestError(
+            f"`{info.filename[:80]}` in the archive is damaged and cannot be read. "
+            "Download your archive again, or send only data/tweets.js."
+        ) from None
     if len(out) > budget:
         raise IngestError(_archive_too_large(len(out)))
     return bytes(out)
@@ -526,7 +573,9 @@ def _parse_member(raw: bytes, name: str, fmt: str, warnings: list[str]) -> list[
 _YTD_PREFIX = re.compile(r"\s*window\.YTD\.(\w+)\.part\d+\s*=\s*")
 _GRAILBIRD_PREFIX = re.compile(r"\s*Grailbird\.data\.tweets_\d{4}_\d{2}\s*=\s*")  # pre-2019 archives
 # `var x = [`, `window.foo = {`: JavaScript, not a post that happens to start with "word = ["
-_JS_ASSIGNMENT = re.compile(r"\s*(?:(?:var|let|const)\s+[A-Za-z_$][\w$]*|[A-Za-z_$][\w$]*(?:\.[\w$]+)+)\s*=\s*[\[{]")
+_JS_ASSIGNMENT = re.compile(
+    r"\s*(?:(?:var|let|const)\s+[A-Za-z_$][\w$]*|[A-Za-z_$][\w$]*(?:\.[\w$]+)+)\s*=\s*[\[{]"
+)
 _MARKUP = re.compile(r"\s*(?:<!doctype|<html|<\?xml|<svg|\{\\rtf)", re.IGNORECASE)
 _JSON_START = re.compile(r'\s*[\[{]\s*[\[{"\]}]')  # so "[1/3] a thread" stays a line of text
 _RETWEET_COLUMNS = ("is_retweet", "retweeted", "retweeted_status_id", "retweeted_status")
@@ -539,7 +588,9 @@ def _parse_text(text: str, filename: str) -> tuple[list[RawPost], str]:
     if _JS_ASSIGNMENT.match(text[:500]):  # a slice: the pattern backtracks over a long first word
         raise IngestError(_wrong_js_prefix(text))
     if _MARKUP.match(text[:200]):
-        raise IngestError("This is a web page or document (HTML/XML/RTF), not a format I can read. " + ACCEPTED)
+        raise IngestError(
+            "This is a web page or document (HTML/XML/RTF), not a format I can read. " + ACCEPTED
+        )
     if ext in (".jsonl", ".ndjson"):
         return _posts_from_records(_jsonl_records(text), "JSONL lines"), "jsonl"
     if text.lstrip()[:1] in ("[", "{", '"'):
@@ -559,8 +610,10 @@ def _parse_text(text: str, filename: str) -> tuple[list[RawPost], str]:
 
 def _wrong_js_prefix(text: str) -> str:
     start = re.sub(r"[`\s]+", " ", text.lstrip()[:60].split("=")[0]).strip()[:30]
-    return (f"This file starts with `{start}`, not `window.YTD.tweets.part0 =` like a Twitter archive's "
-            "data/tweets.js. Send that file or the archive .zip.")
+    return (
+        f"This file starts with `{start}`, not `window.YTD.tweets.part0 =` like a Twitter archive's "
+        "data/tweets.js. Send that file or the archive .zip."
+    )
 
 
 def _parse_archive_js(text: str, name: str) -> list[RawPost]:
@@ -569,13 +622,17 @@ def _parse_archive_js(text: str, name: str) -> list[RawPost]:
     if match is None:
         raise IngestError(_wrong_js_prefix(text))
     if match.re is _YTD_PREFIX and match[1].lower() not in ("tweets", "tweet"):
-        raise IngestError(f"`{PurePosixPath(name).name}` holds the archive's `{match[1]}` data, not tweets. "
-                          "Send data/tweets.js (or the whole archive .zip).")
+        raise IngestError(
+            f"`{PurePosixPath(name).name}` holds the archive's `{match[1]}` data, not tweets. "
+            "Send data/tweets.js (or the whole archive .zip)."
+        )
     try:
-        entries = _load_json(text[match.end():].rstrip().rstrip(";"))
+        entries = _load_json(text[match.end() :].rstrip().rstrip(";"))
     except json.JSONDecodeError as exc:
-        raise IngestError(f"`{PurePosixPath(name).name}` has the archive prefix but its data is not valid "
-                          f"JSON ({exc.msg}, line {exc.lineno}).") from None
+        raise IngestError(
+            f"`{PurePosixPath(name).name}` has the archive prefix but its data is not valid "
+            f"JSON ({exc.msg}, line {exc.lineno})."
+        ) from None
     if not isinstance(entries, list):
         raise IngestError(f"`{PurePosixPath(name).name}` should hold a list of tweets after its prefix.")
     return _posts_from_records(entries, "archive entries")
@@ -597,8 +654,9 @@ def _parse_json_like(text: str, strict: bool) -> tuple[list[RawPost], str] | Non
             return _posts_from_records(records, "JSONL lines"), "jsonl"
         if not strict:
             return None
-        raise IngestError(f"This looks like JSON but it is not valid: {exc.msg} at line {exc.lineno}, "
-                          f"column {exc.colno}.") from None
+        raise IngestError(
+            f"This looks like JSON but it is not valid: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+        ) from None
     return _posts_from_records(_post_list(value), "JSON items"), "json"
 
 
@@ -638,7 +696,7 @@ def _post_list(value: Any) -> list:
     if isinstance(value, (list, str)):
         return value if isinstance(value, list) else [value]
     if not isinstance(value, dict):
-        raise IngestError("The JSON should be a list of posts, or an object such as {\"tweets\": [...]}.")
+        raise IngestError('The JSON should be a list of posts, or an object such as {"tweets": [...]}.')
     lowered = {str(k).lower(): v for k, v in value.items()}
     if _text_of(lowered) is not None:
         return [value]  # a single post
@@ -648,8 +706,10 @@ def _post_list(value: Any) -> list:
     lists = [v for v in value.values() if isinstance(v, list) and v]
     if len(lists) == 1:
         return lists[0]
-    raise IngestError(f"The JSON object has no list of posts (keys found: {_names(map(str, value))}). Expected a list, "
-                      "or an object like {\"tweets\": [...]} or {\"data\": [...]}.")
+    raise IngestError(
+        f"The JSON object has no list of posts (keys found: {_names(map(str, value))}). Expected a list, "
+        'or an object like {"tweets": [...]} or {"data": [...]}.'
+    )
 
 
 def _posts_from_records(records: Iterable, what: str) -> list[RawPost]:
@@ -661,8 +721,10 @@ def _posts_from_records(records: Iterable, what: str) -> list[RawPost]:
             with_text += 1
             continue
         if not isinstance(record, dict):
-            raise IngestError(f"The {what} should be strings or objects with a text field, "
-                              f"not {type(record).__name__} values.")
+            raise IngestError(
+                f"The {what} should be strings or objects with a text field, "
+                f"not {type(record).__name__} values."
+            )
         if isinstance(record.get("tweet"), dict):
             record = record["tweet"]
         fields = {str(k).lower(): v for k, v in record.items()}
@@ -671,8 +733,10 @@ def _posts_from_records(records: Iterable, what: str) -> list[RawPost]:
         keys_seen = keys_seen or list(record)
         posts.append(RawPost(text or "", _record_is_retweet(fields)))
     if posts and not with_text:
-        raise IngestError(f"The {what} have no text field (keys found: {_names(map(str, keys_seen))}). "
-                          f"Accepted names: {', '.join(TEXT_FIELDS)}.")
+        raise IngestError(
+            f"The {what} have no text field (keys found: {_names(map(str, keys_seen))}). "
+            f"Accepted names: {', '.join(TEXT_FIELDS)}."
+        )
     return posts
 
 
@@ -681,7 +745,11 @@ def _text_of(fields: dict) -> str | None:
 
 
 def _record_is_retweet(fields: dict) -> bool:
-    if fields.get("retweeted_status") or _truthy(fields.get("retweeted")) or _truthy(fields.get("is_retweet")):
+    if (
+        fields.get("retweeted_status")
+        or _truthy(fields.get("retweeted"))
+        or _truthy(fields.get("is_retweet"))
+    ):
         return True
     refs = fields.get("referenced_tweets")  # Twitter API v2
     return isinstance(refs, list) and any(isinstance(r, dict) and r.get("type") == "retweeted" for r in refs)
@@ -719,7 +787,7 @@ def _delimiter_candidates(text: str) -> list[str]:
 
 def _first_line(text: str) -> str:
     ends = [i for i in (text.find("\n"), text.find("\r")) if i >= 0]
-    return text[:min(ends)] if ends else text
+    return text[: min(ends)] if ends else text
 
 
 def _header(line: str, delimiter: str) -> list[str]:
@@ -737,8 +805,10 @@ def _find_column(header: list[str], names: tuple[str, ...]) -> int | None:
 def _no_text_column(text: str) -> str:
     line = _first_line(text)
     columns = max((_header(line, d) for d in _DELIMITERS), key=len)
-    return (f"No text column in this CSV (columns found: {_names(columns)}). "
-            f"Name the column with the posts one of: {', '.join(TEXT_FIELDS)}.")
+    return (
+        f"No text column in this CSV (columns found: {_names(columns)}). "
+        f"Name the column with the posts one of: {', '.join(TEXT_FIELDS)}."
+    )
 
 
 def _parse_csv(text: str, delimiter: str, column: int, rt_column: int | None) -> list[RawPost]:
@@ -774,11 +844,17 @@ def _plural(n: int, word: str) -> str:
 
 # (stats field, plural label, singular label) for explaining what was dropped
 _DROP_REASONS = [
-    ("too_long", f"longer than {MAX_POST_CHARS:,} characters (not tweets)",
-     f"longer than {MAX_POST_CHARS:,} characters (not a tweet)"),
+    (
+        "too_long",
+        f"longer than {MAX_POST_CHARS:,} characters (not tweets)",
+        f"longer than {MAX_POST_CHARS:,} characters (not a tweet)",
+    ),
     ("retweets", "retweets", "a retweet"),
-    ("short", "too short (fewer than 3 words besides links, @mentions and #hashtags)",
-     "too short (fewer than 3 words besides links, @mentions and #hashtags)"),
+    (
+        "short",
+        "too short (fewer than 3 words besides links, @mentions and #hashtags)",
+        "too short (fewer than 3 words besides links, @mentions and #hashtags)",
+    ),
     ("duplicates", "duplicates", "a duplicate"),
 ]
 
@@ -789,17 +865,25 @@ def _why(stats: IngestStats) -> str:
     for key, plural, singular in _DROP_REASONS:
         if getattr(stats, key) == n > 0:
             return f"The only post was {singular}." if n == 1 else f"All {n:,} posts were {plural}."
-    dropped = [f"{getattr(stats, key):,} {plural.split(' (')[0]}" for key, plural, _ in _DROP_REASONS
-               if getattr(stats, key)]
+    dropped = [
+        f"{getattr(stats, key):,} {plural.split(' (')[0]}"
+        for key, plural, _ in _DROP_REASONS
+        if getattr(stats, key)
+    ]
     return f"Of {_plural(n, 'post')} read: {', '.join(dropped + [f'{stats.kept:,} kept'])}."
 
 
 def _too_little_text(stats: IngestStats, kept_chars: int, min_chars: int) -> str:
     if not stats.kept:
-        return (f"No usable tweets after cleaning: {_why(stats)[0].lower()}{_why(stats)[1:]} "
-                f"At least {min_chars:,} characters of their own tweets are needed.")
-    return (f"Only {kept_chars:,} characters of usable text after cleaning ({_plural(stats.kept, 'tweet')} kept); "
-            f"at least {min_chars:,} are needed. {_why(stats)} Send more of their posts.")
+        return (
+            f"No usable tweets after cleaning: {_why(stats)[0].lower()}{_why(stats)[1:]} "
+            f"At least {min_chars:,} characters of their own tweets are needed."
+        )
+    return (
+        f"Only {kept_chars:,} characters of usable text after cleaning "
+        f"({_plural(stats.kept, 'tweet')} kept); "
+        f"at least {min_chars:,} are needed. {_why(stats)} Send more of their posts."
+    )
 
 
 def _names(names: Iterable[str], limit: int = 10) -> str:

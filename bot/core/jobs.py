@@ -87,12 +87,20 @@ class TrainingQueue:
         self._loop = asyncio.get_running_loop()
         self.recovered = await self.jobs.requeue_interrupted()
         await asyncio.to_thread(self.store.drop_checkpoints_except, await self.jobs.active_ids())
-        self._resume_steps = {job.id: checkpoint_step(self.store.checkpoint_dir(job.id)) for job in self.recovered}
+        self._resume_steps = {
+            job.id: checkpoint_step(self.store.checkpoint_dir(job.id)) for job in self.recovered
+        }
         for job in self.recovered:
             step = self.resume_step(job.id)
-            log.warning("Training job %s (%s) was interrupted by a restart; it is queued again%s", job.id, job.handle,
-                        f" and resumes from step {step}" if step else "")
-        self._tasks = [asyncio.create_task(self._worker(i), name=f"training-worker-{i}") for i in range(self.workers)]
+            log.warning(
+                "Training job %s (%s) was interrupted by a restart; it is queued again%s",
+                job.id,
+                job.handle,
+                f" and resumes from step {step}" if step else "",
+            )
+        self._tasks = [
+            asyncio.create_task(self._worker(i), name=f"training-worker-{i}") for i in range(self.workers)
+        ]
         self._wakeup.set()
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -139,6 +147,7 @@ class TrainingQueue:
 
     async def wait_idle(self, timeout: float | None = None) -> None:
         """Wait until no job is queued or running (tests and the CLI)."""
+
         async def idle() -> None:
             while True:
                 if await self.jobs.active_count() == 0 and not self.running:
@@ -167,7 +176,9 @@ class TrainingQueue:
             running.thread = self.executor.submit(self.train_and_publish, job, corpus, config, running)
             model = await asyncio.wrap_future(running.thread)
             model = await self.models.save(model)
-            await self.models.set_sources(job.guild_id, job.handle, [job.source_user_id] if job.source_user_id else [])
+            await self.models.set_sources(
+                job.guild_id, job.handle, [job.source_user_id] if job.source_user_id else []
+            )
             await self.jobs.finish(job.id, "done")
             outcome = JobOutcome(job=job, state="done", model=model)
         except TrainingCancelled:
@@ -189,20 +200,30 @@ class TrainingQueue:
         log.info("Training job %s ended: %s", job.id, outcome.state)
         await self._dispatch("training_finished", outcome)
 
-    def train_and_publish(self, job: JobRecord, corpus: list[str], config: TrainConfig,
-                           running: _Running) -> ModelRecord:
+    def train_and_publish(
+        self, job: JobRecord, corpus: list[str], config: TrainConfig, running: _Running
+    ) -> ModelRecord:
         """Runs in the executor thread: train into a staging folder, add the card, move into place."""
         staging = self.store.new_staging_dir(job.guild_id, job.handle)
         try:
             result = self.train_fn(
-                corpus, staging, config, progress=lambda p: self._from_thread(running, p),
-                cancel=running.cancel, interrupt=running.interrupt,
+                corpus,
+                staging,
+                config,
+                progress=lambda p: self._from_thread(running, p),
+                cancel=running.cancel,
+                interrupt=running.interrupt,
             )
             try:
                 (staging / "README.md").write_text(
                     render_card(
-                        handle=job.handle, display_name=job.display_name, base_model=config.base_model,
-                        method=config.method, stats=job.stats, config=result.config, metrics=result.metrics,
+                        handle=job.handle,
+                        display_name=job.display_name,
+                        base_model=config.base_model,
+                        method=config.method,
+                        stats=job.stats,
+                        config=result.config,
+                        metrics=result.metrics,
                         avatar_url=job.avatar_url,
                     ),
                     encoding="utf-8",
@@ -217,9 +238,14 @@ class TrainingQueue:
         finally:
             self.store.discard(staging)  # no-op once published
         model = ModelRecord(
-            guild_id=job.guild_id, handle=job.handle, display_name=job.display_name,
-            avatar_url=job.avatar_url, base_model=config.base_model, method=config.method,
-            path=self.store.relative(final), stats=job.stats,
+            guild_id=job.guild_id,
+            handle=job.handle,
+            display_name=job.display_name,
+            avatar_url=job.avatar_url,
+            base_model=config.base_model,
+            method=config.method,
+            path=self.store.relative(final),
+            stats=job.stats,
             metrics=result.metrics | {"history": _thin_history(result.history)},
             created_by=job.requested_by,
         )

@@ -36,21 +36,25 @@ def render_card(
     avatar_url: str | None = None,
 ) -> str:
     data = ModelCardData(
-        language="en", tags=["huggingtweets", "tweetalike", "text-generation"],
-        widget=[{"text": "My dream is"}], base_model=base_model,
+        language="en",
+        tags=["huggingtweets", "tweetalike", "text-generation"],
+        widget=[{"text": "My dream is"}],
+        base_model=base_model,
     )
     name = html.escape(display_name)
-    body = "\n\n".join([
-        _header(name, handle, avatar_url),
-        _how_it_works(name, base_model),
-        "## Training data\n\n" f"The model was trained on tweets from {name}.\n\n{data_table(stats, name)}",
-        _procedure(handle, base_model, method, config, metrics),
-        _usage(handle, method),
-        "## Limitations and bias\n\nThe model suffers from [the same limitations and bias as GPT-2]"
-        "(https://huggingface.co/gpt2#limitations-and-bias).\n\n"
-        "In addition, the data present in the user's tweets further affects the text generated "
-        "by the model.\n",
-    ])
+    body = "\n\n".join(
+        [
+            _header(name, handle, avatar_url),
+            _how_it_works(name, base_model),
+            f"## Training data\n\nThe model was trained on tweets from {name}.\n\n{data_table(stats, name)}",
+            _procedure(handle, base_model, method, config, metrics),
+            _usage(handle, method),
+            "## Limitations and bias\n\nThe model suffers from [the same limitations and bias as GPT-2]"
+            "(https://huggingface.co/gpt2#limitations-and-bias).\n\n"
+            "In addition, the data present in the user's tweets further affects the text generated "
+            "by the model.\n",
+        ]
+    )
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
 
 
@@ -58,7 +62,8 @@ def _header(name: str, handle: str, avatar_url: str | None) -> str:
     avatar = (
         f'<div style="display:inline-block; width:96px; height:96px; border-radius:50%; '
         f"background-size:cover; background-image:url('{html.escape(avatar_url)}')\"></div>\n"
-        if avatar_url else ""
+        if avatar_url
+        else ""
     )
     bot_label = '<div style="text-align: center; margin-top: 3px; font-size: 16px; font-weight: 800">'
     return f"""<div class="inline-flex flex-col" style="line-height: 1.5;">
@@ -71,13 +76,16 @@ I was made with tweetalike, in the spirit of [huggingtweets](https://github.com/
 
 
 def _how_it_works(name: str, base_model: str) -> str:
-    return (f"## How does it work?\n\nThe model is a pre-trained "
-            f"[GPT-2](https://huggingface.co/{base_model}) fine-tuned on {name}'s tweets.\n"
-            f"Every post it writes is generated: it is not {name}.")
+    return (
+        f"## How does it work?\n\nThe model is a pre-trained "
+        f"[GPT-2](https://huggingface.co/{base_model}) fine-tuned on {name}'s tweets.\n"
+        f"Every post it writes is generated: it is not {name}."
+    )
 
 
-def _procedure(handle: str, base_model: str, method: str, config: dict[str, Any],
-               metrics: dict[str, Any]) -> str:
+def _procedure(
+    handle: str, base_model: str, method: str, config: dict[str, Any], metrics: dict[str, Any]
+) -> str:
     kept = " and the best epoch is the one saved" if config.get("keep_best", True) else ""
     return f"""## Training procedure
 
@@ -139,8 +147,12 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def _usage(handle: str, method: str) -> str:
-    peft_note = ("\nThis folder holds LoRA adapters for the base model; `pipeline` loads them when `peft` "
-                 "is installed.\n" if method == "lora" else "")
+    peft_note = (
+        "\nThis folder holds LoRA adapters for the base model; `pipeline` loads them when `peft` "
+        "is installed.\n"
+        if method == "lora"
+        else ""
+    )
     return f"""## How to use
 
 You can use this model directly with a pipeline for text generation:

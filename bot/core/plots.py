@@ -18,9 +18,9 @@ def loss_curve_png(history: list[dict[str, Any]], title: str = "") -> bytes:
     figure = Figure(figsize=(6, 3.4), dpi=100)
     axes = figure.add_subplot()
     if train:
-        axes.plot(*zip(*train), label="train loss", color="#1DA1F2", linewidth=1)
+        axes.plot(*zip(*train, strict=False), label="train loss", color="#1DA1F2", linewidth=1)
     if val:
-        axes.plot(*zip(*val), label="validation loss", color="#E0245E", marker="o", linewidth=2)
+        axes.plot(*zip(*val, strict=False), label="validation loss", color="#E0245E", marker="o", linewidth=2)
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.grid(alpha=0.3)

@@ -28,8 +28,14 @@ log = logging.getLogger(__name__)
 
 
 class WorkerQueue:
-    def __init__(self, storage: Storage, url: str, *, poll_seconds: float = 1.0,
-                 prepare_model: Callable[[ModelRecord], Awaitable[Any]] | None = None):
+    def __init__(
+        self,
+        storage: Storage,
+        url: str,
+        *,
+        poll_seconds: float = 1.0,
+        prepare_model: Callable[[ModelRecord], Awaitable[Any]] | None = None,
+    ):
         self.storage = storage
         self.jobs = storage.jobs
         self.url = url
@@ -109,8 +115,9 @@ class WorkerQueue:
                 await self.prepare_model(model)  # before anyone is told: the loss curve is read from it
             if await self.jobs.claim_announcement(job.id):
                 log.info("Training job %s ended on a worker: %s", job.id, job.state)
-                await self._dispatch("training_finished", JobOutcome(job=job, state=job.state,
-                                                                     error=job.error, model=model))
+                await self._dispatch(
+                    "training_finished", JobOutcome(job=job, state=job.state, error=job.error, model=model)
+                )
 
     async def _dispatch(self, event: str, *args: Any) -> None:
         if self.emit is None:

@@ -18,7 +18,9 @@ NGRAM_FILE = "ngrams.npy"
 N = 6
 NEAR_COPY_SHARE = 0.6  # this share of a tweet's 6-grams seen in training = a near copy
 
-_INVITE_RE = re.compile(r"(?:https?://)?(?:www\.)?(?:discord(?:app)?\.com/invite|discord\.gg|dsc\.gg)/\S*", re.IGNORECASE)
+_INVITE_RE = re.compile(
+    r"(?:https?://)?(?:www\.)?(?:discord(?:app)?\.com/invite|discord\.gg|dsc\.gg)/\S*", re.IGNORECASE
+)
 _URL_RE = re.compile(r"https?://\S*|www\.\S+", re.IGNORECASE)
 _WORD_RE = re.compile(r"[\w@#']+")
 
@@ -61,7 +63,7 @@ class MemorizationIndex:
         self.hashes = hashes
 
     @classmethod
-    def load(cls, folder: str | Path) -> "MemorizationIndex | None":
+    def load(cls, folder: str | Path) -> MemorizationIndex | None:
         path = Path(folder) / NGRAM_FILE
         return cls(np.load(path)) if path.is_file() else None
 

@@ -103,11 +103,18 @@ def parse_timezone(name: str | None) -> str:
     return name
 
 
-def parse_timing(every: str | int | None, jitter: str | int | None, daily_at: str | None, timezone: str | None,
-                 prompt: str = "") -> tuple[int, int, list[str] | None, str, str]:
+def parse_timing(
+    every: str | int | None,
+    jitter: str | int | None,
+    daily_at: str | None,
+    timezone: str | None,
+    prompt: str = "",
+) -> tuple[int, int, list[str] | None, str, str]:
     """Validate a schedule's options: (interval, jitter, daily times, time zone, prompt)."""
     if (every is None) == (daily_at is None):
-        raise UserError("Give either an interval (`every`, e.g. `2h`) or times of day (`daily_at`), not both.")
+        raise UserError(
+            "Give either an interval (`every`, e.g. `2h`) or times of day (`daily_at`), not both."
+        )
     prompt = " ".join((prompt or "").split())
     if len(prompt) > MAX_PROMPT_CHARS:
         raise UserError(f"The prompt is too long (at most {MAX_PROMPT_CHARS} characters).")
@@ -138,15 +145,29 @@ def next_run(schedule: Schedule, after: float, rng: Callable[[], float] = random
 class Scheduler:
     """Schedules in storage, with a clock (and jitter) that tests can control."""
 
-    def __init__(self, storage: Storage, clock: Callable[[], float] = time.time,
-                 rng: Callable[[], float] = random.random):
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ):
         self.rows = storage.schedules
         self.clock = clock
         self.rng = rng
 
-    async def add(self, *, guild_id: int, handle: str, channel_id: int, every: str | int | None = None,
-                  jitter: str | int | None = None, prompt: str = "", daily_at: str | None = None,
-                  timezone: str | None = None, created_by: int | None = None) -> Schedule:
+    async def add(
+        self,
+        *,
+        guild_id: int,
+        handle: str,
+        channel_id: int,
+        every: str | int | None = None,
+        jitter: str | int | None = None,
+        prompt: str = "",
+        daily_at: str | None = None,
+        timezone: str | None = None,
+        created_by: int | None = None,
+    ) -> Schedule:
         handle = normalize_handle(handle)
         interval, jitter_s, times, tz, prompt = parse_timing(every, jitter, daily_at, timezone, prompt)
         count = await self.rows.count(guild_id)
@@ -155,9 +176,19 @@ class Scheduler:
                 f"This server already has {count} schedules (the limit is {MAX_SCHEDULES_PER_GUILD})."
             )
         now = self.clock()
-        draft = Schedule(id=0, guild_id=guild_id, handle=handle, channel_id=channel_id, interval_s=interval,
-                         jitter_s=jitter_s, prompt=prompt, created_by=created_by, created_at=now,
-                         daily_times=times, timezone=tz)
+        draft = Schedule(
+            id=0,
+            guild_id=guild_id,
+            handle=handle,
+            channel_id=channel_id,
+            interval_s=interval,
+            jitter_s=jitter_s,
+            prompt=prompt,
+            created_by=created_by,
+            created_at=now,
+            daily_times=times,
+            timezone=tz,
+        )
         draft.next_run_at = next_run(draft, now, self.rng)
         return await self.rows.add(draft)
 
@@ -194,8 +225,9 @@ class Scheduler:
     async def claim_due(self, shards: GuildShards | None = None) -> list[Schedule]:
         """Claim the due schedules of the guilds on `shards` (None: every guild) for this process."""
         now = self.clock()
-        return await self.rows.claim_due(now, owner=instance_name(shards), lease_until=now + CLAIM_SECONDS,
-                                         shards=shards)
+        return await self.rows.claim_due(
+            now, owner=instance_name(shards), lease_until=now + CLAIM_SECONDS, shards=shards
+        )
 
     async def begin_post(self, schedule: Schedule) -> str:
         """Record the nonce of the post about to be sent (kept if a previous attempt died)."""

@@ -105,9 +105,14 @@ class TrainingWorker:
         stopping = asyncio.create_task(stop.wait())
         while not stop.is_set():
             self.queue_worker = taskqueue.queue_worker(
-                self.app, name=self.name, concurrency=self.settings.training_workers,
-                install_signal_handlers=False, listen_notify=False, fetch_job_polling_interval=1.0,
-                update_heartbeat_interval=self.heartbeat, stalled_worker_timeout=3 * self.heartbeat,
+                self.app,
+                name=self.name,
+                concurrency=self.settings.training_workers,
+                install_signal_handlers=False,
+                listen_notify=False,
+                fetch_job_polling_interval=1.0,
+                update_heartbeat_interval=self.heartbeat,
+                stalled_worker_timeout=3 * self.heartbeat,
                 shutdown_graceful_timeout=STOP_TIMEOUT,
             )
             loop_task = asyncio.create_task(self.queue_worker.run())
@@ -145,8 +150,13 @@ class TrainingWorker:
         taken = await self.storage.jobs.take(job_id, token, step)
         if taken is None:
             return
-        log.info("Training job %s (%s) taken by %s%s", job_id, taken.handle, self.name,
-                 f", resuming from step {step}" if step else "")
+        log.info(
+            "Training job %s (%s) taken by %s%s",
+            job_id,
+            taken.handle,
+            self.name,
+            f", resuming from step {step}" if step else "",
+        )
         running = self.running[job_id] = _Running(job=taken)
         self.tokens[job_id] = token
         sync = asyncio.create_task(self._sync_checkpoints(taken)) if taken.method == "lora" else None
@@ -195,8 +205,9 @@ class TrainingWorker:
             digest = await self.storage.blobs.put(persona_key(job.guild_id, job.handle), data, job.guild_id)
             model = replace(model, metrics=model.metrics | {"bundle": digest})
         await self.storage.models.save(model)
-        await self.storage.models.set_sources(job.guild_id, job.handle,
-                                              [job.source_user_id] if job.source_user_id else [])
+        await self.storage.models.set_sources(
+            job.guild_id, job.handle, [job.source_user_id] if job.source_user_id else []
+        )
         await self.storage.jobs.finish_as(job.id, token, "done")
         if job.method == "lora":
             await asyncio.to_thread(self.store.remove, job.guild_id, job.handle)
@@ -211,8 +222,11 @@ class TrainingWorker:
             await self._upload_checkpoint(job)
         if await self.storage.jobs.hand_back(job.id, token):
             await taskqueue.defer_training(self.app, job.id)
-            log.info("Training job %s handed back to the queue at step %s", job.id,
-                     checkpoint_step(self.store.checkpoint_dir(job.id)))
+            log.info(
+                "Training job %s handed back to the queue at step %s",
+                job.id,
+                checkpoint_step(self.store.checkpoint_dir(job.id)),
+            )
 
     async def report(self, running: _Running, progress: TrainProgress) -> None:
         """Write a training's progress; act on a cancel request or on the job being lost."""

@@ -193,7 +193,10 @@ class Jobs:
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.state.in_(ACTIVE_STATES), jobs.c.cancel_requested == 0)
             .values(
-                state="running", worker=worker, started_at=time.time(), resume_step=resume_step,
+                state="running",
+                worker=worker,
+                started_at=time.time(),
+                resume_step=resume_step,
                 interrupted=case(
                     (jobs.c.state == "running", jobs.c.interrupted + 1), else_=jobs.c.interrupted
                 ),

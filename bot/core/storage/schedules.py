@@ -66,8 +66,15 @@ class Schedules:
         async with self.db.read() as conn:
             return [Schedule.from_row(row) for row in await conn.execute(query)]
 
-    async def claim_due(self, now: float, *, owner: str, lease_until: float,
-                        shards: GuildShards | None = None, limit: int = 50) -> list[Schedule]:
+    async def claim_due(
+        self,
+        now: float,
+        *,
+        owner: str,
+        lease_until: float,
+        shards: GuildShards | None = None,
+        limit: int = 50,
+    ) -> list[Schedule]:
         """Claim the due posts of the guilds on `shards` (None: every guild) for `owner`.
 
         One UPDATE moves each row's claim to `owner` only where no other live claim holds it, so two
