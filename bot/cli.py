@@ -14,6 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .config import SettingsError, load_settings
 from .core.errors import UserError
 from .core.handles import RegistryError
@@ -24,13 +26,27 @@ from .core.training import TrainProgress
 from .logs import quiet_libraries
 
 
-def progress_line(progress: TrainProgress, width: int = 30) -> str:
-    if progress.phase != "training" or not progress.total_steps:
-        return f"{progress.phase}..."
-    done = progress.step / progress.total_steps
-    bar = "#" * int(done * width) + "-" * (width - int(done * width))
-    eta = f"{progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else "?"
-    return f"[{bar}] {progress.step}/{progress.total_steps} loss {progress.loss:.3f} ETA {eta}"
+class ProgressBar:
+    """A training's progress on stderr, drawn by tqdm from the core's progress events."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def update(self, progress: TrainProgress) -> None:
+        if progress.phase != "training" or not progress.total_steps:
+            if self.bar is not None:
+                self.bar.set_description(progress.phase)
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=progress.total_steps, initial=progress.step, unit="step", file=sys.stderr)
+        self.bar.set_description("training")
+        eta = f"{progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else "?"
+        self.bar.set_postfix_str(f"loss {progress.loss:.3f}, ETA {eta}", refresh=False)
+        self.bar.update(progress.step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
@@ -50,10 +66,11 @@ async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
     )
     print(f"Job #{job.id} queued for {job.handle}.")
     finished: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
+    bar = ProgressBar()
 
     def on_event(event: str, *args) -> None:
         if event == "training_progress" and args[0].id == job.id:
-            print("\r" + progress_line(args[1]).ljust(80), end="", file=sys.stderr, flush=True)
+            bar.update(args[1])
         elif event == "training_finished" and args[0].job.id == job.id and not finished.done():
             finished.set_result(args[0])
 
@@ -63,7 +80,8 @@ async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
     except asyncio.CancelledError:
         await core.cancel_job(args.guild, job.id)
         raise
-    print(file=sys.stderr)
+    finally:
+        bar.close()
     if outcome.state != "done":
         print(f"error: training {outcome.state}: {outcome.error or ''}", file=sys.stderr)
         return 1
