@@ -73,6 +73,7 @@ def default_variants() -> list[Variant]:
         Variant("LoRA r8 a16 lr 2e-3", lora | {"lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3}),
         # Higher learning rates: on a short budget every method above is still far from converged.
         Variant("full lr 1e-3", {"method": "full", "learning_rate": 1e-3}),
+        Variant("full lr 2e-3", {"method": "full", "learning_rate": 2e-3}),
         Variant("LoRA r16 a32 lr 5e-3 +norms/biases",
                 lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 5e-3, "lora_train_norms": True}),
         Variant("rsLoRA r16 a16 lr 5e-3 +norms/biases",
