@@ -84,6 +84,8 @@ def default_variants() -> list[Variant]:
         Variant("rsLoRA r16 a16 lr 2e-3 +1000 token rows", rslora | {"lora_token_rows": 1000}),
         Variant("rsLoRA r16 a16 lr 2e-3 +4000 token rows", rslora | {"lora_token_rows": 4000}),
         Variant("rsLoRA r16 a16 lr 5e-3 (no token rows)", rslora | {"learning_rate": 5e-3}),
+        Variant("rsLoRA r16 a16 lr 5e-3 +250 token rows",
+                rslora | {"learning_rate": 5e-3, "lora_token_rows": 250}),
         Variant("rsLoRA r16 a16 lr 5e-3 +1000 token rows",
                 rslora | {"learning_rate": 5e-3, "lora_token_rows": 1000}),
         Variant("rsLoRA r16 a16 lr 5e-3 +4000 token rows",
