@@ -51,6 +51,7 @@ class Variant:
 
 def default_variants() -> list[Variant]:
     lora = {"method": "lora"}
+    rslora = lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 2e-3, "use_rslora": True}
     return [
         Variant("full lr 5e-5", {"method": "full", "learning_rate": 5e-5}),
         Variant("full lr 2e-4", {"method": "full", "learning_rate": 2e-4}),
@@ -72,11 +73,23 @@ def default_variants() -> list[Variant]:
         Variant("LoRA r8 a16 lr 2e-3", lora | {"lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3}),
         # Higher learning rates: on a short budget every method above is still far from converged.
         Variant("full lr 1e-3", {"method": "full", "learning_rate": 1e-3}),
+        Variant("full lr 2e-3", {"method": "full", "learning_rate": 2e-3}),
         Variant("LoRA r16 a32 lr 5e-3 +norms/biases",
                 lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 5e-3, "lora_train_norms": True}),
         Variant("rsLoRA r16 a16 lr 5e-3 +norms/biases",
                 lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 5e-3, "lora_train_norms": True,
                         "use_rslora": True}),
+        # Token rows: the embedding (= tied output) rows of the person's most frequent tokens, to
+        # express the shift in token frequencies from prose to tweets that low-rank updates cannot.
+        Variant("rsLoRA r16 a16 lr 2e-3 +1000 token rows", rslora | {"lora_token_rows": 1000}),
+        Variant("rsLoRA r16 a16 lr 2e-3 +4000 token rows", rslora | {"lora_token_rows": 4000}),
+        Variant("rsLoRA r16 a16 lr 5e-3 (no token rows)", rslora | {"learning_rate": 5e-3}),
+        Variant("rsLoRA r16 a16 lr 5e-3 +250 token rows",
+                rslora | {"learning_rate": 5e-3, "lora_token_rows": 250}),
+        Variant("rsLoRA r16 a16 lr 5e-3 +1000 token rows",
+                rslora | {"learning_rate": 5e-3, "lora_token_rows": 1000}),
+        Variant("rsLoRA r16 a16 lr 5e-3 +4000 token rows",
+                rslora | {"learning_rate": 5e-3, "lora_token_rows": 4000}),
     ]
 
 
@@ -334,8 +347,11 @@ def gpt2_124m_persona_bytes(settings: dict[str, Any]) -> int:
         # save_pretrained keeps the model's fp32 weights; the tied output layer is stored once.
         return sum(p.numel() for p in model.parameters()) * 4
     model = wrap_lora(model, config)
-    # As train() saves them: the LoRA matrices in bf16, trained layer norms and biases in fp32.
-    return sum(p.numel() * (2 if "lora_" in n else 4) for n, p in model.named_parameters() if p.requires_grad)
+    # As train() saves them: the LoRA matrices and token rows in bf16, layer norms and biases in fp32.
+    # Token rows: a person's tweets rarely use all of them; this is the most it can be.
+    token_rows = min(config.lora_token_rows, GPT2_124M["vocab_size"]) * GPT2_124M["n_embd"] * 2
+    return token_rows + sum(p.numel() * (2 if "lora_" in n else 4)
+                            for n, p in model.named_parameters() if p.requires_grad)
 
 
 def folder_bytes(folder: Path) -> int:

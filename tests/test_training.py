@@ -294,3 +294,31 @@ def test_fp16_training_uses_a_grad_scaler(tiny_base_model, tmp_path):
                    progress=seen.append)
     assert result.metrics["precision"] == "float16"
     assert result.metrics["val_loss"] < result.metrics["initial_val_loss"]
+
+
+def test_lora_token_rows_train_the_most_frequent_tokens_and_reload(tiny_base_model, tmp_path):
+    """lora_token_rows (opt-in): the embedding rows of the person's most frequent tokens are trained,
+    tied to the output layer, saved in bf16, and a reload gives the measured validation loss."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bot.core.training import evaluate, frequent_tokens, split_tweets
+
+    assert frequent_tokens([[5, 7, 7], [7, 9, 5]], 2) == [5, 7]
+    cfg = config(tiny_base_model, max_steps=20, lora_token_rows=50)
+    result = train(tiny_tweets(), tmp_path / "out", cfg)
+    assert result.metrics["val_loss"] < result.metrics["initial_val_loss"]
+    rows = [t for n, t in load_file(tmp_path / "out" / "adapter_model.safetensors").items()
+            if "trainable_tokens_delta" in n]
+    assert len(rows) == 1 and rows[0].shape[0] == 50 and rows[0].dtype == torch.bfloat16
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base_model), tmp_path / "out",
+                                      autocast_adapter_dtype=False)
+    for parameter in model.parameters():
+        parameter.data = parameter.data.float()
+    _, val = split_tweets(tiny_tweets(), cfg.val_fraction, cfg.seed)
+    blocks = pack_blocks(encode_tweets(tokenizer, val), cfg.block_size)
+    reloaded = evaluate(model, blocks, cfg.batch_size, tokenizer.eos_token_id, torch.device("cpu"), None)
+    assert reloaded == pytest.approx(result.metrics["val_loss"], rel=0.01)

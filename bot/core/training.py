@@ -71,6 +71,11 @@ class TrainConfig:
     lora_train_norms: bool = False
     use_rslora: bool = True  # rank-stabilised scaling alpha/sqrt(r) instead of alpha/r
     use_dora: bool = False  # weight-decomposed LoRA (a magnitude vector per adapted layer)
+    # Also train the embedding rows (tied to the output layer in GPT-2) of up to this many of the
+    # tokens most frequent in the person's training tweets (peft's trainable_token_indices): a token
+    # frequency shift that low-rank updates cannot express. 0: off. Opt-in, measured in
+    # docs/quality.md; generation does not apply the rows per persona yet.
+    lora_token_rows: int = 0
     keep_best: bool = True  # save the epoch with the lowest validation loss, not just the last one
     seed: int = 42
     val_fraction: float = 0.1
@@ -189,7 +194,16 @@ def position_limit(model_config, default: int) -> int:
     return default
 
 
-def wrap_lora(model, config: TrainConfig):
+def frequent_tokens(sequences: list[list[int]], limit: int) -> list[int]:
+    """Up to `limit` token ids, most frequent first, of those that occur in `sequences`."""
+    from collections import Counter
+
+    counts = Counter(token for seq in sequences for token in seq)
+    return sorted(token for token, _ in counts.most_common(limit))
+
+
+def wrap_lora(model, config: TrainConfig, token_indices: list[int] | None = None):
+    """LoRA adapters per `config`; with `token_indices`, those embedding rows are trained too."""
     from peft import LoraConfig, get_peft_model
 
     targets, fan_in_fan_out = lora_targets(model)
@@ -210,6 +224,8 @@ def wrap_lora(model, config: TrainConfig):
         # Layer norms and biases are ~0.1% of GPT-2's weights: cheap to train and to save.
         bias="all" if train_norms else "none",
         modules_to_save=norms if train_norms else None,
+        # peft ties the output layer's rows to these when the model ties its embeddings (GPT-2).
+        trainable_token_indices=token_indices or None,
     )
     return get_peft_model(model, lora)
 
@@ -324,10 +340,11 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
     amp_dtype = autocast_dtype(config.precision, device)
     with MODEL_BUILD_LOCK:
         model, tokenizer = load_base_model(config.base_model, device)
+        data = prepare_data(tokenizer, tweets, config, position_limit(model.config, config.block_size))
         if config.method == "lora":
-            model = wrap_lora(model, config)
+            limit = config.lora_token_rows
+            model = wrap_lora(model, config, frequent_tokens(data.train_encoded, limit) if limit else None)
     model.train()
-    data = prepare_data(tokenizer, tweets, config, position_limit(model.config, config.block_size))
     total_steps = data.steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
@@ -464,10 +481,11 @@ def save_result(run: _Run, output_dir: Path, train_seconds: float) -> TrainResul
     if config.method == "lora":
         # Adapters are stored in bf16: half the bytes on disk (a GPT-2 persona at rank 16 is ~4.7 MB
         # of weights instead of 9.4 MB); rounding a small low-rank delta to bf16 does not move the
-        # validation loss measurably (tests/test_training.py checks it). Trained layer norms and
+        # validation loss measurably (tests/test_training.py checks it). Trained token rows
+        # (lora_token_rows) go to bf16 too, as the base's own weights would. Trained layer norms and
         # biases are whole weights, not deltas, and few: they stay fp32.
         for name, parameter in run.model.named_parameters():
-            if parameter.requires_grad and "lora_" in name:
+            if parameter.requires_grad and ("lora_" in name or "trainable_tokens_" in name):
                 parameter.data = parameter.data.to(torch.bfloat16)
     run.model.save_pretrained(output_dir)
     run.tokenizer.save_pretrained(output_dir)
