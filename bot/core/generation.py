@@ -16,6 +16,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,10 @@ class _Loaded:
     memorized: MemorizationIndex | None = None
     stop_ids: torch.Tensor | None = None
     lora: fastdecode.LoraWeights | None = None  # int8 path: this persona's adapter weights
+    # Generic path: trained token rows (peft's trainable_token_indices) as (embedding weight, ids,
+    # rows). peft applies them to every row of a batch, so this persona samples in a batch of its own,
+    # with its rows written into the shared embedding for that batch only.
+    token_rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -148,7 +153,6 @@ class Generator:
         return AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
 
     def _load_adapter(self, path: str, key: str, adapter_config: Path) -> _Loaded:
-        from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         base_id = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or "gpt2"
@@ -163,14 +167,12 @@ class Generator:
                                adapter=name, lora=lora)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            base = self._bases.get(base_id)
+            base, model = self._bases.get(base_id), None
             if base is None:
                 model = AutoModelForCausalLM.from_pretrained(base_id, dtype=self.dtype).to(self.device).eval()
-                peft_model = PeftModel.from_pretrained(model, path, adapter_name=name, autocast_adapter_dtype=False).eval()
-                base = self._bases[base_id] = _Base(peft_model=peft_model)
-            else:
-                base.peft_model.load_adapter(path, adapter_name=name, autocast_adapter_dtype=False)
-                base.peft_model.eval()
+                base = _Base(peft_model=None)
+            token_rows = self._add_peft_adapter(base, model, path, name)
+            self._bases[base_id] = base
         except Exception as exc:  # missing, partial or corrupt files all mean the same to the user
             raise GenerationError(
                 f"Could not load the persona or its base model {base_id!r} ({exc.__class__.__name__})."
@@ -181,7 +183,40 @@ class Generator:
                 parameter.data = parameter.data.to(self.dtype)
         base.adapters.add(name)
         return _Loaded(model=base.peft_model, tokenizer=_prepare_tokenizer(tokenizer, base.peft_model),
-                       base_key=base_id, adapter=name)
+                       base_key=base_id, adapter=name, token_rows=token_rows)
+
+    def _add_peft_adapter(self, base: _Base, model, path: str, name: str):
+        """Load the adapter into the shared PeftModel (built on `model` when there is none yet).
+
+        Its LoRA layers go to peft; trained token rows are kept aside and returned as (embedding
+        weight, ids, rows): peft cannot hold adapters with and without token rows on one base (it
+        fails to load the second kind), and its mixed-adapter batches would give every row the
+        active adapter's tokens.
+        """
+        from peft import PeftConfig, PeftModel, load_peft_weights, set_peft_model_state_dict
+
+        config = PeftConfig.from_pretrained(path)
+        config.inference_mode = True
+        indices, config.trainable_token_indices = getattr(config, "trainable_token_indices", None), None
+        weights = load_peft_weights(path, device="cpu")
+        token_keys = [k for k in weights if k.endswith(".token_adapter.trainable_tokens_delta")]
+        if len(token_keys) > 1 or bool(token_keys) != bool(indices):
+            raise ValueError("unsupported trainable token layout")
+        if base.peft_model is None:
+            base.peft_model = PeftModel(model, config, adapter_name=name, autocast_adapter_dtype=False)
+        else:
+            base.peft_model.add_adapter(name, config, autocast_adapter_dtype=False)
+        set_peft_model_state_dict(base.peft_model, {k: v for k, v in weights.items() if k not in token_keys},
+                                  adapter_name=name)
+        base.peft_model.eval()
+        if not token_keys:
+            return None
+        module = token_keys[0].removeprefix("base_model.model.").removesuffix(".token_adapter.trainable_tokens_delta")
+        if isinstance(indices, dict):
+            (indices,) = indices.values()
+        weight = base.peft_model.get_base_model().get_submodule(module).weight
+        ids = torch.tensor(indices, dtype=torch.long, device=weight.device)
+        return weight, ids, weights[token_keys[0]].to(weight.device, weight.dtype)
 
     def _int8_base(self, path: str, base_id: str) -> _Base | None:
         """The shared int8 GPT-2 base for LoRA personas, or None where the base is not GPT-2."""
@@ -267,7 +302,7 @@ class Generator:
             rows = [persona.lora for persona, count in zip(personas, counts, strict=True) for _ in range(count)]
             tokens = fastdecode.sample_int8(model, batch["input_ids"], batch["attention_mask"], self.sampling,
                                             stop_ids=personas[0].stop_ids, eos_id=tokenizer.eos_token_id,
-                                            lora=fastdecode.stack_lora(rows))
+                                            lora=fastdecode.stack_lora(rows, model.vocab))
             return self._split(tokenizer, tokens, prompts, counts)
         if personas[0].adapter is not None:
             if len(set(adapter_names)) == 1:
@@ -276,10 +311,11 @@ class Generator:
                 extra["adapter_names"] = adapter_names  # several: one mixed-adapter batch
         input_ids, attention_mask, sampling = fit_to_positions(
             batch["input_ids"], batch["attention_mask"], self.sampling, position_limit(personas[0].model))
-        tokens = sample_tokens(
-            personas[0].model, input_ids.to(self.device), attention_mask.to(self.device),
-            sampling, stop_ids=personas[0].stop_ids, eos_id=tokenizer.eos_token_id, extra=extra,
-        )
+        with _token_rows_applied(personas[0].token_rows):  # a persona with token rows samples alone
+            tokens = sample_tokens(
+                personas[0].model, input_ids.to(self.device), attention_mask.to(self.device),
+                sampling, stop_ids=personas[0].stop_ids, eos_id=tokenizer.eos_token_id, extra=extra,
+            )
         return self._split(tokenizer, tokens, prompts, counts)
 
     @staticmethod
@@ -411,8 +447,28 @@ def _prepare_tokenizer(tokenizer, model=None):
 
 
 def _group_by_model(indices: list[int], loaded: list[_Loaded]) -> list[list[int]]:
-    """Requests that can share one forward pass: same full model, or adapters on one base."""
-    groups: dict[int, list[int]] = {}
+    """Requests that can share one forward pass: same full model, or adapters on one base.
+
+    On the generic path a persona with token rows shares its batch with no other persona.
+    """
+    groups: dict[tuple[int, str | None], list[int]] = {}
     for i in indices:
-        groups.setdefault(id(loaded[i].model), []).append(i)
+        persona = loaded[i]
+        groups.setdefault((id(persona.model), persona.adapter if persona.token_rows is not None else None), []).append(i)
     return list(groups.values())
+
+
+@contextmanager
+def _token_rows_applied(token_rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None):
+    """Write a persona's token rows into the shared embedding (tied output layer included) for one batch."""
+    if token_rows is None:
+        yield
+        return
+    weight, ids, rows = token_rows
+    with torch.no_grad():
+        saved = weight.data[ids].clone()
+        weight.data.index_copy_(0, ids, rows)
+        try:
+            yield
+        finally:
+            weight.data.index_copy_(0, ids, saved)
