@@ -50,7 +50,7 @@ class Variant:
 
 
 def default_variants() -> list[Variant]:
-    lora = {"method": "lora"}
+    lora = {"method": "lora", "lora_token_rows": 0}  # token rows (on by default) only where named
     rslora = lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 2e-3, "use_rslora": True}
     return [
         Variant("full lr 5e-5", {"method": "full", "learning_rate": 5e-5}),
@@ -60,7 +60,7 @@ def default_variants() -> list[Variant]:
         Variant("LoRA r16 a32 lr 2e-3", lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3}),
         Variant("LoRA r16 a32 lr 2e-3 +norms/biases",
                 lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3, "lora_train_norms": True}),
-        Variant("rsLoRA r16 a16 lr 2e-3 (default)",
+        Variant("rsLoRA r16 a16 lr 2e-3 (previous default)",
                 lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 2e-3, "use_rslora": True}),
         Variant("rsLoRA r16 a16 lr 2e-3 +norms/biases",
                 lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 2e-3, "lora_train_norms": True,
@@ -86,7 +86,7 @@ def default_variants() -> list[Variant]:
         Variant("rsLoRA r16 a16 lr 5e-3 (no token rows)", rslora | {"learning_rate": 5e-3}),
         Variant("rsLoRA r16 a16 lr 5e-3 +250 token rows",
                 rslora | {"learning_rate": 5e-3, "lora_token_rows": 250}),
-        Variant("rsLoRA r16 a16 lr 5e-3 +1000 token rows",
+        Variant("rsLoRA r16 a16 lr 5e-3 +1000 token rows (default)",
                 rslora | {"learning_rate": 5e-3, "lora_token_rows": 1000}),
         Variant("rsLoRA r16 a16 lr 5e-3 +4000 token rows",
                 rslora | {"learning_rate": 5e-3, "lora_token_rows": 4000}),

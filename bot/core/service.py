@@ -117,7 +117,7 @@ def train_config(settings, job: JobRecord) -> TrainConfig:
     return TrainConfig(
         base_model=job.base_model, method=job.method, epochs=job.epochs,
         batch_size=s.train_batch_size, block_size=s.train_block_size,
-        learning_rate=s.train_learning_rate, lora_rank=s.lora_rank,
+        learning_rate=s.train_learning_rate, lora_rank=s.lora_rank, lora_token_rows=s.lora_token_rows,
         seed=s.train_seed, max_steps=s.train_max_steps, checkpoint_seconds=s.train_checkpoint_seconds,
     )
 

@@ -73,9 +73,10 @@ class TrainConfig:
     use_dora: bool = False  # weight-decomposed LoRA (a magnitude vector per adapted layer)
     # Also train the embedding rows (tied to the output layer in GPT-2) of up to this many of the
     # tokens most frequent in the person's training tweets (peft's trainable_token_indices): a token
-    # frequency shift that low-rank updates cannot express. 0: off. Opt-in, measured in
-    # docs/quality.md; generation does not apply the rows per persona yet.
-    lora_token_rows: int = 0
+    # frequency shift that low-rank updates cannot express. 0: off. With lr 5e-3 this beat the best
+    # full fine-tune on every person in docs/quality.md, at ~6.3 MB per GPT-2 persona; generation
+    # applies the rows per persona (fastdecode's per-row token rows, or a batch of its own on peft).
+    lora_token_rows: int = 1000
     keep_best: bool = True  # save the epoch with the lowest validation loss, not just the last one
     seed: int = 42
     val_fraction: float = 0.1
@@ -90,7 +91,7 @@ class TrainConfig:
     def lr(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
-        return 2e-3 if self.method == "lora" else 5e-4  # the best of the sweep in docs/quality.md
+        return 5e-3 if self.method == "lora" else 1e-3  # the best of the sweep in docs/quality.md
 
 
 @dataclass
