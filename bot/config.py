@@ -99,7 +99,8 @@ class Settings(BaseSettings):
     lora_token_rows: int = setting(
         1000,
         "LoRA also trains the embedding (and tied output) rows of this many of the person's most "
-        "frequent tokens (0 = off; 1000: ~1.5 MB more per GPT-2 persona, ~6.3 MB in all; see docs/quality.md).",
+        "frequent tokens (0 = off; 1000: ~1.5 MB more per GPT-2 persona, ~6.3 MB in all; "
+        "see docs/quality.md).",
         ge=0,
         le=50000,
     )

@@ -81,8 +81,12 @@ class RowLora:
 class LoraWeights:
     """One adapter's A and B (scale folded into B), and its trained token rows, from its safetensors file."""
 
-    def __init__(self, pairs: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]],
-                 token_ids: torch.Tensor | None = None, token_rows: torch.Tensor | None = None):
+    def __init__(
+        self,
+        pairs: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]],
+        token_ids: torch.Tensor | None = None,
+        token_rows: torch.Tensor | None = None,
+    ):
         self.pairs = pairs
         self.token_ids = token_ids  # (K,) the tokens with their own embedding row, or None
         self.token_rows = token_rows  # (K, width) their rows (input embedding and tied output layer)
@@ -98,12 +102,17 @@ class LoraWeights:
             tensors = load_file(folder / "adapter_model.safetensors")
         except (OSError, ValueError):
             return None
-        if config.get("peft_type", "LORA") != "LORA" or config.get("use_dora") \
-                or config.get("modules_to_save") or config.get("rank_pattern") or config.get("alpha_pattern"):
+        if (
+            config.get("peft_type", "LORA") != "LORA"
+            or config.get("use_dora")
+            or config.get("modules_to_save")
+            or config.get("rank_pattern")
+            or config.get("alpha_pattern")
+        ):
             return None
         rank = int(config.get("r", 8))
         alpha = float(config.get("lora_alpha", rank))
-        scale = alpha / (rank ** 0.5 if config.get("use_rslora") else rank)
+        scale = alpha / (rank**0.5 if config.get("use_rslora") else rank)
         found: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
         token_rows = None
         for key, tensor in tensors.items():
@@ -118,10 +127,17 @@ class LoraWeights:
             return None
         token_ids = _token_indices(config.get("trainable_token_indices"))
         if (token_rows is None) != (token_ids is None) or (
-                token_ids is not None and token_ids.shape[0] != token_rows.shape[0]):
+            token_ids is not None and token_ids.shape[0] != token_rows.shape[0]
+        ):
             return None
-        return cls({key: (ab["A"].t().contiguous(), (ab["B"] * scale).t().contiguous())
-                    for key, ab in found.items()}, token_ids, token_rows)
+        return cls(
+            {
+                key: (ab["A"].t().contiguous(), (ab["B"] * scale).t().contiguous())
+                for key, ab in found.items()
+            },
+            token_ids,
+            token_rows,
+        )
 
 
 def _token_indices(indices) -> torch.Tensor | None:
@@ -226,8 +242,17 @@ class Int8GPT2:
         shape = (rows, self.heads, length, self.width // self.heads)
         return [(torch.empty(shape), torch.empty(shape)) for _ in self.layers]
 
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor, cache, start: int, mask: torch.Tensor,
-                lora: RowLora | None, *, last_only: bool = True) -> torch.Tensor:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache,
+        start: int,
+        mask: torch.Tensor,
+        lora: RowLora | None,
+        *,
+        last_only: bool = True,
+    ) -> torch.Tensor:
         """Logits of the last position (or all) for `ids` (rows, length) written at cache slots start..."""
         rows, length = ids.shape
         heads, width = self.heads, self.width
@@ -282,8 +307,16 @@ class Int8GPT2:
 
 
 @torch.inference_mode()
-def sample_int8(decoder: Int8GPT2, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling, *,
-                stop_ids: torch.Tensor, eos_id: int, lora: RowLora | None = None) -> torch.Tensor:
+def sample_int8(
+    decoder: Int8GPT2,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    sampling,
+    *,
+    stop_ids: torch.Tensor,
+    eos_id: int,
+    lora: RowLora | None = None,
+) -> torch.Tensor:
     """`generation.sample_tokens` on the int8 decoder: same stopping and sampling rules.
 
     Prompt plus new tokens never go past the model's position limit: the prompt keeps its last

@@ -211,8 +211,10 @@ def wrap_lora(model, config: TrainConfig, token_indices: list[int] | None = None
     norms = LORA_NORM_MODULES.get(getattr(model.config, "model_type", ""))
     train_norms = config.lora_train_norms and norms is not None
     if config.lora_train_norms and norms is None:
-        log.warning("lora_train_norms: layer-norm names of %s are not known; training LoRA only",
-                    model.config.model_type)
+        log.warning(
+            "lora_train_norms: layer-norm names of %s are not known; training LoRA only",
+            model.config.model_type,
+        )
     lora = LoraConfig(
         task_type="CAUSAL_LM",
         r=config.lora_rank,
@@ -287,8 +289,14 @@ class _Run:
 
     def evaluate(self) -> float | None:
         cfg = self.config
-        return evaluate(self.model, self.data.val_blocks, cfg.batch_size, self.tokenizer.pad_token_id,
-                        self.device, self.amp_dtype)
+        return evaluate(
+            self.model,
+            self.data.val_blocks,
+            cfg.batch_size,
+            self.tokenizer.pad_token_id,
+            self.device,
+            self.amp_dtype,
+        )
 
 
 def train(
@@ -326,8 +334,11 @@ def train(
         if run.state.step >= run.total_steps:
             break
     train_seconds = time.monotonic() - run.train_started
-    report(TrainProgress(phase="saving", step=run.state.step, total_steps=run.total_steps,
-                         loss=run.state.smoothed_loss))
+    report(
+        TrainProgress(
+            phase="saving", step=run.state.step, total_steps=run.total_steps, loss=run.state.smoothed_loss
+        )
+    )
     _restore_best(run)
     return save_result(run, Path(output_dir), train_seconds)
 
@@ -359,10 +370,26 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
     checkpointer = None
     if config.checkpoint_dir:
         recorded = {k: v for k, v in _recorded_config(config).items() if k != "device"}
-        checkpointer = Checkpointer(config.checkpoint_dir, config.checkpoint_seconds,
-                                    fingerprint(recorded, tweets))
-    run = _Run(config, device, amp_dtype, model, tokenizer, data, total_steps, params, optimizer, scheduler,
-               scaler, checkpointer, LoopState(), report, started)
+        checkpointer = Checkpointer(
+            config.checkpoint_dir, config.checkpoint_seconds, fingerprint(recorded, tweets)
+        )
+    run = _Run(
+        config,
+        device,
+        amp_dtype,
+        model,
+        tokenizer,
+        data,
+        total_steps,
+        params,
+        optimizer,
+        scheduler,
+        scaler,
+        checkpointer,
+        LoopState(),
+        report,
+        started,
+    )
     state = checkpointer.restore(model, optimizer, scheduler) if checkpointer else None
     if state is None:
         state = LoopState()
@@ -393,8 +420,9 @@ def prepare_data(tokenizer, tweets: list[str], config: TrainConfig, max_position
     train_encoded = encode_tweets(tokenizer, train_tweets)
     rows_per_epoch = len(arrange(train_encoded, block_size))
     steps_per_epoch = max(1, math.ceil(rows_per_epoch / config.batch_size))
-    return TrainData(train_tweets, val_tweets, train_encoded, val_blocks, block_size, steps_per_epoch,
-                     arrange)
+    return TrainData(
+        train_tweets, val_tweets, train_encoded, val_blocks, block_size, steps_per_epoch, arrange
+    )
 
 
 def _train_epoch(run: _Run, epoch: int, order: list[list[int]], cancel, interrupt) -> None:
@@ -419,13 +447,20 @@ def _train_epoch(run: _Run, epoch: int, order: list[list[int]], cancel, interrup
         smoothed = state.smoothed_loss
         state.smoothed_loss = value if smoothed is None else 0.9 * smoothed + 0.1 * value
         elapsed = time.monotonic() - run.train_started
-        state.history.append({"step": state.step, "train_loss": value, "tokens": state.tokens_seen,
-                              "time": round(elapsed, 4)})
-        run.report(TrainProgress(
-            phase="training", step=state.step, total_steps=run.total_steps, epoch=epoch + 1,
-            loss=state.smoothed_loss, elapsed=time.monotonic() - run.started,
-            eta_seconds=run.step_timer.eta(run.total_steps - state.step),
-        ))
+        state.history.append(
+            {"step": state.step, "train_loss": value, "tokens": state.tokens_seen, "time": round(elapsed, 4)}
+        )
+        run.report(
+            TrainProgress(
+                phase="training",
+                step=state.step,
+                total_steps=run.total_steps,
+                epoch=epoch + 1,
+                loss=state.smoothed_loss,
+                elapsed=time.monotonic() - run.started,
+                eta_seconds=run.step_timer.eta(run.total_steps - state.step),
+            )
+        )
         if state.step >= run.total_steps:
             break
         if run.checkpointer is not None and run.checkpointer.due():
@@ -449,8 +484,15 @@ def train_step(run: _Run, batch: dict[str, torch.Tensor]) -> float:
 def _end_epoch(run: _Run, epoch: int) -> None:
     """Evaluate on the held-out tweets and remember the best epoch's weights."""
     state = run.state
-    run.report(TrainProgress(phase="evaluating", step=state.step, total_steps=run.total_steps,
-                             epoch=epoch + 1, loss=state.smoothed_loss))
+    run.report(
+        TrainProgress(
+            phase="evaluating",
+            step=state.step,
+            total_steps=run.total_steps,
+            epoch=epoch + 1,
+            loss=state.smoothed_loss,
+        )
+    )
     val_loss = run.evaluate()
     if val_loss is not None:
         state.history.append({"step": state.step, "val_loss": val_loss, "epoch": epoch + 1})
@@ -494,8 +536,14 @@ def save_result(run: _Run, output_dir: Path, train_seconds: float) -> TrainResul
     config_dict = _recorded_config(config) | {"learning_rate": config.lr, "block_size": run.data.block_size}
     info = {"config": config_dict, "metrics": metrics, "history": run.state.history}
     (output_dir / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=1))
-    log.info("Trained %s steps in %.1fs: val loss %s -> %s (epoch %s kept)", run.state.step, train_seconds,
-             run.state.initial_val, metrics["val_loss"], metrics["best_epoch"])
+    log.info(
+        "Trained %s steps in %.1fs: val loss %s -> %s (epoch %s kept)",
+        run.state.step,
+        train_seconds,
+        run.state.initial_val,
+        metrics["val_loss"],
+        metrics["best_epoch"],
+    )
     return TrainResult(output_dir=output_dir, metrics=metrics, history=run.state.history, config=config_dict)
 
 
@@ -521,7 +569,8 @@ def _metrics(run: _Run, train_seconds: float) -> dict[str, Any]:
         "train_seconds": round(train_seconds, 2),
         # This run's own speed: a resumed run counts only the steps it trained itself.
         "tokens_per_second": round(_tokens_since(history, state.resumed_from) / train_seconds, 1)
-        if train_seconds > 0 else None,
+        if train_seconds > 0
+        else None,
         "resumed_from_step": state.resumed_from or None,
         "device": run.device.type,
         "precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "fp32",
