@@ -50,37 +50,88 @@ class Variant:
 
 
 def default_variants() -> list[Variant]:
-    lora = {"method": "lora"}
+    lora = {"method": "lora", "lora_token_rows": 0}  # token rows (on by default) only where named
+    rslora = lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 2e-3, "use_rslora": True}
     return [
         Variant("full lr 5e-5", {"method": "full", "learning_rate": 5e-5}),
         Variant("full lr 2e-4", {"method": "full", "learning_rate": 2e-4}),
         Variant("full lr 5e-4", {"method": "full", "learning_rate": 5e-4}),
         Variant("LoRA r8 a16 lr 5e-4", lora | {"lora_rank": 8, "lora_alpha": 16, "learning_rate": 5e-4}),
         Variant("LoRA r16 a32 lr 2e-3", lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3}),
-        Variant("LoRA r16 a32 lr 2e-3 +norms/biases",
-                lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3, "lora_train_norms": True}),
-        Variant("rsLoRA r16 a16 lr 2e-3 (default)",
-                lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 2e-3, "use_rslora": True}),
-        Variant("rsLoRA r16 a16 lr 2e-3 +norms/biases",
-                lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 2e-3, "lora_train_norms": True,
-                        "use_rslora": True}),
-        Variant("LoRA r32 a64 lr 2e-3 +norms/biases",
-                lora | {"lora_rank": 32, "lora_alpha": 64, "learning_rate": 2e-3, "lora_train_norms": True}),
-        Variant("DoRA r16 a32 lr 2e-3 +norms/biases",
-                lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3, "lora_train_norms": True,
-                        "use_dora": True}),
+        Variant(
+            "LoRA r16 a32 lr 2e-3 +norms/biases",
+            lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 2e-3, "lora_train_norms": True},
+        ),
+        Variant(
+            "rsLoRA r16 a16 lr 2e-3 (previous default)",
+            lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 2e-3, "use_rslora": True},
+        ),
+        Variant(
+            "rsLoRA r16 a16 lr 2e-3 +norms/biases",
+            lora
+            | {
+                "lora_rank": 16,
+                "lora_alpha": 16,
+                "learning_rate": 2e-3,
+                "lora_train_norms": True,
+                "use_rslora": True,
+            },
+        ),
+        Variant(
+            "LoRA r32 a64 lr 2e-3 +norms/biases",
+            lora | {"lora_rank": 32, "lora_alpha": 64, "learning_rate": 2e-3, "lora_train_norms": True},
+        ),
+        Variant(
+            "DoRA r16 a32 lr 2e-3 +norms/biases",
+            lora
+            | {
+                "lora_rank": 16,
+                "lora_alpha": 32,
+                "learning_rate": 2e-3,
+                "lora_train_norms": True,
+                "use_dora": True,
+            },
+        ),
         Variant("LoRA r8 a16 lr 2e-3", lora | {"lora_rank": 8, "lora_alpha": 16, "learning_rate": 2e-3}),
         # Higher learning rates: on a short budget every method above is still far from converged.
         Variant("full lr 1e-3", {"method": "full", "learning_rate": 1e-3}),
-        Variant("LoRA r16 a32 lr 5e-3 +norms/biases",
-                lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 5e-3, "lora_train_norms": True}),
-        Variant("rsLoRA r16 a16 lr 5e-3 +norms/biases",
-                lora | {"lora_rank": 16, "lora_alpha": 16, "learning_rate": 5e-3, "lora_train_norms": True,
-                        "use_rslora": True}),
+        Variant("full lr 2e-3", {"method": "full", "learning_rate": 2e-3}),
+        Variant(
+            "LoRA r16 a32 lr 5e-3 +norms/biases",
+            lora | {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 5e-3, "lora_train_norms": True},
+        ),
+        Variant(
+            "rsLoRA r16 a16 lr 5e-3 +norms/biases",
+            lora
+            | {
+                "lora_rank": 16,
+                "lora_alpha": 16,
+                "learning_rate": 5e-3,
+                "lora_train_norms": True,
+                "use_rslora": True,
+            },
+        ),
+        # Token rows: the embedding (= tied output) rows of the person's most frequent tokens, to
+        # express the shift in token frequencies from prose to tweets that low-rank updates cannot.
+        Variant("rsLoRA r16 a16 lr 2e-3 +1000 token rows", rslora | {"lora_token_rows": 1000}),
+        Variant("rsLoRA r16 a16 lr 2e-3 +4000 token rows", rslora | {"lora_token_rows": 4000}),
+        Variant("rsLoRA r16 a16 lr 5e-3 (no token rows)", rslora | {"learning_rate": 5e-3}),
+        Variant(
+            "rsLoRA r16 a16 lr 5e-3 +250 token rows", rslora | {"learning_rate": 5e-3, "lora_token_rows": 250}
+        ),
+        Variant(
+            "rsLoRA r16 a16 lr 5e-3 +1000 token rows (default)",
+            rslora | {"learning_rate": 5e-3, "lora_token_rows": 1000},
+        ),
+        Variant(
+            "rsLoRA r16 a16 lr 5e-3 +4000 token rows",
+            rslora | {"learning_rate": 5e-3, "lora_token_rows": 4000},
+        ),
     ]
 
 
 # --------------------------------------------------------------------------- corpora
+
 
 def prose_corpus(max_bytes: int = 12_000_000) -> str:
     """English prose available offline: stdlib docstrings and comments, then /usr/share/doc text."""
@@ -144,6 +195,7 @@ def people(folder: Path = SHARED_TWEETS) -> dict[str, list[str]]:
 
 # --------------------------------------------------------------------------- proxy base
 
+
 def build_tokenizer(text_file: Path, out_dir: Path, vocab_size: int, n_positions: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import GPT2TokenizerFast
@@ -152,8 +204,9 @@ def build_tokenizer(text_file: Path, out_dir: Path, vocab_size: int, n_positions
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train([str(text_file)], trainer)
     fast = GPT2TokenizerFast(tokenizer_object=tokenizer, bos_token=EOS, eos_token=EOS, unk_token=EOS)
     fast.model_max_length = n_positions
@@ -190,8 +243,9 @@ def lm_loss(model, ids: list[int], block: int, batch: int, device, max_blocks: i
     return total / max(1, len(blocks))
 
 
-def pretrain(model, ids: list[int], *, minutes: float, block: int, batch: int, lr: float, device,
-             log_every: int = 50) -> dict[str, Any]:
+def pretrain(
+    model, ids: list[int], *, minutes: float, block: int, batch: int, lr: float, device, log_every: int = 50
+) -> dict[str, Any]:
     """Next-token pre-training on random windows of `ids` for a wall-clock budget."""
     import torch
 
@@ -239,8 +293,10 @@ class ProxySpec:
     device: str = "auto"
 
     def key(self) -> str:
-        return (f"gpt2-{self.n_layer}x{self.n_embd}-v{self.vocab_size}-{self.prose_bytes // 1000}k-"
-                f"{self.pretrain_minutes:g}m")
+        return (
+            f"gpt2-{self.n_layer}x{self.n_embd}-v{self.vocab_size}-{self.prose_bytes // 1000}k-"
+            f"{self.pretrain_minutes:g}m"
+        )
 
 
 def prose_base(spec: ProxySpec, cache: Path) -> tuple[Path, dict[str, Any]]:
@@ -262,26 +318,47 @@ def prose_base(spec: ProxySpec, cache: Path) -> tuple[Path, dict[str, Any]]:
     corpus_file.unlink()
     ids, val_ids = token_stream(tokenizer, train_docs), token_stream(tokenizer, val_docs)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=spec.n_positions, n_embd=spec.n_embd,
-                        n_layer=spec.n_layer, n_head=spec.n_head, bos_token_id=tokenizer.eos_token_id,
-                        eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=spec.n_positions,
+        n_embd=spec.n_embd,
+        n_layer=spec.n_layer,
+        n_head=spec.n_head,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     device = pick_device(spec.device)
     model = GPT2LMHeadModel(config).to(device)
-    print(f"Pre-training {spec.key()} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
-          f"{len(ids):,} prose tokens) for {spec.pretrain_minutes} min on {device}", flush=True)
-    run = pretrain(model, ids, minutes=spec.pretrain_minutes, block=spec.block, batch=spec.batch,
-                   lr=spec.lr, device=device)
-    info = {"spec": asdict(spec), "params": sum(p.numel() for p in model.parameters()),
-            "prose_tokens": len(ids), "pretrain": run,
-            "prose_val_ppl": math.exp(lm_loss(model, val_ids, spec.block, spec.batch, device))}
+    print(
+        f"Pre-training {spec.key()} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+        f"{len(ids):,} prose tokens) for {spec.pretrain_minutes} min on {device}",
+        flush=True,
+    )
+    run = pretrain(
+        model,
+        ids,
+        minutes=spec.pretrain_minutes,
+        block=spec.block,
+        batch=spec.batch,
+        lr=spec.lr,
+        device=device,
+    )
+    info = {
+        "spec": asdict(spec),
+        "params": sum(p.numel() for p in model.parameters()),
+        "prose_tokens": len(ids),
+        "pretrain": run,
+        "prose_val_ppl": math.exp(lm_loss(model, val_ids, spec.block, spec.batch, device)),
+    }
     model.to("cpu").save_pretrained(out)
     (out / "val_prose.json").write_text(json.dumps(val_docs))
     info_file.write_text(json.dumps(info, indent=1))
     return out, info
 
 
-def person_base(spec: ProxySpec, cache: Path, target: str,
-                corpora: dict[str, list[str]]) -> tuple[Path, dict]:
+def person_base(
+    spec: ProxySpec, cache: Path, target: str, corpora: dict[str, list[str]]
+) -> tuple[Path, dict]:
     """The prose base, further pre-trained on prose mixed with everyone's tweets but the target's."""
     import torch
     from transformers import AutoTokenizer, GPT2LMHeadModel
@@ -304,13 +381,27 @@ def person_base(spec: ProxySpec, cache: Path, target: str,
     device = pick_device(spec.device)
     model = GPT2LMHeadModel.from_pretrained(base).to(device)
     torch.manual_seed(0)
-    print(f"Adapting the base to tweets without @{target} ({len(others):,} tweets) for "
-          f"{spec.adapt_minutes} min", flush=True)
-    run = pretrain(model, token_stream(tokenizer, docs), minutes=spec.adapt_minutes, block=spec.block,
-                   batch=spec.batch, lr=spec.lr / 3, device=device)
+    print(
+        f"Adapting the base to tweets without @{target} ({len(others):,} tweets) for "
+        f"{spec.adapt_minutes} min",
+        flush=True,
+    )
+    run = pretrain(
+        model,
+        token_stream(tokenizer, docs),
+        minutes=spec.adapt_minutes,
+        block=spec.block,
+        batch=spec.batch,
+        lr=spec.lr / 3,
+        device=device,
+    )
     val_ids = token_stream(tokenizer, json.loads((base / "val_prose.json").read_text()))
-    info = dict(base_info, adapt=run, excluded=target,
-                prose_val_ppl=math.exp(lm_loss(model, val_ids, spec.block, spec.batch, device)))
+    info = dict(
+        base_info,
+        adapt=run,
+        excluded=target,
+        prose_val_ppl=math.exp(lm_loss(model, val_ids, spec.block, spec.batch, device)),
+    )
     out.mkdir(parents=True, exist_ok=True)
     model.to("cpu").save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -319,6 +410,7 @@ def person_base(spec: ProxySpec, cache: Path, target: str,
 
 
 # --------------------------------------------------------------------------- fine-tunes
+
 
 def gpt2_124m_persona_bytes(settings: dict[str, Any]) -> int:
     """Bytes of weights a persona saves with GPT-2-124M's shapes (built on the meta device)."""
@@ -334,13 +426,18 @@ def gpt2_124m_persona_bytes(settings: dict[str, Any]) -> int:
         # save_pretrained keeps the model's fp32 weights; the tied output layer is stored once.
         return sum(p.numel() for p in model.parameters()) * 4
     model = wrap_lora(model, config)
-    # As train() saves them: the LoRA matrices in bf16, trained layer norms and biases in fp32.
-    return sum(p.numel() * (2 if "lora_" in n else 4) for n, p in model.named_parameters() if p.requires_grad)
+    # As train() saves them: the LoRA matrices and token rows in bf16, layer norms and biases in fp32.
+    # Token rows: a person's tweets rarely use all of them; this is the most it can be.
+    token_rows = min(config.lora_token_rows, GPT2_124M["vocab_size"]) * GPT2_124M["n_embd"] * 2
+    return token_rows + sum(
+        p.numel() * (2 if "lora_" in n else 4) for n, p in model.named_parameters() if p.requires_grad
+    )
 
 
 def folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.iterdir()
-               if f.is_file() and f.suffix in {".safetensors", ".bin"})
+    return sum(
+        f.stat().st_size for f in folder.iterdir() if f.is_file() and f.suffix in {".safetensors", ".bin"}
+    )
 
 
 class PeakRss:
@@ -383,9 +480,12 @@ def run_variant(base: Path, tweets: list[str], settings: dict[str, Any], out_dir
         result = train(tweets, out_dir, config)
     m = result.metrics
     return {
-        "val_ppl": m["val_perplexity"], "initial_val_ppl": math.exp(m["initial_val_loss"]),
-        "last_epoch_val_ppl": m.get("last_val_perplexity"), "best_epoch": m.get("best_epoch"),
-        "train_tokens": m["train_tokens"], "tokens_per_second": m["tokens_per_second"],
+        "val_ppl": m["val_perplexity"],
+        "initial_val_ppl": math.exp(m["initial_val_loss"]),
+        "last_epoch_val_ppl": m.get("last_val_perplexity"),
+        "best_epoch": m.get("best_epoch"),
+        "train_tokens": m["train_tokens"],
+        "tokens_per_second": m["tokens_per_second"],
         "wall_seconds": round(time.monotonic() - started, 1),
         "peak_rss_mb": round(rss.peak / 2**20),
         "rss_rise_mb": round((rss.peak - rss.start) / 2**20),  # what this training added
@@ -395,8 +495,15 @@ def run_variant(base: Path, tweets: list[str], settings: dict[str, Any], out_dir
 
 def run_isolated(base: Path, tweets_file: Path, settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """`run_variant` in a fresh interpreter, so its peak RAM is its own (costs an import per run)."""
-    cmd = [sys.executable, "-m", "bench.quality", "--one", json.dumps(
-        {"base": str(base), "tweets": str(tweets_file), "settings": settings, "out": str(out_dir)})]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.quality",
+        "--one",
+        json.dumps(
+            {"base": str(base), "tweets": str(tweets_file), "settings": settings, "out": str(out_dir)}
+        ),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"variant failed: {proc.stderr[-2000:]}")
@@ -431,11 +538,19 @@ def run_bench(bench: Bench, results_file: Path | None = None) -> list[dict[str, 
         for variant in bench.variants:
             settings = {"epochs": bench.epochs, "device": bench.spec.device} | bench.common | variant.settings
             out_dir = bench.cache / "runs" / person / variant.name.replace(" ", "_").replace("/", "-")
-            measured = (run_isolated(base, tweets_file, settings, out_dir) if bench.isolate
-                        else run_variant(base, tweets, settings, out_dir))
-            row = {"person": person, "variant": variant.name, "tweets": len(tweets),
-                   "base_prose_ppl": info["prose_val_ppl"], **measured,
-                   "gpt2_124m_bytes": gpt2_124m_persona_bytes(settings)}
+            measured = (
+                run_isolated(base, tweets_file, settings, out_dir)
+                if bench.isolate
+                else run_variant(base, tweets, settings, out_dir)
+            )
+            row = {
+                "person": person,
+                "variant": variant.name,
+                "tweets": len(tweets),
+                "base_prose_ppl": info["prose_val_ppl"],
+                **measured,
+                "gpt2_124m_bytes": gpt2_124m_persona_bytes(settings),
+            }
             rows.append(row)
             print(format_row(row), flush=True)
             if results_file:
@@ -446,35 +561,58 @@ def run_bench(bench: Bench, results_file: Path | None = None) -> list[dict[str, 
 
 # --------------------------------------------------------------------------- report
 
+
 def format_row(r: dict[str, Any]) -> str:
-    return (f"@{r['person']:<13} {r['variant']:<38} ppl {r['val_ppl']:8.1f} "
-            f"(before {r['initial_val_ppl']:.0f}, epoch {r['best_epoch']}) "
-            f"{r['tokens_per_second']:7.0f} tok/s {r['wall_seconds']:6.1f}s {r['peak_rss_mb']:5d} MB "
-            f"{r['disk_bytes'] / 1e6:7.2f} MB (124M: {r['gpt2_124m_bytes'] / 1e6:.1f} MB)")
+    return (
+        f"@{r['person']:<13} {r['variant']:<38} ppl {r['val_ppl']:8.1f} "
+        f"(before {r['initial_val_ppl']:.0f}, epoch {r['best_epoch']}) "
+        f"{r['tokens_per_second']:7.0f} tok/s {r['wall_seconds']:6.1f}s {r['peak_rss_mb']:5d} MB "
+        f"{r['disk_bytes'] / 1e6:7.2f} MB (124M: {r['gpt2_124m_bytes'] / 1e6:.1f} MB)"
+    )
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: one row per variant, perplexity per person and vs the best full fine-tune."""
     persons = sorted({r["person"] for r in rows})
-    best_full = {p: min((r["val_ppl"] for r in rows if r["person"] == p and r["variant"].startswith("full")),
-                        default=None) for p in persons}
-    head = ["variant", *(f"@{p} ppl (vs best full)" for p in persons), "kept epoch", "tokens/s",
-            "wall s", "RAM rise MB", "disk MB (proxy)", "disk MB (GPT-2-124M)"]
+    best_full = {
+        p: min(
+            (r["val_ppl"] for r in rows if r["person"] == p and r["variant"].startswith("full")), default=None
+        )
+        for p in persons
+    }
+    head = [
+        "variant",
+        *(f"@{p} ppl (vs best full)" for p in persons),
+        "kept epoch",
+        "tokens/s",
+        "wall s",
+        "RAM rise MB",
+        "disk MB (proxy)",
+        "disk MB (GPT-2-124M)",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     before = {p: next(r["initial_val_ppl"] for r in rows if r["person"] == p) for p in persons}
-    lines.append("| base, before fine-tuning | " + " | ".join(f"{before[p]:.1f}" for p in persons)
-                 + " |" + " |" * (len(head) - 1 - len(persons)))
+    lines.append(
+        "| base, before fine-tuning | "
+        + " | ".join(f"{before[p]:.1f}" for p in persons)
+        + " |"
+        + " |" * (len(head) - 1 - len(persons))
+    )
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = {r["person"]: r for r in rows if r["variant"] == name}
-        cells = [f"{mine[p]['val_ppl']:.1f} ({_vs(mine[p]['val_ppl'], best_full[p])})" if p in mine else ""
-                 for p in persons]
+        cells = [
+            f"{mine[p]['val_ppl']:.1f} ({_vs(mine[p]['val_ppl'], best_full[p])})" if p in mine else ""
+            for p in persons
+        ]
         any_row = next(iter(mine.values()))
         epochs = "/".join(str(mine[p]["best_epoch"]) for p in persons if p in mine)
         speed = sum(r["tokens_per_second"] for r in mine.values()) / len(mine)
         wall = sum(r["wall_seconds"] for r in mine.values()) / len(mine)
         ram = max(r.get("rss_rise_mb", r["peak_rss_mb"]) for r in mine.values())
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {epochs} | {speed:.0f} | {wall:.0f} | {ram} | "
-                     f"{any_row['disk_bytes'] / 1e6:.2f} | {any_row['gpt2_124m_bytes'] / 1e6:.1f} |")
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {epochs} | {speed:.0f} | {wall:.0f} | {ram} | "
+            f"{any_row['disk_bytes'] / 1e6:.2f} | {any_row['gpt2_124m_bytes'] / 1e6:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -487,8 +625,12 @@ def _vs(value: float, best: float | None) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pretrain-minutes", type=float, default=10.0, help="prose pre-training budget")
-    p.add_argument("--adapt-minutes", type=float, default=1.5,
-                   help="continued pre-training on the other people's tweets, per person (0: none)")
+    p.add_argument(
+        "--adapt-minutes",
+        type=float,
+        default=1.5,
+        help="continued pre-training on the other people's tweets, per person (0: none)",
+    )
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--width", type=int, default=384)
     p.add_argument("--heads", type=int, default=6)
@@ -503,8 +645,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, help="append one JSON line per run here")
     p.add_argument("--table", type=Path, help="only print the table of a results file")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out share of each person's tweets")
-    p.add_argument("--in-process", action="store_true",
-                   help="run the fine-tunes in this process (faster; RAM is then the rise during each run)")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the fine-tunes in this process (faster; RAM is then the rise during each run)",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny model and a few steps (seconds)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -531,17 +676,31 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def bench_from_args(args: argparse.Namespace) -> Bench:
-    spec = ProxySpec(n_layer=args.layers, n_embd=args.width, n_head=args.heads, vocab_size=args.vocab,
-                     pretrain_minutes=args.pretrain_minutes, adapt_minutes=args.adapt_minutes,
-                     device=args.device)
+    spec = ProxySpec(
+        n_layer=args.layers,
+        n_embd=args.width,
+        n_head=args.heads,
+        vocab_size=args.vocab,
+        pretrain_minutes=args.pretrain_minutes,
+        adapt_minutes=args.adapt_minutes,
+        device=args.device,
+    )
     variants = default_variants()
     if args.variants:
         variants = [v for v in variants if any(s in v.name for s in args.variants)]
     if not any(args.tweets_dir.glob("*.csv")):
         raise SystemExit(f"No tweet corpora (*.csv) in {args.tweets_dir}")
-    bench = Bench(spec=spec, variants=variants, persons=args.persons or None, max_tweets=args.max_tweets,
-                  epochs=args.epochs, cache=args.cache, corpora=people(args.tweets_dir),
-                  isolate=not args.in_process, common={"val_fraction": args.val_fraction})
+    bench = Bench(
+        spec=spec,
+        variants=variants,
+        persons=args.persons or None,
+        max_tweets=args.max_tweets,
+        epochs=args.epochs,
+        cache=args.cache,
+        corpora=people(args.tweets_dir),
+        isolate=not args.in_process,
+        common={"val_fraction": args.val_fraction},
+    )
     if args.quick:
         bench = quick(bench)
     return bench
@@ -549,9 +708,19 @@ def bench_from_args(args: argparse.Namespace) -> Bench:
 
 def quick(bench: Bench) -> Bench:
     """A tiny proxy and a few steps: checks the whole pipeline in seconds (the test suite runs it)."""
-    bench.spec = ProxySpec(n_layer=1, n_embd=32, n_head=2, vocab_size=300, n_positions=64,
-                           pretrain_minutes=0.02, adapt_minutes=0.01, prose_bytes=60_000, block=32, batch=4,
-                           device="cpu")
+    bench.spec = ProxySpec(
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        vocab_size=300,
+        n_positions=64,
+        pretrain_minutes=0.02,
+        adapt_minutes=0.01,
+        prose_bytes=60_000,
+        block=32,
+        batch=4,
+        device="cpu",
+    )
     bench.max_tweets = bench.max_tweets or 40
     bench.epochs = 2
     bench.common = bench.common | {"block_size": 32, "batch_size": 4, "device": "cpu"}

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     )
     train_learning_rate: float | None = setting(
         None,
-        "Peak learning rate (default 2e-3 for LoRA, 5e-4 for full; see docs/quality.md).",
+        "Peak learning rate (default 5e-3 for LoRA, 1e-3 for full; see docs/quality.md).",
         gt=0,
     )
     train_max_steps: int = setting(
@@ -95,7 +95,15 @@ class Settings(BaseSettings):
         ge=0,
         le=86400,
     )
-    lora_rank: int = setting(16, "LoRA adapter rank (16: a GPT-2 persona is ~5 MB).", ge=1, le=256)
+    lora_rank: int = setting(16, "LoRA adapter rank (16: ~4.7 MB of a GPT-2 persona).", ge=1, le=256)
+    lora_token_rows: int = setting(
+        1000,
+        "LoRA also trains the embedding (and tied output) rows of this many of the person's most "
+        "frequent tokens (0 = off; 1000: ~1.5 MB more per GPT-2 persona, ~6.3 MB in all; "
+        "see docs/quality.md).",
+        ge=0,
+        le=50000,
+    )
     training_workers: int = setting(
         1,
         "Trainings run at the same time; others wait in the queue.",
@@ -218,8 +226,10 @@ class Settings(BaseSettings):
             raise ValueError("SHARD_IDS needs SHARD_COUNT set to the number of shards of the whole bot")
         ids = parse_shard_ids(self.shard_ids)
         if ids[-1] >= self.shard_count:
-            raise ValueError(f"SHARD_IDS={self.shard_ids!r} names shard {ids[-1]}, but shard ids run from 0 "
-                             f"to SHARD_COUNT-1 ({self.shard_count - 1})")
+            raise ValueError(
+                f"SHARD_IDS={self.shard_ids!r} names shard {ids[-1]}, but shard ids run from 0 "
+                f"to SHARD_COUNT-1 ({self.shard_count - 1})"
+            )
         return ids
 
     def require_token(self) -> None:

@@ -19,11 +19,30 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("int8")
     base = str(build_tiny_gpt2(root / "base", n_embd=128, n_head=4, n_positions=64))
     common = dict(epochs=1, batch_size=8, block_size=64, max_steps=15)
-    full = train(tiny_tweets(), root / "full",
-                 TrainConfig(base_model=base, method="full", learning_rate=3e-3, **common))
-    lora = train(tiny_tweets(), root / "lora",
-                 TrainConfig(base_model=str(full.output_dir), learning_rate=2e-2, **common))
+    full = train(
+        tiny_tweets(),
+        root / "full",
+        TrainConfig(base_model=base, method="full", learning_rate=3e-3, **common),
+    )
+    lora = train(
+        tiny_tweets(),
+        root / "lora",
+        TrainConfig(base_model=str(full.output_dir), learning_rate=2e-2, lora_token_rows=0, **common),
+    )
     return str(full.output_dir), str(lora.output_dir)
+
+
+@pytest.fixture(scope="module")
+def with_rows(trained, tmp_path_factory):
+    """A LoRA persona with trained token rows (the default), on the same base as `trained`'s."""
+    root = tmp_path_factory.mktemp("rows")
+    common = dict(epochs=1, batch_size=8, block_size=64, max_steps=15)
+    persona = train(
+        tiny_tweets()[::-1],
+        root / "rows",
+        TrainConfig(base_model=trained[0], learning_rate=2e-2, lora_token_rows=60, seed=7, **common),
+    )
+    return str(persona.output_dir)
 
 
 def load(folder):
@@ -53,6 +72,73 @@ def test_int8_logits_and_per_row_lora_match_the_float_model(trained):
     assert (mixed[2] - with_lora[2]).abs().max() < 0.05 * scale
     assert (mixed[1] - reference[1]).abs().max() < 0.05 * scale
     assert (with_lora[0] - reference[0]).abs().max() > 0.2 * scale  # the adapter does change the output
+
+
+@torch.inference_mode()
+def test_int8_token_rows_match_the_float_model_per_row_in_a_mixed_batch(trained, with_rows):
+    """A persona's token rows replace the base's rows in the input embedding and, the output layer
+    being tied, in the logits of those tokens; per row, so personas with and without rows mix."""
+    from peft import PeftModel
+
+    full, plain = trained
+    model, _ = load(full)
+    decoder = fastdecode.Int8GPT2(model)
+    rows, other = fastdecode.LoraWeights.load(with_rows), fastdecode.LoraWeights.load(plain)
+    assert rows.token_ids.shape == (60,) and rows.token_rows.shape == (60, 128) and other.token_ids is None
+    generator = torch.Generator().manual_seed(1)
+    trained_ids = rows.token_ids[torch.randint(0, 60, (3, 10), generator=generator)]
+    ids = torch.cat([trained_ids, torch.randint(0, 400, (3, 10), generator=generator)], 1)[
+        :, torch.randperm(20)
+    ]
+    reference = {
+        path: PeftModel.from_pretrained(load(full)[0], path).eval()(ids).logits for path in (with_rows, plain)
+    }
+    reference[None] = model(ids).logits
+    order = [with_rows, plain, None]
+    mixed = decoder.logits_of(ids, fastdecode.stack_lora([rows, other, None], decoder.vocab))  # one pass
+    scale = reference[with_rows].abs().max()
+    for row, path in enumerate(order):
+        assert (mixed[row] - reference[path][row]).abs().max() < 0.05 * scale
+    alone = decoder.logits_of(ids[:1], fastdecode.stack_lora([rows], decoder.vocab))
+    assert (alone[0] - mixed[0]).abs().max() < 0.05 * scale
+    without_rows = decoder.logits_of(ids[:1], fastdecode.stack_lora([fastdecode.LoraWeights(rows.pairs)]))
+    assert (without_rows[0] - reference[with_rows][0]).abs().max() > 0.2 * scale  # the rows do matter
+
+
+@torch.inference_mode()
+def test_generic_path_applies_token_rows_and_keeps_their_persona_in_its_own_batch(trained, with_rows):
+    """peft's mixed-adapter batches would give every row the active adapter's token rows, so a persona
+    with rows samples alone; its rows are written into the shared embedding for its batch only."""
+    from peft import PeftModel
+
+    from bot.core.generation import _group_by_model, _token_rows_applied
+
+    full, plain = trained
+    generic = Generator(Sampling(max_new_tokens=8, min_new_tokens=2), int8=False)
+    requests = [
+        GenerationRequest(with_rows, "the", 2),
+        GenerationRequest(plain, "we", 2),
+        GenerationRequest(full, "a", 1),
+    ]
+    answers = generic.generate_batch(requests)
+    assert [len(a) for a in answers] == [2, 2, 1]
+    loaded = [generic._load(r.model) for r in requests]
+    assert (
+        loaded[0].model is loaded[1].model
+        and loaded[0].token_rows is not None
+        and loaded[1].token_rows is None
+    )
+    assert sorted(_group_by_model([0, 1, 2], loaded)) == [[0], [1], [2]]
+    ids = torch.randint(0, 400, (2, 16), generator=torch.Generator().manual_seed(2))
+    for persona, path in ((loaded[0], with_rows), (loaded[1], plain)):
+        persona.model.set_adapter(persona.adapter)
+        with _token_rows_applied(persona.token_rows):
+            ours = persona.model(ids).logits.float()
+        reference = PeftModel.from_pretrained(load(full)[0], path).eval()(ids).logits
+        assert (ours - reference).abs().max() < 0.05 * reference.abs().max()
+    int8 = Generator(Sampling(max_new_tokens=8, min_new_tokens=2))
+    assert [len(a) for a in int8.generate_batch(requests)] == [2, 2, 1]
+    assert int8._load(with_rows).lora.token_ids is not None  # the int8 path takes personas with rows
 
 
 @torch.inference_mode()
@@ -90,8 +176,9 @@ def test_sampled_tokens_follow_the_exact_nucleus_distribution(trained):
     """Chi-square of 6,000 first tokens drawn by the int8 path against the exact top-p probabilities."""
     model, tokenizer = load(trained[0])
     decoder = fastdecode.Int8GPT2(model)
-    prompt = tokenizer(tokenizer.eos_token + "the", add_special_tokens=False,
-                       return_tensors="pt")["input_ids"]
+    prompt = tokenizer(tokenizer.eos_token + "the", add_special_tokens=False, return_tensors="pt")[
+        "input_ids"
+    ]
     logits = decoder.logits_of(prompt)[0, -1]
     probs = torch.softmax(logits, -1)
     ordered, order = probs.sort(descending=True)
@@ -103,9 +190,13 @@ def test_sampled_tokens_follow_the_exact_nucleus_distribution(trained):
     rows = 6000
     torch.manual_seed(1)
     tokens = fastdecode.sample_int8(
-        decoder, prompt.expand(rows, -1), torch.ones(rows, prompt.shape[1], dtype=torch.long),
-        Sampling(top_p=0.95, max_new_tokens=1, min_new_tokens=0), stop_ids=torch.tensor([-1]),
-        eos_id=tokenizer.eos_token_id)
+        decoder,
+        prompt.expand(rows, -1),
+        torch.ones(rows, prompt.shape[1], dtype=torch.long),
+        Sampling(top_p=0.95, max_new_tokens=1, min_new_tokens=0),
+        stop_ids=torch.tensor([-1]),
+        eos_id=tokenizer.eos_token_id,
+    )
     counts = torch.bincount(tokens[:, 0], minlength=probs.shape[0]).double()
     assert counts[nucleus == 0].sum() == 0  # nothing outside the nucleus
     assert chi_square_p_value(counts, nucleus.double()) > 1e-3
@@ -120,9 +211,14 @@ def test_prompt_and_new_tokens_stay_within_the_position_limit(trained):
     decoder = fastdecode.Int8GPT2(model)
     assert decoder.positions == 64
     long_prompt = torch.randint(5, 400, (2, 100))  # longer than the model can attend to
-    tokens = fastdecode.sample_int8(decoder, long_prompt, torch.ones_like(long_prompt),
-                                    Sampling(max_new_tokens=160, min_new_tokens=10),
-                                    stop_ids=stop_token_ids(tokenizer), eos_id=tokenizer.eos_token_id)
+    tokens = fastdecode.sample_int8(
+        decoder,
+        long_prompt,
+        torch.ones_like(long_prompt),
+        Sampling(max_new_tokens=160, min_new_tokens=10),
+        stop_ids=stop_token_ids(tokenizer),
+        eos_id=tokenizer.eos_token_id,
+    )
     assert tokens.shape[1] == 10  # the prompt kept its last 54 tokens, so 10 new ones fit
 
     generator = Generator(Sampling(max_new_tokens=160, min_new_tokens=4))
@@ -143,8 +239,9 @@ def test_mixed_personas_share_one_int8_pass_and_the_generic_path_still_works(tra
     assert not isinstance(generic._personas[next(iter(generic._personas))].model, fastdecode.Int8GPT2)
 
 
-@pytest.mark.parametrize(("flags", "engine"), [
-    ({"amx_int8", "avx2"}, "onednn"), ({"avx2", "avx512f"}, "fbgemm"), (set(), None)])
+@pytest.mark.parametrize(
+    ("flags", "engine"), [({"amx_int8", "avx2"}, "onednn"), ({"avx2", "avx512f"}, "fbgemm"), (set(), None)]
+)
 def test_int8_engine_is_chosen_from_the_cpu_flags(monkeypatch, flags, engine):
     monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset(flags))
     assert devices.int8_engine() == engine

@@ -77,8 +77,9 @@ def test_generation_returns_clean_tweets(tiny_base_model, tmp_path):
             assert "\n" not in tweet and "<|endoftext|>" not in tweet and "\ufffd" not in tweet
     # Two personas on one base share it; a mixed batch answers each request.
     (tmp_path / "lora2").symlink_to(tmp_path / "lora")
-    out = gen.generate_batch([GenerationRequest(str(tmp_path / "lora"), "", 2),
-                              GenerationRequest(str(tmp_path / "lora2"), "I", 1)])
+    out = gen.generate_batch(
+        [GenerationRequest(str(tmp_path / "lora"), "", 2), GenerationRequest(str(tmp_path / "lora2"), "I", 1)]
+    )
     assert [len(o) for o in out] == [2, 1] and out[1][0].startswith("I")
     assert len(gen._bases) == 1
 
@@ -155,12 +156,20 @@ class StopAfter:
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_interrupted_training_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
-        tiny_base_model, tmp_path, method):
+    tiny_base_model, tmp_path, method
+):
     import torch
 
     # Two epochs, a checkpoint after every step, stopped after step 8 (in the second epoch).
-    cfg = config(tiny_base_model, method=method, epochs=2, max_steps=0, batch_size=16,
-                 checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_seconds=1e-9)
+    cfg = config(
+        tiny_base_model,
+        method=method,
+        epochs=2,
+        max_steps=0,
+        batch_size=16,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        checkpoint_seconds=1e-9,
+    )
     tweets = tiny_tweets()
     stop = StopAfter(8)
     with pytest.raises(TrainingCancelled):
@@ -180,7 +189,8 @@ def test_interrupted_training_resumes_from_its_checkpoint_and_matches_an_uninter
     # Same data order, same optimizer state, same dropout masks: the same model.
     assert resumed.metrics["val_loss"] == pytest.approx(straight.metrics["val_loss"], rel=1e-4)
     assert [h["train_loss"] for h in resumed.history if "train_loss" in h] == pytest.approx(
-        [h["train_loss"] for h in straight.history if "train_loss" in h], rel=1e-4)
+        [h["train_loss"] for h in straight.history if "train_loss" in h], rel=1e-4
+    )
     weights = "adapter_model.safetensors" if method == "lora" else "model.safetensors"
     from safetensors.torch import load_file
 
@@ -237,8 +247,10 @@ def test_training_and_generation_can_load_models_at_the_same_time(tiny_base_mode
             errors.append(f"generate: {exc!r}")
 
     for round_ in range(4):
-        threads = [threading.Thread(target=trainer, args=(round_,)),
-                   threading.Thread(target=generator, args=(round_,))]
+        threads = [
+            threading.Thread(target=trainer, args=(round_,)),
+            threading.Thread(target=generator, args=(round_,)),
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -273,8 +285,10 @@ def test_the_best_epoch_is_the_one_saved_and_reported(tiny_base_model, tmp_path)
     assert last.metrics["val_loss"] == last.metrics["last_val_loss"] > m["val_loss"]
 
 
-@pytest.mark.parametrize("options", [
-    {"lora_train_norms": True}, {"use_rslora": True}, {"use_dora": True, "lora_train_norms": True}])
+@pytest.mark.parametrize(
+    "options",
+    [{"lora_train_norms": True}, {"use_rslora": True}, {"use_dora": True, "lora_train_norms": True}],
+)
 def test_lora_variants_train_and_save_what_they_train(tiny_base_model, tmp_path, options):
     from safetensors.torch import load_file
 
@@ -290,7 +304,43 @@ def test_fp16_training_uses_a_grad_scaler(tiny_base_model, tmp_path):
     """fp16 autocast (CUDA GPUs without bf16) scales the loss so small gradients do not underflow;
     run here on the CPU, where torch also autocasts to fp16."""
     seen = []
-    result = train(tiny_tweets(), tmp_path / "out", config(tiny_base_model, method="full", precision="fp16"),
-                   progress=seen.append)
+    result = train(
+        tiny_tweets(),
+        tmp_path / "out",
+        config(tiny_base_model, method="full", precision="fp16"),
+        progress=seen.append,
+    )
     assert result.metrics["precision"] == "float16"
     assert result.metrics["val_loss"] < result.metrics["initial_val_loss"]
+
+
+def test_lora_token_rows_train_the_most_frequent_tokens_and_reload(tiny_base_model, tmp_path):
+    """lora_token_rows (opt-in): the embedding rows of the person's most frequent tokens are trained,
+    tied to the output layer, saved in bf16, and a reload gives the measured validation loss."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bot.core.training import evaluate, frequent_tokens, split_tweets
+
+    assert frequent_tokens([[5, 7, 7], [7, 9, 5]], 2) == [5, 7]
+    cfg = config(tiny_base_model, max_steps=20, lora_token_rows=50)
+    result = train(tiny_tweets(), tmp_path / "out", cfg)
+    assert result.metrics["val_loss"] < result.metrics["initial_val_loss"]
+    rows = [
+        t
+        for n, t in load_file(tmp_path / "out" / "adapter_model.safetensors").items()
+        if "trainable_tokens_delta" in n
+    ]
+    assert len(rows) == 1 and rows[0].shape[0] == 50 and rows[0].dtype == torch.bfloat16
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_base_model), tmp_path / "out", autocast_adapter_dtype=False
+    )
+    for parameter in model.parameters():
+        parameter.data = parameter.data.float()
+    _, val = split_tweets(tiny_tweets(), cfg.val_fraction, cfg.seed)
+    blocks = pack_blocks(encode_tweets(tokenizer, val), cfg.block_size)
+    reloaded = evaluate(model, blocks, cfg.batch_size, tokenizer.eos_token_id, torch.device("cpu"), None)
+    assert reloaded == pytest.approx(result.metrics["val_loss"], rel=0.01)

@@ -16,6 +16,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,10 @@ class _Loaded:
     memorized: MemorizationIndex | None = None
     stop_ids: torch.Tensor | None = None
     lora: fastdecode.LoraWeights | None = None  # int8 path: this persona's adapter weights
+    # Generic path: trained token rows (peft's trainable_token_indices) as (embedding weight, ids,
+    # rows). peft applies them to every row of a batch, so this persona samples in a batch of its own,
+    # with its rows written into the shared embedding for that batch only.
+    token_rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -90,8 +95,14 @@ def model_key(path: str) -> str:
 
 
 class Generator:
-    def __init__(self, sampling: Sampling | None = None, cache_size: int = 4, device: str = "auto",
-                 precision: str = "auto", int8: bool | None = None):
+    def __init__(
+        self,
+        sampling: Sampling | None = None,
+        cache_size: int = 4,
+        device: str = "auto",
+        precision: str = "auto",
+        int8: bool | None = None,
+    ):
         self.sampling = sampling or Sampling()
         self.cache_size = cache_size
         self.device = pick_device(device)
@@ -101,8 +112,12 @@ class Generator:
         if self.dtype == torch.float16 and self.device.type == "cpu":
             self.dtype = torch.float32
         # int8 weights for GPT-2 on CPUs with fast int8 kernels (None: wherever available).
-        self.int8 = self.device.type == "cpu" and precision == "auto" and int8 is not False \
+        self.int8 = (
+            self.device.type == "cpu"
+            and precision == "auto"
+            and int8 is not False
             and fastdecode.int8_engine() is not None
+        )
         self._lock = threading.RLock()
         self._personas: OrderedDict[str, _Loaded] = OrderedDict()
         self._bases: dict[str, _Base] = {}
@@ -118,7 +133,11 @@ class Generator:
         self._drop_stale(path)
         adapter_config = Path(path) / "adapter_config.json"
         with MODEL_BUILD_LOCK:
-            loaded = self._load_adapter(path, key, adapter_config) if adapter_config.is_file() else self._load_full(path)
+            loaded = (
+                self._load_adapter(path, key, adapter_config)
+                if adapter_config.is_file()
+                else self._load_full(path)
+            )
         loaded.memorized = MemorizationIndex.load(path)
         loaded.stop_ids = stop_token_ids(loaded.tokenizer)
         self._personas[key] = loaded
@@ -148,7 +167,6 @@ class Generator:
         return AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
 
     def _load_adapter(self, path: str, key: str, adapter_config: Path) -> _Loaded:
-        from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         base_id = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or "gpt2"
@@ -159,18 +177,21 @@ class Generator:
             if int8_base is not None:
                 int8_base.adapters.add(name)
                 tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path), int8_base.peft_model)
-                return _Loaded(model=int8_base.peft_model, tokenizer=tokenizer, base_key=base_id + " int8",
-                               adapter=name, lora=lora)
+                return _Loaded(
+                    model=int8_base.peft_model,
+                    tokenizer=tokenizer,
+                    base_key=base_id + " int8",
+                    adapter=name,
+                    lora=lora,
+                )
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            base = self._bases.get(base_id)
+            base, model = self._bases.get(base_id), None
             if base is None:
                 model = AutoModelForCausalLM.from_pretrained(base_id, dtype=self.dtype).to(self.device).eval()
-                peft_model = PeftModel.from_pretrained(model, path, adapter_name=name, autocast_adapter_dtype=False).eval()
-                base = self._bases[base_id] = _Base(peft_model=peft_model)
-            else:
-                base.peft_model.load_adapter(path, adapter_name=name, autocast_adapter_dtype=False)
-                base.peft_model.eval()
+                base = _Base(peft_model=None)
+            token_rows = self._add_peft_adapter(base, model, path, name)
+            self._bases[base_id] = base
         except Exception as exc:  # missing, partial or corrupt files all mean the same to the user
             raise GenerationError(
                 f"Could not load the persona or its base model {base_id!r} ({exc.__class__.__name__})."
@@ -180,8 +201,51 @@ class Generator:
             if f".{name}." in param_name:
                 parameter.data = parameter.data.to(self.dtype)
         base.adapters.add(name)
-        return _Loaded(model=base.peft_model, tokenizer=_prepare_tokenizer(tokenizer, base.peft_model),
-                       base_key=base_id, adapter=name)
+        return _Loaded(
+            model=base.peft_model,
+            tokenizer=_prepare_tokenizer(tokenizer, base.peft_model),
+            base_key=base_id,
+            adapter=name,
+            token_rows=token_rows,
+        )
+
+    def _add_peft_adapter(self, base: _Base, model, path: str, name: str):
+        """Load the adapter into the shared PeftModel (built on `model` when there is none yet).
+
+        Its LoRA layers go to peft; trained token rows are kept aside and returned as (embedding
+        weight, ids, rows): peft cannot hold adapters with and without token rows on one base (it
+        fails to load the second kind), and its mixed-adapter batches would give every row the
+        active adapter's tokens.
+        """
+        from peft import PeftConfig, PeftModel, load_peft_weights, set_peft_model_state_dict
+
+        config = PeftConfig.from_pretrained(path)
+        config.inference_mode = True
+        indices, config.trainable_token_indices = getattr(config, "trainable_token_indices", None), None
+        weights = load_peft_weights(path, device="cpu")
+        token_keys = [k for k in weights if k.endswith(".token_adapter.trainable_tokens_delta")]
+        if len(token_keys) > 1 or bool(token_keys) != bool(indices):
+            raise ValueError("unsupported trainable token layout")
+        if base.peft_model is None:
+            base.peft_model = PeftModel(model, config, adapter_name=name, autocast_adapter_dtype=False)
+        else:
+            base.peft_model.add_adapter(name, config, autocast_adapter_dtype=False)
+        set_peft_model_state_dict(
+            base.peft_model, {k: v for k, v in weights.items() if k not in token_keys}, adapter_name=name
+        )
+        base.peft_model.eval()
+        if not token_keys:
+            return None
+        module = (
+            token_keys[0]
+            .removeprefix("base_model.model.")
+            .removesuffix(".token_adapter.trainable_tokens_delta")
+        )
+        if isinstance(indices, dict):
+            (indices,) = indices.values()
+        weight = base.peft_model.get_base_model().get_submodule(module).weight
+        ids = torch.tensor(indices, dtype=torch.long, device=weight.device)
+        return weight, ids, weights[token_keys[0]].to(weight.device, weight.dtype)
 
     def _int8_base(self, path: str, base_id: str) -> _Base | None:
         """The shared int8 GPT-2 base for LoRA personas, or None where the base is not GPT-2."""
@@ -242,9 +306,11 @@ class Generator:
                         [requests[i].prompt for i in group],
                         [requests[i].n - len(results[i]) for i in group],
                     )
-                    for i, batch in zip(group, texts):
-                        results[i].extend(t for t in batch if self._acceptable(loaded[i], requests[i].prompt, t))
-            return [res[: r.n] for res, r in zip(results, requests)]
+                    for i, batch in zip(group, texts, strict=True):
+                        results[i].extend(
+                            t for t in batch if self._acceptable(loaded[i], requests[i].prompt, t)
+                        )
+            return [res[: r.n] for res, r in zip(results, requests, strict=True)]
 
     @staticmethod
     def _acceptable(persona: _Loaded, prompt: str, text: str) -> bool:
@@ -257,17 +323,25 @@ class Generator:
     def _sample(self, personas: list[_Loaded], prompts: list[str], counts: list[int]) -> list[list[str]]:
         tokenizer = personas[0].tokenizer
         texts, adapter_names = [], []
-        for persona, prompt, count in zip(personas, prompts, counts):
+        for persona, prompt, count in zip(personas, prompts, counts, strict=True):
             texts += [tokenizer.eos_token + prompt] * count
             adapter_names += [persona.adapter] * count
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         extra: dict[str, Any] = {}
         model = personas[0].model
         if isinstance(model, fastdecode.Int8GPT2):
-            rows = [persona.lora for persona, count in zip(personas, counts, strict=True) for _ in range(count)]
-            tokens = fastdecode.sample_int8(model, batch["input_ids"], batch["attention_mask"], self.sampling,
-                                            stop_ids=personas[0].stop_ids, eos_id=tokenizer.eos_token_id,
-                                            lora=fastdecode.stack_lora(rows))
+            rows = [
+                persona.lora for persona, count in zip(personas, counts, strict=True) for _ in range(count)
+            ]
+            tokens = fastdecode.sample_int8(
+                model,
+                batch["input_ids"],
+                batch["attention_mask"],
+                self.sampling,
+                stop_ids=personas[0].stop_ids,
+                eos_id=tokenizer.eos_token_id,
+                lora=fastdecode.stack_lora(rows, model.vocab),
+            )
             return self._split(tokenizer, tokens, prompts, counts)
         if personas[0].adapter is not None:
             if len(set(adapter_names)) == 1:
@@ -275,11 +349,18 @@ class Generator:
             else:
                 extra["adapter_names"] = adapter_names  # several: one mixed-adapter batch
         input_ids, attention_mask, sampling = fit_to_positions(
-            batch["input_ids"], batch["attention_mask"], self.sampling, position_limit(personas[0].model))
-        tokens = sample_tokens(
-            personas[0].model, input_ids.to(self.device), attention_mask.to(self.device),
-            sampling, stop_ids=personas[0].stop_ids, eos_id=tokenizer.eos_token_id, extra=extra,
+            batch["input_ids"], batch["attention_mask"], self.sampling, position_limit(personas[0].model)
         )
+        with _token_rows_applied(personas[0].token_rows):  # a persona with token rows samples alone
+            tokens = sample_tokens(
+                personas[0].model,
+                input_ids.to(self.device),
+                attention_mask.to(self.device),
+                sampling,
+                stop_ids=personas[0].stop_ids,
+                eos_id=tokenizer.eos_token_id,
+                extra=extra,
+            )
         return self._split(tokenizer, tokens, prompts, counts)
 
     @staticmethod
@@ -304,8 +385,9 @@ def position_limit(model) -> int | None:
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
 
-def fit_to_positions(input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: Sampling,
-                     limit: int | None) -> tuple[torch.Tensor, torch.Tensor, Sampling]:
+def fit_to_positions(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: Sampling, limit: int | None
+) -> tuple[torch.Tensor, torch.Tensor, Sampling]:
     """Prompt plus new tokens within the model's positions (past them GPT-2 fails with IndexError).
 
     When they do not fit, the prompt keeps up to half the positions (its end: the text continues
@@ -343,8 +425,16 @@ def top_p_sample(logits: torch.Tensor, top_p: float, first_k: int = 256) -> torc
     return top_ids.gather(-1, choice).squeeze(-1)
 
 
-def sample_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: Sampling, *,
-                  stop_ids: torch.Tensor, eos_id: int, extra: dict[str, Any] | None = None) -> torch.Tensor:
+def sample_tokens(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    sampling: Sampling,
+    *,
+    stop_ids: torch.Tensor,
+    eos_id: int,
+    extra: dict[str, Any] | None = None,
+) -> torch.Tensor:
     """Sample continuations with a KV cache, stopping each row at end-of-text or a newline.
 
     A plain loop over `model(...)`: `generate()`'s generality costs time per step, and a tweet
@@ -361,8 +451,15 @@ def sample_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     past = None
     current, positions, mask = input_ids, position_ids, attention_mask
     for step in range(sampling.max_new_tokens):
-        output = model(input_ids=current, attention_mask=mask, position_ids=positions, past_key_values=past,
-                       use_cache=True, logits_to_keep=1, **extra)
+        output = model(
+            input_ids=current,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=past,
+            use_cache=True,
+            logits_to_keep=1,
+            **extra,
+        )
         past = output.past_key_values
         logits = output.logits[:, -1, :].float()
         if step < sampling.min_new_tokens:
@@ -385,8 +482,11 @@ def newline_pieces(tokenizer) -> set[str]:
     """How this vocabulary writes a newline: "Ċ" (byte-level BPE), "<0x0A>" (SentencePiece byte
     fallback), or the character itself; found by encoding one, so any tokenizer works."""
     ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    pieces = {piece for i, piece in zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True)
-              if piece and "\n" in tokenizer.decode([i])}
+    pieces = {
+        piece
+        for i, piece in zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True)
+        if piece and "\n" in tokenizer.decode([i])
+    }
     return pieces | {"\n"}
 
 
@@ -411,8 +511,30 @@ def _prepare_tokenizer(tokenizer, model=None):
 
 
 def _group_by_model(indices: list[int], loaded: list[_Loaded]) -> list[list[int]]:
-    """Requests that can share one forward pass: same full model, or adapters on one base."""
-    groups: dict[int, list[int]] = {}
+    """Requests that can share one forward pass: same full model, or adapters on one base.
+
+    On the generic path a persona with token rows shares its batch with no other persona.
+    """
+    groups: dict[tuple[int, str | None], list[int]] = {}
     for i in indices:
-        groups.setdefault(id(loaded[i].model), []).append(i)
+        persona = loaded[i]
+        groups.setdefault(
+            (id(persona.model), persona.adapter if persona.token_rows is not None else None), []
+        ).append(i)
     return list(groups.values())
+
+
+@contextmanager
+def _token_rows_applied(token_rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None):
+    """Write a persona's token rows into the shared embedding (tied output layer included) for one batch."""
+    if token_rows is None:
+        yield
+        return
+    weight, ids, rows = token_rows
+    with torch.no_grad():
+        saved = weight.data[ids].clone()
+        weight.data.index_copy_(0, ids, rows)
+        try:
+            yield
+        finally:
+            weight.data.index_copy_(0, ids, saved)

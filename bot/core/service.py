@@ -83,17 +83,23 @@ class GenerationBatcher:
             while self.pending:
                 batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
                 try:
-                    results = await loop.run_in_executor(self.executor, self.generator.generate_batch, [r for r, _ in batch])
+                    results = await loop.run_in_executor(
+                        self.executor, self.generator.generate_batch, [r for r, _ in batch]
+                    )
                 except Exception:
                     # One bad model must not fail the others: answer each request on its own.
                     results = []
                     for request, _ in batch:
                         try:
-                            results.append(await loop.run_in_executor(self.executor, self.generator.generate_batch, [request]))
+                            results.append(
+                                await loop.run_in_executor(
+                                    self.executor, self.generator.generate_batch, [request]
+                                )
+                            )
                         except Exception as exc:  # noqa: PERF203 - rare path
                             results.append(exc)
                     results = [r[0] if isinstance(r, list) else r for r in results]
-                for (_, future), result in zip(batch, results):
+                for (_, future), result in zip(batch, results, strict=True):
                     if future.done():
                         continue
                     if isinstance(result, BaseException):
@@ -116,10 +122,17 @@ def train_config(settings, job: JobRecord) -> TrainConfig:
     """How a job is trained, from the settings of the process that trains it."""
     s = settings
     return TrainConfig(
-        base_model=job.base_model, method=job.method, epochs=job.epochs,
-        batch_size=s.train_batch_size, block_size=s.train_block_size,
-        learning_rate=s.train_learning_rate, lora_rank=s.lora_rank,
-        seed=s.train_seed, max_steps=s.train_max_steps, checkpoint_seconds=s.train_checkpoint_seconds,
+        base_model=job.base_model,
+        method=job.method,
+        epochs=job.epochs,
+        batch_size=s.train_batch_size,
+        block_size=s.train_block_size,
+        learning_rate=s.train_learning_rate,
+        lora_rank=s.lora_rank,
+        lora_token_rows=s.lora_token_rows,
+        seed=s.train_seed,
+        max_steps=s.train_max_steps,
+        checkpoint_seconds=s.train_checkpoint_seconds,
     )
 
 
@@ -183,11 +196,18 @@ class PersonaService:
         if on_workers:
             from .remote_queue import WorkerQueue  # loads procrastinate: scale-out mode only
 
-            self.queue = WorkerQueue(self.storage, url, poll_seconds=self.settings.queue_poll_seconds,
-                                     prepare_model=self.local_copy)
+            self.queue = WorkerQueue(
+                self.storage,
+                url,
+                poll_seconds=self.settings.queue_poll_seconds,
+                prepare_model=self.local_copy,
+            )
         else:
             self.queue = TrainingQueue(
-                self.storage, self.store, self.train_executor, self._train_config,
+                self.storage,
+                self.store,
+                self.train_executor,
+                self._train_config,
                 workers=self.settings.training_workers,
             )
         self.queue.emit = self._events
@@ -218,8 +238,10 @@ class PersonaService:
         if not model.metrics.get("bundle"):
             return
         async with self._unpacking:
-            if await asyncio.to_thread(self.store.bundle_digest, model.guild_id, model.handle) \
-                    == model.metrics["bundle"]:
+            if (
+                await asyncio.to_thread(self.store.bundle_digest, model.guild_id, model.handle)
+                == model.metrics["bundle"]
+            ):
                 return
             blob = await self.storage.blobs.get(persona_key(model.guild_id, model.handle))
             if blob is None:
@@ -255,26 +277,52 @@ class PersonaService:
         avatar_url = normalize_http_url(avatar_url, what="The avatar URL") if avatar_url else None
         await self.ensure_can_queue(guild_id, handle)
         job = await self.storage.jobs.create(
-            guild_id=guild_id, handle=handle, display_name=clean_display_name(display_name, handle),
-            avatar_url=avatar_url, base_model=base_model or self.settings.base_model, method=method,
-            epochs=epochs, corpus=tweets, stats=stats, requested_by=requested_by, channel_id=channel_id,
+            guild_id=guild_id,
+            handle=handle,
+            display_name=clean_display_name(display_name, handle),
+            avatar_url=avatar_url,
+            base_model=base_model or self.settings.base_model,
+            method=method,
+            epochs=epochs,
+            corpus=tweets,
+            stats=stats,
+            requested_by=requested_by,
+            channel_id=channel_id,
             source_user_id=source_user_id,
         )
         await self.queue.submit(job)
         return job
 
-    async def submit_member_training(self, *, guild_id: int, handle: str, member_id: int, member_mention: str,
-                                     display_name: str, avatar_url: str | None, requested_by: int,
-                                     channel_id: int | None) -> tuple[JobRecord, int]:
+    async def submit_member_training(
+        self,
+        *,
+        guild_id: int,
+        handle: str,
+        member_id: int,
+        member_mention: str,
+        display_name: str,
+        avatar_url: str | None,
+        requested_by: int,
+        channel_id: int | None,
+    ) -> tuple[JobRecord, int]:
         """Queue a persona trained on the member's collected messages here; returns (job, messages used)."""
         tweets, stats = clean_posts([RawPost(t) for t in await self.collected_messages(guild_id, member_id)])
         chars = sum(len(t) for t in tweets)
         if chars < MIN_KEPT_CHARS:
-            raise UserError(f"Only {stats.kept} usable messages from {member_mention} here "
-                            f"({chars:,} characters; {MIN_KEPT_CHARS:,} are needed).")
+            raise UserError(
+                f"Only {stats.kept} usable messages from {member_mention} here "
+                f"({chars:,} characters; {MIN_KEPT_CHARS:,} are needed)."
+            )
         job = await self.submit_training(
-            guild_id=guild_id, handle=handle, tweets=tweets, stats=stats.as_dict(), display_name=display_name,
-            avatar_url=avatar_url, requested_by=requested_by, channel_id=channel_id, source_user_id=member_id,
+            guild_id=guild_id,
+            handle=handle,
+            tweets=tweets,
+            stats=stats.as_dict(),
+            display_name=display_name,
+            avatar_url=avatar_url,
+            requested_by=requested_by,
+            channel_id=channel_id,
+            source_user_id=member_id,
         )
         return job, stats.kept
 
@@ -288,8 +336,9 @@ class PersonaService:
                 f"This server already has {len(active)} trainings queued; wait for one to finish."
             )
 
-    async def list_jobs(self, guild_id: int, *, active_only: bool = False,
-                        limit: int = 20) -> list[JobRecord]:
+    async def list_jobs(
+        self, guild_id: int, *, active_only: bool = False, limit: int = 20
+    ) -> list[JobRecord]:
         return await self.storage.jobs.list(guild_id, active_only=active_only, limit=limit)
 
     async def get_job(self, guild_id: int, job_id: int) -> JobRecord | None:
@@ -335,8 +384,9 @@ class PersonaService:
             return model
         job = await self.storage.jobs.active_for_handle(guild_id, handle)
         if job is not None:
-            raise UserError(f"`{handle}` is still training (job #{job.id}, {job.state}); "
-                            "try again when it is done.")
+            raise UserError(
+                f"`{handle}` is still training (job #{job.id}, {job.state}); try again when it is done."
+            )
         if model is not None:
             raise UserError(f"`{handle}` is {model.status} and cannot be used.")
         raise RegistryError(f"There is no model called `{handle}` in this server. See `/models list`.")
@@ -352,8 +402,9 @@ class PersonaService:
         """Ready personas whose handle or name starts with `prefix` (autocomplete)."""
         return await self.storage.models.search(guild_id, prefix, limit)
 
-    async def edit_model(self, guild_id: int, handle: str, *, display_name: str | None = None,
-                         avatar: str | None = None) -> ModelRecord:
+    async def edit_model(
+        self, guild_id: int, handle: str, *, display_name: str | None = None, avatar: str | None = None
+    ) -> ModelRecord:
         """Change a persona's shown name and/or picture (`avatar=NO_AVATAR`, "none", removes it)."""
         if display_name is None and avatar is None:
             raise UserError("Give a new `display_name`, a new `avatar`, or both.")
@@ -361,8 +412,9 @@ class PersonaService:
         clear = avatar is not None and avatar.strip().lower() == NO_AVATAR
         url = normalize_http_url(avatar, what="The avatar URL") if avatar is not None and not clear else None
         name = clean_display_name(display_name, model.handle) if display_name is not None else None
-        updated = await self.storage.models.update_profile(guild_id, model.handle, display_name=name,
-                                                           avatar_url=url, clear_avatar=clear)
+        updated = await self.storage.models.update_profile(
+            guild_id, model.handle, display_name=name, avatar_url=url, clear_avatar=clear
+        )
         if updated is None:  # deleted meanwhile
             raise RegistryError(f"There is no model called `{model.handle}` in this server.")
         return updated
@@ -395,14 +447,16 @@ class PersonaService:
 
     # -- generate -----------------------------------------------------------------------------
 
-    async def generate(self, guild_id: int, handle: str, prompt: str = "",
-                       n: int = 5) -> tuple[ModelRecord, list[str]]:
+    async def generate(
+        self, guild_id: int, handle: str, prompt: str = "", n: int = 5
+    ) -> tuple[ModelRecord, list[str]]:
         """Check the request, then write `n` posts in the persona's voice."""
         model, prompt = await self.check_generation(guild_id, handle, prompt, n)
         return model, await self.write_posts(model, prompt, n)
 
-    async def check_generation(self, guild_id: int, handle: str, prompt: str | None,
-                               n: int) -> tuple[ModelRecord, str]:
+    async def check_generation(
+        self, guild_id: int, handle: str, prompt: str | None, n: int
+    ) -> tuple[ModelRecord, str]:
         """The first half of `generate`, for callers that answer differently once it passed:
         the ready persona and the prompt with its whitespace collapsed, or a UserError."""
         prompt = check_request(prompt, n)
@@ -418,8 +472,9 @@ class PersonaService:
 
     # -- hub import and export ------------------------------------------------------------------
 
-    async def import_model(self, guild_id: int, repo: str, handle: str | None = None,
-                           created_by: int | None = None) -> ModelRecord:
+    async def import_model(
+        self, guild_id: int, repo: str, handle: str | None = None, created_by: int | None = None
+    ) -> ModelRecord:
         """Register an existing fine-tuned model (e.g. huggingtweets/js_thrill) without training.
 
         The files are copied into the store, so the persona keeps working offline and is
@@ -439,14 +494,21 @@ class PersonaService:
             final = await asyncio.to_thread(self.store.publish, staging, guild_id, handle)
         finally:
             await asyncio.to_thread(self.store.discard, staging)
-        card = parse_card((final / "README.md").read_text(encoding="utf-8", errors="replace")) \
-            if (final / "README.md").is_file() else parse_card("")
+        card = (
+            parse_card((final / "README.md").read_text(encoding="utf-8", errors="replace"))
+            if (final / "README.md").is_file()
+            else parse_card("")
+        )
         model = ModelRecord(
-            guild_id=guild_id, handle=handle,
+            guild_id=guild_id,
+            handle=handle,
             display_name=clean_display_name(card.display_name, handle),
-            base_model=info.get("base_model") or card.base_model or repo, method="imported",
-            path=self.store.relative(final), stats=card.stats,
-            metrics={"source": repo, "adapter": info.get("adapter", False)}, created_by=created_by,
+            base_model=info.get("base_model") or card.base_model or repo,
+            method="imported",
+            path=self.store.relative(final),
+            stats=card.stats,
+            metrics={"source": repo, "adapter": info.get("adapter", False)},
+            created_by=created_by,
         )
         return await self.storage.models.save(model)
 
@@ -461,9 +523,13 @@ class PersonaService:
         try:
             snapshot_download(repo_id=repo, local_dir=target, allow_patterns=IMPORT_PATTERNS)
         except RepositoryNotFoundError:
-            raise UserError(f"There is no model `{repo}` on the Hugging Face hub (or it is private).") from None
+            raise UserError(
+                f"There is no model `{repo}` on the Hugging Face hub (or it is private)."
+            ) from None
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-            raise UserError(f"Could not download `{repo}` from the Hugging Face hub ({exc.__class__.__name__}).") from None
+            raise UserError(
+                f"Could not download `{repo}` from the Hugging Face hub ({exc.__class__.__name__})."
+            ) from None
 
     def _check_loadable(self, folder: Path) -> dict[str, Any]:
         """Refuse a folder that is not a text-generation model, before it is registered."""
@@ -481,21 +547,42 @@ class PersonaService:
             AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as exc:
             raise UserError(f"That repository is not a usable model ({exc.__class__.__name__}).") from None
-        if not any(a.endswith("LMHeadModel") or a.endswith("ForCausalLM") for a in config.architectures or []):
+        if not any(
+            a.endswith("LMHeadModel") or a.endswith("ForCausalLM") for a in config.architectures or []
+        ):
             raise UserError("That model is not a text-generation model (GPT-2 style).")
         return {"adapter": False, "base_model": getattr(config, "_name_or_path", None)}
 
     # -- schedule -----------------------------------------------------------------------------
 
-    async def add_schedule(self, *, guild_id: int, handle: str, channel_id: int, every: str | int | None = None,
-                           jitter: str | int | None = None, prompt: str = "", daily_at: str | None = None,
-                           timezone: str | None = None, created_by: int | None = None) -> tuple[ModelRecord, Schedule]:
+    async def add_schedule(
+        self,
+        *,
+        guild_id: int,
+        handle: str,
+        channel_id: int,
+        every: str | int | None = None,
+        jitter: str | int | None = None,
+        prompt: str = "",
+        daily_at: str | None = None,
+        timezone: str | None = None,
+        created_by: int | None = None,
+    ) -> tuple[ModelRecord, Schedule]:
         """A persona posts on its own, every interval (seconds or '2h') or at times of day."""
-        parse_timing(every, jitter, daily_at, timezone, prompt or "")  # option errors first, whatever the handle
+        parse_timing(
+            every, jitter, daily_at, timezone, prompt or ""
+        )  # option errors first, whatever the handle
         model = await self.get_model(guild_id, handle)
         schedule = await self.scheduler.add(
-            guild_id=guild_id, handle=model.handle, channel_id=channel_id, every=every, jitter=jitter,
-            prompt=prompt, daily_at=daily_at, timezone=timezone, created_by=created_by,
+            guild_id=guild_id,
+            handle=model.handle,
+            channel_id=channel_id,
+            every=every,
+            jitter=jitter,
+            prompt=prompt,
+            daily_at=daily_at,
+            timezone=timezone,
+            created_by=created_by,
         )
         return model, schedule
 
@@ -549,8 +636,15 @@ class PersonaService:
         """Where reading a member's history in a channel goes on: (before this message id, finished)."""
         return await self.storage.members.cursor(guild_id, user_id, channel_id)
 
-    async def save_history_page(self, guild_id: int, user_id: int, channel_id: int,
-                                messages: list[tuple[int, str]], before_id: int | None, finished: bool) -> None:
+    async def save_history_page(
+        self,
+        guild_id: int,
+        user_id: int,
+        channel_id: int,
+        messages: list[tuple[int, str]],
+        before_id: int | None,
+        finished: bool,
+    ) -> None:
         await self.storage.members.save_page(guild_id, user_id, channel_id, messages, before_id, finished)
 
     async def collected_messages(self, guild_id: int, user_id: int) -> list[str]:
@@ -609,12 +703,24 @@ class PersonaService:
     async def forget_channel_webhook(self, channel_id: int) -> None:
         await self.storage.guilds.forget_webhook(channel_id)
 
-    async def record_post(self, *, message_id: int, guild_id: int, channel_id: int, handle: str,
-                          requested_by: int | None = None, schedule_id: int | None = None) -> None:
+    async def record_post(
+        self,
+        *,
+        message_id: int,
+        guild_id: int,
+        channel_id: int,
+        handle: str,
+        requested_by: int | None = None,
+        schedule_id: int | None = None,
+    ) -> None:
         """Log a generated message, for "Who made this?"."""
         await self.storage.guilds.record_post(
-            message_id=message_id, guild_id=guild_id, channel_id=channel_id, handle=handle,
-            requested_by=requested_by, schedule_id=schedule_id,
+            message_id=message_id,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            handle=handle,
+            requested_by=requested_by,
+            schedule_id=schedule_id,
         )
 
     async def find_post(self, guild_id: int, message_id: int) -> Post | None:

@@ -71,6 +71,12 @@ class TrainConfig:
     lora_train_norms: bool = False
     use_rslora: bool = True  # rank-stabilised scaling alpha/sqrt(r) instead of alpha/r
     use_dora: bool = False  # weight-decomposed LoRA (a magnitude vector per adapted layer)
+    # Also train the embedding rows (tied to the output layer in GPT-2) of up to this many of the
+    # tokens most frequent in the person's training tweets (peft's trainable_token_indices): a token
+    # frequency shift that low-rank updates cannot express. 0: off. With lr 5e-3 this beat the best
+    # full fine-tune on every person in docs/quality.md, at ~6.3 MB per GPT-2 persona; generation
+    # applies the rows per persona (fastdecode's per-row token rows, or a batch of its own on peft).
+    lora_token_rows: int = 1000
     keep_best: bool = True  # save the epoch with the lowest validation loss, not just the last one
     seed: int = 42
     val_fraction: float = 0.1
@@ -85,7 +91,7 @@ class TrainConfig:
     def lr(self) -> float:
         if self.learning_rate is not None:
             return self.learning_rate
-        return 2e-3 if self.method == "lora" else 5e-4  # the best of the sweep in docs/quality.md
+        return 5e-3 if self.method == "lora" else 1e-3  # the best of the sweep in docs/quality.md
 
 
 @dataclass
@@ -189,15 +195,26 @@ def position_limit(model_config, default: int) -> int:
     return default
 
 
-def wrap_lora(model, config: TrainConfig):
+def frequent_tokens(sequences: list[list[int]], limit: int) -> list[int]:
+    """Up to `limit` token ids, most frequent first, of those that occur in `sequences`."""
+    from collections import Counter
+
+    counts = Counter(token for seq in sequences for token in seq)
+    return sorted(token for token, _ in counts.most_common(limit))
+
+
+def wrap_lora(model, config: TrainConfig, token_indices: list[int] | None = None):
+    """LoRA adapters per `config`; with `token_indices`, those embedding rows are trained too."""
     from peft import LoraConfig, get_peft_model
 
     targets, fan_in_fan_out = lora_targets(model)
     norms = LORA_NORM_MODULES.get(getattr(model.config, "model_type", ""))
     train_norms = config.lora_train_norms and norms is not None
     if config.lora_train_norms and norms is None:
-        log.warning("lora_train_norms: layer-norm names of %s are not known; training LoRA only",
-                    model.config.model_type)
+        log.warning(
+            "lora_train_norms: layer-norm names of %s are not known; training LoRA only",
+            model.config.model_type,
+        )
     lora = LoraConfig(
         task_type="CAUSAL_LM",
         r=config.lora_rank,
@@ -210,6 +227,8 @@ def wrap_lora(model, config: TrainConfig):
         # Layer norms and biases are ~0.1% of GPT-2's weights: cheap to train and to save.
         bias="all" if train_norms else "none",
         modules_to_save=norms if train_norms else None,
+        # peft ties the output layer's rows to these when the model ties its embeddings (GPT-2).
+        trainable_token_indices=token_indices or None,
     )
     return get_peft_model(model, lora)
 
@@ -270,8 +289,14 @@ class _Run:
 
     def evaluate(self) -> float | None:
         cfg = self.config
-        return evaluate(self.model, self.data.val_blocks, cfg.batch_size, self.tokenizer.pad_token_id,
-                        self.device, self.amp_dtype)
+        return evaluate(
+            self.model,
+            self.data.val_blocks,
+            cfg.batch_size,
+            self.tokenizer.pad_token_id,
+            self.device,
+            self.amp_dtype,
+        )
 
 
 def train(
@@ -309,8 +334,11 @@ def train(
         if run.state.step >= run.total_steps:
             break
     train_seconds = time.monotonic() - run.train_started
-    report(TrainProgress(phase="saving", step=run.state.step, total_steps=run.total_steps,
-                         loss=run.state.smoothed_loss))
+    report(
+        TrainProgress(
+            phase="saving", step=run.state.step, total_steps=run.total_steps, loss=run.state.smoothed_loss
+        )
+    )
     _restore_best(run)
     return save_result(run, Path(output_dir), train_seconds)
 
@@ -324,10 +352,11 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
     amp_dtype = autocast_dtype(config.precision, device)
     with MODEL_BUILD_LOCK:
         model, tokenizer = load_base_model(config.base_model, device)
+        data = prepare_data(tokenizer, tweets, config, position_limit(model.config, config.block_size))
         if config.method == "lora":
-            model = wrap_lora(model, config)
+            limit = config.lora_token_rows
+            model = wrap_lora(model, config, frequent_tokens(data.train_encoded, limit) if limit else None)
     model.train()
-    data = prepare_data(tokenizer, tweets, config, position_limit(model.config, config.block_size))
     total_steps = data.steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
@@ -341,10 +370,26 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
     checkpointer = None
     if config.checkpoint_dir:
         recorded = {k: v for k, v in _recorded_config(config).items() if k != "device"}
-        checkpointer = Checkpointer(config.checkpoint_dir, config.checkpoint_seconds,
-                                    fingerprint(recorded, tweets))
-    run = _Run(config, device, amp_dtype, model, tokenizer, data, total_steps, params, optimizer, scheduler,
-               scaler, checkpointer, LoopState(), report, started)
+        checkpointer = Checkpointer(
+            config.checkpoint_dir, config.checkpoint_seconds, fingerprint(recorded, tweets)
+        )
+    run = _Run(
+        config,
+        device,
+        amp_dtype,
+        model,
+        tokenizer,
+        data,
+        total_steps,
+        params,
+        optimizer,
+        scheduler,
+        scaler,
+        checkpointer,
+        LoopState(),
+        report,
+        started,
+    )
     state = checkpointer.restore(model, optimizer, scheduler) if checkpointer else None
     if state is None:
         state = LoopState()
@@ -375,8 +420,9 @@ def prepare_data(tokenizer, tweets: list[str], config: TrainConfig, max_position
     train_encoded = encode_tweets(tokenizer, train_tweets)
     rows_per_epoch = len(arrange(train_encoded, block_size))
     steps_per_epoch = max(1, math.ceil(rows_per_epoch / config.batch_size))
-    return TrainData(train_tweets, val_tweets, train_encoded, val_blocks, block_size, steps_per_epoch,
-                     arrange)
+    return TrainData(
+        train_tweets, val_tweets, train_encoded, val_blocks, block_size, steps_per_epoch, arrange
+    )
 
 
 def _train_epoch(run: _Run, epoch: int, order: list[list[int]], cancel, interrupt) -> None:
@@ -401,13 +447,20 @@ def _train_epoch(run: _Run, epoch: int, order: list[list[int]], cancel, interrup
         smoothed = state.smoothed_loss
         state.smoothed_loss = value if smoothed is None else 0.9 * smoothed + 0.1 * value
         elapsed = time.monotonic() - run.train_started
-        state.history.append({"step": state.step, "train_loss": value, "tokens": state.tokens_seen,
-                              "time": round(elapsed, 4)})
-        run.report(TrainProgress(
-            phase="training", step=state.step, total_steps=run.total_steps, epoch=epoch + 1,
-            loss=state.smoothed_loss, elapsed=time.monotonic() - run.started,
-            eta_seconds=run.step_timer.eta(run.total_steps - state.step),
-        ))
+        state.history.append(
+            {"step": state.step, "train_loss": value, "tokens": state.tokens_seen, "time": round(elapsed, 4)}
+        )
+        run.report(
+            TrainProgress(
+                phase="training",
+                step=state.step,
+                total_steps=run.total_steps,
+                epoch=epoch + 1,
+                loss=state.smoothed_loss,
+                elapsed=time.monotonic() - run.started,
+                eta_seconds=run.step_timer.eta(run.total_steps - state.step),
+            )
+        )
         if state.step >= run.total_steps:
             break
         if run.checkpointer is not None and run.checkpointer.due():
@@ -431,8 +484,15 @@ def train_step(run: _Run, batch: dict[str, torch.Tensor]) -> float:
 def _end_epoch(run: _Run, epoch: int) -> None:
     """Evaluate on the held-out tweets and remember the best epoch's weights."""
     state = run.state
-    run.report(TrainProgress(phase="evaluating", step=state.step, total_steps=run.total_steps,
-                             epoch=epoch + 1, loss=state.smoothed_loss))
+    run.report(
+        TrainProgress(
+            phase="evaluating",
+            step=state.step,
+            total_steps=run.total_steps,
+            epoch=epoch + 1,
+            loss=state.smoothed_loss,
+        )
+    )
     val_loss = run.evaluate()
     if val_loss is not None:
         state.history.append({"step": state.step, "val_loss": val_loss, "epoch": epoch + 1})
@@ -464,10 +524,11 @@ def save_result(run: _Run, output_dir: Path, train_seconds: float) -> TrainResul
     if config.method == "lora":
         # Adapters are stored in bf16: half the bytes on disk (a GPT-2 persona at rank 16 is ~4.7 MB
         # of weights instead of 9.4 MB); rounding a small low-rank delta to bf16 does not move the
-        # validation loss measurably (tests/test_training.py checks it). Trained layer norms and
+        # validation loss measurably (tests/test_training.py checks it). Trained token rows
+        # (lora_token_rows) go to bf16 too, as the base's own weights would. Trained layer norms and
         # biases are whole weights, not deltas, and few: they stay fp32.
         for name, parameter in run.model.named_parameters():
-            if parameter.requires_grad and "lora_" in name:
+            if parameter.requires_grad and ("lora_" in name or "trainable_tokens_" in name):
                 parameter.data = parameter.data.to(torch.bfloat16)
     run.model.save_pretrained(output_dir)
     run.tokenizer.save_pretrained(output_dir)
@@ -475,8 +536,14 @@ def save_result(run: _Run, output_dir: Path, train_seconds: float) -> TrainResul
     config_dict = _recorded_config(config) | {"learning_rate": config.lr, "block_size": run.data.block_size}
     info = {"config": config_dict, "metrics": metrics, "history": run.state.history}
     (output_dir / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=1))
-    log.info("Trained %s steps in %.1fs: val loss %s -> %s (epoch %s kept)", run.state.step, train_seconds,
-             run.state.initial_val, metrics["val_loss"], metrics["best_epoch"])
+    log.info(
+        "Trained %s steps in %.1fs: val loss %s -> %s (epoch %s kept)",
+        run.state.step,
+        train_seconds,
+        run.state.initial_val,
+        metrics["val_loss"],
+        metrics["best_epoch"],
+    )
     return TrainResult(output_dir=output_dir, metrics=metrics, history=run.state.history, config=config_dict)
 
 
@@ -502,7 +569,8 @@ def _metrics(run: _Run, train_seconds: float) -> dict[str, Any]:
         "train_seconds": round(train_seconds, 2),
         # This run's own speed: a resumed run counts only the steps it trained itself.
         "tokens_per_second": round(_tokens_since(history, state.resumed_from) / train_seconds, 1)
-        if train_seconds > 0 else None,
+        if train_seconds > 0
+        else None,
         "resumed_from_step": state.resumed_from or None,
         "device": run.device.type,
         "precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "fp32",
