@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from bot.core.checkpoint import checkpoint_step
-from bot.core.generation import Generator, GenerationRequest, Sampling, clean_generated
+from bot.core.generation import GenerationRequest, Generator, Sampling, clean_generated
 from bot.core.training import TrainConfig, TrainingCancelled, TrainingError, encode_tweets, pack_blocks, train
 from tests.conftest import shared_corpus, tiny_tweets
 
