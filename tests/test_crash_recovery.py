@@ -252,7 +252,7 @@ async def test_sigterm_of_the_bot_checkpoints_a_running_training_and_the_restart
             "BASE_MODEL": tiny_base_model,
             "HF_HUB_OFFLINE": "1",
             "TRAIN_EPOCHS": "20",
-            "TRAIN_MAX_STEPS": "200",
+            "TRAIN_MAX_STEPS": "1000",
             "TRAIN_BATCH_SIZE": "1",
             "TRAIN_BLOCK_SIZE": "16",
             "TRAIN_CHECKPOINT_SECONDS": "3600",
@@ -294,7 +294,7 @@ async def test_sigterm_of_the_bot_checkpoints_a_running_training_and_the_restart
             if bot.poll() is None:
                 kill(bot)
         saved = checkpoint_step(Path(settings.models_dir) / ".checkpoints" / "job-1")
-        assert 1 <= saved < 200
+        assert 1 <= saved < 1000
 
         bot = await start_bot()
         try:
@@ -311,5 +311,5 @@ async def test_sigterm_of_the_bot_checkpoints_a_running_training_and_the_restart
             job = await storage.jobs.get(guild, 1)
         finally:
             await storage.close()
-        assert model.metrics["resumed_from_step"] == saved and model.metrics["steps"] == 200
+        assert model.metrics["resumed_from_step"] == saved and model.metrics["steps"] == 1000
         assert job.interrupted == 1 and job.state == "done"
