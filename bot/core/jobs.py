@@ -266,14 +266,19 @@ class TrainingQueue:
         asyncio.ensure_future(self._dispatch("training_progress", running.job, progress))
 
     async def _dispatch(self, event: str, *args: Any) -> None:
-        if self.emit is None:
-            return
-        try:
-            result = self.emit(event, *args)
-            if asyncio.iscoroutine(result):
-                await result
-        except Exception:
-            log.exception("The %s event sink failed", event)
+        await dispatch_event(self.emit, event, *args)
+
+
+async def dispatch_event(emit: EventSink | None, event: str, *args: Any) -> None:
+    """Hand an event to the sink (bot.dispatch, the CLI's printer); a failing sink is only logged."""
+    if emit is None:
+        return
+    try:
+        result = emit(event, *args)
+        if asyncio.iscoroutine(result):
+            await result
+    except Exception:
+        log.exception("The %s event sink failed", event)
 
 
 def _thin_history(history: list[dict[str, Any]], limit: int = 400) -> list[dict[str, Any]]:

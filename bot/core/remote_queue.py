@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .jobs import EventSink, JobOutcome
+from .jobs import EventSink, JobOutcome, dispatch_event
 from .storage import JobRecord, ModelRecord, Storage, taskqueue
 from .training import TrainProgress
 
@@ -120,14 +120,7 @@ class WorkerQueue:
                 )
 
     async def _dispatch(self, event: str, *args: Any) -> None:
-        if self.emit is None:
-            return
-        try:
-            result = self.emit(event, *args)
-            if asyncio.iscoroutine(result):
-                await result
-        except Exception:
-            log.exception("The %s event sink failed", event)
+        await dispatch_event(self.emit, event, *args)
 
 
 def _as_progress(progress: dict[str, Any]) -> TrainProgress:
