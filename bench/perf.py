@@ -44,6 +44,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
+from bench import decoding  # noqa: E402
+from bench.decoding import baseline_generate  # noqa: E402
 from bot.core.devices import int8_engine  # noqa: E402
 from bot.core.generation import GenerationRequest, Generator, Sampling  # noqa: E402
 from bot.core.ingest import ingest_path  # noqa: E402
@@ -202,21 +204,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def baseline_generate(model, tokenizer, n: int, new_tokens: int) -> None:
-    inputs = tokenizer([tokenizer.eos_token], return_tensors="pt", add_special_tokens=False)
-    with torch.inference_mode():
-        model.generate(
-            **inputs,
-            do_sample=True,
-            top_p=0.95,
-            temperature=1.0,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            num_return_sequences=n,
-            pad_token_id=tokenizer.eos_token_id,
-        )
-
-
 def bench_generation(base: str, personas: list[str], runs: int, new_tokens: int, concurrent: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -264,106 +251,7 @@ def bench_generation(base: str, personas: list[str], runs: int, new_tokens: int,
 
 
 # -- decoding engines, step by step ---------------------------------------------------------------
-
-
-def convert_ct2(base: str, work: Path) -> str | None:
-    try:
-        import ctranslate2
-    except ImportError:
-        log("ctranslate2 is not installed (pip install -r bench/requirements.txt): its row is left out")
-        return None
-    from transformers import AutoConfig, AutoTokenizer
-
-    # The converter wants one vocabulary entry per embedding row: name the padding rows.
-    padded = work / "ct2-source"
-    shutil.copytree(base, padded, dirs_exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(padded)
-    rows = AutoConfig.from_pretrained(padded).vocab_size
-    tokenizer.add_tokens([f"<unused_{i}>" for i in range(rows - len(tokenizer))])
-    tokenizer.save_pretrained(padded)
-    out = work / "ct2-int8"
-    converter = ctranslate2.converters.TransformersConverter(str(padded))
-    converter.convert(str(out), quantization="int8", force=True)
-    return str(out)
-
-
-def decoding_engines(base: str, personas: list[str], new_tokens: int, concurrent: int, work: Path) -> dict:
-    """name -> (one /impersonate of 5, `concurrent` requests for different personas or None)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    full = AutoModelForCausalLM.from_pretrained(base).eval()
-    sampling = Sampling(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
-    generic = Generator(sampling, cache_size=concurrent + 1, int8=False)
-    int8 = Generator(sampling, cache_size=concurrent + 1)
-    requests = [GenerationRequest(p, "", 5) for p in personas[:concurrent]]
-    engines = {
-        "transformers fp32 generate() (baseline)": (
-            lambda: baseline_generate(full, tokenizer, 5, new_tokens),
-            None,
-        ),
-    }
-    ct2_path = convert_ct2(base, work)
-    if ct2_path is not None:
-        import ctranslate2
-
-        ct2 = ctranslate2.Generator(
-            ct2_path, device="cpu", compute_type="int8", intra_threads=torch.get_num_threads()
-        )
-
-        def ct2_run(rows: int):
-            return lambda: ct2.generate_batch(
-                [[tokenizer.eos_token]] * rows,
-                max_length=new_tokens,
-                min_length=new_tokens,
-                sampling_topk=0,
-                sampling_topp=0.95,
-                include_prompt_in_result=False,
-            )
-
-        # CTranslate2 cannot batch LoRA personas: its concurrent row is the bare base, 5 x 16 rows
-        # (optimistic for it).
-        engines["CTranslate2 int8"] = (ct2_run(5), ct2_run(5 * concurrent))
-    engines["ours, bf16/fp32 weights (generic path)"] = (
-        lambda: generic.generate(personas[0], "", 5),
-        lambda: generic.generate_batch(requests),
-    )
-    if int8.int8:
-        engines["ours, int8 weights + per-row LoRA"] = (
-            lambda: int8.generate(personas[0], "", 5),
-            lambda: int8.generate_batch(requests),
-        )
-    for one, many in engines.values():  # warm-up: loads every persona outside the timing
-        one()
-        if many is not None:
-            many()
-    return engines
-
-
-def bench_decoding(
-    base: str, personas: list[str], runs: int, new_tokens: int, concurrent: int, work: Path
-) -> dict:
-    """ms per decoding step of each engine, the engines interleaved run by run in one process."""
-    engines = decoding_engines(base, personas, new_tokens, concurrent, work)
-    single = {name: [] for name in engines}
-    many = {name: [] for name, (_, fn) in engines.items() if fn is not None}
-    for _ in range(runs):
-        for name, (one, batch) in engines.items():
-            started = time.perf_counter()
-            one()
-            single[name].append(time.perf_counter() - started)
-            if batch is not None:
-                started = time.perf_counter()
-                batch()
-                many[name].append(time.perf_counter() - started)
-    out = {}
-    for name, times in single.items():
-        p50 = statistics.median(times)
-        row = {"ms_per_step": 1000 * p50 / new_tokens, "p50": p50}
-        # The baseline answers requests one after another; the others batch them into one pass.
-        row["rate"] = concurrent * 5 / statistics.median(many[name]) if name in many else 5 / p50
-        out[name] = row
-    return out
+# bench/decoding.py runs each engine in a process of its own, interleaved run by run.
 
 
 def int8_quality(work: Path, corpus_text: Path, pretrain: list[str], held_out: list[str], steps: int) -> dict:
@@ -403,8 +291,8 @@ def int8_quality(work: Path, corpus_text: Path, pretrain: list[str], held_out: l
 
 
 def decoding_report(d: dict, q: dict | None, concurrent: int) -> str:
-    base = next(iter(d.values()))
-    ct2 = d.get("CTranslate2 int8")
+    base = d[decoding.BASELINE]
+    ct2 = decoding.peer(d)
     lines = [
         "| engine (5 rows x 40 tokens, top_p 0.95) | ms per decoding step | vs baseline "
         f"| vs CTranslate2 int8 | {concurrent} concurrent personas, tweets/s | vs baseline |",
@@ -600,14 +488,14 @@ def decoding_only(
     log(f"{machine()}; int8 engine: {int8_engine()}")
     personas = make_personas(base, tweets, concurrent, work)
     log("decoding: engines interleaved run by run")
-    decoding = bench_decoding(base, personas, 3, 40, concurrent, work)
+    results = decoding.bench_decoding(base, personas, work, runs=3 if args.quick else 7)
     log("decoding: int8 perplexity on held-out tweets")
     _, held_out = split_tweets(tweets, 0.1, 42)
     quality = int8_quality(work, corpus_text, pretrain or tweets, held_out, 40 if args.quick else 150)
     print(f"machine: {machine()}; int8 engine: {int8_engine()}")
-    print(decoding_report(decoding, quality, concurrent))
+    print(decoding_report(results, quality, concurrent))
     if args.json:
-        args.json.write_text(json.dumps({"decoding": decoding, "int8_quality": quality}, indent=1))
+        args.json.write_text(json.dumps({"decoding": results, "int8_quality": quality}, indent=1))
 
 
 def main() -> None:

@@ -57,24 +57,38 @@ def _pack(weight: torch.Tensor, bias: torch.Tensor | None, engine: str):
 
 @dataclass
 class TokenRows:
-    """Per-row token rows of one batch: row r's token `ids[r, j]` has embedding `rows[r, j]`.
+    """The trained token rows of one batch's distinct adapters, and which rows use which.
 
-    `slot[r, t]` is j for a token t with its own row in row r (else -1), for the input embedding;
-    `valid` is False for the rows of a persona without token rows (their logits stay the base's).
+    `table` holds every distinct adapter's rows side by side, transposed (width, total K), so one
+    matrix product gives each row its own tokens' logits; `slot[a, t]` is token t's column in the
+    table for adapter a (-1: the base's row stands; the last adapter index is "no token rows");
+    `adapter[r]` is row r's adapter index. `ids[r, j]`/`cols[r, j]` are the tokens whose logits row
+    r replaces and their columns (padded by repeating the first); `keep` is False for rows whose
+    persona has no token rows (their logits stay the base's), None when every row has them.
     """
 
-    slot: torch.Tensor  # (B, vocab) long
-    ids: torch.Tensor  # (B, K) long
-    rows: torch.Tensor  # (B, K, width)
-    valid: torch.Tensor  # (B, K) bool
+    table: torch.Tensor  # (width, total K)
+    slot: torch.Tensor  # (adapters + 1, vocab) long
+    adapter: torch.Tensor  # (B,) long
+    ids: torch.Tensor  # (B, Kmax) long
+    cols: torch.Tensor  # (B, Kmax) long
+    keep: torch.Tensor | None  # (B, Kmax) bool
 
 
 @dataclass
 class RowLora:
-    """Per-layer LoRA matrices for the rows of one batch: x @ A (B, in, r) @ B (B, r, out)."""
+    """The LoRA matrices of one batch's distinct adapters, side by side, and which rows use which.
+
+    For a layer, `down` is the adapters' A matrices side by side (in, total rank) and `up` their
+    B matrices, scale folded in, stacked (total rank, out); `select` (B, total rank) has ones in
+    each row's own adapter's columns, or is None when every row uses the one adapter. So
+    `((x @ down) * select) @ up` is every row's own delta: two matrix products for any mix of
+    personas, each adapter's weights read once per step.
+    """
 
     down: dict[tuple[int, str], torch.Tensor]
     up: dict[tuple[int, str], torch.Tensor]
+    select: dict[tuple[int, str], torch.Tensor | None]
     tokens: TokenRows | None = None
 
 
@@ -147,55 +161,84 @@ def _token_indices(indices) -> torch.Tensor | None:
     return torch.tensor(indices, dtype=torch.long) if indices else None
 
 
+def _distinct(adapters: list[LoraWeights | None]) -> tuple[list[LoraWeights], list[int]]:
+    """The distinct adapters of a batch, and each row's index among them (-1: the bare base)."""
+    distinct: list[LoraWeights] = []
+    index: dict[int, int] = {}
+    for adapter in adapters:
+        if adapter is not None and id(adapter) not in index:
+            index[id(adapter)] = len(distinct)
+            distinct.append(adapter)
+    return distinct, [-1 if a is None else index[id(a)] for a in adapters]
+
+
 def stack_token_rows(adapters: list[LoraWeights | None], vocab: int) -> TokenRows | None:
-    """Each row's token rows, padded to the batch's longest set (None: no row has any)."""
-    with_rows = [a for a in adapters if a is not None and a.token_ids is not None]
-    if not with_rows:
+    """The batch's token rows (None: no row has any), each distinct adapter's rows stored once."""
+    distinct, row_of = _distinct(adapters)
+    owners = [a for a in distinct if a.token_ids is not None]
+    if not owners:
         return None
-    longest = max(a.token_ids.shape[0] for a in with_rows)
-    width = with_rows[0].token_rows.shape[1]
-    count = len(adapters)
-    slot = torch.full((count, vocab), -1, dtype=torch.long)
-    ids = torch.zeros(count, longest, dtype=torch.long)
-    rows = torch.zeros(count, longest, width)
-    valid = torch.zeros(count, longest, dtype=torch.bool)
-    for row, adapter in enumerate(adapters):
+    slot = torch.full((len(owners) + 1, vocab), -1, dtype=torch.long)
+    offsets, offset = {}, 0
+    for number, adapter in enumerate(owners):
+        size = adapter.token_ids.shape[0]
+        slot[number, adapter.token_ids] = torch.arange(offset, offset + size)
+        offsets[id(adapter)] = (number, offset)
+        offset += size
+    longest = max(a.token_ids.shape[0] for a in owners)
+    ids = torch.zeros(len(adapters), longest, dtype=torch.long)
+    cols = torch.zeros(len(adapters), longest, dtype=torch.long)
+    keep = torch.zeros(len(adapters), longest, dtype=torch.bool)
+    adapter_of = torch.full((len(adapters),), len(owners), dtype=torch.long)
+    for row, index in enumerate(row_of):
+        adapter = distinct[index] if index >= 0 else None
         if adapter is None or adapter.token_ids is None:
             continue
+        number, start = offsets[id(adapter)]
         size = adapter.token_ids.shape[0]
-        slot[row, adapter.token_ids] = torch.arange(size)
-        ids[row, :size], rows[row, :size], valid[row] = adapter.token_ids, adapter.token_rows, True
-        # Padding repeats the first token and its row: a scatter of equal values to one index is safe.
-        ids[row, size:], rows[row, size:] = adapter.token_ids[0], adapter.token_rows[0]
-    return TokenRows(slot, ids, rows, valid)
+        adapter_of[row], keep[row] = number, True
+        # Padding repeats the first token and column: a scatter of equal values to one index is safe.
+        ids[row], cols[row] = adapter.token_ids[0], start
+        ids[row, :size], cols[row, :size] = adapter.token_ids, torch.arange(start, start + size)
+    table = torch.cat([a.token_rows for a in owners]).t().contiguous()
+    return TokenRows(table, slot, adapter_of, ids, cols, None if bool(keep.all()) else keep)
+
+
+def _side_by_side(parts: list[tuple[int, torch.Tensor, torch.Tensor]], row_of: list[int]):
+    """One layer's (down, up, select) from the (adapter index, A, B) of the adapters that adapt it."""
+    if len(parts) == 1 and all(index == parts[0][0] for index in row_of):
+        return parts[0][1], parts[0][2], None  # every row, one adapter: no copy, no mask
+    down = torch.cat([a for _, a, _ in parts], dim=1)
+    up = torch.cat([b for _, _, b in parts], dim=0)
+    select = torch.zeros(len(row_of), down.shape[1])
+    start, columns = 0, {}
+    for index, a, _ in parts:
+        columns[index] = (start, start + a.shape[1])
+        start += a.shape[1]
+    for row, index in enumerate(row_of):
+        if index in columns:
+            select[row, slice(*columns[index])] = 1.0
+    return down, up, select
 
 
 def stack_lora(adapters: list[LoraWeights | None], vocab: int | None = None) -> RowLora | None:
-    """Batch the adapters of each row (None: the bare base) into bmm operands; ranks are padded.
+    """The LoRA operands of a batch whose row r uses `adapters[r]` (None: the bare base).
 
     `vocab` (the decoder's vocabulary size) is needed where an adapter has token rows.
     """
-    if all(a is None for a in adapters):
+    distinct, row_of = _distinct(adapters)
+    if not distinct:
         return None
-    keys = {k for a in adapters if a is not None for k in a.pairs}
-    down, up = {}, {}
-    for key in keys:
-        pairs = [a.pairs.get(key) if a is not None else None for a in adapters]
-        shape = next(p for p in pairs if p is not None)
-        rank = max(p[0].shape[1] for p in pairs if p is not None)
-        d = torch.zeros(len(pairs), shape[0].shape[0], rank)
-        u = torch.zeros(len(pairs), rank, shape[1].shape[1])
-        for row, pair in enumerate(pairs):
-            if pair is not None:
-                d[row, :, : pair[0].shape[1]] = pair[0]
-                u[row, : pair[1].shape[0]] = pair[1]
-        down[key], up[key] = d, u
+    down, up, select = {}, {}, {}
+    for key in sorted({k for a in distinct for k in a.pairs}):
+        parts = [(i, *a.pairs[key]) for i, a in enumerate(distinct) if key in a.pairs]
+        down[key], up[key], select[key] = _side_by_side(parts, row_of)
     tokens = None
-    if any(a is not None and a.token_ids is not None for a in adapters):
+    if any(a.token_ids is not None for a in distinct):
         if vocab is None:
             raise ValueError("stack_lora needs the vocabulary size for adapters with token rows")
         tokens = stack_token_rows(adapters, vocab)
-    return RowLora(down, up, tokens)
+    return RowLora(down, up, select, tokens)
 
 
 class Int8GPT2:
@@ -230,13 +273,16 @@ class Int8GPT2:
         self.head = _pack(model.lm_head.weight, None, engine)
 
     def _linear(self, x: torch.Tensor, layer: int, kind: str, lora: RowLora | None) -> torch.Tensor:
-        rows, length, _ = x.shape
-        flat = x.reshape(rows * length, -1)
-        y = torch.ops.quantized.linear_dynamic(flat, self.layers[layer][kind], self.reduce_range)
-        y = y.view(rows, length, -1)
-        if lora is not None and (layer, kind) in lora.down:
-            y = y + torch.bmm(torch.bmm(x, lora.down[(layer, kind)]), lora.up[(layer, kind)])
-        return y
+        """x (rows * length, in) through one int8 matrix, plus each row's LoRA delta."""
+        y = torch.ops.quantized.linear_dynamic(x, self.layers[layer][kind], self.reduce_range)
+        down = None if lora is None else lora.down.get((layer, kind))
+        if down is None:
+            return y
+        low = x @ down
+        select = lora.select[(layer, kind)]
+        if select is not None:  # rows of several personas: each keeps its own adapter's columns
+            low.view(select.shape[0], -1, low.shape[1]).mul_(select[:, None])
+        return y.addmm_(low, lora.up[(layer, kind)])
 
     def new_cache(self, rows: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         shape = (rows, self.heads, length, self.width // self.heads)
@@ -248,34 +294,44 @@ class Int8GPT2:
         positions: torch.Tensor,
         cache,
         start: int,
-        mask: torch.Tensor,
+        mask: torch.Tensor | None,
         lora: RowLora | None,
         *,
         last_only: bool = True,
     ) -> torch.Tensor:
-        """Logits of the last position (or all) for `ids` (rows, length) written at cache slots start..."""
+        """Logits of the last position (or all) for `ids` (rows, length) written at cache slots start...
+
+        `mask` (rows, 1, length, keys) says which keys each query sees; None: all of them (a step
+        of one token when no row is padded, the common case, takes attention's unmasked kernel).
+        """
         rows, length = ids.shape
-        heads, width = self.heads, self.width
-        x = self._embed(ids, lora) + self.wpe[positions]
-        end = start + length
+        width, eps = self.width, self.eps
+        x = (self._embed(ids, lora) + self.wpe[positions]).view(rows * length, width)
         for index, layer in enumerate(self.layers):
-            h = F.layer_norm(x, (width,), *layer["ln_1"], self.eps)
-            qkv = self._linear(h, index, "attn.c_attn", lora).view(rows, length, 3, heads, -1)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-            keys, values = cache[index]
-            keys[:, :, start:end] = k
-            values[:, :, start:end] = v
-            attended = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask)
-            attended = attended.transpose(1, 2).reshape(rows, length, width)
-            x = x + self._linear(attended, index, "attn.c_proj", lora)
-            h = F.layer_norm(x, (width,), *layer["ln_2"], self.eps)
+            h = F.layer_norm(x, (width,), *layer["ln_1"], eps)
+            qkv = self._linear(h, index, "attn.c_attn", lora)
+            attended = self._attend(qkv, cache[index], rows, start, mask)
+            x += self._linear(attended, index, "attn.c_proj", lora)
+            h = F.layer_norm(x, (width,), *layer["ln_2"], eps)
             h = F.gelu(self._linear(h, index, "mlp.c_fc", lora), approximate="tanh")
-            x = x + self._linear(h, index, "mlp.c_proj", lora)
-        x = x[:, -1:] if last_only else x
-        last = F.layer_norm(x, (width,), *self.ln_f, self.eps)
-        logits = torch.ops.quantized.linear_dynamic(last.reshape(-1, width), self.head, self.reduce_range)
-        logits = self._token_logits(last, logits.view(rows, last.shape[1], -1), lora)
-        return logits[:, -1] if last_only else logits
+            x += self._linear(h, index, "mlp.c_proj", lora)
+        x = x.view(rows, length, width)
+        last = F.layer_norm(x[:, -1] if last_only else x, (width,), *self.ln_f, eps)
+        flat = last.reshape(-1, width)
+        logits = torch.ops.quantized.linear_dynamic(flat, self.head, self.reduce_range)
+        self._token_logits(flat, logits, lora, rows)
+        return logits if last_only else logits.view(rows, length, -1)
+
+    def _attend(self, qkv: torch.Tensor, layer_cache, rows: int, start: int, mask) -> torch.Tensor:
+        """Attention of the new positions over the cache, after writing their keys and values into it."""
+        length = qkv.shape[0] // rows
+        q, k, v = qkv.view(rows, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        keys, values = layer_cache
+        end = start + length
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        attended = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask)
+        return attended.transpose(1, 2).reshape(rows * length, self.width)
 
     def _embed(self, ids: torch.Tensor, lora: RowLora | None) -> torch.Tensor:
         """Input embeddings, each row's token rows in place of the base's for the tokens it trained."""
@@ -283,19 +339,27 @@ class Int8GPT2:
         tokens = None if lora is None else lora.tokens
         if tokens is None:
             return x
-        slot = tokens.slot.gather(1, ids)  # (rows, length): -1 where the base's row stands
-        own = tokens.rows.gather(1, slot.clamp(min=0)[..., None].expand(-1, -1, x.shape[-1]))
+        slot = tokens.slot[tokens.adapter[:, None], ids]  # (rows, length): -1 where the base's row stands
+        own = tokens.table.t()[slot.clamp(min=0)]
         return torch.where(slot[..., None] >= 0, own, x)
 
-    def _token_logits(self, last: torch.Tensor, logits: torch.Tensor, lora: RowLora | None) -> torch.Tensor:
-        """With a tied output layer, a trained token's logit is h . its row (not h . the base's row)."""
+    def _token_logits(self, last: torch.Tensor, logits: torch.Tensor, lora: RowLora | None, rows: int) -> None:
+        """With a tied output layer, a trained token's logit is h . its row (not h . the base's row).
+
+        `last` (rows * positions, width) and `logits` (rows * positions, vocab), changed in place.
+        """
         tokens = None if lora is None else lora.tokens
         if tokens is None or not self.tied:
-            return logits
-        own = torch.bmm(last, tokens.rows.transpose(1, 2))  # (rows, length, K)
-        index = tokens.ids[:, None].expand(-1, last.shape[1], -1)
-        own = torch.where(tokens.valid[:, None], own, logits.gather(2, index))  # no rows: base logits
-        return logits.scatter(2, index, own)
+            return
+        ids, cols, keep = tokens.ids, tokens.cols, tokens.keep
+        if last.shape[0] != rows:  # several positions per row
+            repeat = last.shape[0] // rows
+            ids, cols = ids.repeat_interleave(repeat, 0), cols.repeat_interleave(repeat, 0)
+            keep = None if keep is None else keep.repeat_interleave(repeat, 0)
+        own = (last @ tokens.table).gather(1, cols)
+        if keep is not None:  # rows without token rows keep the base's logits
+            own = torch.where(keep, own, logits.gather(1, ids))
+        logits.scatter_(1, ids, own)
 
     def logits_of(self, ids: torch.Tensor, lora: RowLora | None = None) -> torch.Tensor:
         """Logits at every position of unpadded `ids` (for perplexity checks)."""
@@ -332,11 +396,13 @@ def sample_int8(
     cache = decoder.new_cache(rows, total)
     key_ok = torch.ones(rows, total, dtype=torch.bool)
     key_ok[:, :length] = attention_mask
+    padded = not bool(attention_mask.all())  # else no step needs an attention mask
     causal = torch.ones(length, length, dtype=torch.bool).tril()
     # A left-pad query may see itself, so no attention row is empty (its output is never used).
     prefill_mask = (causal & key_ok[:, None, :length]) | torch.eye(length, dtype=torch.bool)
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = decoder.forward(input_ids, positions, cache, 0, prefill_mask[:, None], lora)
+    prefill_mask = prefill_mask[:, None] if padded or length > 1 else None
+    logits = decoder.forward(input_ids, positions, cache, 0, prefill_mask, lora)
     position = positions[:, -1:]
     done = torch.zeros(rows, dtype=torch.bool)
     out = []
@@ -352,6 +418,6 @@ def sample_int8(
             break
         position = position + 1
         slot = length + step
-        mask = key_ok[:, None, None, : slot + 1]
+        mask = key_ok[:, None, None, : slot + 1] if padded else None
         logits = decoder.forward(token[:, None], position, cache, slot, mask, lora)
     return torch.stack(out, dim=1)

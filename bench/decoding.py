@@ -1,0 +1,232 @@
+"""Decoding engines side by side, each in a process of its own, interleaved run by run.
+
+    python bench/decoding.py --base DIR --personas DIR [DIR ...]    # or through bench/perf.py --decoding
+
+Every engine samples one `/impersonate` (5 rows x 40 new tokens, top_p 0.95) from the same model,
+and 16 concurrent requests for 16 personas. Each engine runs in its own worker process: two
+OpenMP runtimes in one process slow each other down (measured: after one CTranslate2 call in the
+process, torch's int8 matrix kernels ran 1.7x slower for good), which would be a measurement of
+the harness, not of the engines. The parent asks each worker for one run in turn and waits a
+moment between engines, so each has the machine to itself while it runs and a drift in the
+machine's speed falls on all of them alike.
+
+CTranslate2 picks AVX2 on AMD CPUs even where they have AVX-512; where the CPU has AVX-512 its
+row is measured both ways (`CT2_FORCE_CPU_ISA=AVX512`), and the faster one is the peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "transformers fp32 generate() (baseline)"
+CT2 = "CTranslate2 int8"
+CT2_AVX512 = "CTranslate2 int8, AVX-512 forced"
+GENERIC = "ours, bf16/fp32 weights (generic path)"
+INT8 = "ours, int8 weights + per-row LoRA"
+PAUSE_S = 0.3  # lets the previous engine's idle threads stop spinning before the next one runs
+
+
+def convert_ct2(base: str, work: Path) -> str | None:
+    """The model converted to CTranslate2 int8 (None: ctranslate2 is not installed)."""
+    try:
+        import ctranslate2
+    except ImportError:
+        print("ctranslate2 is not installed (pip install -r bench/requirements.txt)", file=sys.stderr)
+        return None
+    from transformers import AutoConfig, AutoTokenizer
+
+    # The converter wants one vocabulary entry per embedding row: name the padding rows.
+    padded = work / "ct2-source"
+    shutil.copytree(base, padded, dirs_exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(padded)
+    rows = AutoConfig.from_pretrained(padded).vocab_size
+    tokenizer.add_tokens([f"<unused_{i}>" for i in range(rows - len(tokenizer))])
+    tokenizer.save_pretrained(padded)
+    out = work / "ct2-int8"
+    converter = ctranslate2.converters.TransformersConverter(str(padded))
+    converter.convert(str(out), quantization="int8", force=True)
+    return str(out)
+
+
+def engine_names(ct2_path: str | None) -> list[tuple[str, dict]]:
+    """(engine, extra environment) for every engine this machine can run."""
+    sys.path.insert(0, str(ROOT))
+    from bot.core.devices import cpu_flags, int8_engine
+
+    names = [(BASELINE, {})]
+    if ct2_path is not None:
+        names.append((CT2, {}))
+        if "avx512f" in cpu_flags():
+            names.append((CT2_AVX512, {"CT2_FORCE_CPU_ISA": "AVX512"}))
+    names.append((GENERIC, {}))
+    if int8_engine() is not None:
+        names.append((INT8, {}))
+    return names
+
+
+# -- the worker: one engine, runs on request ------------------------------------------------------
+
+
+def build_engine(name: str, base: str, personas: list[str], ct2_path: str | None, new_tokens: int):
+    """(one /impersonate, the concurrent requests) as two callables."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bot.core.generation import GenerationRequest, Generator, Sampling
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if name == BASELINE:
+        model = AutoModelForCausalLM.from_pretrained(base).eval()
+        one = lambda: baseline_generate(model, tokenizer, 5, new_tokens)  # noqa: E731
+        # The baseline answers requests one after another.
+        return one, lambda: [one() for _ in personas]
+    if name in (CT2, CT2_AVX512):
+        import ctranslate2
+
+        generator = ctranslate2.Generator(
+            ct2_path, device="cpu", compute_type="int8", intra_threads=torch.get_num_threads()
+        )
+
+        def ct2_run(rows: int):
+            return lambda: generator.generate_batch(
+                [[tokenizer.eos_token]] * rows,
+                max_length=new_tokens,
+                min_length=new_tokens,
+                sampling_topk=0,
+                sampling_topp=0.95,
+                include_prompt_in_result=False,
+            )
+
+        # It cannot batch LoRA personas: its concurrent run is the bare base, 5 rows a persona
+        # (optimistic for it).
+        return ct2_run(5), ct2_run(5 * len(personas))
+    sampling = Sampling(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    ours = Generator(sampling, cache_size=len(personas) + 1, int8=name == INT8)
+    requests = [GenerationRequest(p, "", 5) for p in personas]
+    return lambda: ours.generate(personas[0], "", 5), lambda: ours.generate_batch(requests)
+
+
+def baseline_generate(model, tokenizer, n: int, new_tokens: int) -> None:
+    import torch
+
+    inputs = tokenizer([tokenizer.eos_token], return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        model.generate(
+            **inputs,
+            do_sample=True,
+            top_p=0.95,
+            temperature=1.0,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            num_return_sequences=n,
+            pad_token_id=tokenizer.eos_token_id,
+        )
+
+
+def serve(args) -> None:
+    """Answer each line "one"/"many" on stdin with the seconds that run took, until stdin ends."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    sys.path.insert(0, str(ROOT))
+    from bot.logs import quiet_libraries
+
+    quiet_libraries()
+    one, many = build_engine(args.engine, args.base, args.personas, args.ct2, args.new_tokens)
+    one(), many()  # warm-up: loads every persona outside the timing
+    print("ready", flush=True)
+    for line in sys.stdin:
+        run = one if line.strip() == "one" else many
+        started = time.perf_counter()
+        run()
+        print(time.perf_counter() - started, flush=True)
+
+
+# -- the parent: engines in turn -----------------------------------------------------------------
+
+
+def start_worker(name: str, env: dict, base: str, personas: list[str], ct2: str | None, new_tokens: int):
+    command = [sys.executable, __file__, "--serve", name, "--base", base, "--new-tokens", str(new_tokens)]
+    command += ["--personas", *personas] + (["--ct2", ct2] if ct2 else [])
+    worker = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ | env
+    )
+    if worker.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"the {name} worker did not start")
+    return worker
+
+
+def ask(worker, what: str) -> float:
+    worker.stdin.write(what + "\n")
+    worker.stdin.flush()
+    return float(worker.stdout.readline())
+
+
+def bench_decoding(base: str, personas: list[str], work: Path, runs: int = 5, new_tokens: int = 40) -> dict:
+    """engine -> {ms_per_step, p50 (s), rate (tweets/s for the concurrent requests)}."""
+    ct2 = convert_ct2(base, work)
+    workers = {
+        name: start_worker(name, env, base, personas, ct2, new_tokens) for name, env in engine_names(ct2)
+    }
+    single: dict[str, list[float]] = {name: [] for name in workers}
+    many: dict[str, list[float]] = {name: [] for name in workers}
+    try:
+        for _ in range(runs):
+            for name, worker in workers.items():
+                time.sleep(PAUSE_S)
+                single[name].append(ask(worker, "one"))
+                time.sleep(PAUSE_S)
+                many[name].append(ask(worker, "many"))
+    finally:
+        for worker in workers.values():
+            worker.stdin.close()
+            worker.wait()
+    out = {}
+    for name in workers:
+        p50 = statistics.median(single[name])
+        out[name] = {
+            "ms_per_step": 1000 * p50 / new_tokens,
+            "p50": p50,
+            "runs_ms_per_step": [round(1000 * t / new_tokens, 2) for t in single[name]],
+            "rate": len(personas) * 5 / statistics.median(many[name]),
+        }
+    return out
+
+
+def peer(results: dict) -> dict | None:
+    """The faster CTranslate2 row (the peer the goal is measured against)."""
+    rows = [results[n] for n in (CT2, CT2_AVX512) if n in results]
+    return min(rows, key=lambda r: r["ms_per_step"]) if rows else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--personas", nargs="+", required=True)
+    parser.add_argument("--new-tokens", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--ct2", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", dest="engine", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.engine:
+        serve(args)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tweetalike-decoding-") as tmp:
+        results = bench_decoding(args.base, args.personas, Path(tmp), args.runs, args.new_tokens)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
