@@ -343,7 +343,9 @@ class Int8GPT2:
         own = tokens.table.t()[slot.clamp(min=0)]
         return torch.where(slot[..., None] >= 0, own, x)
 
-    def _token_logits(self, last: torch.Tensor, logits: torch.Tensor, lora: RowLora | None, rows: int) -> None:
+    def _token_logits(
+        self, last: torch.Tensor, logits: torch.Tensor, lora: RowLora | None, rows: int
+    ) -> None:
         """With a tied output layer, a trained token's logit is h . its row (not h . the base's row).
 
         `last` (rows * positions, width) and `logits` (rows * positions, vocab), changed in place.
