@@ -284,9 +284,10 @@ class Int8GPT2:
             low.view(select.shape[0], -1, low.shape[1]).mul_(select[:, None])
         return y.addmm_(low, lora.up[(layer, kind)])
 
-    def new_cache(self, rows: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        shape = (rows, self.heads, length, self.width // self.heads)
-        return [(torch.empty(shape), torch.empty(shape)) for _ in self.layers]
+    def new_cache(self, rows: int, length: int) -> list[torch.Tensor]:
+        """Per layer, keys and values in one tensor (2, rows, heads, length, head width): one write a step."""
+        shape = (2, rows, self.heads, length, self.width // self.heads)
+        return [torch.empty(shape) for _ in self.layers]
 
     def forward(
         self,
@@ -325,12 +326,11 @@ class Int8GPT2:
     def _attend(self, qkv: torch.Tensor, layer_cache, rows: int, start: int, mask) -> torch.Tensor:
         """Attention of the new positions over the cache, after writing their keys and values into it."""
         length = qkv.shape[0] // rows
-        q, k, v = qkv.view(rows, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        keys, values = layer_cache
+        qkv = qkv.view(rows, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # (3, rows, heads, length, -1)
         end = start + length
-        keys[:, :, start:end] = k
-        values[:, :, start:end] = v
-        attended = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask)
+        layer_cache[:, :, :, start:end] = qkv[1:]
+        keys, values = layer_cache[:, :, :, :end]
+        attended = F.scaled_dot_product_attention(qkv[0], keys, values, attn_mask=mask)
         return attended.transpose(1, 2).reshape(rows * length, self.width)
 
     def _embed(self, ids: torch.Tensor, lora: RowLora | None) -> torch.Tensor:
@@ -388,7 +388,7 @@ def sample_int8(
     Prompt plus new tokens never go past the model's position limit: the prompt keeps its last
     tokens and fewer new tokens are sampled when they would.
     """
-    from .generation import top_p_sample
+    from .nucleus import top_p_sample
 
     keep = max(1, decoder.positions - max(1, sampling.min_new_tokens))
     input_ids, attention_mask = input_ids[:, -keep:], attention_mask[:, -keep:].bool()

@@ -25,6 +25,7 @@ import torch
 
 from . import fastdecode
 from .devices import MODEL_BUILD_LOCK, autocast_dtype, pick_device
+from .nucleus import top_p_sample
 from .safety import MemorizationIndex, strip_links
 
 log = logging.getLogger(__name__)
@@ -400,29 +401,6 @@ def fit_to_positions(
     keep = limit - new
     sampling = replace(sampling, max_new_tokens=new, min_new_tokens=min(sampling.min_new_tokens, new))
     return input_ids[:, -keep:], attention_mask[:, -keep:], sampling
-
-
-def top_p_sample(logits: torch.Tensor, top_p: float, first_k: int = 256) -> torch.Tensor:
-    """Nucleus sampling, exact, without sorting the whole vocabulary.
-
-    Sorting 50k logits per step costs about as much as a GPT-2 layer on a small CPU. The nucleus
-    (the fewest most-likely tokens holding top_p of the mass) usually lies in the top few hundred
-    tokens, so take the top k; where it does not, every nucleus token has a probability of at
-    least (1 - top_p) / vocab (the tokens below that hold less than 1 - top_p in total), which
-    bounds how many candidates need sorting.
-    """
-    probs = torch.softmax(logits.float(), dim=-1)
-    if top_p >= 1.0:
-        return torch.multinomial(probs, 1).squeeze(-1)
-    vocab = probs.shape[-1]
-    top_probs, top_ids = probs.topk(min(first_k, vocab), dim=-1)
-    if not bool((top_probs.sum(-1) >= top_p).all()):
-        k = int((probs >= (1.0 - top_p) / vocab).sum(-1).max())
-        top_probs, top_ids = probs.topk(max(1, min(k, vocab)), dim=-1)
-    before = top_probs.cumsum(-1) - top_probs
-    top_probs = top_probs.masked_fill(before >= top_p, 0.0)  # outside the nucleus
-    choice = torch.multinomial(top_probs, 1)
-    return top_ids.gather(-1, choice).squeeze(-1)
 
 
 def sample_tokens(

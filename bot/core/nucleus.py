@@ -1,0 +1,76 @@
+"""Nucleus (top-p) sampling, exact, without sorting or scanning the whole vocabulary twice.
+
+On a small CPU, `sort` or `topk` over GPT-2's 50k logits per row costs as much as a transformer
+layer, and so does any elementwise pass that yields booleans or indices. Reductions are cheap.
+So: the probabilities (one softmax), the largest probability of each block of 64 tokens (one
+reduction), and only the blocks that can hold nucleus tokens are looked at token by token.
+
+Why it is exact: the nucleus (the fewest most-likely tokens holding top_p of the mass) lies
+within {p >= t} for any t whose tokens hold at least top_p together. Every such token sits in a
+block whose largest probability is >= t, so gathering those blocks, keeping p >= t and checking
+the mass finds it; sorting that small set gives the same nucleus as sorting everything. A row
+where the first t does not hold enough mass falls back to t = (1 - top_p) / vocab, which always
+does (the tokens below it hold less than 1 - top_p together).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+BLOCK = 64
+
+
+def top_p_sample(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """One token per row of `logits` (rows, vocab), drawn from that row's nucleus."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    if top_p >= 1.0:
+        return torch.multinomial(probs, 1).squeeze(-1)
+    threshold = (1.0 - top_p) / 64  # keeps at most 64 / (1 - top_p) tokens: a few hundred
+    values, ids = _candidates(probs, threshold)
+    short = values.sum(-1) < top_p
+    if bool(short.any()):  # a flat distribution: the threshold that always holds enough
+        for row in short.nonzero().flatten().tolist():
+            values, ids = _replace_row(values, ids, row, *_row_candidates(probs[row], top_p))
+    return _draw(values, ids, top_p)
+
+
+def _candidates(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's tokens of probability >= threshold, as (values, ids) padded with zeros."""
+    rows, vocab = probs.shape
+    blocks = F.pad(probs, (0, -vocab % BLOCK)).view(rows, -1, BLOCK)
+    row_of, block = (blocks.amax(-1) >= threshold).nonzero(as_tuple=True)  # row-major order
+    values = blocks[row_of, block]  # (blocks kept, BLOCK)
+    ids = block[:, None] * BLOCK + torch.arange(BLOCK)
+    keep = values >= threshold
+    row_of = row_of[:, None].expand_as(keep)[keep]
+    counts = torch.bincount(row_of, minlength=rows)
+    place = torch.arange(row_of.shape[0]) - (counts.cumsum(0) - counts)[row_of]
+    padded = probs.new_zeros(rows, max(1, int(counts.max())))
+    padded_ids = torch.zeros(padded.shape, dtype=torch.long)
+    padded[row_of, place], padded_ids[row_of, place] = values[keep], ids[keep]
+    return padded, padded_ids
+
+
+def _row_candidates(row: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = (row >= (1.0 - top_p) / row.shape[0]).nonzero().flatten()
+    return row[ids], ids
+
+
+def _replace_row(values, ids, row: int, new_values, new_ids):
+    width = max(values.shape[1], new_values.shape[0])
+    if width > values.shape[1]:
+        values = F.pad(values, (0, width - values.shape[1]))
+        ids = F.pad(ids, (0, width - ids.shape[1]))
+    values[row], ids[row] = 0.0, 0
+    values[row, : new_values.shape[0]], ids[row, : new_ids.shape[0]] = new_values, new_ids
+    return values, ids
+
+
+def _draw(values: torch.Tensor, ids: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Sort each row's candidates, keep its nucleus, draw from it."""
+    values, order = values.sort(dim=-1, descending=True)
+    before = values.cumsum(-1) - values
+    values = values.masked_fill(before >= top_p, 0.0)  # outside the nucleus
+    choice = torch.multinomial(values, 1)
+    return ids.gather(-1, order.gather(-1, choice)).squeeze(-1)
