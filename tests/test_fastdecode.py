@@ -8,6 +8,7 @@ from bot.core import devices, fastdecode
 from bot.core.generation import GenerationRequest, Generator, Sampling, stop_token_ids, top_p_sample
 from bot.core.training import TrainConfig, encode_tweets, split_tweets, train
 from tests.conftest import tiny_tweets
+from tests.stats import chi_square_p_value, exact_nucleus
 from tests.tiny_model import build_tiny_gpt2
 
 pytestmark = pytest.mark.skipif(devices.int8_engine() is None, reason="no int8 kernels on this CPU")
@@ -106,6 +107,26 @@ def test_int8_token_rows_match_the_float_model_per_row_in_a_mixed_batch(trained,
 
 
 @torch.inference_mode()
+def test_decoding_step_by_step_matches_the_whole_sequence_for_mixed_personas(trained, with_rows):
+    """The sampling loop's path (one token a step through the KV cache, no attention mask when no
+    row is padded) gives the logits of a pass over the whole sequence, row by row, with three
+    personas in the batch (token rows, plain LoRA, the bare base)."""
+    full, plain = trained
+    model, _ = load(full)
+    decoder = fastdecode.Int8GPT2(model)
+    adapters = [fastdecode.LoraWeights.load(with_rows), fastdecode.LoraWeights.load(plain), None]
+    lora = fastdecode.stack_lora(adapters, decoder.vocab)
+    ids = torch.randint(0, 400, (3, 12), generator=torch.Generator().manual_seed(4))
+    whole = decoder.logits_of(ids, lora)
+    cache = decoder.new_cache(3, 12)
+    for t in range(12):
+        position = torch.full((3, 1), t)
+        step = decoder.forward(ids[:, t : t + 1], position, cache, t, None, lora)
+        # Activations are quantized per call (a step's rows vs the whole sequence): int8 rounding differs.
+        assert (step - whole[:, t]).abs().max() < 0.02 * whole.abs().max()
+
+
+@torch.inference_mode()
 def test_generic_path_applies_token_rows_and_keeps_their_persona_in_its_own_batch(trained, with_rows):
     """peft's mixed-adapter batches would give every row the active adapter's token rows, so a persona
     with rows samples alone; its rows are written into the shared embedding for its batch only."""
@@ -159,18 +180,6 @@ def test_int8_perplexity_is_within_one_percent_of_bf16_on_held_out_tweets(traine
     assert abs(float(ratio) - 1) < 0.01
 
 
-def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
-    """p-value of observed counts against exact probabilities (bins expecting < 5 merged)."""
-    expected = probs * counts.sum()
-    small = expected < 5
-    observed = torch.cat([counts[~small], counts[small].sum(0, keepdim=True)])
-    expected = torch.cat([expected[~small], expected[small].sum(0, keepdim=True)])
-    keep = expected > 0
-    chi2 = float(((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum())
-    dof = int(keep.sum()) - 1
-    return float(torch.special.gammaincc(torch.tensor(dof / 2), torch.tensor(chi2 / 2)))
-
-
 @torch.inference_mode()
 def test_sampled_tokens_follow_the_exact_nucleus_distribution(trained):
     """Chi-square of 6,000 first tokens drawn by the int8 path against the exact top-p probabilities."""
@@ -181,11 +190,7 @@ def test_sampled_tokens_follow_the_exact_nucleus_distribution(trained):
     ]
     logits = decoder.logits_of(prompt)[0, -1]
     probs = torch.softmax(logits, -1)
-    ordered, order = probs.sort(descending=True)
-    nucleus = torch.zeros_like(probs)
-    keep = (ordered.cumsum(0) - ordered) < 0.95
-    nucleus[order[keep]] = ordered[keep]
-    nucleus /= nucleus.sum()
+    nucleus = exact_nucleus(probs, 0.95)
 
     rows = 6000
     torch.manual_seed(1)

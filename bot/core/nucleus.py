@@ -26,23 +26,23 @@ def top_p_sample(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     probs = torch.softmax(logits.float(), dim=-1)
     if top_p >= 1.0:
         return torch.multinomial(probs, 1).squeeze(-1)
-    threshold = (1.0 - top_p) / 64  # keeps at most 64 / (1 - top_p) tokens: a few hundred
+    threshold = torch.full((probs.shape[0], 1), (1.0 - top_p) / 64)  # at most 64 / (1 - top_p) tokens
     values, ids = _candidates(probs, threshold)
-    short = values.sum(-1) < top_p
-    if bool(short.any()):  # a flat distribution: the threshold that always holds enough
-        for row in short.nonzero().flatten().tolist():
-            values, ids = _replace_row(values, ids, row, *_row_candidates(probs[row], top_p))
+    short = values.sum(-1, keepdim=True) < top_p
+    if bool(short.any()):  # flat distributions: those rows take the threshold that always holds enough
+        threshold[short] = (1.0 - top_p) / probs.shape[-1]
+        values, ids = _candidates(probs, threshold)
     return _draw(values, ids, top_p)
 
 
-def _candidates(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's tokens of probability >= threshold, as (values, ids) padded with zeros."""
+def _candidates(probs: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's tokens of probability >= its threshold (rows, 1), as (values, ids) padded with zeros."""
     rows, vocab = probs.shape
     blocks = F.pad(probs, (0, -vocab % BLOCK)).view(rows, -1, BLOCK)
     row_of, block = (blocks.amax(-1) >= threshold).nonzero(as_tuple=True)  # row-major order
     values = blocks[row_of, block]  # (blocks kept, BLOCK)
     ids = block[:, None] * BLOCK + torch.arange(BLOCK)
-    keep = values >= threshold
+    keep = values >= threshold[row_of]
     row_of = row_of[:, None].expand_as(keep)[keep]
     counts = torch.bincount(row_of, minlength=rows)
     place = torch.arange(row_of.shape[0]) - (counts.cumsum(0) - counts)[row_of]
@@ -50,21 +50,6 @@ def _candidates(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, to
     padded_ids = torch.zeros(padded.shape, dtype=torch.long)
     padded[row_of, place], padded_ids[row_of, place] = values[keep], ids[keep]
     return padded, padded_ids
-
-
-def _row_candidates(row: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = (row >= (1.0 - top_p) / row.shape[0]).nonzero().flatten()
-    return row[ids], ids
-
-
-def _replace_row(values, ids, row: int, new_values, new_ids):
-    width = max(values.shape[1], new_values.shape[0])
-    if width > values.shape[1]:
-        values = F.pad(values, (0, width - values.shape[1]))
-        ids = F.pad(ids, (0, width - ids.shape[1]))
-    values[row], ids[row] = 0.0, 0
-    values[row, : new_values.shape[0]], ids[row, : new_ids.shape[0]] = new_values, new_ids
-    return values, ids
 
 
 def _draw(values: torch.Tensor, ids: torch.Tensor, top_p: float) -> torch.Tensor:
