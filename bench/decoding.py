@@ -32,6 +32,7 @@ CT2 = "CTranslate2 int8"
 CT2_AVX512 = "CTranslate2 int8, AVX-512 forced"
 GENERIC = "ours, bf16/fp32 weights (generic path)"
 INT8 = "ours, int8 weights + per-row LoRA"
+MANY_RUNS = 2  # runs of the concurrent requests (each engine's "one" runs `runs` times)
 PAUSE_S = 0.3  # lets the previous engine's idle threads stop spinning before the next one runs
 
 
@@ -132,8 +133,50 @@ def baseline_generate(model, tokenizer, n: int, new_tokens: int) -> None:
         )
 
 
+# Where a step's time goes, from torch's profiler (time of each op on the sampling thread).
+CATEGORIES = {
+    "int8 matrix products": ("quantized::linear_dynamic",),
+    "LoRA and token rows (small fp32 products)": ("aten::mm", "aten::addmm_", "aten::addmm", "aten::bmm"),
+    "attention": ("aten::scaled_dot_product_attention",),
+    "layer norms, GELU, residual adds": ("aten::layer_norm", "aten::gelu", "aten::add_", "aten::add"),
+    "sampling": ("aten::softmax", "aten::multinomial", "aten::sort", "aten::nonzero", "aten::amax"),
+}
+
+
+def breakdown(one, new_tokens: int) -> dict:
+    """ms per step of each category of ops during one run; the rest is Python and small ops."""
+    from torch.profiler import profile
+
+    started = time.perf_counter()
+    with profile() as prof:
+        one()
+    total = (time.perf_counter() - started) * 1000
+    ops = {e.key: e.cpu_time_total / 1000 for e in prof.key_averages()}  # includes children
+    out = {name: sum(ops.get(k, 0.0) for k in keys) / new_tokens for name, keys in CATEGORIES.items()}
+    out["everything else (Python, indexing, small ops)"] = total / new_tokens - sum(out.values())
+    return out
+
+
+def weight_floor(base: str) -> dict:
+    """The int8 floor: reading every int8 weight once per step at this machine's read bandwidth."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    matrices = [m.weight for m in model.modules() if type(m).__name__ in ("Conv1D", "Linear")]
+    count = sum(w.numel() for w in {id(w): w for w in matrices}.values())  # the tied head once
+    buffer = torch.ones(count // 4)  # as many bytes as the int8 weights
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        buffer.sum()
+        times.append(time.perf_counter() - started)
+    seconds = statistics.median(times)
+    return {"weights": count, "gb_per_s": count / seconds / 1e9, "ms": 1000 * seconds}
+
+
 def serve(args) -> None:
-    """Answer each line "one"/"many" on stdin with the seconds that run took, until stdin ends."""
+    """Answer each line on stdin ("one", "many", "profile", "floor") with a result, until stdin ends."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     sys.path.insert(0, str(ROOT))
@@ -144,10 +187,16 @@ def serve(args) -> None:
     one(), many()  # warm-up: loads every persona outside the timing
     print("ready", flush=True)
     for line in sys.stdin:
-        run = one if line.strip() == "one" else many
-        started = time.perf_counter()
-        run()
-        print(time.perf_counter() - started, flush=True)
+        command = line.strip()
+        if command == "profile":
+            print(json.dumps(breakdown(one, args.new_tokens)), flush=True)
+        elif command == "floor":
+            print(json.dumps(weight_floor(args.base)), flush=True)
+        else:
+            run = one if command == "one" else many
+            started = time.perf_counter()
+            run()
+            print(time.perf_counter() - started, flush=True)
 
 
 # -- the parent: engines in turn -----------------------------------------------------------------
@@ -164,10 +213,10 @@ def start_worker(name: str, env: dict, base: str, personas: list[str], ct2: str 
     return worker
 
 
-def ask(worker, what: str) -> float:
+def ask(worker, what: str):
     worker.stdin.write(what + "\n")
     worker.stdin.flush()
-    return float(worker.stdout.readline())
+    return json.loads(worker.stdout.readline())
 
 
 def bench_decoding(base: str, personas: list[str], work: Path, runs: int = 5, new_tokens: int = 40) -> dict:
@@ -179,12 +228,17 @@ def bench_decoding(base: str, personas: list[str], work: Path, runs: int = 5, ne
     single: dict[str, list[float]] = {name: [] for name in workers}
     many: dict[str, list[float]] = {name: [] for name in workers}
     try:
-        for _ in range(runs):
+        for run in range(runs):
             for name, worker in workers.items():
                 time.sleep(PAUSE_S)
                 single[name].append(ask(worker, "one"))
-                time.sleep(PAUSE_S)
-                many[name].append(ask(worker, "many"))
+                if run < MANY_RUNS:  # the baseline answers 16 requests one by one: a minute a run
+                    time.sleep(PAUSE_S)
+                    many[name].append(ask(worker, "many"))
+        extra = {}
+        if INT8 in workers:
+            time.sleep(PAUSE_S)
+            extra = {"floor": ask(workers[INT8], "floor"), "int8_breakdown": ask(workers[INT8], "profile")}
     finally:
         for worker in workers.values():
             worker.stdin.close()
@@ -198,7 +252,12 @@ def bench_decoding(base: str, personas: list[str], work: Path, runs: int = 5, ne
             "runs_ms_per_step": [round(1000 * t / new_tokens, 2) for t in single[name]],
             "rate": len(personas) * 5 / statistics.median(many[name]),
         }
-    return out
+    return out | extra
+
+
+def engines(results: dict) -> dict:
+    """The engines' rows of `bench_decoding`'s results (without the floor and the breakdown)."""
+    return {name: row for name, row in results.items() if "ms_per_step" in row}
 
 
 def peer(results: dict) -> dict | None:

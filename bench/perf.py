@@ -15,10 +15,12 @@ fine-tune from the same start.
 
     python bench/perf.py            # full run (about 17 minutes on 2 cores)
     python bench/perf.py --quick    # CI-sized shapes, about 3 minutes
-    python bench/perf.py --decoding # only the decoding engines (GPT-2-124M shapes), a few minutes
+    python bench/perf.py --decoding # only the decoding engines (GPT-2-124M shapes), about 8 minutes
 
-The decoding table adds CTranslate2 int8 as the peer engine (bench/requirements.txt): the same
-random-weight model converted with its transformers converter, offline.
+The decoding table (bench/decoding.py: each engine in its own process, interleaved run by run)
+adds CTranslate2 int8 as the peer engine (bench/requirements.txt): the same random-weight model
+converted with its transformers converter, offline; the int8 floor (every weight read once per
+step at the machine's measured bandwidth), and where a step of our int8 decoder goes.
 """
 
 from __future__ import annotations
@@ -290,7 +292,8 @@ def int8_quality(work: Path, corpus_text: Path, pretrain: list[str], held_out: l
     return {name: math.exp(total / count) for name, total in totals.items()} | {"tokens": count}
 
 
-def decoding_report(d: dict, q: dict | None, concurrent: int) -> str:
+def decoding_report(results: dict, q: dict | None, concurrent: int) -> str:
+    d = decoding.engines(results)
     base = d[decoding.BASELINE]
     ct2 = decoding.peer(d)
     lines = [
@@ -305,6 +308,16 @@ def decoding_report(d: dict, q: dict | None, concurrent: int) -> str:
             f"| {name} | {row['ms_per_step']:.1f} | {vs_base} "
             f"| {vs_ct2} | {row['rate']:.1f} | {ratio(row['rate'], base['rate'])} |"
         )
+    if "floor" in results:
+        floor = results["floor"]
+        lines.append(
+            f"| the floor: reading {floor['weights'] / 1e6:.0f} M int8 weights once per step at the "
+            f"measured {floor['gb_per_s']:.1f} GB/s | {floor['ms']:.1f} | | | | |"
+        )
+        ours = d[decoding.INT8]["ms_per_step"]
+        lines += ["", f"Ours (int8) is {ours / floor['ms']:.2f}x the floor. Where one of its steps goes:", ""]
+        lines += ["| part of a step | ms |", "| --- | --- |"]
+        lines += [f"| {part} | {ms:.2f} |" for part, ms in results["int8_breakdown"].items()]
     if q:
         change = 100 * (q["int8"] / q["bf16"] - 1)
         lines += [
