@@ -8,9 +8,7 @@ from tests.conftest import tiny_tweets
 
 
 def test_the_decoding_bench_runs_each_engine_in_its_own_process(tmp_path, tiny_base_model):
-    persona = train(
-        tiny_tweets(), tmp_path / "persona", TrainConfig(base_model=tiny_base_model, max_steps=2)
-    )
+    persona = train(tiny_tweets(), tmp_path / "persona", TrainConfig(base_model=tiny_base_model, max_steps=2))
     personas = [str(persona.output_dir)] * 2
     results = decoding.bench_decoding(tiny_base_model, personas, tmp_path, runs=2, new_tokens=4)
     rows = decoding.engines(results)
