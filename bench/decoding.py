@@ -144,17 +144,24 @@ CATEGORIES = {
 
 
 def breakdown(one, new_tokens: int) -> dict:
-    """ms per step of each category of ops during one run; the rest is Python and small ops."""
+    """ms per step of each category of ops during one profiled run.
+
+    The profiler adds its own overhead to every op, so the rest of a step (Python, indexing,
+    small ops) is taken against the unprofiled median, in `step_breakdown`.
+    """
     from torch.profiler import profile
 
-    started = time.perf_counter()
     with profile() as prof:
         one()
-    total = (time.perf_counter() - started) * 1000
     ops = {e.key: e.cpu_time_total / 1000 for e in prof.key_averages()}  # includes children
-    out = {name: sum(ops.get(k, 0.0) for k in keys) / new_tokens for name, keys in CATEGORIES.items()}
-    out["everything else (Python, indexing, small ops)"] = total / new_tokens - sum(out.values())
-    return out
+    return {name: sum(ops.get(k, 0.0) for k in keys) / new_tokens for name, keys in CATEGORIES.items()}
+
+
+def step_breakdown(results: dict) -> dict:
+    """The int8 step's parts, and what is left of its measured (unprofiled) time."""
+    parts = dict(results["int8_breakdown"])
+    rest = results[INT8]["ms_per_step"] - sum(parts.values())
+    return parts | {"everything else (Python, indexing, small ops)": max(0.0, rest)}
 
 
 def weight_floor(base: str) -> dict:

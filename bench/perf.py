@@ -317,7 +317,7 @@ def decoding_report(results: dict, q: dict | None, concurrent: int) -> str:
         ours = d[decoding.INT8]["ms_per_step"]
         lines += ["", f"Ours (int8) is {ours / floor['ms']:.2f}x the floor. Where one of its steps goes:", ""]
         lines += ["| part of a step | ms |", "| --- | --- |"]
-        lines += [f"| {part} | {ms:.2f} |" for part, ms in results["int8_breakdown"].items()]
+        lines += [f"| {part} | {ms:.2f} |" for part, ms in decoding.step_breakdown(results).items()]
     if q:
         change = 100 * (q["int8"] / q["bf16"] - 1)
         lines += [
