@@ -105,7 +105,7 @@ def tiny_tweets() -> list[str]:
 @pytest.fixture
 async def discord_env(settings):
     """The real bot against a local Discord-compatible server (127.0.0.1 only)."""
-    from tests.discord_env import Clock, DiscordEnv, populate, start_bot, stop_bot
+    from tests.discord_env import Clock, DiscordEnv, cancel_leftover_tasks, populate, start_bot, stop_bot
     from tests.localdiscord import LocalDiscord
 
     async with LocalDiscord() as server:
@@ -117,3 +117,4 @@ async def discord_env(settings):
             yield env
         finally:
             await stop_bot(env.bot, env.task)
+    await cancel_leftover_tasks()
