@@ -605,6 +605,11 @@ class LocalDiscord:
         session.seq += 1
         await session.ws.send_json({"op": 0, "t": event, "s": session.seq, "d": data})
 
+    def live_sessions(self) -> int:
+        """Identified gateway sessions connected now: a bot process can receive interactions once
+        it has one (its commands are synced over REST before its gateway connects)."""
+        return sum(1 for s in self.sessions.values() if s.ws in self._sockets)
+
     def guilds_of(self, shard: tuple[int, int] | None) -> list[int]:
         """The guilds a session with this shard receives."""
         probe = GatewaySession("", None, shard)

@@ -264,7 +264,7 @@ async def test_sigterm_of_the_bot_checkpoints_a_running_training_and_the_restart
                 [sys.executable, "-m", "bot"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
             )
             deadline = time.monotonic() + 120
-            while not server.commands:
+            while not (server.commands and server.live_sessions()):  # synced and connected
                 assert bot.poll() is None and time.monotonic() < deadline, "the bot did not start"
                 await asyncio.sleep(0.1)
             return bot
