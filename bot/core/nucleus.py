@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 BLOCK = 64
+FIRST_TRY = 64  # the first threshold is (1 - top_p) / FIRST_TRY: at most FIRST_TRY / (1 - top_p) tokens
 
 
 def top_p_sample(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -26,7 +27,7 @@ def top_p_sample(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     probs = torch.softmax(logits.float(), dim=-1)
     if top_p >= 1.0:
         return torch.multinomial(probs, 1).squeeze(-1)
-    threshold = torch.full((probs.shape[0], 1), (1.0 - top_p) / 64)  # at most 64 / (1 - top_p) tokens
+    threshold = torch.full((probs.shape[0], 1), (1.0 - top_p) / FIRST_TRY, device=probs.device)
     values, ids = _candidates(probs, threshold)
     short = values.sum(-1, keepdim=True) < top_p
     if bool(short.any()):  # flat distributions: those rows take the threshold that always holds enough
@@ -41,13 +42,13 @@ def _candidates(probs: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Ten
     blocks = F.pad(probs, (0, -vocab % BLOCK)).view(rows, -1, BLOCK)
     row_of, block = (blocks.amax(-1) >= threshold).nonzero(as_tuple=True)  # row-major order
     values = blocks[row_of, block]  # (blocks kept, BLOCK)
-    ids = block[:, None] * BLOCK + torch.arange(BLOCK)
+    ids = block[:, None] * BLOCK + torch.arange(BLOCK, device=probs.device)
     keep = values >= threshold[row_of]
     row_of = row_of[:, None].expand_as(keep)[keep]
     counts = torch.bincount(row_of, minlength=rows)
-    place = torch.arange(row_of.shape[0]) - (counts.cumsum(0) - counts)[row_of]
+    place = torch.arange(row_of.shape[0], device=probs.device) - (counts.cumsum(0) - counts)[row_of]
     padded = probs.new_zeros(rows, max(1, int(counts.max())))
-    padded_ids = torch.zeros(padded.shape, dtype=torch.long)
+    padded_ids = torch.zeros(padded.shape, dtype=torch.long, device=probs.device)
     padded[row_of, place], padded_ids[row_of, place] = values[keep], ids[keep]
     return padded, padded_ids
 
