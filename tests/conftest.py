@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 from pathlib import Path
 
@@ -16,6 +18,36 @@ from tests.tiny_model import build_tiny_gpt2  # noqa: E402
 
 SHARED_TWEETS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tweets"
 TINY_CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
+
+
+@pytest.fixture(autouse=True)
+def _async_tests_leave_no_task(request):
+    """Every async test ends with no task left running in its event loop (see below)."""
+    if inspect.iscoroutinefunction(request.function):
+        request.getfixturevalue("_cancel_leftover_tasks")
+
+
+@pytest.fixture
+async def _cancel_leftover_tasks():
+    """Cancel what the test left running (a bot, the local server), again until it is done.
+
+    The event loop's own teardown cancels leftover tasks once, then waits for them forever. In
+    Python 3.11 `asyncio.wait_for` can swallow a cancellation that arrives as its inner future
+    completes (discord.py waits that way), so a task cancelled once may keep running: whole CI
+    runs hung in a loop teardown after a discord test. This fixture is set up before the test's
+    own fixtures, so it runs after their teardown; a task still running after ten seconds of
+    cancelling fails the test with its name instead of hanging the run.
+    """
+    yield
+    current = asyncio.current_task()
+    for _ in range(20):
+        left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+        if not left:
+            return
+        for leftover in left:
+            leftover.cancel()
+        await asyncio.wait(left, timeout=0.5)
+    raise AssertionError(f"tasks still running after the test and its fixtures ended: {left}")
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +137,7 @@ def tiny_tweets() -> list[str]:
 @pytest.fixture
 async def discord_env(settings):
     """The real bot against a local Discord-compatible server (127.0.0.1 only)."""
-    from tests.discord_env import Clock, DiscordEnv, cancel_leftover_tasks, populate, start_bot, stop_bot
+    from tests.discord_env import Clock, DiscordEnv, populate, start_bot, stop_bot
     from tests.localdiscord import LocalDiscord
 
     async with LocalDiscord() as server:
@@ -117,4 +149,3 @@ async def discord_env(settings):
             yield env
         finally:
             await stop_bot(env.bot, env.task)
-    await cancel_leftover_tasks()
