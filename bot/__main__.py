@@ -13,6 +13,7 @@ from .client import apply_endpoint_overrides, create_bot
 from .config import SettingsError, load_settings
 from .core.errors import UserError
 from .logs import quiet_libraries
+from .shutdown import cancel_leftover_tasks
 
 log = logging.getLogger("bot")
 
@@ -28,16 +29,25 @@ async def run() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    async with create_bot(settings) as bot:  # leaving the block closes the bot and the core
-        running = asyncio.create_task(bot.start(settings.discord_token))
-        stop = asyncio.create_task(stopping.wait())
-        await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if running.done():
-            running.result()  # a failed login and the like end here, with their error
-        else:
-            log.info("Shutting down")
-    await asyncio.gather(running, return_exceptions=True)
+    try:
+        async with create_bot(settings) as bot:  # leaving the block closes the bot and the core
+            running = asyncio.create_task(bot.start(settings.discord_token))
+            stop = asyncio.create_task(stopping.wait())
+            await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if running.done():
+                running.result()  # a failed login and the like end here, with their error
+            else:
+                log.info("Shutting down")
+        await asyncio.gather(running, return_exceptions=True)
+    finally:
+        await leave_cleanly()
+
+
+async def leave_cleanly() -> None:
+    """End what the bot left running, so the process exits (see `cancel_leftover_tasks`)."""
+    for task in await cancel_leftover_tasks():
+        log.warning("Still running at exit: %r", task)
 
 
 def main() -> int:

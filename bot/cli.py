@@ -24,6 +24,7 @@ from .core.jobs import JobOutcome
 from .core.service import PersonaService
 from .core.training import TrainProgress
 from .logs import quiet_libraries
+from .shutdown import cancel_leftover_tasks
 
 
 class ProgressBar:
@@ -162,6 +163,7 @@ async def run(args: argparse.Namespace) -> int:
         return await args.run(core, args)
     finally:
         await core.close()
+        await cancel_leftover_tasks()  # so the command returns (see bot/shutdown.py)
 
 
 def main(argv: list[str] | None = None) -> int:

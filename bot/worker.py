@@ -17,6 +17,7 @@ from .core.devices import pick_device
 from .core.errors import UserError
 from .core.worker import TrainingWorker
 from .logs import quiet_libraries
+from .shutdown import cancel_leftover_tasks
 
 log = logging.getLogger("bot.worker")
 
@@ -36,7 +37,11 @@ async def run() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await worker.run(stop)
+    try:
+        await worker.run(stop)
+    finally:
+        for task in await cancel_leftover_tasks():  # so the process exits (see bot/shutdown.py)
+            log.warning("Still running at exit: %r", task)
 
 
 def main() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 from pathlib import Path
@@ -29,25 +28,14 @@ def _async_tests_leave_no_task(request):
 
 @pytest.fixture
 async def _cancel_leftover_tasks():
-    """Cancel what the test left running (a bot, the local server), again until it is done.
+    """After the test and its own fixtures (this one is set up before them), end what they left
+    running, as the bot does at exit: the event loop's teardown cancels leftover tasks only once
+    and then waits for them forever (whole CI runs hung there after a discord test)."""
+    from bot.shutdown import cancel_leftover_tasks
 
-    The event loop's own teardown cancels leftover tasks once, then waits for them forever. In
-    Python 3.11 `asyncio.wait_for` can swallow a cancellation that arrives as its inner future
-    completes (discord.py waits that way), so a task cancelled once may keep running: whole CI
-    runs hung in a loop teardown after a discord test. This fixture is set up before the test's
-    own fixtures, so it runs after their teardown; a task still running after ten seconds of
-    cancelling fails the test with its name instead of hanging the run.
-    """
     yield
-    current = asyncio.current_task()
-    for _ in range(20):
-        left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-        if not left:
-            return
-        for leftover in left:
-            leftover.cancel()
-        await asyncio.wait(left, timeout=0.5)
-    raise AssertionError(f"tasks still running after the test and its fixtures ended: {left}")
+    left = await cancel_leftover_tasks()
+    assert not left, f"tasks still running after the test and its fixtures ended: {left}"
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import discord
@@ -39,7 +40,12 @@ class AutopostCog(commands.Cog):
         self.tick.start()
 
     async def cog_unload(self) -> None:
+        # Wait for a tick stopped mid-query to end before the core closes the database: a query
+        # cancelled again later (by the loop's teardown) leaves a connection half-closed.
+        ticking = self.tick.get_task()
         self.tick.cancel()
+        if ticking is not None:
+            await asyncio.wait({ticking}, timeout=5)
 
     # -- commands -----------------------------------------------------------------------------
 
