@@ -273,7 +273,7 @@ def pretrain(
         step, tokens = step + 1, tokens + x.numel()
         if step % log_every == 0:
             seconds = time.monotonic() - started
-            print(f"  pretrain step {step} loss {float(loss):.3f} ({seconds:.0f}s)", flush=True)
+            print(f"  pretrain step {step} loss {loss.item():.3f} ({seconds:.0f}s)", flush=True)
     return {"steps": step, "tokens": tokens, "seconds": round(time.monotonic() - started, 1)}
 
 
