@@ -90,6 +90,33 @@ async def test_restart_mid_post_does_not_double_post(discord_env, settings):
     assert schedule.pending_nonce is None and schedule.next_run_at > env.clock()
 
 
+async def test_stopping_mid_post_finishes_the_post_first(discord_env, settings):
+    """The bot is stopped while a scheduled post waits for Discord's answer: the post completes and
+    the schedule moves on (a tick cancelled mid-way left the post pending, and could leave a query
+    half-closed so the process never left its event loop)."""
+    env, server = discord_env, discord_env.server
+    await train(env)
+    await (
+        await server.slash(
+            env.guild, env.admin, "autopost add", handle="alice", channel=env.channel, every="1h"
+        )
+    ).answered()
+    server.stall(f"/channels/{env.channel}/messages")  # the post is made, its answer held
+    env.clock.advance(3601)
+    await wait_until(lambda: len(posts_in(server, env.channel)) == 1)
+    stopping = asyncio.create_task(stop_bot(env.bot, env.task))
+    await asyncio.sleep(0.5)
+    assert not stopping.done()  # the tick at work holds the shutdown
+    server.unstall()
+    await stopping
+    assert env.bot.is_closed() and len(posts_in(server, env.channel)) == 1
+    import sqlite3
+
+    with sqlite3.connect(settings.database_path) as db:
+        pending, next_run = db.execute("SELECT pending_nonce, next_run_at FROM schedules").fetchone()
+    assert pending is None and next_run > env.clock()
+
+
 async def test_deleted_channel_or_model_pauses_and_tells_once(discord_env):
     env, server = discord_env, discord_env.server
     await train(env)

@@ -20,6 +20,7 @@ from ..ui import NO_PINGS, handle_autocomplete
 log = logging.getLogger(__name__)
 
 RECENT_HISTORY = 20  # messages checked for an already-sent webhook post after a crash
+TICK_STOP_TIMEOUT = 15.0  # at shutdown, how long a tick at work may take to send its claimed posts
 
 
 class AutopostCog(commands.Cog):
@@ -34,17 +35,25 @@ class AutopostCog(commands.Cog):
         self.bot = bot
         self.core = bot.core
         self.poster = PersonaPoster(bot)
+        self._ticking = False
 
     async def cog_load(self) -> None:
         self.tick.change_interval(seconds=self.bot.settings.schedule_tick_seconds)
         self.tick.start()
 
     async def cog_unload(self) -> None:
-        # Wait for a tick stopped mid-query to end before the core closes the database: a query
-        # cancelled again later (by the loop's teardown) leaves a connection half-closed.
+        """A tick at work finishes (its claimed posts sent, its queries done) before the core closes
+        the database; a sleeping one ends at once. A tick cancelled mid-query left its connection
+        half-closed, and the process could not leave its event loop (see bot/shutdown.py)."""
         ticking = self.tick.get_task()
-        self.tick.cancel()
-        if ticking is not None:
+        self.tick.stop()  # no new iteration
+        if not self._ticking:
+            self.tick.cancel()
+        if ticking is None:
+            return
+        done, _ = await asyncio.wait({ticking}, timeout=TICK_STOP_TIMEOUT)
+        if not done:  # e.g. Discord does not answer a post: give up on it as a crash would
+            self.tick.cancel()
             await asyncio.wait({ticking}, timeout=5)
 
     # -- commands -----------------------------------------------------------------------------
@@ -137,6 +146,13 @@ class AutopostCog(commands.Cog):
 
     @tasks.loop(seconds=30)
     async def tick(self) -> None:
+        self._ticking = True  # the cog's unload lets a tick at work finish
+        try:
+            await self.post_due()
+        finally:
+            self._ticking = False
+
+    async def post_due(self) -> None:
         # Only this process's guilds (its shards), each post claimed so no other process sends it too.
         try:
             due = await self.core.claim_due_schedules(self.bot.guild_shards())
