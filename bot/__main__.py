@@ -41,13 +41,7 @@ async def run() -> None:
                 log.info("Shutting down")
         await asyncio.gather(running, return_exceptions=True)
     finally:
-        await leave_cleanly()
-
-
-async def leave_cleanly() -> None:
-    """End what the bot left running, so the process exits (see `cancel_leftover_tasks`)."""
-    for task in await cancel_leftover_tasks():
-        log.warning("Still running at exit: %r", task)
+        await cancel_leftover_tasks()  # so the process exits (see bot/shutdown.py)
 
 
 def main() -> int:

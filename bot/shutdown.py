@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+log = logging.getLogger(__name__)
 
 
 async def cancel_leftover_tasks(*, rounds: int = 20, wait_s: float = 0.5) -> list[asyncio.Task]:
-    """Cancel every other task of this loop, again until they are done; returns any still running.
+    """Cancel every other task of this loop, again until they are done; logs and returns any still
+    running.
 
     `asyncio.run` cancels leftover tasks once, then waits for them without a limit. A task can
     outlive one cancellation: when a query is cancelled, SQLAlchemy closes its aiosqlite
@@ -23,4 +27,7 @@ async def cancel_leftover_tasks(*, rounds: int = 20, wait_s: float = 0.5) -> lis
         for task in left:
             task.cancel()
         await asyncio.wait(left, timeout=wait_s)
-    return [task for task in left if not task.done()]
+    survivors = [task for task in left if not task.done()]
+    for task in survivors:
+        log.warning("Still running at exit: %r", task)
+    return survivors

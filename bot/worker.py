@@ -40,8 +40,7 @@ async def run() -> None:
     try:
         await worker.run(stop)
     finally:
-        for task in await cancel_leftover_tasks():  # so the process exits (see bot/shutdown.py)
-            log.warning("Still running at exit: %r", task)
+        await cancel_leftover_tasks()  # so the process exits (see bot/shutdown.py)
 
 
 def main() -> int:

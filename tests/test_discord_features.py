@@ -31,6 +31,16 @@ async def wait_until(predicate, timeout=20):
     raise AssertionError("condition not reached")
 
 
+async def trained_with_hourly_posts(env) -> None:
+    """The persona @alice, trained, and an hourly autopost of it in the general channel."""
+    await train(env)
+    await (
+        await env.server.slash(
+            env.guild, env.admin, "autopost add", handle="alice", channel=env.channel, every="1h"
+        )
+    ).answered()
+
+
 async def test_schedule_fires_once_per_window_and_once_after_downtime(discord_env):
     env, server = discord_env, discord_env.server
     await train(env, display_name="Alice")
@@ -65,12 +75,7 @@ async def test_schedule_fires_once_per_window_and_once_after_downtime(discord_en
 
 async def test_restart_mid_post_does_not_double_post(discord_env, settings):
     env, server = discord_env, discord_env.server
-    await train(env)
-    await (
-        await server.slash(
-            env.guild, env.admin, "autopost add", handle="alice", channel=env.channel, every="1h"
-        )
-    ).answered()
+    await trained_with_hourly_posts(env)
     env.clock.advance(3601)
     await wait_until(lambda: len(posts_in(server, env.channel)) == 1)
     sent = posts_in(server, env.channel)[0]
@@ -95,12 +100,7 @@ async def test_stopping_mid_post_finishes_the_post_first(discord_env, settings):
     the schedule moves on (a tick cancelled mid-way left the post pending, and could leave a query
     half-closed so the process never left its event loop)."""
     env, server = discord_env, discord_env.server
-    await train(env)
-    await (
-        await server.slash(
-            env.guild, env.admin, "autopost add", handle="alice", channel=env.channel, every="1h"
-        )
-    ).answered()
+    await trained_with_hourly_posts(env)
     server.stall(f"/channels/{env.channel}/messages")  # the post is made, its answer held
     env.clock.advance(3601)
     await wait_until(lambda: len(posts_in(server, env.channel)) == 1)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.localdiscord import EMBED_TOTAL, message_errors
 from tests.test_discord_bot import train
-from tests.test_discord_features import posts_in, wait_until
+from tests.test_discord_features import posts_in, trained_with_hourly_posts, wait_until
 
 LONG_HANDLE = "a_rather_long_handle_for_alice_x"  # 32 characters, the most one person may have
 LONG_NAME = "Alice " + "W" * 74  # 80 characters, the longest display name
@@ -110,12 +110,7 @@ async def test_ten_long_posts_are_split_over_messages_within_6000_characters(dis
 async def test_refused_scheduled_post_waits_for_next_window_and_pauses_after_three(discord_env):
     """Defect 4: a refused post (400) left the schedule due, so it was generated and sent every tick."""
     env, server = discord_env, discord_env.server
-    await train(env)
-    await (
-        await server.slash(
-            env.guild, env.admin, "autopost add", handle="alice", channel=env.channel, every="1h"
-        )
-    ).answered()
+    await trained_with_hourly_posts(env)
     path = f"/channels/{env.channel}/messages"
     before = len(server.requests_to(path, "POST"))
     attempts = lambda: len(server.requests_to(path, "POST")) - before  # noqa: E731
