@@ -12,11 +12,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..core.service import check_hub_id
-from ..limits import fit_embed, safe_url
+from ..limits import fit_content, fit_embed, safe_url
 from ..transformers import AvatarOrNone, Handle
 from ..ui import NO_PINGS, ConfirmView, defer_public, handle_autocomplete, number, stats_table
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
+HUB_URL = "https://huggingface.co/"
 
 
 class ModelsCog(commands.Cog):
@@ -58,6 +59,10 @@ class ModelsCog(commands.Cog):
             embed.add_field(name="Data", value=f"```\n{stats_table(model.stats)}\n```", inline=False)
         embed.add_field(name="Base model", value=f"`{model.base_model}`")
         embed.add_field(name="Method", value=model.method)
+        if m.get("source"):
+            embed.add_field(name="Imported from", value=f"[{m['source']}]({HUB_URL}{m['source']})")
+        if m.get("prompt"):
+            embed.add_field(name="Try", value=f"`{first_command(model)}`", inline=False)
         if m.get("val_loss") is not None:
             embed.add_field(
                 name="Validation",
@@ -71,7 +76,8 @@ class ModelsCog(commands.Cog):
         if m.get("steps"):
             embed.add_field(name="Training", value=f"{m['steps']} steps, {m.get('epochs', '?')} epochs")
         who = f"<@{model.created_by}>" if model.created_by else "someone"
-        embed.add_field(name="Trained by", value=f"{who} <t:{int(model.created_at)}:R>", inline=False)
+        made = "Imported by" if model.method == "imported" else "Trained by"
+        embed.add_field(name=made, value=f"{who} <t:{int(model.created_at)}:R>", inline=False)
         await interaction.response.send_message(
             embed=fit_embed(embed), ephemeral=True, allowed_mentions=NO_PINGS
         )
@@ -136,12 +142,8 @@ class ModelsCog(commands.Cog):
             interaction.guild_id, repo, handle, created_by=interaction.user.id
         )
         interaction.extras["answered"] = True
-        kept = model.stats.get("kept")
-        data = f" ({kept} tweets)" if kept else ""
         await interaction.edit_original_response(
-            content=f"Imported **{model.display_name}** (`@{model.handle}`) from `{repo}`{data}. "
-            f"Try `/impersonate {model.handle}`.",
-            allowed_mentions=NO_PINGS,
+            content=fit_content(imported_text(model, repo)), allowed_mentions=NO_PINGS
         )
 
     @models.command(
@@ -185,6 +187,24 @@ class ModelsCog(commands.Cog):
             else "Persona posts are **off**."
         )
         await interaction.response.send_message(text, ephemeral=True)
+
+
+def imported_text(model, repo: str) -> str:
+    """The answer to /models import: who it is, with what data and picture, and a first command."""
+    name = discord.utils.escape_markdown(model.display_name)
+    kept, people = model.stats.get("kept"), model.stats.get("people") or []
+    data = f" ({kept} tweets" + (f" of {len(people)} people)" if people else ")") if kept else ""
+    picture = ", with its picture" if model.avatar_url else ""
+    return (
+        f"Imported **{name}** (`@{model.handle}`) from `{repo}`{data}{picture}. Try `{first_command(model)}`."
+    )
+
+
+def first_command(model) -> str:
+    """/impersonate with the card's widget prompt when it has one (one that fits in `code`)."""
+    prompt = model.metrics.get("prompt")
+    usable = prompt and "`" not in prompt
+    return f"/impersonate {model.handle}" + (f" prompt:{prompt}" if usable else "")
 
 
 def zip_folder(folder: Path) -> bytes:

@@ -38,6 +38,17 @@ def normalize_handle(raw: str) -> str:
     return handle
 
 
+def handle_for_hub_id(repo: str) -> str:
+    """The default handle for a hub model id (not yet normalized).
+
+    huggingtweets names a model after its people's Twitter handles joined by "-" (`huggingtweets/a-b`
+    is a model of @a and @b), which is this bot's own multi-person handle, so it is kept; elsewhere
+    "-" is part of a name (`someone/tiny-gpt2`) and becomes "_".
+    """
+    owner, name = repo.split("/", 1)
+    return name if owner.lower() == "huggingtweets" else name.replace("-", "_")
+
+
 def clean_display_name(raw: str | None, handle: str) -> str:
     name = " ".join((raw or "").split())[:MAX_DISPLAY_NAME]
     return name or handle

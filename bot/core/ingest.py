@@ -88,9 +88,14 @@ def data_table(stats: dict[str, Any], name: str = "Count", *, markdown: bool = T
     width = max((len(label) for label, _ in rows), default=0)
     lines = []
     if len(people) > 1:
-        lines.append(" " * width + "".join(f"  {('@' + p.get('handle', '?'))[:10]:>10}" for p in people))
+        lines.append(" " * width + "".join(f"  {_column_heading(p)[:10]:>10}" for p in people))
     lines += [label.ljust(width) + "".join(f"  {v:>10}" for v in values) for label, values in rows]
     return "\n".join(lines)
+
+
+def _column_heading(person: dict[str, Any]) -> str:
+    """@handle; a person imported from a card has only a name (its handles' order is not the columns')."""
+    return f"@{person['handle']}" if person.get("handle") else str(person.get("name") or "?")
 
 
 @dataclass

@@ -1,27 +1,29 @@
 """Model cards in the huggingtweets layout, so a trained folder can be pushed to the hub as is.
 
 `render_card` writes README.md for a trained persona through `huggingface_hub.ModelCard` (the
-front matter is `ModelCardData`, serialised by the library); `parse_card` reads the display name
-and the data table back from a card (ours or an original huggingtweets one) for hub imports.
+front matter is `ModelCardData`, serialised by the library); `parse_card` reads a card back for
+hub imports (ours, or one huggingtweets published, in either of its layouts, for one person or
+several): the display name, the pictures, the data table, the base model and the widget's prompt.
 """
 
 from __future__ import annotations
 
 import html
+import logging
 import re
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
+import ftfy
 from huggingface_hub import ModelCard, ModelCardData
 
 from .ingest import STAT_ROWS, data_table
+from .limits import MAX_PROMPT_CHARS
+from .urls import well_formed_http_url
 
-
-@dataclass
-class CardInfo:
-    display_name: str | None = None
-    stats: dict[str, int] = field(default_factory=dict)
-    base_model: str | None = None
+log = logging.getLogger(__name__)
 
 
 def render_card(
@@ -166,24 +168,200 @@ generator("My dream is", num_return_sequences=5)
 {peft_note}"""
 
 
-_NAME_RE = re.compile(r'<div style="text-align: center; font-size: 16px; font-weight: 800">(.+?)</div>')
+# -- reading cards (hub imports) -----------------------------------------------------------------
+#
+# huggingtweets published two header layouts (its template, model_card/README.md, changed in May 2021):
+#   older: <div style="...background-image: url('PICTURE')"> then
+#          <div style="...font-weight: 800">NAME 🤖 AI Bot </div> <div>@handle bot</div>, and a
+#          `| Data | Quantity |` table;
+#   newer: three picture divs (`display:none` for the unused ones, the URL quoted as &#39;), a
+#          `🤖 AI BOT 🤖` line (`🤖 AI CYBORG 🤖` for several people), NAME ("A & B" for several), `@a-b`,
+#          and a `| Data | A | B |` table with one column per person, in the pictures' order.
+# Our own cards (render_card above) use the newer layout. Some published cards are double-encoded
+# UTF-8 ("ðŸ’Š" for "💊"), so names go through ftfy.
+
+_PICTURE_RE = re.compile(r"background-image\s*:\s*url\(\s*(['\"]?)(.*?)\1\s*\)", re.IGNORECASE)
+_HIDDEN_RE = re.compile(r"display\s*:\s*none", re.IGNORECASE)
+_BOLD_RE = re.compile(r"font-weight\s*:\s*(?:bold|[6-9]00)", re.IGNORECASE)
+# The newer layout's label line, and the suffix the older layout put after the name: decorations,
+# not part of anyone's name.
+_BOT_LABEL_RE = re.compile(r"(?:🤖\s*)?AI\s+(?:BOT|CYBORG)(?:\s*🤖)?", re.IGNORECASE)
+_OLD_NAME_SUFFIX_RE = re.compile(r"\s*(?:🤖\s*)?\bAI\s+(?:Bot|Cyborg)\s*$", re.IGNORECASE)
+# What the older layout's single data column is called: a heading, not a person.
+_UNNAMED_COLUMNS = {"quantity", "count", "value", "number"}
+_NAME_FIXES = ftfy.TextFixerConfig(
+    unescape_html=False, uncurl_quotes=False, fix_character_width=False, explain=False
+)
+
+
+@dataclass
+class CardInfo:
+    """What a huggingtweets-style card says about its person (or people) and data; missing parts
+    stay None or empty."""
+
+    display_name: str | None = None
+    # Single person: the figures by STAT_ROWS key. Several: their totals, plus "people" (one dict
+    # per data column: "name" and that person's figures), as /train new stores a multi-person model.
+    stats: dict[str, Any] = field(default_factory=dict)
+    base_model: str | None = None
+    avatar_urls: list[str] = field(default_factory=list)  # shown pictures, well formed, in order
+    prompt: str | None = None  # the hub widget's example prompt, e.g. "My dream is"
+
+    @property
+    def avatar_url(self) -> str | None:
+        """The persona's picture: a webhook has one, so a multi-person model shows the first."""
+        return self.avatar_urls[0] if self.avatar_urls else None
+
+
+def read_card(folder: Path) -> CardInfo:
+    """parse_card of the folder's README.md; an empty CardInfo when there is none."""
+    path = folder / "README.md"
+    return parse_card(path.read_text(encoding="utf-8", errors="replace") if path.is_file() else "")
 
 
 def parse_card(text: str) -> CardInfo:
-    """Read what a huggingtweets-style card says about its person and data (missing parts stay None)."""
-    info = CardInfo()
-    name = _NAME_RE.search(text)
-    if name:
-        info.display_name = html.unescape(re.sub(r"<[^>]+>", "", name.group(1))).strip() or None
-    base = None
-    if text.startswith("---"):
-        try:
-            base = ModelCard(text, ignore_metadata_errors=True).data.base_model
-        except ValueError:  # broken front matter: the rest of the card still counts
-            pass
-    info.base_model = base if isinstance(base, str) else None
+    """Read a huggingtweets-style card (either published layout, one person or several, or ours)."""
+    metadata, body = _front_matter(text)
+    header = _HeaderReader.read(body.split("\n#", 1)[0])  # the block above the first heading
+    columns, rows = _table(body)
+    base = metadata.get("base_model")
+    return CardInfo(
+        display_name=header.display_name() or _single_column_name(columns),
+        stats=_stats(columns, rows),
+        base_model=base if isinstance(base, str) else None,
+        avatar_urls=[url for url in map(_avatar, header.pictures) if url],
+        prompt=_widget_prompt(metadata.get("widget")),
+    )
+
+
+def fix_name(raw: str) -> str | None:
+    """A name as a person wrote it: mojibake repaired, whitespace collapsed; None when empty."""
+    return " ".join(ftfy.fix_text(raw, _NAME_FIXES).split()) or None
+
+
+def _front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """The YAML front matter as a dict (through huggingface_hub, as the hub reads it) and the body."""
+    if not text.startswith("---"):
+        return {}, text
+    try:
+        card = ModelCard(text, ignore_metadata_errors=True)
+    except ValueError:  # broken front matter: the rest of the card still counts
+        return {}, text.split("\n---", 1)[-1]
+    return card.data.to_dict(), card.text
+
+
+class _HeaderReader(HTMLParser):
+    """The header's shown pictures and the text of each of its divs (style, text), in order."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)  # attribute values come unescaped (&#39; -> ')
+        self.pictures: list[str] = []
+        self.lines: list[tuple[str, str]] = []
+        self._open: list[tuple[str, list[str]]] = []
+
+    @classmethod
+    def read(cls, html_text: str) -> _HeaderReader:
+        reader = cls()
+        reader.feed(html_text)
+        reader.close()
+        while reader._open:  # a div left open at the end still counts
+            reader.handle_endtag("div")
+        return reader
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag != "div":
+            return
+        style = dict(attrs).get("style") or ""
+        self._open.append((style, []))
+        picture = _PICTURE_RE.search(style)
+        if picture and picture.group(2).strip() and not _HIDDEN_RE.search(style):
+            self.pictures.append(picture.group(2).strip())
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "div" and self._open:
+            style, parts = self._open.pop()
+            text = fix_name("".join(parts))
+            if text:
+                self.lines.append((style, text))
+
+    def handle_data(self, data: str) -> None:
+        if self._open:
+            self._open[-1][1].append(data)
+
+    def display_name(self) -> str | None:
+        """The first bold line that is neither the "🤖 AI BOT 🤖" label nor an @handle line."""
+        labelled = any(_BOT_LABEL_RE.fullmatch(text) for _, text in self.lines)
+        for style, text in self.lines:
+            if not _BOLD_RE.search(style) or _BOT_LABEL_RE.fullmatch(text) or text.startswith("@"):
+                continue
+            # Only the older layout (no label line) wrote "🤖 AI Bot" after the name; in the newer
+            # one the line is the name alone, whatever it ends with.
+            return (text if labelled else _OLD_NAME_SUFFIX_RE.sub("", text).strip()) or None
+        return None
+
+
+def _avatar(url: str) -> str | None:
+    avatar = well_formed_http_url(url)
+    if avatar is None:
+        log.info("the card's picture %r is not a usable URL; the persona gets none", url[:200])
+    return avatar
+
+
+def _cells(line: str) -> list[str] | None:
+    """A markdown table row's cells, unescaped; None for a line that is not a table row."""
+    line = line.strip()
+    if not (line.startswith("|") and line.endswith("|") and len(line) > 1):
+        return None
+    cells = re.split(r"(?<!\\)\|", line[1:-1])
+    return [html.unescape(cell.replace("\\|", "|")).strip() for cell in cells]
+
+
+def _table(body: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The data table: its column headings (after "Data"), and every table row by its label."""
+    columns: list[str] = []
+    rows: dict[str, list[str]] = {}
+    for line in body.splitlines():
+        cells = _cells(line)
+        if not cells:
+            continue
+        if not columns and cells[0].lower() == "data" and len(cells) > 1:
+            columns = cells[1:]
+        rows.setdefault(cells[0].lower(), cells[1:])
+    return columns, rows
+
+
+def _stats(columns: list[str], rows: dict[str, list[str]]) -> dict[str, Any]:
+    count = max(len(columns), 1)
+    people: list[dict[str, Any]] = [{} for _ in range(count)]
     for key, label in STAT_ROWS:
-        row = re.search(rf"^\|\s*{re.escape(label)}\s*\|\s*([\d,]+)\s*\|", text, re.MULTILINE)
-        if row:
-            info.stats[key] = int(row.group(1).replace(",", ""))
-    return info
+        for person, value in zip(people, rows.get(label.lower(), []), strict=False):
+            if re.fullmatch(r"\d[\d,]*", value):
+                person[key] = int(value.replace(",", ""))
+    if count == 1:
+        return people[0]
+    totals = {
+        key: sum(p.get(key, 0) for p in people) for key, _ in STAT_ROWS if any(key in p for p in people)
+    }
+    named = [
+        dict(p, name=fix_name(name) or f"person {i}")
+        for i, (p, name) in enumerate(zip(people, columns, strict=True), 1)
+    ]
+    return dict(totals, people=named)
+
+
+def _single_column_name(columns: list[str]) -> str | None:
+    """The newer layout's `| Data | Name |` heading, when the header gave no name."""
+    if len(columns) == 1 and columns[0].lower() not in _UNNAMED_COLUMNS:
+        return fix_name(columns[0])
+    return None
+
+
+def _widget_prompt(widget: Any) -> str | None:
+    """The first example text of the hub's inference widget, when it fits a /impersonate prompt."""
+    entries = widget if isinstance(widget, list) else [widget]
+    for entry in entries:
+        text = entry.get("text") if isinstance(entry, dict) else None
+        if isinstance(text, str) and " ".join(text.split()):
+            prompt = " ".join(text.split())
+            return prompt if len(prompt) <= MAX_PROMPT_CHARS else None
+    return None

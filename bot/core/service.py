@@ -19,11 +19,11 @@ from typing import Any
 
 from .errors import UserError
 from .generation import GenerationError, GenerationRequest, Generator, Sampling
-from .handles import RegistryError, clean_display_name, normalize_handle
+from .handles import RegistryError, clean_display_name, handle_for_hub_id, normalize_handle
 from .ingest import MIN_KEPT_CHARS, RawPost, clean_posts
 from .jobs import LOSS_CURVE_FILE, EventSink, TrainingQueue
 from .limits import MAX_EPOCHS, MAX_PROMPT_CHARS, MAX_QUEUED_JOBS_PER_GUILD, MAX_TWEETS_PER_REQUEST
-from .modelcard import parse_card
+from .modelcard import read_card
 from .schedules import Scheduler, parse_timing
 from .shards import GuildShards
 from .storage import Erasure, JobRecord, ModelRecord, Post, Schedule, Storage, database_url, persona_key
@@ -481,7 +481,7 @@ class PersonaService:
         deleted with it; the hub is only asked when HF_LOCAL_MIRROR has no copy.
         """
         repo = check_hub_id(repo)
-        handle = normalize_handle(handle or repo.split("/", 1)[1].replace("-", "_"))
+        handle = normalize_handle(handle or handle_for_hub_id(repo))
         if await self.storage.models.get(guild_id, handle):
             raise UserError(f"`{handle}` already exists here; delete it first or pick another handle.")
         await self.ensure_can_queue(guild_id, handle)
@@ -494,20 +494,18 @@ class PersonaService:
             final = await asyncio.to_thread(self.store.publish, staging, guild_id, handle)
         finally:
             await asyncio.to_thread(self.store.discard, staging)
-        card = (
-            parse_card((final / "README.md").read_text(encoding="utf-8", errors="replace"))
-            if (final / "README.md").is_file()
-            else parse_card("")
-        )
+        card = await asyncio.to_thread(read_card, final)
         model = ModelRecord(
             guild_id=guild_id,
             handle=handle,
             display_name=clean_display_name(card.display_name, handle),
+            avatar_url=card.avatar_url,  # well formed or None (read_card drops a bad one)
             base_model=info.get("base_model") or card.base_model or repo,
             method="imported",
             path=self.store.relative(final),
             stats=card.stats,
-            metrics={"source": repo, "adapter": info.get("adapter", False)},
+            # The card's widget prompt ("My dream is") is what /models import and info suggest.
+            metrics={"source": repo, "adapter": info.get("adapter", False), "prompt": card.prompt},
             created_by=created_by,
         )
         return await self.storage.models.save(model)
