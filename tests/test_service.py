@@ -8,6 +8,7 @@ from bot.core.errors import UserError
 from bot.core.service import PersonaService
 from bot.core.storage import ModelRecord
 from tests.conftest import listen, on_finished, tiny_tweets
+from tests.hub_cards import HUGGINGTWEETS_CARD
 
 STATS = {"downloaded": 400, "retweets": 0, "short": 0, "duplicates": 0, "kept": 400}
 
@@ -189,30 +190,6 @@ async def test_queue_cap_per_guild(settings):
         await core.submit_training(guild_id=2, handle="d", tweets=tiny_tweets(), stats=STATS)
     finally:
         await core.close()
-
-
-HUGGINGTWEETS_CARD = """---
-language: en
-thumbnail: http://www.huggingtweets.com/js_thrill/1600000000/predictions.png
-tags:
-- huggingtweets
-widget:
-- text: "My dream is"
----
-
-<div class="inline-flex flex-col" style="line-height: 1.5;">
-<div style="text-align: center; margin-top: 3px; font-size: 16px; font-weight: 800">🤖 AI BOT 🤖</div>
-<div style="text-align: center; font-size: 16px; font-weight: 800">JS Thrill</div>
-<div style="text-align: center; font-size: 14px;">@js_thrill</div>
-</div>
-
-| Data | JS Thrill |
-| --- | --- |
-| Tweets downloaded | 3,250 |
-| Retweets | 40 |
-| Short tweets | 449 |
-| Tweets kept | 2761 |
-"""
 
 
 async def test_import_from_local_mirror_then_generate_and_delete(settings, tmp_path, tiny_base_model):

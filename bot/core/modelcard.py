@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import ftfy
+import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
 from .ingest import STAT_ROWS, data_table
@@ -245,7 +246,7 @@ def _front_matter(text: str) -> tuple[dict[str, Any], str]:
         return {}, text
     try:
         card = ModelCard(text, ignore_metadata_errors=True)
-    except ValueError:  # broken front matter: the rest of the card still counts
+    except (ValueError, yaml.YAMLError):  # broken front matter: the rest of the card still counts
         return {}, text.split("\n---", 1)[-1]
     return card.data.to_dict(), card.text
 
