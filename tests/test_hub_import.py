@@ -41,7 +41,8 @@ async def test_import_of_the_published_card_keeps_name_picture_data_and_prompt(
         assert (model.display_name, model.avatar_url) == (JS_THRILL_NAME, JS_THRILL_AVATAR)
         assert model.stats == JS_THRILL_STATS
         assert (
-            model.metrics["prompt"] == "My dream is" and model.metrics["source"] == "huggingtweets/js_thrill"
+            model.metrics["suggested_prompt"] == "My dream is"
+            and model.metrics["source"] == "huggingtweets/js_thrill"
         )
     finally:
         await core.close()

@@ -61,7 +61,7 @@ class ModelsCog(commands.Cog):
         embed.add_field(name="Method", value=model.method)
         if m.get("source"):
             embed.add_field(name="Imported from", value=f"[{m['source']}]({HUB_URL}{m['source']})")
-        if m.get("prompt"):
+        if m.get("suggested_prompt"):
             embed.add_field(name="Try", value=f"`{first_command(model)}`", inline=False)
         if m.get("val_loss") is not None:
             embed.add_field(
@@ -202,7 +202,7 @@ def imported_text(model, repo: str) -> str:
 
 def first_command(model) -> str:
     """/impersonate with the card's widget prompt when it has one (one that fits in `code`)."""
-    prompt = model.metrics.get("prompt")
+    prompt = model.metrics.get("suggested_prompt")
     usable = prompt and "`" not in prompt
     return f"/impersonate {model.handle}" + (f" prompt:{prompt}" if usable else "")
 

@@ -505,7 +505,7 @@ class PersonaService:
             path=self.store.relative(final),
             stats=card.stats,
             # The card's widget prompt ("My dream is") is what /models import and info suggest.
-            metrics={"source": repo, "adapter": info.get("adapter", False), "prompt": card.prompt},
+            metrics={"source": repo, "adapter": info.get("adapter", False), "suggested_prompt": card.prompt},
             created_by=created_by,
         )
         return await self.storage.models.save(model)
