@@ -37,8 +37,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_TWEETS = ROOT.parent / "shared" / "data" / "tweets"
 DEFAULT_CACHE = ROOT / "bench" / "results" / "quality"
+GPT2_TOKENIZER = ROOT.parent / "shared" / "models" / "gpt2-tokenizer"
 EOS = "<|endoftext|>"
 GPT2_124M = {"n_layer": 12, "n_embd": 768, "n_head": 12, "vocab_size": 50257, "n_positions": 1024}
+# Proxy shapes (--shape). "small" is the 6 x 384 proxy of the first runs; "gpt2-depth" has GPT-2's
+# 12 layers, narrowed so a CPU can pre-train it; "gpt2-124m" is GPT-2-124M itself (a GPU's job).
+SHAPES = {
+    "small": {"n_layer": 6, "n_embd": 384, "n_head": 6},
+    "gpt2-depth": {"n_layer": 12, "n_embd": 192, "n_head": 6},
+    "gpt2-124m": {"n_layer": 12, "n_embd": 768, "n_head": 12},
+}
 
 
 @dataclass
@@ -244,9 +252,19 @@ def lm_loss(model, ids: list[int], block: int, batch: int, device, max_blocks: i
 
 
 def pretrain(
-    model, ids: list[int], *, minutes: float, block: int, batch: int, lr: float, device, log_every: int = 50
+    model,
+    ids: list[int],
+    *,
+    minutes: float,
+    block: int,
+    batch: int,
+    lr: float,
+    device,
+    log_every: int = 50,
+    max_tokens: int = 0,
+    stop_file: Path | None = None,
 ) -> dict[str, Any]:
-    """Next-token pre-training on random windows of `ids` for a wall-clock budget."""
+    """Next-token pre-training on random windows of `ids` for a wall-clock (and token) budget."""
     import torch
 
     from bot.core.devices import autocast, autocast_dtype
@@ -258,8 +276,13 @@ def pretrain(
     started, step, tokens = time.monotonic(), 0, 0
     budget = minutes * 60
     model.train()
-    while time.monotonic() - started < budget:
-        frac = (time.monotonic() - started) / budget  # cosine decay over the time budget
+    while time.monotonic() - started < budget and not (max_tokens and tokens >= max_tokens):
+        if stop_file is not None and stop_file.exists():  # stopped by hand: keep what was learnt
+            print(f"  {stop_file} found: pre-training stops here", flush=True)
+            break
+        frac = (time.monotonic() - started) / budget  # cosine decay over the budget used up first
+        if max_tokens:
+            frac = max(frac, tokens / max_tokens)
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         starts = torch.randint(0, len(data) - block - 1, (batch,), generator=rng)
@@ -291,18 +314,22 @@ class ProxySpec:
     batch: int = 8  # small batches: more updates from the few tokens a CPU budget allows
     lr: float = 2e-3
     device: str = "auto"
+    tokenizer: str = ""  # a tokenizer folder (GPT-2's own); empty: train a BPE of vocab_size on the prose
+    pretrain_tokens: int = 0  # also stop pre-training after this many tokens (0: the time budget only)
 
     def key(self) -> str:
+        vocab = "gpt2tok" if self.tokenizer else f"v{self.vocab_size}"
+        tokens = f"-{self.pretrain_tokens // 1000}kt" if self.pretrain_tokens else ""
         return (
-            f"gpt2-{self.n_layer}x{self.n_embd}-v{self.vocab_size}-{self.prose_bytes // 1000}k-"
-            f"{self.pretrain_minutes:g}m"
+            f"gpt2-{self.n_layer}x{self.n_embd}-{vocab}-{self.prose_bytes // 1000}k-"
+            f"{self.pretrain_minutes:g}m{tokens}"
         )
 
 
 def prose_base(spec: ProxySpec, cache: Path) -> tuple[Path, dict[str, Any]]:
     """The prose-only proxy base (built once, then read from the cache)."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     from bot.core.devices import pick_device
 
@@ -314,7 +341,12 @@ def prose_base(spec: ProxySpec, cache: Path) -> tuple[Path, dict[str, Any]]:
     train_docs, val_docs = split_prose(prose_corpus(spec.prose_bytes))
     corpus_file = out / "prose.txt"
     corpus_file.write_text("\n\n".join(train_docs))
-    tokenizer = build_tokenizer(corpus_file, out, spec.vocab_size, spec.n_positions)
+    if spec.tokenizer:
+        tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer)
+        tokenizer.model_max_length = spec.n_positions
+        tokenizer.save_pretrained(out)
+    else:
+        tokenizer = build_tokenizer(corpus_file, out, spec.vocab_size, spec.n_positions)
     corpus_file.unlink()
     ids, val_ids = token_stream(tokenizer, train_docs), token_stream(tokenizer, val_docs)
     torch.manual_seed(0)
@@ -342,6 +374,8 @@ def prose_base(spec: ProxySpec, cache: Path) -> tuple[Path, dict[str, Any]]:
         batch=spec.batch,
         lr=spec.lr,
         device=device,
+        max_tokens=spec.pretrain_tokens,
+        stop_file=out / "STOP",
     )
     info = {
         "spec": asdict(spec),
@@ -472,14 +506,26 @@ def _rss() -> int:
 
 def run_variant(base: Path, tweets: list[str], settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Fine-tune with the project's own `train()` and measure it."""
+    from bot.core.errors import NoImprovement
     from bot.core.training import TrainConfig, train
 
     config = TrainConfig(base_model=str(base), **settings)
     started = time.monotonic()
     with PeakRss() as rss:
-        result = train(tweets, out_dir, config)
+        try:
+            result = train(tweets, out_dir, config)
+        except NoImprovement as failed:  # what a user gets: no persona (the base stays as it was)
+            return {
+                "no_improvement": True,
+                "val_ppl": math.exp(failed.best_val_loss),
+                "initial_val_ppl": math.exp(failed.initial_val_loss),
+                "wall_seconds": round(time.monotonic() - started, 1),
+            }
     m = result.metrics
     return {
+        "learning_rate": m["learning_rate"],  # a quarter of the variant's when its first try failed
+        "rollbacks": m["rollbacks"],
+        "max_loss_climb": m["max_loss_climb"],
         "val_ppl": m["val_perplexity"],
         "initial_val_ppl": math.exp(m["initial_val_loss"]),
         "last_epoch_val_ppl": m.get("last_val_perplexity"),
@@ -525,6 +571,8 @@ class Bench:
 
 def run_bench(bench: Bench, results_file: Path | None = None) -> list[dict[str, Any]]:
     """Every variant on every person; one row per (person, variant)."""
+    from bot.core.training import TrainConfig
+
     corpora = bench.corpora if bench.corpora is not None else people()
     rows: list[dict[str, Any]] = []
     for person in bench.persons or sorted(corpora):
@@ -551,6 +599,8 @@ def run_bench(bench: Bench, results_file: Path | None = None) -> list[dict[str, 
                 **measured,
                 "gpt2_124m_bytes": gpt2_124m_persona_bytes(settings),
             }
+            asked = TrainConfig(**settings).lr
+            row["retried"] = bool(row.get("learning_rate") and row["learning_rate"] < asked)
             rows.append(row)
             print(format_row(row), flush=True)
             if results_file:
@@ -563,11 +613,18 @@ def run_bench(bench: Bench, results_file: Path | None = None) -> list[dict[str, 
 
 
 def format_row(r: dict[str, Any]) -> str:
+    if r.get("no_improvement"):
+        return (
+            f"@{r['person']:<13} {r['variant']:<38} NO IMPROVEMENT: ppl {r['val_ppl']:8.1f} at best "
+            f"(before {r['initial_val_ppl']:.0f}; also at a quarter of the rate) {r['wall_seconds']:6.1f}s"
+        )
+    retried = " (retried at lr/4)" if r.get("retried") else ""
     return (
         f"@{r['person']:<13} {r['variant']:<38} ppl {r['val_ppl']:8.1f} "
         f"(before {r['initial_val_ppl']:.0f}, epoch {r['best_epoch']}) "
         f"{r['tokens_per_second']:7.0f} tok/s {r['wall_seconds']:6.1f}s {r['peak_rss_mb']:5d} MB "
-        f"{r['disk_bytes'] / 1e6:7.2f} MB (124M: {r['gpt2_124m_bytes'] / 1e6:.1f} MB)"
+        f"{r['disk_bytes'] / 1e6:7.2f} MB (124M: {r['gpt2_124m_bytes'] / 1e6:.1f} MB) "
+        f"rollbacks {r.get('rollbacks', 0)}, climb {r.get('max_loss_climb') or 0:.2f}{retried}"
     )
 
 
@@ -576,7 +633,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     persons = sorted({r["person"] for r in rows})
     best_full = {
         p: min(
-            (r["val_ppl"] for r in rows if r["person"] == p and r["variant"].startswith("full")), default=None
+            (
+                r["val_ppl"]
+                for r in rows
+                if r["person"] == p and r["variant"].startswith("full") and not r.get("no_improvement")
+            ),
+            default=None,
         )
         for p in persons
     }
@@ -600,20 +662,30 @@ def table(rows: list[dict[str, Any]]) -> str:
     )
     for name in dict.fromkeys(r["variant"] for r in rows):
         mine = {r["person"]: r for r in rows if r["variant"] == name}
-        cells = [
-            f"{mine[p]['val_ppl']:.1f} ({_vs(mine[p]['val_ppl'], best_full[p])})" if p in mine else ""
-            for p in persons
-        ]
-        any_row = next(iter(mine.values()))
-        epochs = "/".join(str(mine[p]["best_epoch"]) for p in persons if p in mine)
-        speed = sum(r["tokens_per_second"] for r in mine.values()) / len(mine)
+        cells = [_cell(mine[p], best_full[p]) if p in mine else "" for p in persons]
+        trained = [r for r in mine.values() if not r.get("no_improvement")] or [{}]
+        epochs = "/".join(str(mine[p].get("best_epoch", "-")) for p in persons if p in mine)
+        speed = sum(r.get("tokens_per_second", 0) for r in trained) / len(trained)
         wall = sum(r["wall_seconds"] for r in mine.values()) / len(mine)
-        ram = max(r.get("rss_rise_mb", r["peak_rss_mb"]) for r in mine.values())
+        ram = max(r.get("rss_rise_mb", r.get("peak_rss_mb", 0)) for r in trained)
+        disk = trained[0].get("disk_bytes", 0) / 1e6
         lines.append(
             f"| {name} | " + " | ".join(cells) + f" | {epochs} | {speed:.0f} | {wall:.0f} | {ram} | "
-            f"{any_row['disk_bytes'] / 1e6:.2f} | {any_row['gpt2_124m_bytes'] / 1e6:.1f} |"
+            f"{disk:.2f} | {next(iter(mine.values()))['gpt2_124m_bytes'] / 1e6:.1f} |"
         )
     return "\n".join(lines)
+
+
+def _cell(row: dict[str, Any], best_full: float | None) -> str:
+    if row.get("no_improvement"):
+        return f"no better than the base ({row['val_ppl']:.1f} at best): nothing saved"
+    marks = "".join(
+        [
+            f", lr {row['learning_rate']:g} after the retry" if row.get("retried") else "",
+            f", {row['rollbacks']} roll-back(s)" if row.get("rollbacks") else "",
+        ]
+    )
+    return f"{row['val_ppl']:.1f} ({_vs(row['val_ppl'], best_full)}{marks})"
 
 
 def _vs(value: float, best: float | None) -> str:
@@ -631,10 +703,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.5,
         help="continued pre-training on the other people's tweets, per person (0: none)",
     )
+    p.add_argument(
+        "--shape", choices=sorted(SHAPES), help="a proxy shape (overrides --layers/--width/--heads)"
+    )
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--width", type=int, default=384)
     p.add_argument("--heads", type=int, default=6)
-    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--vocab", type=int, default=8192, help="with --own-tokenizer: its vocabulary size")
+    p.add_argument(
+        "--own-tokenizer",
+        action="store_true",
+        help="train a BPE on the prose instead of using GPT-2's tokenizer from ../shared/models/",
+    )
+    p.add_argument("--pretrain-tokens", type=int, default=0, help="stop pre-training at this many tokens")
+    p.add_argument("--positions", type=int, default=256, help="the proxy's context length")
     p.add_argument("--tweets-dir", type=Path, default=SHARED_TWEETS, help="the shared tweet corpora")
     p.add_argument("--persons", nargs="*", help="handles to fine-tune (default: every shared person)")
     p.add_argument("--variants", nargs="*", help="substrings of variant names to run (default: all)")
@@ -651,6 +733,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the fine-tunes in this process (faster; RAM is then the rise during each run)",
     )
     p.add_argument("--quick", action="store_true", help="a tiny model and a few steps (seconds)")
+    p.add_argument("--pretrain-only", action="store_true", help="build (or show) the cached proxy base only")
     p.add_argument("--one", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -670,20 +753,34 @@ def main(argv: list[str] | None = None) -> None:
         print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
         return
     bench = bench_from_args(args)
+    if args.pretrain_only:
+        print(json.dumps(prose_base(bench.spec, bench.cache)[1], indent=1))
+        return
     rows = run_bench(bench, args.results)
     print()
     print(table(rows))
 
 
 def bench_from_args(args: argparse.Namespace) -> Bench:
+    shape = (
+        SHAPES[args.shape]
+        if args.shape
+        else {"n_layer": args.layers, "n_embd": args.width, "n_head": args.heads}
+    )
+    tokenizer = ""
+    if not args.own_tokenizer:
+        if not (GPT2_TOKENIZER / "tokenizer.json").is_file():
+            raise SystemExit(f"GPT-2's tokenizer is not in {GPT2_TOKENIZER}: pass --own-tokenizer")
+        tokenizer = str(GPT2_TOKENIZER)
     spec = ProxySpec(
-        n_layer=args.layers,
-        n_embd=args.width,
-        n_head=args.heads,
-        vocab_size=args.vocab,
+        **shape,
+        vocab_size=GPT2_124M["vocab_size"] if tokenizer else args.vocab,
+        n_positions=args.positions,
         pretrain_minutes=args.pretrain_minutes,
         adapt_minutes=args.adapt_minutes,
         device=args.device,
+        tokenizer=tokenizer,
+        pretrain_tokens=args.pretrain_tokens,
     )
     variants = default_variants()
     if args.variants:

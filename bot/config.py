@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         ge=0,
         le=50000,
     )
+    train_token_rows_learning_rate: float | None = setting(
+        None,
+        "Learning rate of the LoRA token rows, their own optimizer group without weight decay "
+        "(default 2e-4; see docs/quality.md).",
+        gt=0,
+    )
     training_workers: int = setting(
         1,
         "Trainings run at the same time; others wait in the queue.",

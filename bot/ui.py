@@ -97,6 +97,11 @@ def number(value: Any, digits: int = 3) -> str:
 def progress_text(progress: TrainProgress | None) -> str:
     if progress is None:
         return "waiting in the queue..."
+    text = _phase_text(progress)
+    return f"{text}\n⚠️ {progress.note}" if progress.note else text
+
+
+def _phase_text(progress: TrainProgress) -> str:
     if progress.phase != "training" or not progress.total_steps:
         return {
             "loading": "loading the base model...",

@@ -54,11 +54,28 @@ class LoopState:
     best_epoch: int | None = None  # 1-based
     best_weights: dict[str, Any] | None = None  # that epoch's trainable weights, unless it is the latest
     resumed_from: int = 0
+    guard_start: float | None = None  # the smoothed training loss the divergence guard measures from
+    max_climb: float | None = None  # its highest rise over that start so far
+    rollbacks: int = 0  # times the guard rolled back and halved the learning rate
+    note: str | None = None  # what the run did by itself, for the progress message
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
     files = sorted(Path(folder).glob(f"{PREFIX}*{SUFFIX}"))  # zero-padded steps sort in order
     return files[-1] if files else None
+
+
+def stored_fingerprint(folder: str | os.PathLike) -> str | None:
+    """The fingerprint of the run that wrote the latest checkpoint in `folder` (None: none, unreadable).
+
+    Memory-mapped: only the small fingerprint is read, not the weights."""
+    path = latest_checkpoint(folder)
+    if path is None:
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("fingerprint")
+    except Exception:  # unreadable: restore() ignores it too
+        return None
 
 
 def checkpoint_step(folder: str | os.PathLike) -> int | None:
@@ -76,6 +93,12 @@ class Checkpointer:
         self.every_seconds = every_seconds
         self.fingerprint = run_fingerprint
         self.last_saved = time.monotonic()
+
+    def clear(self) -> None:
+        """Remove this folder's checkpoints (a run that starts over needs none of them)."""
+        if self.folder.is_dir():
+            for path in self.folder.iterdir():
+                path.unlink(missing_ok=True)
 
     def due(self) -> bool:
         return self.every_seconds > 0 and time.monotonic() - self.last_saved >= self.every_seconds

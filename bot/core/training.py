@@ -11,6 +11,7 @@ callback (called from that thread) and checks a `threading.Event` between steps 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -18,15 +19,16 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import Checkpointer, LoopState, fingerprint
+from .checkpoint import Checkpointer, LoopState, fingerprint, stored_fingerprint
 from .devices import MODEL_BUILD_LOCK, autocast, autocast_dtype, pick_device
-from .progress import StepTimer
+from .errors import NoImprovement, TrainingError
+from .progress import StepTimer, retry_note, rollback_note
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,11 @@ class TrainingInterrupted(TrainingCancelled):
     """Stopped for a shutdown: the job is to resume from the checkpoint saved on the way out."""
 
 
-class TrainingError(RuntimeError):
-    """Training could not run (the base model cannot be loaded, no data...)."""
+# The retry of a run that did not beat the base uses this share of its learning rate.
+RETRY_LR_FACTOR = 0.25
+# A run beats the base when its held-out loss is lower by at least this (0.1% in perplexity): weights
+# that barely moved are not a persona.
+MIN_IMPROVEMENT = 1e-3
 
 
 @dataclass
@@ -77,6 +82,15 @@ class TrainConfig:
     # full fine-tune on every person in docs/quality.md, at ~6.3 MB per GPT-2 persona; generation
     # applies the rows per persona (fastdecode's per-row token rows, or a batch of its own on peft).
     lora_token_rows: int = 1000
+    # The token rows' own learning rate (an optimizer group of their own, no weight decay): they are
+    # raw embedding rows, updated directly, not a low-rank delta scaled by alpha/sqrt(r). None: the
+    # measured default below.
+    token_rows_learning_rate: float | None = None
+    # Divergence guard: when the smoothed training loss climbs this many nats above its first value,
+    # the run rolls back to its last good state and halves the learning rate, at most max_rollbacks
+    # times (docs/quality.md: healthy runs stay well below the margin).
+    divergence_margin: float = 1.0
+    max_rollbacks: int = 2
     keep_best: bool = True  # save the epoch with the lowest validation loss, not just the last one
     seed: int = 42
     val_fraction: float = 0.1
@@ -93,6 +107,12 @@ class TrainConfig:
             return self.learning_rate
         return 5e-3 if self.method == "lora" else 1e-3  # the best of the sweep in docs/quality.md
 
+    @property
+    def token_rows_lr(self) -> float:
+        if self.token_rows_learning_rate is not None:
+            return self.token_rows_learning_rate
+        return 2e-4
+
 
 @dataclass
 class TrainProgress:
@@ -103,6 +123,7 @@ class TrainProgress:
     loss: float | None = None
     elapsed: float = 0.0
     eta_seconds: float | None = None
+    note: str | None = None  # what the run did by itself (a roll-back, a retry), shown with the progress
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -286,6 +307,16 @@ class _Run:
     started: float
     train_started: float = 0.0
     step_timer: StepTimer = field(default_factory=StepTimer)
+    good: _GoodState | None = None  # what the divergence guard rolls back to
+
+    def good_step(self) -> int:
+        return self.good.step if self.good is not None else 0
+
+    def progress(self, phase: str, **kw: Any) -> TrainProgress:
+        """A progress report of this run, carrying its note (a roll-back, a retry) once there is one."""
+        state = self.state
+        base = dict(step=state.step, total_steps=self.total_steps, loss=state.smoothed_loss)
+        return TrainProgress(phase=phase, **(base | kw), note=state.note)
 
     def evaluate(self) -> float | None:
         cfg = self.config
@@ -313,6 +344,10 @@ def train(
     Between steps, `cancel` stops the run for good; `interrupt` (a shutdown) stops it after
     saving a checkpoint, so the job resumes where it was at the next start. After each epoch the
     model is evaluated on the held-out tweets; with `keep_best` the best epoch's weights are saved.
+
+    Never worse than the base: the base's own held-out loss is a candidate too. A run whose best
+    epoch does not beat it is tried once more at a quarter of the learning rate; if that does not
+    beat it either, `NoImprovement` is raised and nothing is saved.
     """
     if len(tweets) < 2:
         raise TrainingError("At least two tweets are needed to train.")
@@ -321,9 +356,46 @@ def train(
     report = progress or (lambda p: None)
     started = time.monotonic()
     report(TrainProgress(phase="loading"))
-    run = _prepare_run(tweets, config, report, started)
+    retry = replace(
+        config,
+        learning_rate=config.lr * RETRY_LR_FACTOR,
+        token_rows_learning_rate=config.token_rows_lr * RETRY_LR_FACTOR,
+    )
+    attempts = [config, retry]
+    # A job interrupted during its retry resumes the retry (its checkpoint carries its settings).
+    first = 1 if _has_checkpoint_of(attempts[1], tweets) else 0
+    best_after: list[float] = []
+    for attempt in range(first, len(attempts)):
+        run = _prepare_run(tweets, attempts[attempt], report, started)
+        if attempt:
+            run.state.note = run.state.note or retry_note(config.lr, attempts[attempt].lr)
+            report(run.progress("loading"))
+        train_seconds = _train_loop(run, cancel, interrupt)
+        kept = _kept_val(run)
+        if kept is None or run.state.initial_val is None or kept < run.state.initial_val - MIN_IMPROVEMENT:
+            break
+        best_after.append(kept)
+        log.info(
+            "Validation loss %.4f did not beat the base's %.4f at lr %g",
+            kept,
+            run.state.initial_val,
+            run.config.lr,
+        )
+        if attempt + 1 == len(attempts):
+            raise NoImprovement(run.state.initial_val, min(best_after), [a.lr for a in attempts[first:]])
+        if run.checkpointer is not None:
+            run.checkpointer.clear()  # the retry starts over from the base
+    report(run.progress("saving"))
+    _restore_best(run)
+    return save_result(run, Path(output_dir), train_seconds)
+
+
+def _train_loop(run: _Run, cancel, interrupt) -> float:
+    """Every epoch (from where a resumed run stopped); returns the seconds spent training."""
+    config = run.config
     rng = random.Random(config.seed)
     run.train_started = time.monotonic()
+    run.good = _GoodState.of(run)
     for epoch in range(config.epochs):
         order = list(run.data.train_encoded)
         rng.shuffle(order)  # replayed for the epochs a resumed run skips, so the order is the same
@@ -333,14 +405,18 @@ def train(
         _end_epoch(run, epoch)
         if run.state.step >= run.total_steps:
             break
-    train_seconds = time.monotonic() - run.train_started
-    report(
-        TrainProgress(
-            phase="saving", step=run.state.step, total_steps=run.total_steps, loss=run.state.smoothed_loss
-        )
-    )
-    _restore_best(run)
-    return save_result(run, Path(output_dir), train_seconds)
+    return time.monotonic() - run.train_started
+
+
+def _run_fingerprint(config: TrainConfig, tweets: list[str]) -> str:
+    recorded = {k: v for k, v in _recorded_config(config).items() if k != "device"}
+    return fingerprint(recorded, tweets)
+
+
+def _has_checkpoint_of(config: TrainConfig, tweets: list[str]) -> bool:
+    if not config.checkpoint_dir:
+        return False
+    return stored_fingerprint(config.checkpoint_dir) == _run_fingerprint(config, tweets)
 
 
 def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float) -> _Run:
@@ -361,7 +437,9 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config), lr=config.lr, weight_decay=config.weight_decay
+    )
     warmup = int(total_steps * config.warmup_fraction)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     # fp16 (CUDA without bf16) needs loss scaling or small gradients underflow to zero; bf16 and
@@ -369,9 +447,8 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     checkpointer = None
     if config.checkpoint_dir:
-        recorded = {k: v for k, v in _recorded_config(config).items() if k != "device"}
         checkpointer = Checkpointer(
-            config.checkpoint_dir, config.checkpoint_seconds, fingerprint(recorded, tweets)
+            config.checkpoint_dir, config.checkpoint_seconds, _run_fingerprint(config, tweets)
         )
     run = _Run(
         config,
@@ -398,6 +475,19 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
             state.history.append({"step": 0, "val_loss": state.initial_val})
     run.state = state
     return run
+
+
+def parameter_groups(model, config: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's groups: the token rows (raw embedding rows) get their own learning rate and
+    no weight decay; everything else trained takes the method's learning rate."""
+    rows, others = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (rows if "trainable_tokens_" in name else others).append(parameter)
+    groups = [{"params": others}] if others else []
+    if rows:
+        groups.append({"params": rows, "lr": config.token_rows_lr, "weight_decay": 0.0})
+    return groups
 
 
 @dataclass
@@ -450,13 +540,11 @@ def _train_epoch(run: _Run, epoch: int, order: list[list[int]], cancel, interrup
         state.history.append(
             {"step": state.step, "train_loss": value, "tokens": state.tokens_seen, "time": round(elapsed, 4)}
         )
+        guard_divergence(run)
         run.report(
-            TrainProgress(
-                phase="training",
-                step=state.step,
-                total_steps=run.total_steps,
+            run.progress(
+                "training",
                 epoch=epoch + 1,
-                loss=state.smoothed_loss,
                 elapsed=time.monotonic() - run.started,
                 eta_seconds=run.step_timer.eta(run.total_steps - state.step),
             )
@@ -481,18 +569,67 @@ def train_step(run: _Run, batch: dict[str, torch.Tensor]) -> float:
     return float(loss.detach())
 
 
+# The guard keeps a good state to roll back to every this many steps (while the loss is not
+# climbing): a full fine-tune's copy of weights and optimizer moments costs ~3x the model's size.
+GOOD_STATE_EVERY = 20
+
+
+@dataclass
+class _GoodState:
+    """Trainable weights and optimizer state at a step where training was healthy."""
+
+    step: int
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+
+    @classmethod
+    def of(cls, run: _Run) -> _GoodState:
+        weights = {n: p.detach().clone() for n, p in run.model.named_parameters() if p.requires_grad}
+        return cls(run.state.step, weights, copy.deepcopy(run.optimizer.state_dict()))
+
+    def restore(self, run: _Run) -> None:
+        with torch.no_grad():
+            for name, parameter in run.model.named_parameters():
+                if name in self.weights:
+                    parameter.copy_(self.weights[name])
+        run.optimizer.load_state_dict(copy.deepcopy(self.optimizer))
+
+
+def guard_divergence(run: _Run) -> None:
+    """Roll back to the last good state and halve the learning rate when the smoothed training loss
+    has climbed `divergence_margin` nats above its first value (at most `max_rollbacks` times)."""
+    state, config = run.state, run.config
+    if state.smoothed_loss is None:
+        return
+    if state.guard_start is None:
+        state.guard_start = state.smoothed_loss
+    climb = state.smoothed_loss - state.guard_start
+    state.max_climb = climb if state.max_climb is None else max(state.max_climb, climb)
+    if climb > config.divergence_margin and state.rollbacks < config.max_rollbacks and run.good is not None:
+        state.rollbacks += 1
+        run.good.restore(run)
+        scheduler = run.scheduler
+        scheduler.base_lrs = [lr * 0.5 for lr in scheduler.base_lrs]
+        for group, base, factor in zip(
+            run.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(scheduler.last_epoch)  # where the schedule stands, halved
+        state.note = rollback_note(
+            state.guard_start, state.smoothed_loss, run.good.step, state.rollbacks, config.max_rollbacks
+        )
+        log.warning("Step %s: %s", state.step, state.note)
+        state.history.append(
+            {"step": state.step, "rollback_to": run.good.step, "lr_scale": 0.5**state.rollbacks}
+        )
+        state.smoothed_loss = None  # smoothed afresh from the rolled-back weights' losses
+    elif climb <= 0 and state.step - run.good_step() >= GOOD_STATE_EVERY:
+        run.good = _GoodState.of(run)
+
+
 def _end_epoch(run: _Run, epoch: int) -> None:
     """Evaluate on the held-out tweets and remember the best epoch's weights."""
     state = run.state
-    run.report(
-        TrainProgress(
-            phase="evaluating",
-            step=state.step,
-            total_steps=run.total_steps,
-            epoch=epoch + 1,
-            loss=state.smoothed_loss,
-        )
-    )
+    run.report(run.progress("evaluating", epoch=epoch + 1))
     val_loss = run.evaluate()
     if val_loss is not None:
         state.history.append({"step": state.step, "val_loss": val_loss, "epoch": epoch + 1})
@@ -547,10 +684,21 @@ def save_result(run: _Run, output_dir: Path, train_seconds: float) -> TrainResul
     return TrainResult(output_dir=output_dir, metrics=metrics, history=run.state.history, config=config_dict)
 
 
+def _last_val(run: _Run) -> float | None:
+    history = run.state.history
+    return history[-1].get("val_loss") if history and "val_loss" in history[-1] else None
+
+
+def _kept_val(run: _Run) -> float | None:
+    """The validation loss of the weights that would be saved (the best epoch's with keep_best)."""
+    state = run.state
+    return state.best_val if run.config.keep_best and state.best_val is not None else _last_val(run)
+
+
 def _metrics(run: _Run, train_seconds: float) -> dict[str, Any]:
     state, history = run.state, run.state.history
-    last_val = history[-1].get("val_loss") if history and "val_loss" in history[-1] else None
-    kept_val = state.best_val if run.config.keep_best and state.best_val is not None else last_val
+    last_val = _last_val(run)
+    kept_val = _kept_val(run)
     kept_epoch = state.best_epoch if kept_val is not None and kept_val == state.best_val else None
     return {
         "train_loss": state.smoothed_loss,
@@ -574,6 +722,10 @@ def _metrics(run: _Run, train_seconds: float) -> dict[str, Any]:
         "resumed_from_step": state.resumed_from or None,
         "device": run.device.type,
         "precision": str(run.amp_dtype).replace("torch.", "") if run.amp_dtype else "fp32",
+        "learning_rate": run.config.lr,
+        "rollbacks": state.rollbacks,  # by the divergence guard
+        "max_loss_climb": state.max_climb,  # the smoothed training loss's highest rise over its start
+        "note": state.note,
     }
 
 
