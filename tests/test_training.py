@@ -344,3 +344,17 @@ def test_lora_token_rows_train_the_most_frequent_tokens_and_reload(tiny_base_mod
     blocks = pack_blocks(encode_tweets(tokenizer, val), cfg.block_size)
     reloaded = evaluate(model, blocks, cfg.batch_size, tokenizer.eos_token_id, torch.device("cpu"), None)
     assert reloaded == pytest.approx(result.metrics["val_loss"], rel=0.01)
+
+
+def test_the_batch_grows_to_fill_a_gpu_but_keeps_enough_updates():
+    from bot.core.devices import MIN_UPDATES, fitted_batch_size
+
+    gib = 1 << 30
+    assert fitted_batch_size(8, 10_000, 4, 128, None) == 8  # not a GPU: as asked
+    # 10,000 tweets (~1,800 rows of 128 tokens an epoch), 4 epochs, an 80 GB GPU: 4x larger batches
+    # keep >= MIN_UPDATES updates; 8x would leave too few.
+    fitted = fitted_batch_size(8, 1_800, 4, 128, 80 * gib)
+    assert fitted == 32 and -(-1_800 // fitted) * 4 >= MIN_UPDATES > -(-1_800 // (2 * fitted)) * 4
+    assert fitted_batch_size(8, 60, 4, 128, 80 * gib) == 8  # 300 tweets: every update counts
+    assert fitted_batch_size(8, 100_000, 4, 128, 80 * gib) == 128  # the cap
+    assert fitted_batch_size(8, 100_000, 4, 128, 4 * gib) == 16  # half of a small GPU's memory

@@ -115,6 +115,13 @@ def hyper_parameters(method: str, config: dict[str, Any]) -> list[tuple[str, Any
     ]
     if method == "lora":
         rows += [("LoRA rank", config.get("lora_rank")), ("LoRA alpha", config.get("lora_alpha"))]
+        if config.get("lora_token_rows"):
+            rows.append(
+                (
+                    "token rows (learning rate)",
+                    f"{config['lora_token_rows']} ({config.get('token_rows_learning_rate')})",
+                )
+            )
         if config.get("lora_train_norms"):
             rows.append(("also trained", "layer norms and biases"))
     return rows
@@ -132,6 +139,8 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
         kept = f"{metrics['best_epoch']} of {metrics.get('epochs', '?')}"
         rows.append(("epoch kept (lowest held-out loss)", kept))
     rows += [("steps", metrics.get("steps")), ("training tokens", metrics.get("train_tokens"))]
+    if metrics.get("note"):  # the divergence guard's roll-backs, a retry at a lower learning rate
+        rows.append(("what training did by itself", metrics["note"]))
     return rows
 
 

@@ -26,7 +26,14 @@ from typing import Any
 import torch
 
 from .checkpoint import Checkpointer, LoopState, fingerprint, stored_fingerprint
-from .devices import MODEL_BUILD_LOCK, autocast, autocast_dtype, pick_device
+from .devices import (
+    MODEL_BUILD_LOCK,
+    autocast,
+    autocast_dtype,
+    fitted_batch_size,
+    gpu_memory_bytes,
+    pick_device,
+)
 from .errors import NoImprovement, TrainingError
 from .progress import StepTimer, retry_note, rollback_note
 
@@ -92,6 +99,7 @@ class TrainConfig:
     divergence_margin: float = 1.0
     max_rollbacks: int = 2
     keep_best: bool = True  # save the epoch with the lowest validation loss, not just the last one
+    fit_batch_to_device: bool = True  # on CUDA, grow batch_size to fill the GPU (devices.fitted_batch_size)
     seed: int = 42
     val_fraction: float = 0.1
     max_steps: int = 0  # 0 = run all epochs
@@ -429,6 +437,7 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
     with MODEL_BUILD_LOCK:
         model, tokenizer = load_base_model(config.base_model, device)
         data = prepare_data(tokenizer, tweets, config, position_limit(model.config, config.block_size))
+        config = _fit_batch(config, data, device)
         if config.method == "lora":
             limit = config.lora_token_rows
             model = wrap_lora(model, config, frequent_tokens(data.train_encoded, limit) if limit else None)
@@ -499,6 +508,22 @@ class TrainData:
     block_size: int
     steps_per_epoch: int
     arrange: Callable[[list[list[int]], int], list[list[int]]]  # packing, or one tweet per row
+    rows_per_epoch: int = 0
+
+
+def _fit_batch(config: TrainConfig, data: TrainData, device: torch.device) -> TrainConfig:
+    """On a GPU, the run's batch sized to it (the same number of epochs, fewer and larger steps)."""
+    if not config.fit_batch_to_device:
+        return config
+    epochs = config.epochs
+    fitted = fitted_batch_size(
+        config.batch_size, data.rows_per_epoch, epochs, data.block_size, gpu_memory_bytes(device)
+    )
+    if fitted == config.batch_size:
+        return config
+    log.info("Batch of %s rows on %s (asked: %s)", fitted, device, config.batch_size)
+    data.steps_per_epoch = max(1, math.ceil(data.rows_per_epoch / fitted))
+    return replace(config, batch_size=fitted)
 
 
 def prepare_data(tokenizer, tweets: list[str], config: TrainConfig, max_positions: int) -> TrainData:
@@ -511,7 +536,14 @@ def prepare_data(tokenizer, tweets: list[str], config: TrainConfig, max_position
     rows_per_epoch = len(arrange(train_encoded, block_size))
     steps_per_epoch = max(1, math.ceil(rows_per_epoch / config.batch_size))
     return TrainData(
-        train_tweets, val_tweets, train_encoded, val_blocks, block_size, steps_per_epoch, arrange
+        train_tweets,
+        val_tweets,
+        train_encoded,
+        val_blocks,
+        block_size,
+        steps_per_epoch,
+        arrange,
+        rows_per_epoch,
     )
 
 
@@ -670,7 +702,11 @@ def save_result(run: _Run, output_dir: Path, train_seconds: float) -> TrainResul
     run.model.save_pretrained(output_dir)
     run.tokenizer.save_pretrained(output_dir)
     metrics = _metrics(run, train_seconds)
-    config_dict = _recorded_config(config) | {"learning_rate": config.lr, "block_size": run.data.block_size}
+    config_dict = _recorded_config(config) | {
+        "learning_rate": config.lr,
+        "token_rows_learning_rate": config.token_rows_lr,
+        "block_size": run.data.block_size,
+    }
     info = {"config": config_dict, "metrics": metrics, "history": run.state.history}
     (output_dir / TRAINING_INFO_FILE).write_text(json.dumps(info, indent=1))
     log.info(
