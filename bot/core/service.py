@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .download import UrlReader
 from .errors import UserError
 from .generation import GenerationError, GenerationRequest, Generator, Sampling
 from .handles import RegistryError, clean_display_name, handle_for_hub_id, normalize_handle
@@ -161,6 +162,7 @@ class PersonaService:
             int8=None if settings.generation_int8 else False,
         )
         self.batcher = GenerationBatcher(self.generator, self.generate_executor)
+        self.downloads = UrlReader(settings)  # `url:` options and the CLI's --file given a link
         self._unpacking = asyncio.Lock()
         self._closed = False
 
