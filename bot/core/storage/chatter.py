@@ -94,26 +94,10 @@ class Chatter:
                     answers.c.guild_id == guild_id, answers.c.created_at < now - ANSWER_RETENTION_S
                 )
             )
-            if await conn.scalar(select(answers.c.message_id).where(answers.c.message_id == message_id)):
+            if not await self._may_claim(
+                conn, message_id, guild_id, channel_id, now, gap_s, to_persona, persona_cap
+            ):
                 return False
-            if gap_s > 0:
-                last = await conn.scalar(
-                    select(func.max(answers.c.created_at)).where(
-                        answers.c.channel_id == channel_id, answers.c.kind == "chime"
-                    )
-                )
-                if last is not None and now - last < gap_s:
-                    return False
-            if to_persona:
-                given = await conn.scalar(
-                    select(func.count()).where(
-                        answers.c.guild_id == guild_id,
-                        answers.c.to_persona == 1,
-                        answers.c.created_at > now - 3600,
-                    )
-                )
-                if given >= persona_cap:
-                    return False
             insert = self.db.insert(answers).values(
                 message_id=message_id,
                 guild_id=guild_id,
@@ -126,3 +110,28 @@ class Chatter:
             # RETURNING, not rowcount: psycopg's async cursor reports -1 for this statement.
             inserted = await conn.execute(insert.on_conflict_do_nothing().returning(answers.c.message_id))
             return inserted.first() is not None
+
+    @staticmethod
+    async def _may_claim(conn, message_id, guild_id, channel_id, now, gap_s, to_persona, persona_cap) -> bool:
+        """Not claimed yet, outside the channel's gap, under the hourly persona-to-persona cap."""
+        if await conn.scalar(select(answers.c.message_id).where(answers.c.message_id == message_id)):
+            return False
+        if gap_s > 0:
+            last = await conn.scalar(
+                select(func.max(answers.c.created_at)).where(
+                    answers.c.channel_id == channel_id, answers.c.kind == "chime"
+                )
+            )
+            if last is not None and now - last < gap_s:
+                return False
+        if to_persona:
+            given = await conn.scalar(
+                select(func.count()).where(
+                    answers.c.guild_id == guild_id,
+                    answers.c.to_persona == 1,
+                    answers.c.created_at > now - 3600,
+                )
+            )
+            if given >= persona_cap:
+                return False
+        return True
