@@ -194,6 +194,26 @@ class Settings(BaseSettings):
         ge=0,
         le=10000,
     )
+    chatter_default_rate: float = setting(
+        0.02,
+        "Chance that a persona set with /chatter answers a message on its own, when /chatter set gives "
+        "no rate.",
+        ge=0,
+        le=1,
+    )
+    chatter_default_cooldown_seconds: int = setting(
+        300,
+        "Least time between two chime-ins in a channel, when /chatter set gives no cooldown.",
+        ge=0,
+        le=86400,
+    )
+    chatter_persona_answers_per_hour: int = setting(
+        6,
+        "Most answers per server per hour to other personas' posts, where /chatter allows persona-to-persona "
+        "(a hard cap on loops; 0 = never).",
+        ge=0,
+        le=1000,
+    )
     discord_api_base: str = setting("", "Override Discord's REST base URL (tests use a local server).")
     discord_gateway_url: str = setting("", "Override Discord's gateway URL (tests use a local server).")
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", "Logging level.")

@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..core.datapackage import FORMAT as PACKAGE_FORMAT
 from ..core.errors import UserError
 from ..core.ingest import IngestError, UnsupportedFile, ingest, merge_for_cyborg
 from ..core.jobs import JobOutcome
@@ -26,6 +27,11 @@ from ..ui import NO_PINGS, defer_public, format_duration, number, progress_text,
 log = logging.getLogger(__name__)
 
 INTERACTION_EDIT_WINDOW = 14 * 60  # interaction tokens expire after 15 minutes
+# A member's data package holds their own messages: only they may train on it (/voice train).
+PACKAGE_IS_PERSONAL = (
+    "That is a Discord data package: only the member it belongs to can train a persona on it, "
+    "with `/voice train file:`."
+)
 
 
 def upload_advice(upload_limit: int) -> str:
@@ -121,6 +127,8 @@ class TrainingCog(commands.Cog):
             except (IngestError, UserError) as exc:
                 name = source if isinstance(source, str) else source.filename
                 raise UserError(f"`{name[:80]}` ({person}): {exc}" if len(people) > 1 else str(exc)) from None
+            if results[-1].format == PACKAGE_FORMAT:
+                raise UserError(PACKAGE_IS_PERSONAL)
         tweets, stats = combine(people, results)
         job = await self.core.submit_training(
             guild_id=interaction.guild_id,

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .chatter import Chatter
 from .download import UrlReader
 from .errors import UserError
 from .generation import GenerationError, GenerationRequest, Generator, Sampling
@@ -162,6 +163,7 @@ class PersonaService:
             int8=None if settings.generation_int8 else False,
         )
         self.batcher = GenerationBatcher(self.generator, self.generate_executor)
+        self.chatter = Chatter(self, clock=clock)  # personas in the conversation (core/chatter.py)
         self.downloads = UrlReader(settings)  # `url:` options and the CLI's --file given a link
         self._unpacking = asyncio.Lock()
         self._closed = False
@@ -441,6 +443,7 @@ class PersonaService:
         if model is None:
             raise RegistryError(f"There is no model called `{handle}` in this server.")
         await self.storage.blobs.delete(persona_key(guild_id, handle))
+        await self.chatter.forget_persona(guild_id, handle)
         location = self.model_location(model)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.generate_executor, self.generator.forget, location)
@@ -712,8 +715,9 @@ class PersonaService:
         handle: str,
         requested_by: int | None = None,
         schedule_id: int | None = None,
+        answered_message_id: int | None = None,
     ) -> None:
-        """Log a generated message, for "Who made this?"."""
+        """Log a generated message, for "Who made this?" (a chatter answer: the message it answered)."""
         await self.storage.guilds.record_post(
             message_id=message_id,
             guild_id=guild_id,
@@ -721,6 +725,7 @@ class PersonaService:
             handle=handle,
             requested_by=requested_by,
             schedule_id=schedule_id,
+            answered_message_id=answered_message_id,
         )
 
     async def find_post(self, guild_id: int, message_id: int) -> Post | None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Column, Connection, Table, text
+from sqlalchemy import Column, Connection, Table, inspect, text
 
 from . import schema
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Steps from the SQLite-only releases (1.x): only old SQLite files ever need them.
 _V2 = """
@@ -61,6 +61,14 @@ def _claimed_schedules(conn: Connection) -> None:
         add_column(conn, schema.schedules, schema.schedules.c[name])
 
 
+def _chatter(conn: Connection) -> None:
+    """/chatter: its settings and answer claims, and what a generated post answered."""
+    schema.metadata.create_all(conn, tables=[schema.chatter_settings, schema.chatter_answers])
+    # Upgrade 2 creates generated_posts as declared now: a database that old already has the column.
+    if "answered_message_id" not in {c["name"] for c in inspect(conn).get_columns("generated_posts")}:
+        add_column(conn, schema.generated_posts, schema.generated_posts.c.answered_message_id)
+
+
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _run_script(_V2, [schema.channel_webhooks, schema.guild_options, schema.generated_posts]),
     3: _run_script(
@@ -77,6 +85,7 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     4: lambda conn: add_column(conn, schema.schedules, schema.schedules.c.failures),
     5: _v5,
     6: _claimed_schedules,
+    7: _chatter,
 }
 
 
