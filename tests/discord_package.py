@@ -33,6 +33,15 @@ LINK_SHARES = ["https://youtu.be/dQw4w9WgXcQ", "look https://example.com/a", "ww
 SHORT = ["ok", "lol", "same", "<:pepe:123456789012345678>"]
 
 _ids = count(800_000_000_000_000_000)
+# Recent packages name channel types; older ones give Discord's numbers.
+TYPE_NAMES = {
+    0: "GUILD_TEXT",
+    1: "DM",
+    2: "GUILD_VOICE",
+    3: "GROUP_DM",
+    5: "GUILD_ANNOUNCEMENT",
+    11: "PUBLIC_THREAD",
+}
 
 
 @dataclass
@@ -43,8 +52,8 @@ class PackageChannel:
     guild: tuple[int, str] | None = None
     id: int = field(default_factory=lambda: next(_ids))
 
-    def channel_json(self) -> dict:
-        data: dict = {"id": str(self.id), "type": self.type}
+    def channel_json(self, type_names: bool = False) -> dict:
+        data: dict = {"id": str(self.id), "type": TYPE_NAMES[self.type] if type_names else self.type}
         if self.name is not None:
             data["name"] = self.name
         if self.guild is not None:
@@ -97,9 +106,11 @@ def build_package(
     top: str = "",
     owner_id: int | None = None,
     messages_only: bool = False,
+    type_names: bool = False,
 ) -> bytes:
     """The zip: `layout` json (Messages/, messages.json) or csv (messages/, messages.csv); `top` a
-    folder everything is under; `messages_only` the messages folder zipped alone."""
+    folder everything is under; `messages_only` the messages folder zipped alone; `type_names`
+    channel types by name ("DM", "GUILD_TEXT") instead of number."""
     folder = top + ("Messages/" if layout == "json" else "messages/")
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -107,7 +118,7 @@ def build_package(
         archive.writestr(folder + "index.json", json.dumps(index, indent=2))
         for channel in channels:
             base = f"{folder}c{channel.id}/"
-            archive.writestr(base + "channel.json", json.dumps(channel.channel_json()))
+            archive.writestr(base + "channel.json", json.dumps(channel.channel_json(type_names)))
             if layout == "json":
                 archive.writestr(base + "messages.json", json.dumps(_json_rows(channel.messages), indent=2))
             else:

@@ -34,8 +34,10 @@ def secrets_in(tweets: list[str]) -> list[str]:
     return [t for t in tweets if "SECRET" in t or OTHER_SERVER.split()[0] in t]
 
 
-def test_new_layout_keeps_server_messages_and_never_dms():
-    result = read(build_package(member_channels(GUILD), top="package/", owner_id=4242))
+@pytest.mark.parametrize("type_names", [False, True])
+def test_new_layout_keeps_server_messages_and_never_dms(type_names):
+    data = build_package(member_channels(GUILD), top="package/", owner_id=4242, type_names=type_names)
+    result = read(data)
     assert result.format == "discord-package" and result.owner_id == 4242
     assert secrets_in(result.tweets) == []
     stats = result.stats
@@ -122,8 +124,10 @@ def test_commands_links_and_markup():
         "e.g. this is a normal sentence",
         "Wow. That went well today",
         "look at this https://x.y it is great",
+        "...anyway I think so too",
+        "?? really, that is what they said",
     ]
-    assert [drop_reason(t) for t in kept] == [None, None, None]
+    assert [drop_reason(t) for t in kept] == [None] * len(kept)
     assert without_markup("<@123> hi <#456> at <t:1700000000:R> <a:dance:789>").split() == [
         "hi",
         "at",

@@ -19,7 +19,6 @@ from ..core.limits import MAX_EPOCHS
 from ..core.storage import JobRecord
 from ..core.training import TrainProgress
 from ..core.urls import normalize_http_url
-from ..history import MemberTrainer
 from ..limits import fit_choices, fit_content, fit_embed
 from ..transformers import AvatarUrl, Handle
 from ..ui import NO_PINGS, defer_public, format_duration, number, progress_text, stats_table
@@ -67,7 +66,6 @@ class TrainingCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.core = bot.core
-        self.member_trainer = MemberTrainer(bot)
         self.progress_messages: dict[int, ProgressMessage] = {}
 
     async def cog_load(self) -> None:
@@ -115,7 +113,6 @@ class TrainingCog(commands.Cog):
         handle3: Handle | None = None,
         file3: discord.Attachment | None = None,
     ) -> None:
-        started = time.monotonic()
         people = self.people_from(interaction, handle, self.source(file, url), handle2, file2, handle3, file3)
         combined = "-".join(h for h, _ in people)
         await self.core.ensure_can_queue(interaction.guild_id, combined)  # before the download
@@ -142,12 +139,20 @@ class TrainingCog(commands.Cog):
             requested_by=interaction.user.id,
             channel_id=interaction.channel_id,
         )
+        await self.show_queued(interaction, job, [w for result in results for w in result.warnings])
+
+    async def show_queued(
+        self, interaction: discord.Interaction, job: JobRecord, warnings: list[str]
+    ) -> None:
+        """The deferred reply becomes the job's progress message: the data table, then progress
+        (also for /voice train, whose cog hands its jobs here)."""
         interaction.extras["answered"] = True
+        age = (discord.utils.utcnow() - interaction.created_at).total_seconds()  # a download may be long
         watcher = self.progress_messages[job.id] = ProgressMessage(
-            job=job, interaction=interaction, started=started
+            job=job, interaction=interaction, started=time.monotonic() - max(0.0, age)
         )
         ahead = await self.core.jobs_ahead(job.id)
-        note = "\n".join(f"⚠️ {w}" for result in results for w in result.warnings)
+        note = "\n".join(f"⚠️ {w}" for w in warnings)
         queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
         async with watcher.lock:  # after a long download the interaction may have expired: show() knows
             await self.show(
@@ -211,27 +216,6 @@ class TrainingCog(commands.Cog):
         if len({h for h, _ in people}) != len(people):
             raise UserError("The same handle appears twice.")
         return people
-
-    @train.command(
-        name="member", description="Train a persona on a member's messages here (they must opt in)"
-    )
-    @app_commands.describe(member="Whose messages", handle="Name of the persona (default: their user name)")
-    @app_commands.checks.has_permissions(manage_guild=True)
-    async def train_member(
-        self, interaction: discord.Interaction, member: discord.Member, handle: Handle | None = None
-    ) -> None:
-        await self.member_trainer.train(interaction, member, requested_by=interaction.user.id, handle=handle)
-
-    @train.command(name="exclude", description="Keep a channel out of (or back in) member-history training")
-    @app_commands.checks.has_permissions(manage_guild=True)
-    async def train_exclude(
-        self, interaction: discord.Interaction, channel: discord.TextChannel, excluded: bool = True
-    ) -> None:
-        await self.core.set_channel_excluded(interaction.guild_id, channel.id, excluded)
-        state = "excluded from" if excluded else "included in"
-        await interaction.response.send_message(
-            f"{channel.mention} is {state} member-history training.", ephemeral=True
-        )
 
     @train.command(name="status", description="Show this server's training jobs")
     async def train_status(self, interaction: discord.Interaction) -> None:

@@ -51,9 +51,10 @@ MAX_SMALL_FILE = 1 << 20  # channel.json, index.json, account/user.json: a few h
 PRIVATE_TYPES = {1, 3, "1", "3", "DM", "GROUP_DM"}  # DM, group DM (numbers, or names in some exports)
 FORMAT = "discord-package"
 
-# Commands typed for bots: the usual one-character prefixes, then letter prefixes ("t!daily", "m!play",
-# "pls rob") that bots such as Tatsu, Dank Memer or OwO answer to.
-COMMAND_PREFIXES = ("/", "!", "?", ".", "$", "%", ">", "-", "+", ";", "&", "=", "~", ",")
+# Commands typed for bots: a one-character prefix right before the command word ("!rank", "/play",
+# ".skip"; not "...anyway" or "?? really"), or a letter prefix ("t!daily", "m!play", "pls rob") that
+# bots such as Tatsu, Dank Memer or OwO answer to.
+_COMMAND = re.compile(r"[/!?.$%>+;&=~,-][A-Za-z]")
 _BOT_PREFIX = re.compile(r"[A-Za-z]{1,4}[!$%;>][A-Za-z]|(?:pls|owo|uwu)\s+\w", re.IGNORECASE)
 _URL = re.compile(r"\bhttps?://\S+|\bwww\.\S+|\bdiscord\.gg/\S+", re.IGNORECASE)
 # Discord markup that means nothing as text: mentions, channel links, timestamps; custom emoji kept by name.
@@ -290,7 +291,7 @@ def drop_reason(contents: str) -> str | None:
     text = contents.strip()
     if len(text) > MAX_POST_CHARS:
         return None  # counted as too long by the cleaning; no regex over it
-    if text.startswith(COMMAND_PREFIXES) or _BOT_PREFIX.match(text):
+    if _COMMAND.match(text) or _BOT_PREFIX.match(text):
         return "commands"
     if _URL.search(text) and is_short(_URL.sub(" ", without_markup(text))):
         return "links"
