@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import TINY_CORPUS
 from tests.discord_env import Clock, DiscordEnv, populate, start_bot, stop_bot
+from tests.discord_package import build_package, member_channels
 from tests.fileserver import TWEETS, FileServer, archive_with_media, tweets_js
 from tests.localdiscord import LocalDiscord
 
@@ -118,3 +119,41 @@ async def test_an_unsupported_upload_says_what_to_do_with_the_users_limit(discor
     text = reply.original["content"]
     assert "RAR archive" in text and "data/tweets.js" in text and "gzipped" in text
     assert "fits in 10 MB" in text and "`url:`" in text  # this user's attachment_size_limit
+
+
+async def test_a_member_trains_on_their_package_by_link(linking_env, file_server):
+    """/voice train url: the package's download link; only its message files are read by range."""
+    env, server = linking_env, linking_env.server
+    package = build_package(member_channels(env.guild, other_guild=99), owner_id=env.member)
+    file_server.files["package.zip"] = package
+    reply = await server.slash(
+        env.guild, env.member, "voice train", url=file_server.url("ranged/package.zip"), handle="me_linked"
+    )
+    await reply.answered()
+    assert reply.callback["type"] == 5
+    done = await server.wait_for_message(
+        server.general(env.guild), lambda m: "`me_linked` is" in m["content"], timeout=120
+    )
+    assert "is ready" in done["content"]
+    assert "Tweets kept" in reply.original["embeds"][0]["fields"][0]["value"]
+    assert server.requests_to("/messages", "GET") == []  # nothing read from Discord to train
+    # Someone else's package by link is refused like an upload; a link and a file together too.
+    file_server.files["theirs.zip"] = build_package(member_channels(env.guild), owner_id=env.admin)
+    theirs = await server.slash(env.guild, env.member, "voice train", url=file_server.url("plain/theirs.zip"))
+    await theirs.wait(lambda i: "⚠️" in ((i.original or {}).get("content") or ""))
+    assert "belongs to another account" in theirs.original["content"]
+    both = await server.slash(
+        env.guild, env.member, "voice train", url=file_server.url("plain/theirs.zip"), file=("p.zip", package)
+    )
+    await both.answered()
+    assert both.ephemeral and "not both" in both.text()
+    assert [j.handle for j in await env.bot.core.list_jobs(env.guild)] == ["me_linked"]
+
+
+async def test_voice_train_over_the_cap_says_to_give_the_link(discord_env):
+    env = discord_env
+    env.server.attachment_size_limit = 50 * 1024 * 1024  # a boosted server: over the bot's 25 MB
+    big = ("package.zip", b"PK", 40 * 1024 * 1024)
+    reply = await (await env.server.slash(env.guild, env.member, "voice train", file=big)).answered()
+    assert reply.ephemeral and "Messages folder" in reply.text() and "`url:`" in reply.text()
+    assert "fits in 25 MB" in reply.text()
