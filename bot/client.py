@@ -43,8 +43,9 @@ def bot_intents(settings: Settings) -> discord.Intents:
     # channels and roles for permission checks and scheduled posts; `guild_messages` (not
     # privileged) the messages personas answer (/chatter: replies to their posts, mentions,
     # chime-ins), whose text stays empty without Message Content except where the bot is
-    # mentioned. Message Content lets answers read the message, and /train member read members'
-    # history, and only when the admin enabled it.
+    # mentioned. Message Content, when the admin enabled it, lets an answer read its message as
+    # a prompt. Training never needs it (the bot does not train on messages it reads: members
+    # bring their data packages).
     intents = discord.Intents.none()
     intents.guilds = True
     intents.guild_messages = True

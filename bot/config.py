@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     )
     message_content_intent: bool = setting(
         False,
-        "Request the privileged Message Content intent (needed to train on members' messages; enable it "
-        "in the developer portal too).",
+        "Request the privileged Message Content intent (enable it in the developer portal too). Training "
+        "never needs it: the bot does not train on messages it reads.",
     )
     database_path: str = setting("data/bot.db", "SQLite registry of models, jobs and schedules.")
     database_url: str = setting(

@@ -164,25 +164,12 @@ async def test_cancel_queued_job_is_guild_scoped(storage):
     assert await storage.jobs.position(job.id + 1) == 0
 
 
-async def test_members_and_guild_records(storage):
-    await storage.members.set_consent(7, True)
-    await storage.members.set_consent(7, True)  # an upsert, not a duplicate
-    assert await storage.members.opted_in(7) and not await storage.members.opted_in(8)
-    await storage.members.save_page(1, 7, 10, [(100, "one"), (101, "two")], before_id=100, finished=False)
-    await storage.members.save_page(
-        1, 7, 10, [(101, "two")], before_id=99, finished=True
-    )  # overlap: kept once
-    await storage.members.save_page(2, 7, 20, [(200, "elsewhere")], before_id=None, finished=True)
-    assert await storage.members.collected(1, 7) == ["one", "two"]
-    assert await storage.members.cursor(1, 7, 10) == (99, True)
-    assert await storage.members.forget(7, guild_id=1) == 2
-    assert await storage.members.collected(2, 7) == ["elsewhere"]
-    await storage.members.set_channel_excluded(1, 10, True)
-    await storage.members.set_channel_excluded(1, 10, True)
-    assert (
-        await storage.members.excluded_channels(1) == {10}
-        and await storage.members.excluded_channels(2) == set()
-    )
+async def test_model_sources_and_guild_records(storage):
+    await storage.models.set_sources(1, "alice", [7])
+    await storage.models.set_sources(2, "alice", [7])
+    assert await storage.models.using(7) == [(1, "alice"), (2, "alice")]
+    await storage.models.forget_sources(7, guild_id=1)
+    assert await storage.models.using(7) == [(2, "alice")]
     await storage.guilds.set_persona_webhooks(1, True)
     assert await storage.guilds.persona_webhooks(1) and not await storage.guilds.persona_webhooks(2)
     await storage.guilds.save_webhook(1, 10, 555, "token")
@@ -237,7 +224,7 @@ async def test_a_first_release_sqlite_file_is_upgraded(tmp_path):
         assert [m.handle for m in await storage.models.list(1)] == ["old"]
         job = await new_job(storage)
         assert job.source_user_id is None
-        await storage.members.set_consent(1, True)
+        assert await storage.models.using(1) == []
     finally:
         await storage.close()
 

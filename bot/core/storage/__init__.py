@@ -1,9 +1,8 @@
 """All of the registry's SQL, behind one object: `await Storage.open(url)`.
 
-    storage.models     personas and whose messages went into them
+    storage.models     personas and whose data went into them
     storage.jobs       training jobs (queue, claims, progress, crash re-queue)
     storage.schedules  auto-post schedules
-    storage.members    members' consent, collected messages, excluded channels
     storage.guilds     persona webhooks, guild options, the generated-post log
     storage.chatter    /chatter settings and the claims that answer each message once
     storage.blobs      files kept in the database (LoRA personas and checkpoints of worker trainings)
@@ -20,7 +19,6 @@ from .chatter import Chatter
 from .database import Database, database_url
 from .guilds import Guilds
 from .jobs import Jobs
-from .members import Members
 from .migrations import SCHEMA_VERSION
 from .models import Models
 from .records import ChatterSetting, Erasure, JobRecord, ModelRecord, Post, Schedule, format_interval
@@ -33,7 +31,6 @@ class Storage:
         self.models = Models(db)
         self.jobs = Jobs(db)
         self.schedules = Schedules(db)
-        self.members = Members(db)
         self.guilds = Guilds(db)
         self.blobs = Blobs(db)
         self.chatter = Chatter(db)

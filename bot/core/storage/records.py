@@ -143,4 +143,3 @@ class Erasure:
     personas: list[tuple[int, str]] = field(default_factory=list)
     schedules: int = 0
     jobs_cancelled: int = 0
-    messages: int = 0

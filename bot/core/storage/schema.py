@@ -185,36 +185,8 @@ chatter_answers = Table(
     Index("chatter_answers_guild", "guild_id", "created_at"),
 )
 
-voice_consent = Table(
-    "voice_consent",
-    metadata,
-    Column("user_id", Snowflake, primary_key=True, autoincrement=False),
-    Column("opted_in", Integer, nullable=False),
-    Column("updated_at", Time, nullable=False),
-)
-
-collected_messages = Table(
-    "collected_messages",
-    metadata,
-    Column("message_id", Snowflake, primary_key=True, autoincrement=False),
-    Column("guild_id", Snowflake, nullable=False),
-    Column("user_id", Snowflake, nullable=False),
-    Column("channel_id", Snowflake, nullable=False),
-    Column("text", Text, nullable=False),
-    Index("collected_messages_user", "guild_id", "user_id"),
-)
-
-history_cursors = Table(
-    "history_cursors",
-    metadata,
-    Column("guild_id", Snowflake, nullable=False),
-    Column("user_id", Snowflake, nullable=False),
-    Column("channel_id", Snowflake, nullable=False),
-    Column("before_id", Snowflake),  # next page starts before this message
-    _flag("finished"),
-    PrimaryKeyConstraint("guild_id", "user_id", "channel_id"),
-)
-
+# Whose data went into a persona (a member's own data package; older personas: their collected
+# history, a collection the bot no longer does), so /voice optout and /voice delete find them.
 model_sources = Table(
     "model_sources",
     metadata,
@@ -223,14 +195,6 @@ model_sources = Table(
     Column("user_id", Snowflake, nullable=False),
     PrimaryKeyConstraint("guild_id", "handle", "user_id"),
     Index("model_sources_user", "user_id"),
-)
-
-guild_excluded_channels = Table(
-    "guild_excluded_channels",
-    metadata,
-    Column("guild_id", Snowflake, nullable=False),
-    Column("channel_id", Snowflake, nullable=False),
-    PrimaryKeyConstraint("guild_id", "channel_id"),
 )
 
 # Files kept in the database so bot and workers share no disk: a LoRA persona's folder as one
