@@ -13,6 +13,7 @@ import zipfile
 import pytest
 
 from bot.config import load_settings
+from bot.core import download as download_module
 from bot.core import ingest as ingest_module
 from bot.core.download import (
     MAX_REDIRECTS,
@@ -198,3 +199,13 @@ async def test_a_lying_content_length_and_http_errors(settings, server):
     for bad in ("ftp://example.com/a.zip", "not a link", "file:///etc/passwd"):
         with pytest.raises(UserError, match="https://"):
             await fetch_posts(reader(settings), bad)
+
+
+async def test_a_stalled_range_download_is_stopped_at_the_deadline(settings, server, monkeypatch):
+    """The reader thread waits on range requests run by the event loop: at the deadline the session
+    closes under them, so the thread and its requests end too (no task is left: conftest checks)."""
+    monkeypatch.setattr(download_module, "DOWNLOAD_DEADLINE_SECONDS", 1)
+    server.files["twitter.zip"], _ = archive_with_media()
+    server.stall_ranges_after = 1  # the first range request (the probe) is answered, then nothing
+    with pytest.raises(DownloadError, match="was stopped"):
+        await fetch_posts(reader(settings), server.url("ranged/twitter.zip"))
