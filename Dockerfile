@@ -11,7 +11,6 @@ ENV PIP_NO_CACHE_DIR=1 \
 # A GPU training worker builds with TORCH_INDEX=https://download.pytorch.org/whl/cu126 (compose's
 # worker-gpu); SCALE=1 adds PostgreSQL and the job queue (docs/scaling.md).
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ARG SCALE=0
 RUN python -m venv /opt/tweetalike
 ENV PATH=/opt/tweetalike/bin:$PATH
 COPY requirements.txt requirements-scale.txt /tmp/
@@ -19,10 +18,12 @@ COPY requirements.txt requirements-scale.txt /tmp/
 # tests, never the bot: about 190 MB less.
 RUN pip install --index-url "${TORCH_INDEX}" torch==2.13.0 \
     && pip install -r /tmp/requirements.txt \
-    && if [ "${SCALE}" = 1 ]; then pip install -r /tmp/requirements-scale.txt; fi \
     && torch="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/torch" \
     && rm -rf "${torch}/include" "${torch}/test" "${torch}/share/cmake" \
         "${torch}"/bin/protoc* "${torch}"/bin/test_* "${torch}"/bin/*Test
+# SCALE is declared after the shared layer above, so both images build on the same cached layer.
+ARG SCALE=0
+RUN if [ "${SCALE}" = 1 ]; then pip install -r /tmp/requirements-scale.txt; fi
 
 # -- the image users run ----------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
