@@ -12,6 +12,7 @@ from .core.errors import UserError
 from .core.ingest import IngestError, data_table
 from .core.storage import ModelRecord
 from .core.training import TrainProgress
+from .core.urls import normalize_http_url
 from .limits import fit_choices, fit_content, fit_embed, safe_url
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,23 @@ async def send_error(interaction: discord.Interaction, message: str) -> None:
         await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_PINGS)
     except discord.HTTPException:
         log.exception("Could not deliver an error message for interaction %s", interaction.id)
+
+
+def upload_limit(interaction: discord.Interaction, settings) -> int:
+    """The largest upload this user can send here (the interaction's attachment_size_limit, which
+    Discord enforces before the bot sees a file) that the bot also reads (MAX_ATTACHMENT_MB)."""
+    return min(interaction.filesize_limit, settings.max_attachment_bytes)
+
+
+def exactly_one_source(
+    file: discord.Attachment | None, url: str | None, what: str
+) -> discord.Attachment | str:
+    """An upload or a link, exactly one (checked before deferring, so the answer is ephemeral)."""
+    if file is not None and url is not None:
+        raise UserError("Give either `file:` (an upload) or `url:` (a link), not both.")
+    if file is None and url is None:
+        raise UserError(f"Give {what} as `file:` (an upload) or `url:` (a link).")
+    return file if file is not None else normalize_http_url(url, what="The link")
 
 
 async def defer_public(interaction: discord.Interaction) -> None:
