@@ -56,6 +56,7 @@ class FileServer:
         self.port = 0
         self.release = asyncio.Event()  # ends the slow handlers when the test is over
         self.stall_ranges_after: int | None = None  # range requests answered before the server hangs
+        self.ignore_ranges_after: int | None = None  # ... before it sends the whole file instead
 
     async def __aenter__(self) -> FileServer:
         app = web.Application()
@@ -104,6 +105,9 @@ class FileServer:
         self.served.ranges.append(header)
         if self.stall_ranges_after is not None and len(self.served.ranges) > self.stall_ranges_after:
             await self.release.wait()
+        if self.ignore_ranges_after is not None and len(self.served.ranges) > self.ignore_ranges_after:
+            self._sent(request, len(data))
+            return web.Response(body=data, headers={"Accept-Ranges": "bytes"})
         first, _, last = header.removeprefix("bytes=").partition("-")
         start, end = int(first), min(len(data) - 1, int(last) if last else len(data) - 1)
         if start >= len(data):

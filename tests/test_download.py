@@ -65,6 +65,16 @@ async def test_archive_without_ranges_is_streamed_whole(settings, server):
     assert server.served.body_bytes["twitter.zip"] == len(server.files["twitter.zip"])
 
 
+async def test_a_server_that_stops_answering_ranges_gets_the_archive_streamed(settings, server):
+    """A CDN that answers the probe by range and then sends whole files (or a file that changed, with
+    If-Range): the archive is read again from a temporary file, never from mixed bytes."""
+    server.files["twitter.zip"], _ = archive_with_media()
+    server.ignore_ranges_after = 1
+    result = await fetch_posts(reader(settings), server.url("ranged/twitter.zip"))
+    assert result.stats.kept == len(TWEETS)
+    assert server.served.hits.count("/ranged/twitter.zip") == 3  # the probe, one refused range, the whole
+
+
 async def test_archive_without_ranges_over_the_cap_is_stopped(settings, server):
     server.files["twitter.zip"], _ = archive_with_media()
     with pytest.raises(DownloadError, match="URL_MAX_MB"):
