@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     )
     message_content_intent: bool = setting(
         False,
-        "Request the privileged Message Content intent (needed to train on members' messages; enable it "
-        "in the developer portal too).",
+        "Request the privileged Message Content intent (enable it in the developer portal too). Training "
+        "never needs it: the bot does not train on messages it reads.",
     )
     database_path: str = setting("data/bot.db", "SQLite registry of models, jobs and schedules.")
     database_url: str = setting(
@@ -158,6 +158,24 @@ class Settings(BaseSettings):
         le=1000,
     )
     max_attachment_mb: int = setting(25, "Largest upload /train accepts, in MiB.", ge=1, le=500)
+    url_max_mb: int = setting(
+        2048,
+        "Most a `url:` download may cost, in MiB: a whole file, or for an archive .zip on a server with "
+        "range requests only its tweets' bytes (a .zip without them goes to a temporary file).",
+        ge=1,
+        le=1_048_576,
+    )
+    url_timeout_seconds: float = setting(
+        30,
+        "`url:` downloads: seconds to connect, and most seconds between two reads.",
+        gt=0,
+        le=3600,
+    )
+    allow_private_urls: bool = setting(
+        False,
+        "Let `url:` reach private, loopback and link-local addresses (tests and closed networks only: "
+        "otherwise anyone with /train could make the bot fetch from its own network).",
+    )
     impersonate_cooldown_seconds: float = setting(
         10,
         "Per-user cooldown between /impersonate calls.",
@@ -181,6 +199,26 @@ class Settings(BaseSettings):
         "Most /impersonate calls one server may make per minute (0 = no limit).",
         ge=0,
         le=10000,
+    )
+    chatter_default_rate: float = setting(
+        0.02,
+        "Chance that a persona set with /chatter answers a message on its own, when /chatter set gives "
+        "no rate.",
+        ge=0,
+        le=1,
+    )
+    chatter_default_cooldown_seconds: int = setting(
+        300,
+        "Least time between two chime-ins in a channel, when /chatter set gives no cooldown.",
+        ge=0,
+        le=86400,
+    )
+    chatter_persona_answers_per_hour: int = setting(
+        6,
+        "Most answers per server per hour to other personas' posts, where /chatter allows persona-to-persona "
+        "(a hard cap on loops; 0 = never).",
+        ge=0,
+        le=1000,
     )
     discord_api_base: str = setting("", "Override Discord's REST base URL (tests use a local server).")
     discord_gateway_url: str = setting("", "Override Discord's gateway URL (tests use a local server).")

@@ -6,6 +6,8 @@ import pytest
 
 from tests.conftest import TINY_CORPUS
 from tests.discord_env import start_bot, stop_bot
+from tests.discord_package import build_package, member_channels
+from tests.localdiscord import UploadTooLarge
 
 CORPUS = ("alice_tweets.txt", TINY_CORPUS.read_bytes())
 
@@ -117,13 +119,27 @@ async def test_bad_files_get_a_specific_error_and_leave_no_trace(discord_env, fi
     assert await env.bot.core.list_models(env.guild) == []
 
 
+async def test_a_members_data_package_is_theirs_alone(discord_env):
+    """A moderator cannot train a persona of a member from the member's Discord data package."""
+    env = discord_env
+    package = ("package.zip", build_package(member_channels(env.guild), owner_id=env.member))
+    reply = await env.server.slash(env.guild, env.admin, "train new", handle="member", file=package)
+    await reply.wait(lambda i: i.original and "⚠️" in (i.original.get("content") or ""))
+    assert "only the member it belongs to" in reply.original["content"]
+    assert await env.bot.core.list_jobs(env.guild) == []
+
+
 async def test_oversized_attachment_refused_before_download(discord_env):
     env = discord_env
     huge = ("archive.zip", b"PK", 200 * 1024 * 1024)  # claims 200 MB; never downloaded
+    with pytest.raises(UploadTooLarge):  # over the user's attachment_size_limit: Discord refuses it
+        await env.server.slash(env.guild, env.admin, "train new", handle="bob", file=huge)
+    env.server.attachment_size_limit = 500 * 1024 * 1024  # Nitro: the bot sees it, over its own cap
     reply = await (
         await env.server.slash(env.guild, env.admin, "train new", handle="bob", file=huge)
     ).answered()
-    assert reply.ephemeral and "the limit is" in reply.text()
+    assert reply.ephemeral and "I read uploads up to 25 MB" in reply.text()
+    assert "data/tweets.js" in reply.text() and "gzipped" in reply.text() and "`url:`" in reply.text()
     assert env.server.requests_to("/cdn/") == []
 
 

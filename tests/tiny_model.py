@@ -14,6 +14,27 @@ CORPUS = Path(__file__).parent / "data" / "tiny_corpus.txt"
 EOS = "<|endoftext|>"
 
 
+def set_adapter_weights(folder: str | Path, seed: int, std: float = 0.05) -> Path:
+    """Overwrite a saved peft adapter's LoRA matrices and token rows with seeded normal values.
+
+    A test that needs an adapter which changes the output sets it instead of hoping that a few
+    training steps move it far enough: how far they move differs between CPUs (bf16 autocast on
+    Intel AMX, fp32 elsewhere), so a claim built on them held on one machine and failed on another.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(folder) / "adapter_model.safetensors"
+    tensors = load_file(path)
+    generator = torch.Generator().manual_seed(seed)
+    for key, tensor in tensors.items():
+        if "lora_A" in key or "lora_B" in key or "trainable_tokens_delta" in key:
+            values = torch.randn(tensor.shape, generator=generator) * std
+            tensors[key] = values.to(tensor.dtype).contiguous()
+    save_file(tensors, path, metadata={"format": "pt"})
+    return Path(folder)
+
+
 def _byte_level_tokenizer(corpus_files: list[Path], vocab_size: int, specials: list[str]):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 

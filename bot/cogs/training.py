@@ -11,20 +11,46 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..core.datapackage import FORMAT as PACKAGE_FORMAT
 from ..core.errors import UserError
-from ..core.ingest import IngestError, ingest, merge_for_cyborg
+from ..core.ingest import IngestError, UnsupportedFile, ingest, merge_for_cyborg
 from ..core.jobs import JobOutcome
 from ..core.limits import MAX_EPOCHS
 from ..core.storage import JobRecord
 from ..core.training import TrainProgress
-from ..history import MemberTrainer
 from ..limits import fit_choices, fit_content, fit_embed
 from ..transformers import AvatarUrl, Handle
-from ..ui import NO_PINGS, defer_public, format_duration, number, progress_text, stats_table
+from ..ui import (
+    INTERACTION_EDIT_WINDOW,
+    NO_PINGS,
+    defer_public,
+    exactly_one_source,
+    format_duration,
+    interaction_age,
+    number,
+    progress_text,
+    showing_download,
+    stats_table,
+    upload_limit,
+)
 
 log = logging.getLogger(__name__)
 
-INTERACTION_EDIT_WINDOW = 14 * 60  # interaction tokens expire after 15 minutes
+# A member's data package holds their own messages: only they may train on it (/voice train).
+PACKAGE_IS_PERSONAL = (
+    "That is a Discord data package: only the member it belongs to can train a persona on it, "
+    "with `/voice train file:`."
+)
+
+
+def upload_advice(upload_limit: int) -> str:
+    """What to do when a file cannot come as an upload: `upload_limit` is the most this user may
+    upload here and the bot reads (the interaction's attachment_size_limit and MAX_ATTACHMENT_MB)."""
+    return (
+        f"Upload only data/tweets.js from the archive, gzipped (tweets.js.gz) or zipped on its own, if that "
+        f"fits in {upload_limit / 2**20:.0f} MB; or put the whole archive (.zip) online and give its link "
+        "as `url:`."
+    )
 
 
 @dataclass
@@ -50,7 +76,6 @@ class TrainingCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.core = bot.core
-        self.member_trainer = MemberTrainer(bot)
         self.progress_messages: dict[int, ProgressMessage] = {}
 
     async def cog_load(self) -> None:
@@ -65,7 +90,8 @@ class TrainingCog(commands.Cog):
     )
     @app_commands.describe(
         handle="Name of the persona, like a Twitter handle (letters, digits, _)",
-        file="Twitter/X archive (.zip or tweets.js), CSV, JSON/JSONL or text file, one post per line",
+        file="Twitter/X archive (.zip or tweets.js, may be .gz), CSV, JSON/JSONL or text, one post per line",
+        url="Or a link to the file: a whole X archive .zip of any size, tweets.js, CSV or JSON (http/https)",
         display_name="Name shown on generated posts",
         avatar="Image URL shown on generated posts",
         method="LoRA adapters (default, small and fast) or full fine-tuning",
@@ -86,7 +112,8 @@ class TrainingCog(commands.Cog):
         self,
         interaction: discord.Interaction,
         handle: Handle,
-        file: discord.Attachment,
+        file: discord.Attachment | None = None,
+        url: app_commands.Range[str, 1, 2048] | None = None,
         display_name: app_commands.Range[str, 1, 80] | None = None,
         avatar: AvatarUrl | None = None,
         method: app_commands.Choice[str] | None = None,
@@ -96,19 +123,21 @@ class TrainingCog(commands.Cog):
         handle3: Handle | None = None,
         file3: discord.Attachment | None = None,
     ) -> None:
-        people = self.people_from(handle, file, handle2, file2, handle3, file3)
+        people = self.people_from(
+            interaction, handle, exactly_one_source(file, url, "their posts"), handle2, file2, handle3, file3
+        )
         combined = "-".join(h for h, _ in people)
         await self.core.ensure_can_queue(interaction.guild_id, combined)  # before the download
         await defer_public(interaction)
         results = []
-        for person, attachment in people:
-            data = await attachment.read()
+        for person, source in people:
             try:
-                results.append(await asyncio.to_thread(ingest, data, attachment.filename))
-            except IngestError as exc:
-                raise UserError(
-                    f"`{attachment.filename}` ({person}): {exc}" if len(people) > 1 else str(exc)
-                ) from None
+                results.append(await self.read_source(interaction, source))
+            except (IngestError, UserError) as exc:
+                name = source if isinstance(source, str) else source.filename
+                raise UserError(f"`{name[:80]}` ({person}): {exc}" if len(people) > 1 else str(exc)) from None
+            if results[-1].format == PACKAGE_FORMAT:
+                raise UserError(PACKAGE_IS_PERSONAL)
         tweets, stats = combine(people, results)
         job = await self.core.submit_training(
             guild_id=interaction.guild_id,
@@ -122,20 +151,46 @@ class TrainingCog(commands.Cog):
             requested_by=interaction.user.id,
             channel_id=interaction.channel_id,
         )
+        await self.show_queued(interaction, job, [w for result in results for w in result.warnings])
+
+    async def show_queued(
+        self, interaction: discord.Interaction, job: JobRecord, warnings: list[str]
+    ) -> None:
+        """The deferred reply becomes the job's progress message: the data table, then progress
+        (also for /voice train, whose cog hands its jobs here)."""
         interaction.extras["answered"] = True
-        watcher = self.progress_messages[job.id] = ProgressMessage(job=job, interaction=interaction)
-        ahead = await self.core.jobs_ahead(job.id)
-        note = "\n".join(f"⚠️ {w}" for result in results for w in result.warnings)
-        queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
-        await interaction.edit_original_response(
-            content=fit_content(note) or None,
-            embed=self.progress_embed(job, None, f"Queued: {queued}."),
-            allowed_mentions=NO_PINGS,
+        watcher = self.progress_messages[job.id] = ProgressMessage(  # a download may have taken long
+            job=job, interaction=interaction, started=time.monotonic() - interaction_age(interaction)
         )
+        ahead = await self.core.jobs_ahead(job.id)
+        note = "\n".join(f"⚠️ {w}" for w in warnings)
+        queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
+        async with watcher.lock:  # after a long download the interaction may have expired: show() knows
+            await self.show(
+                watcher,
+                content=fit_content(note) or None,
+                embed=self.progress_embed(job, None, f"Queued: {queued}."),
+            )
         watcher.last_edit = time.monotonic()
 
-    def people_from(self, *pairs) -> list[tuple[str, discord.Attachment]]:
-        """(handle, file) pairs from the options (handles normalized), checked before any download."""
+    async def read_source(self, interaction: discord.Interaction, source: discord.Attachment | str):
+        """One person's posts, cleaned: an upload read from Discord's CDN, or a link downloaded."""
+        if isinstance(source, str):
+            async with showing_download(
+                interaction, source, self.bot.settings.progress_edit_seconds
+            ) as transfer:
+                return await self.core.downloads.read(source, ingest, transfer)
+        data = await source.read()
+        try:
+            return await asyncio.to_thread(ingest, data, source.filename)
+        except UnsupportedFile as exc:  # too big uncompressed, or a kind never read: say what works
+            raise UserError(f"{exc} {upload_advice(upload_limit(interaction, self.bot.settings))}") from None
+
+    def people_from(
+        self, interaction: discord.Interaction, *pairs
+    ) -> list[tuple[str, discord.Attachment | str]]:
+        """(handle, upload or link) pairs from the options (handles normalized), checked before any
+        download."""
         people = []
         limit = self.bot.settings.max_attachment_bytes
         for handle, attachment in zip(pairs[::2], pairs[1::2], strict=False):
@@ -148,37 +203,15 @@ class TrainingCog(commands.Cog):
                 )
             if "-" in handle:
                 raise UserError("Give each person's handle separately (handle2, handle3), without `-`.")
-            if attachment.size > limit:
+            if isinstance(attachment, discord.Attachment) and attachment.size > limit:
                 raise UserError(
-                    f"`{attachment.filename}` is {attachment.size / 2**20:.1f} MB; "
-                    f"the limit is {limit / 2**20:.0f} MB. "
-                    "Send only the tweets file (data/tweets.js) or a CSV."
+                    f"`{attachment.filename[:80]}` is {attachment.size / 2**20:.1f} MB; I read uploads up to "
+                    f"{limit / 2**20:.0f} MB. {upload_advice(upload_limit(interaction, self.bot.settings))}"
                 )
             people.append((handle, attachment))
         if len({h for h, _ in people}) != len(people):
             raise UserError("The same handle appears twice.")
         return people
-
-    @train.command(
-        name="member", description="Train a persona on a member's messages here (they must opt in)"
-    )
-    @app_commands.describe(member="Whose messages", handle="Name of the persona (default: their user name)")
-    @app_commands.checks.has_permissions(manage_guild=True)
-    async def train_member(
-        self, interaction: discord.Interaction, member: discord.Member, handle: Handle | None = None
-    ) -> None:
-        await self.member_trainer.train(interaction, member, requested_by=interaction.user.id, handle=handle)
-
-    @train.command(name="exclude", description="Keep a channel out of (or back in) member-history training")
-    @app_commands.checks.has_permissions(manage_guild=True)
-    async def train_exclude(
-        self, interaction: discord.Interaction, channel: discord.TextChannel, excluded: bool = True
-    ) -> None:
-        await self.core.set_channel_excluded(interaction.guild_id, channel.id, excluded)
-        state = "excluded from" if excluded else "included in"
-        await interaction.response.send_message(
-            f"{channel.mention} is {state} member-history training.", ephemeral=True
-        )
 
     @train.command(name="status", description="Show this server's training jobs")
     async def train_status(self, interaction: discord.Interaction) -> None:
@@ -250,6 +283,7 @@ class TrainingCog(commands.Cog):
 
     async def show(self, watcher: ProgressMessage, **fields) -> None:
         """Edit the progress message, moving to a channel message when the interaction expires."""
+        fields.setdefault("allowed_mentions", NO_PINGS)
         try:
             if (
                 watcher.interaction is not None
@@ -261,7 +295,7 @@ class TrainingCog(commands.Cog):
                 channel = self.bot.get_partial_messageable(
                     watcher.job.channel_id, guild_id=watcher.job.guild_id
                 )
-                watcher.message = await channel.send(allowed_mentions=NO_PINGS, **fields)
+                watcher.message = await channel.send(**fields)
             else:
                 await watcher.message.edit(**fields)
         except discord.HTTPException as exc:
