@@ -20,9 +20,9 @@ from .config import SettingsError, load_settings
 from .core.errors import UserError
 from .core.handles import RegistryError
 from .core.ingest import IngestError, ingest_path
-from .core.jobs import JobOutcome
 from .core.service import PersonaService
 from .core.training import TrainProgress
+from .core.trainrun import JobOutcome
 from .logs import quiet_libraries
 from .shutdown import cancel_leftover_tasks
 

@@ -13,10 +13,10 @@ from discord.ext import commands
 
 from ..core.errors import UserError
 from ..core.ingest import IngestError, ingest, merge_for_cyborg
-from ..core.jobs import JobOutcome
 from ..core.limits import MAX_EPOCHS
 from ..core.storage import JobRecord
 from ..core.training import TrainProgress
+from ..core.trainrun import JobOutcome
 from ..history import MemberTrainer
 from ..limits import fit_choices, fit_content, fit_embed
 from ..transformers import AvatarUrl, Handle

@@ -21,14 +21,15 @@ from .errors import UserError
 from .generation import GenerationError, GenerationRequest, Generator, Sampling
 from .handles import RegistryError, clean_display_name, handle_for_hub_id, normalize_handle
 from .ingest import MIN_KEPT_CHARS, RawPost, clean_posts
-from .jobs import LOSS_CURVE_FILE, EventSink, TrainingQueue
+from .jobs import TrainingQueue
 from .limits import MAX_EPOCHS, MAX_PROMPT_CHARS, MAX_QUEUED_JOBS_PER_GUILD, MAX_TWEETS_PER_REQUEST
 from .modelcard import read_card
 from .schedules import Scheduler, parse_timing
 from .shards import GuildShards
 from .storage import Erasure, JobRecord, ModelRecord, Post, Schedule, Storage, database_url, persona_key
 from .store import ModelStore, StoreError
-from .training import TrainConfig, TrainProgress
+from .training import TrainProgress
+from .trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
 from .urls import NO_AVATAR, normalize_http_url
 
 log = logging.getLogger(__name__)
@@ -118,24 +119,6 @@ def trainings_on_workers(backend: str, url: str) -> bool:
     return backend == "queue" or (backend == "auto" and on_postgres)
 
 
-def train_config(settings, job: JobRecord) -> TrainConfig:
-    """How a job is trained, from the settings of the process that trains it."""
-    s = settings
-    return TrainConfig(
-        base_model=job.base_model,
-        method=job.method,
-        epochs=job.epochs,
-        batch_size=s.train_batch_size,
-        block_size=s.train_block_size,
-        learning_rate=s.train_learning_rate,
-        lora_rank=s.lora_rank,
-        lora_token_rows=s.lora_token_rows,
-        seed=s.train_seed,
-        max_steps=s.train_max_steps,
-        checkpoint_seconds=s.train_checkpoint_seconds,
-    )
-
-
 class PersonaService:
     """Everything the bot and the CLI may do, as methods; see the module docstring."""
 
@@ -144,7 +127,7 @@ class PersonaService:
         self.clock = clock  # schedules read time through this, so tests can move it
         self.store = ModelStore(settings.models_dir)
         self.storage: Storage | None = None
-        self.queue: TrainingQueue | None = None
+        self.queue: TrainingBackend | None = None
         self.scheduler: Scheduler | None = None
         self._events: EventSink | None = None
         # Separate pools: a 20-minute training never delays an /impersonate.
@@ -207,7 +190,7 @@ class PersonaService:
                 self.storage,
                 self.store,
                 self.train_executor,
-                self._train_config,
+                lambda job: train_config(self.settings, job),
                 workers=self.settings.training_workers,
             )
         self.queue.emit = self._events
@@ -228,9 +211,6 @@ class PersonaService:
 
     async def integrity_check(self) -> str:
         return await self.storage.integrity_check()
-
-    def _train_config(self, job: JobRecord) -> TrainConfig:
-        return train_config(self.settings, job)
 
     async def local_copy(self, model: ModelRecord) -> None:
         """Make a persona trained on a worker loadable here: unpack it from the database into the
