@@ -39,8 +39,8 @@ def apply_endpoint_overrides(settings: Settings) -> None:
 
 def bot_intents(settings: Settings) -> discord.Intents:
     # Slash commands arrive as interactions and need no privileged intent; `guilds` gives us
-    # channels and roles for permission checks and scheduled posts. Message Content is only
-    # needed to read members' history for /train member, and only when the admin enabled it.
+    # channels and roles for permission checks and scheduled posts. Training never needs Message
+    # Content (the bot does not train on messages it reads: members bring their data packages).
     intents = discord.Intents.none()
     intents.guilds = True
     intents.message_content = settings.message_content_intent

@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     )
     message_content_intent: bool = setting(
         False,
-        "Request the privileged Message Content intent (needed to train on members' messages; enable it "
-        "in the developer portal too).",
+        "Request the privileged Message Content intent (enable it in the developer portal too). Training "
+        "never needs it: the bot does not train on messages it reads.",
     )
     database_path: str = setting("data/bot.db", "SQLite registry of models, jobs and schedules.")
     database_url: str = setting(
@@ -175,6 +175,26 @@ class Settings(BaseSettings):
         "Most /impersonate calls one server may make per minute (0 = no limit).",
         ge=0,
         le=10000,
+    )
+    chatter_default_rate: float = setting(
+        0.02,
+        "Chance that a persona set with /chatter answers a message on its own, when /chatter set gives "
+        "no rate.",
+        ge=0,
+        le=1,
+    )
+    chatter_default_cooldown_seconds: int = setting(
+        300,
+        "Least time between two chime-ins in a channel, when /chatter set gives no cooldown.",
+        ge=0,
+        le=86400,
+    )
+    chatter_persona_answers_per_hour: int = setting(
+        6,
+        "Most answers per server per hour to other personas' posts, where /chatter allows persona-to-persona "
+        "(a hard cap on loops; 0 = never).",
+        ge=0,
+        le=1000,
     )
     discord_api_base: str = setting("", "Override Discord's REST base URL (tests use a local server).")
     discord_gateway_url: str = setting("", "Override Discord's gateway URL (tests use a local server).")

@@ -30,6 +30,7 @@ import asyncio
 import itertools
 import json
 import math
+import mimetypes
 import re
 import time
 from collections.abc import Callable
@@ -766,7 +767,7 @@ class LocalDiscord:
                     "id": key,
                     "filename": filename,
                     "size": size,
-                    "content_type": "text/csv",
+                    "content_type": mimetypes.guess_type(filename)[0] or "application/octet-stream",
                     "url": f"{self.base}/cdn/{key}/{filename}",
                     "proxy_url": f"{self.base}/cdn/{key}/{filename}",
                 }

@@ -6,6 +6,7 @@ import pytest
 
 from tests.conftest import TINY_CORPUS
 from tests.discord_env import start_bot, stop_bot
+from tests.discord_package import build_package, member_channels
 
 CORPUS = ("alice_tweets.txt", TINY_CORPUS.read_bytes())
 
@@ -115,6 +116,16 @@ async def test_bad_files_get_a_specific_error_and_leave_no_trace(discord_env, fi
     assert needle in reply.original["content"]
     assert await env.bot.core.list_jobs(env.guild) == []
     assert await env.bot.core.list_models(env.guild) == []
+
+
+async def test_a_members_data_package_is_theirs_alone(discord_env):
+    """A moderator cannot train a persona of a member from the member's Discord data package."""
+    env = discord_env
+    package = ("package.zip", build_package(member_channels(env.guild), owner_id=env.member))
+    reply = await env.server.slash(env.guild, env.admin, "train new", handle="member", file=package)
+    await reply.wait(lambda i: i.original and "⚠️" in (i.original.get("content") or ""))
+    assert "only the member it belongs to" in reply.original["content"]
+    assert await env.bot.core.list_jobs(env.guild) == []
 
 
 async def test_oversized_attachment_refused_before_download(discord_env):

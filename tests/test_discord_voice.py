@@ -1,82 +1,67 @@
-"""Consent end to end: opt-in, history collection, opt-out cascade, "Who made this?", missing intent."""
+"""/voice end to end through the real discord.py client: a member trains a persona of themselves on
+their own Discord data package (an attachment), only they can, the bot reads no message to train,
+"Who made this?", and erasure (here, everywhere)."""
 
 import asyncio
 
-from tests.conftest import tiny_tweets
-from tests.discord_env import start_bot, stop_bot
+from tests.discord_package import build_package, member_channels
+
+MESSAGE_CONTENT = 1 << 15
 
 
-async def restart_with_intent(env, settings):
-    await stop_bot(env.bot, env.task)
-    env.bot, env.task = await start_bot(env.server, settings.replace(message_content_intent=True), env.clock)
+def package_of(env, guild: int, **kw) -> tuple[str, bytes]:
+    return ("package.zip", build_package(member_channels(guild, other_guild=99), owner_id=env.member, **kw))
 
 
-def seed_history(env, guild, user):
-    """Messages over two channels (one needing several pages), a thread, an NSFW channel, noise."""
-    server = env.server
-    general = server.general(guild)
-    other = server.add_channel(guild, "chat")
-    nsfw = server.add_channel(guild, "late-night", nsfw=True)
-    thread = server.add_thread(guild, general, "a thread")
-    lines = tiny_tweets()
-    bystander = server.add_user(f"bystander{guild % 1000}")
-    for i, line in enumerate(lines[:260]):
-        server.seed_message([general, other, thread][i % 3] if i >= 120 else general, user, f"{line} #{i}")
-        server.seed_message(general, bystander, "someone else talking here today")
-    server.seed_message(general, user, "!rank")  # a command for another bot
-    server.seed_message(nsfw, user, "SECRET nsfw words that must never be collected")
-    return dict(general=general, other=other, nsfw=nsfw, thread=thread)
+async def voice_train(env, guild: int, user: int, file, **options):
+    reply = await env.server.slash(guild, user, "voice train", file=file, **options)
+    await reply.answered()
+    return reply
 
 
-async def test_member_history_training_with_consent_and_opt_out_cascade(discord_env, settings):
-    env, server = discord_env, discord_env.server
-    seed_history(env, env.guild, env.member)
-    seed_history(env, env.other_guild, env.member)
-    await restart_with_intent(env, settings)
-
-    refused = await (await server.slash(env.guild, env.admin, "train member", member=env.member)).answered()
-    assert refused.ephemeral and "has not opted in" in refused.text()
-    assert await env.bot.core.list_jobs(env.guild) == []
-
-    optin = await (await server.slash(env.guild, env.member, "voice optin")).answered()
-    assert optin.ephemeral and "opted in" in optin.text()
-    reply = await server.slash(env.guild, env.admin, "train member", member=env.member, handle="member_voice")
-    await server.wait_for_message(
+async def test_a_member_trains_on_their_package_then_opts_out_everywhere(discord_env):
+    env, server, core = discord_env, discord_env.server, discord_env.bot.core
+    reply = await voice_train(env, env.guild, env.member, package_of(env, env.guild), handle="member_voice")
+    done = await server.wait_for_message(
         env.channel, lambda m: "`member_voice` is ready" in m["content"], timeout=120
     )
-    assert "Collected" in reply.original["content"]
-    collected = await env.bot.core.collected_messages(env.guild, env.member)
-    assert len(collected) == 260  # all pages, both channels and the thread
-    assert not any("SECRET" in t or "someone else" in t or t == "!rank" for t in collected)
-    history_calls = server.requests_to(f"/channels/{env.channel}/messages", "GET")
-    assert len(history_calls) >= 3 and any(
-        "before" in r.query for r in history_calls
-    )  # paginated, newest first
+    assert reply.callback["type"] == 5 and f"<@{env.member}>" in done["content"]
+    table = reply.original["embeds"][0]["fields"][0]["value"]  # the data table, as /train new shows it
+    assert "Bot commands" in table and "Link shares" in table and "Tweets kept" in table
+    assert "2 DM and group DM conversations were skipped unread" in reply.original["content"]
+    # The bot read no message to train: no history request, no Message Content intent asked for.
+    assert server.requests_to("/messages", "GET") == []
+    assert not server.identifies[-1]["intents"] & MESSAGE_CONTENT
 
-    # The member can train themselves too; the other guild trains its own persona of them.
-    mine = await server.slash(env.other_guild, env.member, "voice train")
+    # In the other server, only that server's channels.
+    here_only = await voice_train(
+        env, env.other_guild, env.member, package_of(env, env.other_guild), this_server_only=True
+    )
     await server.wait_for_message(
         server.general(env.other_guild), lambda m: "is ready" in m["content"], timeout=120
     )
-    assert mine.callback["type"] == 5
+    assert "channels of other servers were left out" in here_only.original["content"]
+    [(_, other_handle)] = await core.voices.personas_using(env.member, env.other_guild)
+    assert other_handle == "member"  # their user name by default
+
     mydata = await (await server.slash(env.guild, env.member, "voice mydata")).answered()
-    assert "@member_voice" in mydata.text() and "260" in mydata.text()
+    assert (
+        mydata.ephemeral
+        and "`@member_voice`" in mydata.text()
+        and "never read your messages" in mydata.text()
+    )
 
     # "Who made this?" on a generated post names the persona and who asked.
     answer = await server.slash(env.guild, env.admin, "impersonate", handle="member_voice", count=1)
     await answer.wait(lambda i: i.original and i.original.get("embeds"))
+    while await core.find_post(env.guild, int(answer.original["id"])) is None:  # logged after it is sent
+        await asyncio.sleep(0.05)
     who = await (
         await server.message_command(env.guild, env.member, "Who made this?", answer.original)
     ).answered()
     assert who.ephemeral and f"<@{env.admin}>" in who.text() and "@member_voice" in who.text()
-    not_ours = await (
-        await server.message_command(
-            env.guild, env.member, "Who made this?", server.channel_messages(env.channel)[0]
-        )
-    ).answered()
-    assert "did not generate" in not_ours.text()
 
-    # A schedule on the persona, then opt-out: every persona of theirs, in both guilds, goes.
+    # A schedule on the persona, then opt-out: every persona of theirs, in both servers, goes.
     await (
         await server.slash(
             env.guild, env.admin, "autopost add", handle="member_voice", channel=env.channel, every="1h"
@@ -85,34 +70,44 @@ async def test_member_history_training_with_consent_and_opt_out_cascade(discord_
     out = await server.slash(env.guild, env.member, "voice optout")
     await out.wait(lambda i: i.followups)
     assert (
-        "Deleted personas" in out.followups[0]["content"]
+        "`@member_voice`" in out.followups[0]["content"]
         and "schedules removed: 1" in out.followups[0]["content"]
     )
-    assert (
-        await env.bot.core.list_models(env.guild) == []
-        and await env.bot.core.list_models(env.other_guild) == []
-    )
-    assert await env.bot.core.collected_messages(env.other_guild, env.member) == []
-    assert await env.bot.core.list_schedules(env.guild) == []
-    again = await (await server.slash(env.guild, env.admin, "train member", member=env.member)).answered()
-    assert "has not opted in" in again.text()
+    assert await core.list_models(env.guild) == [] and await core.list_models(env.other_guild) == []
+    assert await core.list_schedules(env.guild) == []
 
 
-async def test_voice_delete_erases_here_only(discord_env, settings):
-    env, server = discord_env, discord_env.server
-    core = env.bot.core
-    await core.save_history_page(env.guild, env.member, 1, [(1, "kept text one")], None, True)
-    await core.save_history_page(env.other_guild, env.member, 2, [(2, "kept text two")], None, True)
+async def test_only_the_owner_trains_on_a_package(discord_env):
+    env, server, core = discord_env, discord_env.server, discord_env.bot.core
+    huge = ("package.zip", b"PK", 200 * 1024 * 1024)  # claims 200 MB; never downloaded
+    refused = await (await server.slash(env.guild, env.member, "voice train", file=huge)).answered()
+    assert refused.ephemeral and "Messages folder" in refused.text()
+    assert server.requests_to("/cdn/") == []
+    outsider = server.add_user("outsider2")
+    server.add_member(env.guild, outsider)
+    for user, file, options, needle in [
+        (outsider, package_of(env, env.guild), {}, "belongs to another account"),
+        (env.member, ("tweets.txt", b"just some text\n" * 500), {}, "not a Discord data package"),
+        (env.member, package_of(env, 5), {"this_server_only": True}, "None of this package's messages"),
+    ]:
+        reply = await server.slash(env.guild, user, "voice train", file=file, **options)
+        await reply.wait(lambda i: i.original and "⚠️" in (i.original.get("content") or ""))
+        assert needle in reply.original["content"]
+    assert await core.list_jobs(env.guild) == []
+    # Moderators have no command that trains a member: the history commands are gone.
+    names = {o["name"] for scope in server.commands.values() for c in scope for o in c.get("options", [])}
+    assert not {"member", "exclude", "optin"} & names
+
+
+async def test_voice_delete_erases_here_only(discord_env):
+    env, server, core = discord_env, discord_env.server, discord_env.bot.core
+    for guild in (env.guild, env.other_guild):
+        await voice_train(env, guild, env.member, package_of(env, guild), handle="mine")
+        await server.wait_for_message(
+            server.general(guild), lambda m: "`mine` is ready" in m["content"], timeout=120
+        )
     reply = await server.slash(env.guild, env.member, "voice delete")
     await reply.wait(lambda i: i.followups)
-    assert "collected messages deleted: 1" in reply.followups[0]["content"]
-    assert await core.collected_messages(env.other_guild, env.member) == ["kept text two"]
-
-
-async def test_missing_message_content_intent_is_explained(discord_env):
-    env, server = discord_env, discord_env.server
-    await (await server.slash(env.guild, env.member, "voice optin")).answered()
-    reply = await (await server.slash(env.guild, env.admin, "train member", member=env.member)).answered()
-    assert reply.ephemeral and "Message Content" in reply.text() and "developer portal" in reply.text()
-    assert not (server.identifies[-1]["intents"] & (1 << 15))  # not requested unless enabled
-    await asyncio.sleep(0)
+    assert "Deleted personas: `@mine`" in reply.followups[0]["content"]
+    assert await core.list_models(env.guild) == []
+    assert [m.handle for m in await core.list_models(env.other_guild)] == ["mine"]

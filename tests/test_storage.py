@@ -97,6 +97,9 @@ async def test_version_3_database_gains_the_failures_column(storage, db_url):
         for column in ("worker", "cancel_requested", "resume_step", "announced", "resumes_told"):  # v5
             await conn.exec_driver_sql(f"ALTER TABLE training_jobs DROP COLUMN {column}")
         await conn.exec_driver_sql("DROP TABLE blobs")
+        for table in ("chatter_settings", "chatter_answers"):  # v7
+            await conn.exec_driver_sql(f"DROP TABLE {table}")
+        await conn.exec_driver_sql("ALTER TABLE generated_posts DROP COLUMN answered_message_id")
         await conn.run_sync(write_version, 3)
     await storage.close()
     again = await Storage.open(db_url)
@@ -161,25 +164,12 @@ async def test_cancel_queued_job_is_guild_scoped(storage):
     assert await storage.jobs.position(job.id + 1) == 0
 
 
-async def test_members_and_guild_records(storage):
-    await storage.members.set_consent(7, True)
-    await storage.members.set_consent(7, True)  # an upsert, not a duplicate
-    assert await storage.members.opted_in(7) and not await storage.members.opted_in(8)
-    await storage.members.save_page(1, 7, 10, [(100, "one"), (101, "two")], before_id=100, finished=False)
-    await storage.members.save_page(
-        1, 7, 10, [(101, "two")], before_id=99, finished=True
-    )  # overlap: kept once
-    await storage.members.save_page(2, 7, 20, [(200, "elsewhere")], before_id=None, finished=True)
-    assert await storage.members.collected(1, 7) == ["one", "two"]
-    assert await storage.members.cursor(1, 7, 10) == (99, True)
-    assert await storage.members.forget(7, guild_id=1) == 2
-    assert await storage.members.collected(2, 7) == ["elsewhere"]
-    await storage.members.set_channel_excluded(1, 10, True)
-    await storage.members.set_channel_excluded(1, 10, True)
-    assert (
-        await storage.members.excluded_channels(1) == {10}
-        and await storage.members.excluded_channels(2) == set()
-    )
+async def test_model_sources_and_guild_records(storage):
+    await storage.models.set_sources(1, "alice", [7])
+    await storage.models.set_sources(2, "alice", [7])
+    assert await storage.models.using(7) == [(1, "alice"), (2, "alice")]
+    await storage.models.forget_sources(7, guild_id=1)
+    assert await storage.models.using(7) == [(2, "alice")]
     await storage.guilds.set_persona_webhooks(1, True)
     assert await storage.guilds.persona_webhooks(1) and not await storage.guilds.persona_webhooks(2)
     await storage.guilds.save_webhook(1, 10, 555, "token")
@@ -234,7 +224,7 @@ async def test_a_first_release_sqlite_file_is_upgraded(tmp_path):
         assert [m.handle for m in await storage.models.list(1)] == ["old"]
         job = await new_job(storage)
         assert job.source_user_id is None
-        await storage.members.set_consent(1, True)
+        assert await storage.models.using(1) == []
     finally:
         await storage.close()
 
@@ -264,3 +254,74 @@ def test_normalize_handle_accepts(raw, expected):
 def test_normalize_handle_refuses(raw):
     with pytest.raises(RegistryError):
         normalize_handle(raw)
+
+
+async def test_chatter_settings_and_answer_claims(storage):
+    from bot.core.storage import ChatterSetting
+
+    setting = ChatterSetting(guild_id=1, channel_id=10, handle="alice", rate=0.5, cooldown_s=60, updated_by=7)
+    await storage.chatter.save(setting)
+    await storage.chatter.save(
+        ChatterSetting(guild_id=1, channel_id=10, handle="alice", rate=1, cooldown_s=5)
+    )
+    await storage.chatter.save(ChatterSetting(guild_id=2, channel_id=20, handle="bob", rate=0, cooldown_s=0))
+    (saved,) = await storage.chatter.list(1)
+    assert (saved.rate, saved.cooldown_s, saved.allow_personas, saved.updated_by) == (1.0, 5, False, None)
+    claim = dict(guild_id=1, channel_id=10, handle="alice", kind="chime", now=1000.0, gap_s=60)
+    assert await storage.chatter.claim(message_id=1, **claim)
+    assert not await storage.chatter.claim(message_id=1, **{**claim, "kind": "reply", "gap_s": 0})  # once
+    assert not await storage.chatter.claim(message_id=2, **{**claim, "now": 1059.0})  # inside the gap
+    assert await storage.chatter.claim(message_id=3, **{**claim, "kind": "reply", "gap_s": 0, "now": 1001.0})
+    assert await storage.chatter.claim(message_id=4, **{**claim, "now": 1060.0})
+    # Persona-to-persona answers: at most `persona_cap` per guild per hour.
+    loop = dict(claim, kind="reply", gap_s=0, to_persona=True, persona_cap=2)
+    results = [
+        await storage.chatter.claim(message_id=100 + i, **{**loop, "now": 2000.0 + i}) for i in range(4)
+    ]
+    assert results == [True, True, False, False]
+    assert await storage.chatter.claim(message_id=200, **{**loop, "now": 2000.0 + 3601})
+    # A claim a day old is pruned; the message could then be claimed again (it is long gone by then).
+    assert await storage.chatter.claim(message_id=1, **{**claim, "now": 1000.0 + 2 * 86400})
+    assert await storage.chatter.remove(1, 10) == 1
+    assert await storage.chatter.list(1) == [] and len(await storage.chatter.list(2)) == 1
+    await storage.guilds.record_post(
+        message_id=5, guild_id=1, channel_id=10, handle="alice", answered_message_id=4
+    )
+    assert (await storage.guilds.post(1, 5)).answered_message_id == 4
+
+
+async def test_chatter_claims_race_between_processes(db_url):
+    """Two processes (two engines on one database) claim the same messages: each is taken once."""
+    first, second = await Storage.open(db_url), await Storage.open(db_url)
+    try:
+        claim = dict(guild_id=1, channel_id=10, handle="alice", kind="chime", now=1000.0, gap_s=0)
+        results = await asyncio.gather(
+            *(s.chatter.claim(message_id=m, **claim) for m in range(20) for s in (first, second))
+        )
+        assert sum(results) == 20
+        gap = dict(claim, channel_id=11, gap_s=300)
+        results = await asyncio.gather(
+            *(s.chatter.claim(message_id=100 + m, **gap) for m in range(10) for s in (first, second))
+        )
+        assert sum(results) == 1  # one chime-in per gap, whichever process won
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_version_6_database_gains_the_chatter_tables(db_url):
+    storage = await Storage.open(db_url)
+    await storage.guilds.record_post(message_id=1, guild_id=1, channel_id=2, handle="alice")
+    async with storage.db.write() as conn:
+        await conn.exec_driver_sql("DROP TABLE chatter_settings")
+        await conn.exec_driver_sql("DROP TABLE chatter_answers")
+        await conn.exec_driver_sql("ALTER TABLE generated_posts DROP COLUMN answered_message_id")
+        await conn.run_sync(write_version, 6)
+    await storage.close()
+    storage = await Storage.open(db_url)
+    try:
+        assert await storage.schema_version() == SCHEMA_VERSION
+        assert (await storage.guilds.post(1, 1)).answered_message_id is None
+        assert await storage.chatter.list(1) == []
+    finally:
+        await storage.close()

@@ -11,13 +11,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..core.datapackage import FORMAT as PACKAGE_FORMAT
 from ..core.errors import UserError
 from ..core.ingest import IngestError, ingest, merge_for_cyborg
 from ..core.limits import MAX_EPOCHS
 from ..core.storage import JobRecord
 from ..core.training import TrainProgress
 from ..core.trainrun import JobOutcome
-from ..history import MemberTrainer
 from ..limits import fit_choices, fit_content, fit_embed
 from ..transformers import AvatarUrl, Handle
 from ..ui import NO_PINGS, defer_public, format_duration, number, progress_text, stats_table
@@ -25,6 +25,11 @@ from ..ui import NO_PINGS, defer_public, format_duration, number, progress_text,
 log = logging.getLogger(__name__)
 
 INTERACTION_EDIT_WINDOW = 14 * 60  # interaction tokens expire after 15 minutes
+# A member's data package holds their own messages: only they may train on it (/voice train).
+PACKAGE_IS_PERSONAL = (
+    "That is a Discord data package: only the member it belongs to can train a persona on it, "
+    "with `/voice train file:`."
+)
 
 
 @dataclass
@@ -50,7 +55,6 @@ class TrainingCog(commands.Cog):
     def __init__(self, bot):
         self.bot = bot
         self.core = bot.core
-        self.member_trainer = MemberTrainer(bot)
         self.progress_messages: dict[int, ProgressMessage] = {}
 
     async def cog_load(self) -> None:
@@ -109,6 +113,8 @@ class TrainingCog(commands.Cog):
                 raise UserError(
                     f"`{attachment.filename}` ({person}): {exc}" if len(people) > 1 else str(exc)
                 ) from None
+            if results[-1].format == PACKAGE_FORMAT:
+                raise UserError(PACKAGE_IS_PERSONAL)
         tweets, stats = combine(people, results)
         job = await self.core.submit_training(
             guild_id=interaction.guild_id,
@@ -122,10 +128,17 @@ class TrainingCog(commands.Cog):
             requested_by=interaction.user.id,
             channel_id=interaction.channel_id,
         )
+        await self.show_queued(interaction, job, [w for result in results for w in result.warnings])
+
+    async def show_queued(
+        self, interaction: discord.Interaction, job: JobRecord, warnings: list[str]
+    ) -> None:
+        """The deferred reply becomes the job's progress message: the data table, then progress
+        (also for /voice train, whose cog hands its jobs here)."""
         interaction.extras["answered"] = True
         watcher = self.progress_messages[job.id] = ProgressMessage(job=job, interaction=interaction)
         ahead = await self.core.jobs_ahead(job.id)
-        note = "\n".join(f"⚠️ {w}" for result in results for w in result.warnings)
+        note = "\n".join(f"⚠️ {w}" for w in warnings)
         queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
         await interaction.edit_original_response(
             content=fit_content(note) or None,
@@ -158,27 +171,6 @@ class TrainingCog(commands.Cog):
         if len({h for h, _ in people}) != len(people):
             raise UserError("The same handle appears twice.")
         return people
-
-    @train.command(
-        name="member", description="Train a persona on a member's messages here (they must opt in)"
-    )
-    @app_commands.describe(member="Whose messages", handle="Name of the persona (default: their user name)")
-    @app_commands.checks.has_permissions(manage_guild=True)
-    async def train_member(
-        self, interaction: discord.Interaction, member: discord.Member, handle: Handle | None = None
-    ) -> None:
-        await self.member_trainer.train(interaction, member, requested_by=interaction.user.id, handle=handle)
-
-    @train.command(name="exclude", description="Keep a channel out of (or back in) member-history training")
-    @app_commands.checks.has_permissions(manage_guild=True)
-    async def train_exclude(
-        self, interaction: discord.Interaction, channel: discord.TextChannel, excluded: bool = True
-    ) -> None:
-        await self.core.set_channel_excluded(interaction.guild_id, channel.id, excluded)
-        state = "excluded from" if excluded else "included in"
-        await interaction.response.send_message(
-            f"{channel.mention} is {state} member-history training.", ephemeral=True
-        )
 
     @train.command(name="status", description="Show this server's training jobs")
     async def train_status(self, interaction: discord.Interaction) -> None:

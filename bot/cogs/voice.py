@@ -1,4 +1,8 @@
-"""/voice: members choose whether the bot may learn their voice; "Who made this?" lookups."""
+"""/voice: a member's persona of themselves, from their own Discord data package; their data
+and its erasure; "Who made this?" lookups.
+
+The bot never reads members' messages to train (Discord's Developer Policy; core/voices.py).
+"""
 
 from __future__ import annotations
 
@@ -8,87 +12,107 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..history import MESSAGE_CONTENT_HELP, MemberTrainer
-from ..ui import NO_PINGS
+from ..core.errors import UserError
+from ..core.handles import normalize_handle
+from ..transformers import Handle
+from ..ui import NO_PINGS, defer_public
 
 log = logging.getLogger(__name__)
 
 
 class VoiceCog(commands.Cog):
     voice = app_commands.Group(
-        name="voice", description="Your own voice: consent and your data", guild_only=True
+        name="voice", description="Your own voice: a persona of you, and your data", guild_only=True
     )
 
     def __init__(self, bot):
         self.bot = bot
         self.core = bot.core
-        self.member_trainer = MemberTrainer(bot)
         self.who_made_this = app_commands.ContextMenu(name="Who made this?", callback=self.lookup)
         self.who_made_this.guild_only = True
 
     async def cog_load(self) -> None:
         self.bot.tree.add_command(self.who_made_this)
-        if not self.bot.intents.message_content:
-            log.warning(
-                "Message Content intent is off: /train member and /voice train cannot read history. %s",
-                MESSAGE_CONTENT_HELP,
-            )
 
     async def cog_unload(self) -> None:
         self.bot.tree.remove_command(self.who_made_this.name, type=self.who_made_this.type)
 
-    # -- consent ----------------------------------------------------------------------------------
+    # -- a persona of yourself ----------------------------------------------------------------------
 
-    @voice.command(name="optin", description="Allow personas to be trained on your messages in this server")
-    async def optin(self, interaction: discord.Interaction) -> None:
-        await self.core.set_consent(interaction.user.id, True)
-        await interaction.response.send_message(
-            "You opted in: moderators can train a persona on your messages here (`/train member`), and you "
-            "can train your own with `/voice train`. `/voice optout` undoes it everywhere.",
-            ephemeral=True,
-        )
-
-    @voice.command(
-        name="optout", description="Withdraw consent: delete every persona trained on your messages"
+    @voice.command(name="train", description="Train a persona of yourself on your own Discord data package")
+    @app_commands.describe(
+        file="Your Discord data package (.zip), or its Messages folder zipped",
+        handle="Name of the persona (default: your user name)",
+        this_server_only="Use only your messages in this server's channels (default: every server's)",
     )
-    async def optout(self, interaction: discord.Interaction) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        report = await self.core.opt_out(interaction.user.id)
-        await interaction.followup.send(self.describe_erasure("You opted out.", report), ephemeral=True)
+    async def train_me(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment,
+        handle: Handle | None = None,
+        this_server_only: bool = False,
+    ) -> None:
+        member = interaction.user
+        self.check_size(file)
+        handle = await self.core.voices.check_can_train(
+            interaction.guild_id, member.id, handle or normalize_handle(member.name.replace(".", "_"))
+        )
+        await defer_public(interaction)
+        queued = await self.core.voices.train_from_package(
+            guild_id=interaction.guild_id,
+            member_id=member.id,
+            handle=handle,
+            data=await file.read(),
+            filename=file.filename,
+            display_name=getattr(member, "display_name", member.name),
+            avatar_url=member.display_avatar.url,
+            channel_id=interaction.channel_id,
+            this_server_only=this_server_only,
+        )
+        await self.bot.get_cog("TrainingCog").show_queued(interaction, queued.job, queued.result.warnings)
 
-    @voice.command(name="mydata", description="Which personas in this server used your messages")
+    def check_size(self, file: discord.Attachment) -> None:
+        limit = self.bot.settings.max_attachment_bytes
+        if file.size > limit:
+            raise UserError(
+                f"`{file.filename}` is {file.size / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB. "
+                "Zip only the package's Messages folder and send that."
+            )
+
+    # -- your data ------------------------------------------------------------------------------------
+
+    @voice.command(name="mydata", description="Which personas in this server were trained on your data")
     async def mydata(self, interaction: discord.Interaction) -> None:
-        personas = await self.core.personas_using(interaction.user.id, interaction.guild_id)
-        collected = await self.core.collected_messages(interaction.guild_id, interaction.user.id)
-        consent = "opted in" if await self.core.opted_in(interaction.user.id) else "not opted in"
+        personas = await self.core.voices.personas_using(interaction.user.id, interaction.guild_id)
+        pending = await self.core.voices.pending_trainings(interaction.user.id, interaction.guild_id)
         names = ", ".join(f"`@{h}`" for _, h in personas) or "none"
         await interaction.response.send_message(
-            f"You are {consent}. Personas here trained on your messages: {names}. "
-            f"Messages of yours I keep for training here: {len(collected)}.",
+            f"Personas here trained on your data: {names}; trainings of yours waiting or running: "
+            f"{len(pending)}. I never read your messages to train: a persona of you comes only from the "
+            "data package you upload (`/voice train`), which is read in memory and not kept; its text "
+            "stays only inside the persona. `/voice delete` erases them here, `/voice optout` everywhere.",
             ephemeral=True,
         )
 
-    @voice.command(
-        name="delete", description="Erase your collected messages and personas trained on them, here"
-    )
+    @voice.command(name="delete", description="Erase the personas trained on your data, in this server")
     async def delete(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        report = await self.core.erase_voice(interaction.user.id, interaction.guild_id)
+        report = await self.core.voices.erase(interaction.user.id, interaction.guild_id)
         await interaction.followup.send(self.describe_erasure("Done.", report), ephemeral=True)
+
+    @voice.command(name="optout", description="Erase every persona trained on your data, in every server")
+    async def optout(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        report = await self.core.voices.opt_out(interaction.user.id)
+        await interaction.followup.send(self.describe_erasure("You opted out.", report), ephemeral=True)
 
     @staticmethod
     def describe_erasure(head: str, report) -> str:
         personas = ", ".join(f"`@{h}`" for _, h in report.personas) or "none"
         return (
             f"{head} Deleted personas: {personas}; schedules removed: {report.schedules}; "
-            f"trainings cancelled: {report.jobs_cancelled}; collected messages deleted: {report.messages}."
+            f"trainings cancelled: {report.jobs_cancelled}."
         )
-
-    # -- training on a member's messages ------------------------------------------------------------
-
-    @voice.command(name="train", description="Train a persona on your own messages in this server")
-    async def train_me(self, interaction: discord.Interaction) -> None:
-        await self.member_trainer.train(interaction, interaction.user, requested_by=interaction.user.id)
 
     # -- who asked ----------------------------------------------------------------------------------
 

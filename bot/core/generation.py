@@ -53,6 +53,9 @@ class GenerationRequest:
     model: str  # model folder or hub id
     prompt: str = ""
     n: int = 5
+    # Text the model reads before the prompt, as the tweet before this one, but that is not part
+    # of the post (a chatter answer's message); "" for none.
+    context: str = ""
 
 
 @dataclass
@@ -306,6 +309,7 @@ class Generator:
                         [loaded[i] for i in group],
                         [requests[i].prompt for i in group],
                         [requests[i].n - len(results[i]) for i in group],
+                        [requests[i].context for i in group],
                     )
                     for i, batch in zip(group, texts, strict=True):
                         results[i].extend(
@@ -321,11 +325,22 @@ class Generator:
         return persona.memorized is None or not persona.memorized.is_copy(text)
 
     @torch.inference_mode()
-    def _sample(self, personas: list[_Loaded], prompts: list[str], counts: list[int]) -> list[list[str]]:
+    def _sample(
+        self,
+        personas: list[_Loaded],
+        prompts: list[str],
+        counts: list[int],
+        contexts: list[str] | None = None,
+    ) -> list[list[str]]:
         tokenizer = personas[0].tokenizer
+        eos = tokenizer.eos_token
         texts, adapter_names = [], []
-        for persona, prompt, count in zip(personas, prompts, counts, strict=True):
-            texts += [tokenizer.eos_token + prompt] * count
+        for persona, prompt, count, context in zip(
+            personas, prompts, counts, contexts or [""] * len(prompts), strict=True
+        ):
+            # Training packs each tweet as <eos>tweet<eos>: a context is the tweet before this one.
+            before = f"{eos}{context}{eos}" if context else ""
+            texts += [before + eos + prompt] * count
             adapter_names += [persona.adapter] * count
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         extra: dict[str, Any] = {}

@@ -61,7 +61,9 @@ class RawPost:
 
 STAT_ROWS = [
     ("downloaded", "Tweets downloaded"),
-    ("too_long", "Too long (not tweets)"),  # shown only when something was
+    ("too_long", "Too long (not tweets)"),  # shown only when something was, like the next two
+    ("commands", "Bot commands"),  # Discord data packages (core/datapackage.py)
+    ("links", "Link shares"),
     ("retweets", "Retweets"),
     ("short", "Short tweets"),
     ("duplicates", "Duplicates"),
@@ -77,7 +79,7 @@ def data_table(stats: dict[str, Any], name: str = "Count", *, markdown: bool = T
     rows = [
         (label, [str(p.get(key, "")) for p in people])
         for key, label in STAT_ROWS
-        if any(key in p and (key != "too_long" or p[key]) for p in people)
+        if any(key in p and (key not in _ONLY_WHEN_SOME or p[key]) for p in people)
     ]
     if markdown:
         lines = [
@@ -91,6 +93,9 @@ def data_table(stats: dict[str, Any], name: str = "Count", *, markdown: bool = T
         lines.append(" " * width + "".join(f"  {_column_heading(p)[:10]:>10}" for p in people))
     lines += [label.ljust(width) + "".join(f"  {v:>10}" for v in values) for label, values in rows]
     return "\n".join(lines)
+
+
+_ONLY_WHEN_SOME = ("too_long", "commands", "links")
 
 
 def _column_heading(person: dict[str, Any]) -> str:
@@ -119,20 +124,42 @@ class IngestStats:
 class IngestResult:
     tweets: list[str]
     stats: IngestStats
-    format: str  # "twitter-archive", "csv", "json", "jsonl", "text"
+    format: str  # "twitter-archive", "discord-package", "csv", "json", "jsonl", "text"
     kept_chars: int
     warnings: list[str] = field(default_factory=list)
+    owner_id: int | None = None  # a Discord data package's account, when the package says
 
 
 # --------------------------------------------------------------------------- public API
 
 
 def ingest(
-    data: bytes, filename: str = "", *, min_chars: int = MIN_KEPT_CHARS, warn_chars: int = WARN_KEPT_CHARS
+    data: bytes,
+    filename: str = "",
+    *,
+    min_chars: int = MIN_KEPT_CHARS,
+    warn_chars: int = WARN_KEPT_CHARS,
+    guild_id: int | None = None,
 ) -> IngestResult:
-    """Read, clean and size-check one person's file; raises IngestError with a message for the user."""
+    """Read, clean and size-check one person's file; raises IngestError with a message for the user.
+
+    A Discord data package (a zip of a member's own messages) is read by core/datapackage.py:
+    server channels only, of `guild_id` alone when given."""
+    _check_size(data)
+    if _is_zip(data):
+        from .datapackage import is_data_package, read_package  # it builds on this module
+
+        if is_data_package(data):
+            return read_package(data, guild_id=guild_id, min_chars=min_chars, warn_chars=warn_chars)
     posts, fmt, warnings = _read(data, filename)
     tweets, stats = clean_posts(posts)
+    return finish_result(tweets, stats, fmt, warnings, min_chars=min_chars, warn_chars=warn_chars)
+
+
+def finish_result(
+    tweets: list[str], stats: IngestStats, fmt: str, warnings: list[str], *, min_chars: int, warn_chars: int
+) -> IngestResult:
+    """The size checks and warnings every format ends with."""
     kept_chars = sum(map(len, tweets))
     if kept_chars < min_chars:
         raise IngestError(_too_little_text(stats, kept_chars, min_chars))
@@ -854,6 +881,8 @@ _DROP_REASONS = [
         f"longer than {MAX_POST_CHARS:,} characters (not tweets)",
         f"longer than {MAX_POST_CHARS:,} characters (not a tweet)",
     ),
+    ("commands", "bot commands", "a bot command"),  # Discord data packages only
+    ("links", "link shares", "a link share"),
     ("retweets", "retweets", "a retweet"),
     (
         "short",
@@ -868,12 +897,12 @@ def _why(stats: IngestStats) -> str:
     """'all 120 posts were retweets', or the breakdown of what was dropped."""
     n = stats.downloaded
     for key, plural, singular in _DROP_REASONS:
-        if getattr(stats, key) == n > 0:
+        if getattr(stats, key, 0) == n > 0:
             return f"The only post was {singular}." if n == 1 else f"All {n:,} posts were {plural}."
     dropped = [
         f"{getattr(stats, key):,} {plural.split(' (')[0]}"
         for key, plural, _ in _DROP_REASONS
-        if getattr(stats, key)
+        if getattr(stats, key, 0)
     ]
     return f"Of {_plural(n, 'post')} read: {', '.join(dropped + [f'{stats.kept:,} kept'])}."
 

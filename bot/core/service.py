@@ -17,20 +17,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .chatter import Chatter
 from .errors import UserError
 from .generation import GenerationError, GenerationRequest, Generator, Sampling
 from .handles import RegistryError, clean_display_name, handle_for_hub_id, normalize_handle
-from .ingest import MIN_KEPT_CHARS, RawPost, clean_posts
 from .jobs import TrainingQueue
 from .limits import MAX_EPOCHS, MAX_PROMPT_CHARS, MAX_QUEUED_JOBS_PER_GUILD, MAX_TWEETS_PER_REQUEST
 from .modelcard import read_card
 from .schedules import Scheduler, parse_timing
 from .shards import GuildShards
-from .storage import Erasure, JobRecord, ModelRecord, Post, Schedule, Storage, database_url, persona_key
+from .storage import JobRecord, ModelRecord, Post, Schedule, Storage, database_url, persona_key
 from .store import ModelStore, StoreError
 from .training import TrainProgress
 from .trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
 from .urls import NO_AVATAR, normalize_http_url
+from .voices import Voices
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,8 @@ class PersonaService:
             int8=None if settings.generation_int8 else False,
         )
         self.batcher = GenerationBatcher(self.generator, self.generate_executor)
+        self.chatter = Chatter(self, clock=clock)  # personas in the conversation (core/chatter.py)
+        self.voices = Voices(self)  # members' personas of themselves (core/voices.py)
         self._unpacking = asyncio.Lock()
         self._closed = False
 
@@ -273,39 +276,6 @@ class PersonaService:
         await self.queue.submit(job)
         return job
 
-    async def submit_member_training(
-        self,
-        *,
-        guild_id: int,
-        handle: str,
-        member_id: int,
-        member_mention: str,
-        display_name: str,
-        avatar_url: str | None,
-        requested_by: int,
-        channel_id: int | None,
-    ) -> tuple[JobRecord, int]:
-        """Queue a persona trained on the member's collected messages here; returns (job, messages used)."""
-        tweets, stats = clean_posts([RawPost(t) for t in await self.collected_messages(guild_id, member_id)])
-        chars = sum(len(t) for t in tweets)
-        if chars < MIN_KEPT_CHARS:
-            raise UserError(
-                f"Only {stats.kept} usable messages from {member_mention} here "
-                f"({chars:,} characters; {MIN_KEPT_CHARS:,} are needed)."
-            )
-        job = await self.submit_training(
-            guild_id=guild_id,
-            handle=handle,
-            tweets=tweets,
-            stats=stats.as_dict(),
-            display_name=display_name,
-            avatar_url=avatar_url,
-            requested_by=requested_by,
-            channel_id=channel_id,
-            source_user_id=member_id,
-        )
-        return job, stats.kept
-
     async def ensure_can_queue(self, guild_id: int, handle: str) -> None:
         """Refuse early (before a download) what submit_training would refuse."""
         if await self.storage.jobs.active_for_handle(guild_id, handle):
@@ -419,6 +389,7 @@ class PersonaService:
         if model is None:
             raise RegistryError(f"There is no model called `{handle}` in this server.")
         await self.storage.blobs.delete(persona_key(guild_id, handle))
+        await self.chatter.forget_persona(guild_id, handle)
         location = self.model_location(model)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.generate_executor, self.generator.forget, location)
@@ -602,66 +573,6 @@ class PersonaService:
         """Nothing went out this window (Discord busy, no usable text): try the next one, uncounted."""
         return await self.scheduler.postpone(schedule)
 
-    # -- members' voices and consent -----------------------------------------------------------
-
-    async def set_consent(self, user_id: int, opted_in: bool) -> None:
-        await self.storage.members.set_consent(user_id, opted_in)
-
-    async def opted_in(self, user_id: int) -> bool:
-        return await self.storage.members.opted_in(user_id)
-
-    async def history_cursor(self, guild_id: int, user_id: int, channel_id: int) -> tuple[int | None, bool]:
-        """Where reading a member's history in a channel goes on: (before this message id, finished)."""
-        return await self.storage.members.cursor(guild_id, user_id, channel_id)
-
-    async def save_history_page(
-        self,
-        guild_id: int,
-        user_id: int,
-        channel_id: int,
-        messages: list[tuple[int, str]],
-        before_id: int | None,
-        finished: bool,
-    ) -> None:
-        await self.storage.members.save_page(guild_id, user_id, channel_id, messages, before_id, finished)
-
-    async def collected_messages(self, guild_id: int, user_id: int) -> list[str]:
-        return await self.storage.members.collected(guild_id, user_id)
-
-    async def set_channel_excluded(self, guild_id: int, channel_id: int, excluded: bool) -> None:
-        """Keep a channel out of (or back in) member-history training."""
-        await self.storage.members.set_channel_excluded(guild_id, channel_id, excluded)
-
-    async def excluded_channels(self, guild_id: int) -> set[int]:
-        return await self.storage.members.excluded_channels(guild_id)
-
-    async def personas_using(self, user_id: int, guild_id: int | None = None) -> list[tuple[int, str]]:
-        """(guild, handle) of every persona trained on this member's messages."""
-        return await self.storage.models.using(user_id, guild_id)
-
-    async def erase_voice(self, user_id: int, guild_id: int | None = None) -> Erasure:
-        """Delete the member's personas (in one guild or all), their schedules, pending trainings
-        on their messages and the collected text."""
-        report = Erasure()
-        for g, handle in await self.personas_using(user_id, guild_id):
-            if await self.storage.models.get(g, handle) is not None:
-                await self.delete_model(g, handle)
-                report.personas.append((g, handle))
-            report.schedules += await self.scheduler.remove_for_handle(g, handle)
-        for job in await self.storage.jobs.active_for_source(user_id, guild_id):
-            if job.state == "running":
-                await self.queue.cancel(job.id)
-            else:
-                await self.storage.jobs.cancel_queued(job.guild_id, job.id)
-            report.jobs_cancelled += 1
-        report.messages = await self.storage.members.forget(user_id, guild_id)
-        return report
-
-    async def opt_out(self, user_id: int) -> Erasure:
-        """Withdraw consent: erase the member's voice everywhere."""
-        await self.set_consent(user_id, False)
-        return await self.erase_voice(user_id)
-
     # -- guild options and the post log ---------------------------------------------------------
 
     async def persona_webhooks(self, guild_id: int) -> bool:
@@ -690,8 +601,9 @@ class PersonaService:
         handle: str,
         requested_by: int | None = None,
         schedule_id: int | None = None,
+        answered_message_id: int | None = None,
     ) -> None:
-        """Log a generated message, for "Who made this?"."""
+        """Log a generated message, for "Who made this?" (a chatter answer: the message it answered)."""
         await self.storage.guilds.record_post(
             message_id=message_id,
             guild_id=guild_id,
@@ -699,6 +611,7 @@ class PersonaService:
             handle=handle,
             requested_by=requested_by,
             schedule_id=schedule_id,
+            answered_message_id=answered_message_id,
         )
 
     async def find_post(self, guild_id: int, message_id: int) -> Post | None:

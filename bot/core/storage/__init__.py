@@ -1,10 +1,10 @@
 """All of the registry's SQL, behind one object: `await Storage.open(url)`.
 
-    storage.models     personas and whose messages went into them
+    storage.models     personas and whose data went into them
     storage.jobs       training jobs (queue, claims, progress, crash re-queue)
     storage.schedules  auto-post schedules
-    storage.members    members' consent, collected messages, excluded channels
     storage.guilds     persona webhooks, guild options, the generated-post log
+    storage.chatter    /chatter settings and the claims that answer each message once
     storage.blobs      files kept in the database (LoRA personas and checkpoints of worker trainings)
 
 Every query about a guild's data takes the guild id and filters on it, so one guild can never
@@ -15,13 +15,13 @@ DATABASE_URL) is decided in database.py; the schema and its versions in schema.p
 from __future__ import annotations
 
 from .blobs import Blobs, checkpoint_key, persona_key
+from .chatter import Chatter
 from .database import Database, database_url
 from .guilds import Guilds
 from .jobs import Jobs
-from .members import Members
 from .migrations import SCHEMA_VERSION
 from .models import Models
-from .records import Erasure, JobRecord, ModelRecord, Post, Schedule, format_interval
+from .records import ChatterSetting, Erasure, JobRecord, ModelRecord, Post, Schedule, format_interval
 from .schedules import Schedules
 
 
@@ -31,9 +31,9 @@ class Storage:
         self.models = Models(db)
         self.jobs = Jobs(db)
         self.schedules = Schedules(db)
-        self.members = Members(db)
         self.guilds = Guilds(db)
         self.blobs = Blobs(db)
+        self.chatter = Chatter(db)
 
     @classmethod
     async def open(cls, url: str) -> Storage:
@@ -56,6 +56,7 @@ class Storage:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ChatterSetting",
     "Erasure",
     "JobRecord",
     "ModelRecord",

@@ -61,6 +61,7 @@ class Guilds:
         handle: str,
         requested_by: int | None = None,
         schedule_id: int | None = None,
+        answered_message_id: int | None = None,
     ) -> None:
         insert = self.db.insert(posts).values(
             message_id=message_id,
@@ -69,13 +70,22 @@ class Guilds:
             handle=handle,
             requested_by=requested_by,
             schedule_id=schedule_id,
+            answered_message_id=answered_message_id,
             created_at=time.time(),
         )
         statement = insert.on_conflict_do_update(
             index_elements=["message_id"],
             set_={
                 k: insert.excluded[k]
-                for k in ("guild_id", "channel_id", "handle", "requested_by", "schedule_id", "created_at")
+                for k in (
+                    "guild_id",
+                    "channel_id",
+                    "handle",
+                    "requested_by",
+                    "schedule_id",
+                    "answered_message_id",
+                    "created_at",
+                )
             },
         )
         async with self.db.write() as conn:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Column, Connection, Table, text
+from sqlalchemy import Column, Connection, Table, inspect, text
 
 from . import schema
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 
 # Steps from the SQLite-only releases (1.x): only old SQLite files ever need them.
 _V2 = """
@@ -61,22 +61,41 @@ def _claimed_schedules(conn: Connection) -> None:
         add_column(conn, schema.schedules, schema.schedules.c[name])
 
 
+def _chatter(conn: Connection) -> None:
+    """/chatter: its settings and answer claims, and what a generated post answered."""
+    schema.metadata.create_all(conn, tables=[schema.chatter_settings, schema.chatter_answers])
+    # Upgrade 2 creates generated_posts as declared now: a database that old already has the column.
+    if "answered_message_id" not in {c["name"] for c in inspect(conn).get_columns("generated_posts")}:
+        add_column(conn, schema.generated_posts, schema.generated_posts.c.answered_message_id)
+
+
+# The bot no longer reads members' messages to train (Discord's Developer Policy forbids training
+# on message content obtained through the API): the text it collected, where collection stopped,
+# the consent to it and the channels kept out of it are erased. Personas already trained stay
+# (model_sources still finds them for /voice optout and /voice delete).
+COLLECTED_HISTORY_TABLES = (
+    "collected_messages",
+    "history_cursors",
+    "voice_consent",
+    "guild_excluded_channels",
+)
+
+
+def _no_collected_history(conn: Connection) -> None:
+    for table in COLLECTED_HISTORY_TABLES:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+
+
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _run_script(_V2, [schema.channel_webhooks, schema.guild_options, schema.generated_posts]),
-    3: _run_script(
-        _V3,
-        [
-            schema.voice_consent,
-            schema.collected_messages,
-            schema.history_cursors,
-            schema.model_sources,
-            schema.guild_excluded_channels,
-        ],
-    ),
+    # 3 also made the history-collection tables that 8 drops; they are no longer declared.
+    3: _run_script(_V3, [schema.model_sources]),
     # 4: a schedule's refused posts in a row (MAX_SCHEDULE_FAILURES in core/limits.py pause it).
     4: lambda conn: add_column(conn, schema.schedules, schema.schedules.c.failures),
     5: _v5,
     6: _claimed_schedules,
+    7: _chatter,
+    8: _no_collected_history,
 }
 
 

@@ -131,3 +131,11 @@ class Models:
         async with self.db.read() as conn:
             rows = await conn.execute(query.order_by(model_sources.c.guild_id, model_sources.c.handle))
             return [(row.guild_id, row.handle) for row in rows]
+
+    async def forget_sources(self, user_id: int, guild_id: int | None = None) -> None:
+        """Forget that the member's data went into personas (theirs were deleted first)."""
+        statement = delete(model_sources).where(model_sources.c.user_id == user_id)
+        if guild_id is not None:
+            statement = statement.where(model_sources.c.guild_id == guild_id)
+        async with self.db.write() as conn:
+            await conn.execute(statement)

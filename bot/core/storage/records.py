@@ -119,6 +119,21 @@ class Post:
     schedule_id: int | None
     created_at: float
     channel_id: int
+    answered_message_id: int | None = None  # a chatter answer: the message it replied to
+
+
+@dataclass
+class ChatterSetting:
+    """A persona that may chime in in a channel (/chatter set)."""
+
+    guild_id: int
+    channel_id: int
+    handle: str
+    rate: float
+    cooldown_s: int
+    allow_personas: bool = False
+    updated_by: int | None = None
+    updated_at: float = 0.0
 
 
 @dataclass
@@ -128,4 +143,3 @@ class Erasure:
     personas: list[tuple[int, str]] = field(default_factory=list)
     schedules: int = 0
     jobs_cancelled: int = 0
-    messages: int = 0

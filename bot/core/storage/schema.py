@@ -148,39 +148,45 @@ generated_posts = Table(
     Column("requested_by", Snowflake),
     Column("schedule_id", BigInteger),
     Column("created_at", Time, nullable=False),
+    Column("answered_message_id", Snowflake),  # the member's message a chatter answer replied to
     Index("generated_posts_guild", "guild_id", "created_at"),
 )
 
-voice_consent = Table(
-    "voice_consent",
+# /chatter: personas that answer in a channel on their own (a chance per message, a gap between answers).
+chatter_settings = Table(
+    "chatter_settings",
     metadata,
-    Column("user_id", Snowflake, primary_key=True, autoincrement=False),
-    Column("opted_in", Integer, nullable=False),
+    Column("guild_id", Snowflake, nullable=False),
+    Column("channel_id", Snowflake, nullable=False),
+    Column("handle", Text, nullable=False),
+    Column("rate", Double, nullable=False),  # chance to answer each message, 0..1
+    Column("cooldown_s", Integer, nullable=False),  # least time between two chime-ins in the channel
+    _flag("allow_personas"),  # may answer other personas' posts (under the hourly cap)
+    Column("updated_by", Snowflake),
     Column("updated_at", Time, nullable=False),
+    PrimaryKeyConstraint("channel_id", "handle"),
+    Index("chatter_settings_guild", "guild_id"),
 )
 
-collected_messages = Table(
-    "collected_messages",
+# One row per message a persona answered (ids only, never the text): the primary key is the claim
+# that makes several shards or processes answer a message once; the times give the channel's gap
+# and the hourly cap on persona-to-persona answers. Rows older than a day are pruned.
+chatter_answers = Table(
+    "chatter_answers",
     metadata,
     Column("message_id", Snowflake, primary_key=True, autoincrement=False),
     Column("guild_id", Snowflake, nullable=False),
-    Column("user_id", Snowflake, nullable=False),
     Column("channel_id", Snowflake, nullable=False),
-    Column("text", Text, nullable=False),
-    Index("collected_messages_user", "guild_id", "user_id"),
+    Column("handle", Text, nullable=False),
+    Column("kind", Text, nullable=False),  # reply | mention | chime
+    _flag("to_persona"),
+    Column("created_at", Time, nullable=False),
+    Index("chatter_answers_channel", "channel_id", "kind", "created_at"),
+    Index("chatter_answers_guild", "guild_id", "created_at"),
 )
 
-history_cursors = Table(
-    "history_cursors",
-    metadata,
-    Column("guild_id", Snowflake, nullable=False),
-    Column("user_id", Snowflake, nullable=False),
-    Column("channel_id", Snowflake, nullable=False),
-    Column("before_id", Snowflake),  # next page starts before this message
-    _flag("finished"),
-    PrimaryKeyConstraint("guild_id", "user_id", "channel_id"),
-)
-
+# Whose data went into a persona (a member's own data package; older personas: their collected
+# history, a collection the bot no longer does), so /voice optout and /voice delete find them.
 model_sources = Table(
     "model_sources",
     metadata,
@@ -189,14 +195,6 @@ model_sources = Table(
     Column("user_id", Snowflake, nullable=False),
     PrimaryKeyConstraint("guild_id", "handle", "user_id"),
     Index("model_sources_user", "user_id"),
-)
-
-guild_excluded_channels = Table(
-    "guild_excluded_channels",
-    metadata,
-    Column("guild_id", Snowflake, nullable=False),
-    Column("channel_id", Snowflake, nullable=False),
-    PrimaryKeyConstraint("guild_id", "channel_id"),
 )
 
 # Files kept in the database so bot and workers share no disk: a LoRA persona's folder as one
