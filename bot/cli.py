@@ -1,6 +1,6 @@
 """Command line for the core, without Discord: same registry, same model store as the bot.
 
-python -m bot.cli train --guild G --handle H --file F [--base-model M] [--method lora|full] [--epochs N]
+python -m bot.cli train --guild G --handle H --file F|URL [--base-model M] [--method lora|full] [--epochs N]
 python -m bot.cli generate --guild G --handle H [--prompt P] [-n N]
 python -m bot.cli list --guild G
 python -m bot.cli delete --guild G --handle H
@@ -12,14 +12,13 @@ import argparse
 import asyncio
 import logging
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
 from .config import SettingsError, load_settings
 from .core.errors import UserError
 from .core.handles import RegistryError
-from .core.ingest import IngestError, ingest_path
+from .core.ingest import IngestError, ingest, ingest_path
 from .core.service import PersonaService
 from .core.training import TrainProgress
 from .core.trainrun import JobOutcome
@@ -50,8 +49,15 @@ class ProgressBar:
             self.bar.close()
 
 
+def is_link(text: str) -> bool:
+    return text.lower().startswith(("http://", "https://"))
+
+
 async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
-    result = await asyncio.to_thread(ingest_path, args.file)
+    if is_link(args.file):  # downloaded like /train new url: (same caps, same address checks)
+        result = await core.downloads.read(args.file, ingest)
+    else:  # an archive .zip on disk is read in place, whatever its size
+        result = await asyncio.to_thread(ingest_path, args.file)
     print(result.stats.as_markdown())
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -129,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--guild", type=int, required=True)
     train.add_argument("--handle", required=True)
     train.add_argument(
-        "--file", type=Path, required=True, help="tweets.js, archive .zip, CSV, JSON/JSONL or text"
+        "--file",
+        required=True,
+        help="tweets.js, archive .zip, CSV, JSON/JSONL or text (any of them gzipped), or an http(s) link",
     )
     train.add_argument("--display-name")
     train.add_argument("--base-model", help="hub id or local folder (default: BASE_MODEL)")

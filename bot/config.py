@@ -152,6 +152,24 @@ class Settings(BaseSettings):
         le=1000,
     )
     max_attachment_mb: int = setting(25, "Largest upload /train accepts, in MiB.", ge=1, le=500)
+    url_max_mb: int = setting(
+        2048,
+        "Most a `url:` download may cost, in MiB: a whole file, or for an archive .zip on a server with "
+        "range requests only its tweets' bytes (a .zip without them goes to a temporary file).",
+        ge=1,
+        le=1_048_576,
+    )
+    url_timeout_seconds: float = setting(
+        30,
+        "`url:` downloads: seconds to connect, and most seconds between two reads.",
+        gt=0,
+        le=3600,
+    )
+    allow_private_urls: bool = setting(
+        False,
+        "Let `url:` reach private, loopback and link-local addresses (tests and closed networks only: "
+        "otherwise anyone with /train could make the bot fetch from its own network).",
+    )
     impersonate_cooldown_seconds: float = setting(
         10,
         "Per-user cooldown between /impersonate calls.",

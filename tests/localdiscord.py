@@ -12,7 +12,9 @@ DISCORD_GATEWAY_URL settings point at it). It speaks:
 - the REST routes the bot uses under /api/v10: login and application info, command sync,
   interaction callbacks and webhooks (original response, follow-ups), channel messages (with
   `enforce_nonce`), history pagination, channel webhooks, active threads; files in multipart;
-- a CDN route serving attachment bytes, so `/train` downloads a real file.
+- a CDN route serving attachment bytes, so `/train` downloads a real file; interactions carry
+  `attachment_size_limit` (10 MiB, Discord's default for users without Nitro on unboosted servers)
+  and, like Discord's clients, `slash` refuses to attach a file over it: the bot never sees one.
 
 It is as strict as Discord: a payload over one of the documented limits (message content, embeds,
 autocomplete choices, webhook names), a malformed URL, a second interaction callback, a callback
@@ -326,6 +328,10 @@ class Interaction:
         return "\n".join(self.texts())
 
 
+class UploadTooLarge(AssertionError):
+    """A test tried to attach a file no Discord client would send (over attachment_size_limit)."""
+
+
 class LocalDiscord:
     def __init__(self, *, heartbeat_interval_ms: int = 1000, max_guilds_per_session: int = 2500):
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -347,6 +353,8 @@ class LocalDiscord:
         self.webhooks: dict[int, dict] = {}
         self.commands: dict[str, list[dict]] = {}  # "global" or guild id -> synced commands
         self.files: dict[str, bytes] = {}
+        # Largest upload a user may attach (bytes): 10 MiB by default; Nitro and server boosts raise it.
+        self.attachment_size_limit = 10 * 1024 * 1024
         self.interactions: dict[str, Interaction] = {}  # by token
         self.requests: list[Recorded] = []
         self.unknown_routes: list[str] = []
@@ -761,6 +769,11 @@ class LocalDiscord:
                 # (filename, data) or (filename, data, claimed size): a huge file without its bytes
                 filename, data = value[0], value[1]
                 size = value[2] if len(value) == 3 else len(data)
+                if size > self.attachment_size_limit:
+                    raise UploadTooLarge(
+                        f"{filename} is {size} bytes, over attachment_size_limit "
+                        f"({self.attachment_size_limit}): Discord refuses the upload before any interaction"
+                    )
                 key = str(snowflake())
                 self.files[key] = data
                 resolved.setdefault("attachments", {})[key] = {
@@ -834,7 +847,7 @@ class LocalDiscord:
             "entitlements": [],
             "authorizing_integration_owners": {"0": str(guild_id)},
             "context": 0,
-            "attachment_size_limit": 10 * 1024 * 1024,
+            "attachment_size_limit": self.attachment_size_limit,
         }
         if message is not None:
             payload["message"] = message

@@ -1,5 +1,6 @@
 """`python -m bot.cli`, run as a user would, on the same registry and store as the bot."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -7,12 +8,13 @@ from pathlib import Path
 
 from bot.core.store import ModelStore
 from tests.conftest import TINY_CORPUS
+from tests.fileserver import TWEETS, FileServer, archive_with_media
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(settings, *args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {
+def cli_env(settings) -> dict[str, str]:
+    return os.environ | {
         "DATABASE_PATH": settings.database_path,
         "MODELS_DIR": settings.models_dir,
         "BASE_MODEL": settings.base_model,
@@ -22,10 +24,13 @@ def cli(settings, *args: str) -> subprocess.CompletedProcess:
         "GENERATION_MIN_NEW_TOKENS": "4",
         "HF_HUB_OFFLINE": "1",
     }
+
+
+def cli(settings, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bot.cli", *args],
         cwd=ROOT,
-        env=env,
+        env=cli_env(settings),
         capture_output=True,
         text=True,
         timeout=300,
@@ -74,6 +79,38 @@ def test_errors_are_short_and_clear(settings, tmp_path):
     handle = cli(settings, "train", "--guild", "7", "--handle", "../etc", "--file", str(TINY_CORPUS))
     assert handle.returncode == 2 and "error:" in handle.stderr
     assert not list(Path(settings.models_dir).glob("7/*"))
+
+
+async def test_train_from_a_link(settings):
+    """--file takes a link: the archive read by range requests, private addresses only when allowed."""
+    async with FileServer() as server:
+        server.files["twitter.zip"], _ = archive_with_media()
+        url = server.url("ranged/twitter.zip")
+        refused = await cli_async(settings, "train", "--guild", "7", "--handle", "bob", "--file", url)
+        assert refused.returncode == 2 and "private or local address" in refused.stderr
+        assert server.served.hits == []
+        trained = await cli_async(
+            settings, "train", "--guild", "7", "--handle", "bob", "--file", url, ALLOW_PRIVATE_URLS="true"
+        )
+    assert trained.returncode == 0, trained.stderr
+    assert f"| Tweets kept | {len(TWEETS)} |" in trained.stdout and "Saved bob" in trained.stdout
+    assert server.served.body_bytes["twitter.zip"] < len(server.files["twitter.zip"]) / 4
+
+
+async def cli_async(settings, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    """cli(), without blocking the event loop that runs the test's HTTP server."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        *args,
+        cwd=ROOT,
+        env=cli_env(settings) | extra_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 300)
+    return subprocess.CompletedProcess(args, process.returncode, out.decode(), err.decode())
 
 
 def test_train_refuses_while_the_bot_owns_the_store(settings):

@@ -7,6 +7,7 @@ import pytest
 from tests.conftest import TINY_CORPUS
 from tests.discord_env import start_bot, stop_bot
 from tests.discord_package import build_package, member_channels
+from tests.localdiscord import UploadTooLarge
 
 CORPUS = ("alice_tweets.txt", TINY_CORPUS.read_bytes())
 
@@ -131,10 +132,14 @@ async def test_a_members_data_package_is_theirs_alone(discord_env):
 async def test_oversized_attachment_refused_before_download(discord_env):
     env = discord_env
     huge = ("archive.zip", b"PK", 200 * 1024 * 1024)  # claims 200 MB; never downloaded
+    with pytest.raises(UploadTooLarge):  # over the user's attachment_size_limit: Discord refuses it
+        await env.server.slash(env.guild, env.admin, "train new", handle="bob", file=huge)
+    env.server.attachment_size_limit = 500 * 1024 * 1024  # Nitro: the bot sees it, over its own cap
     reply = await (
         await env.server.slash(env.guild, env.admin, "train new", handle="bob", file=huge)
     ).answered()
-    assert reply.ephemeral and "the limit is" in reply.text()
+    assert reply.ephemeral and "I read uploads up to 25 MB" in reply.text()
+    assert "data/tweets.js" in reply.text() and "gzipped" in reply.text() and "`url:`" in reply.text()
     assert env.server.requests_to("/cdn/") == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import io
 import json
 import random
@@ -345,7 +346,12 @@ BAD_INPUTS = [
         ["damaged"],
     ),
     ("encrypted zip", "archive.zip", lambda: patch_zip(_good_zip(), 6, 8, "<H", 0x1), ["password"]),
-    ("oversize input", "tweets.txt", lambda: b"x" * (MAX_INPUT_BYTES + 1), ["50 MB", "limit"]),
+    (
+        "oversize input",
+        "tweets.txt",
+        lambda: b"x" * (MAX_INPUT_BYTES + 1),
+        [f"limit is {MAX_INPUT_BYTES // 2**20} MB"],
+    ),
     ("one huge line", "tweets.txt", lambda: b"a" * (10 << 20), ["10,000 characters", "only post"]),
     ("huge CSV field", "tweets.csv", lambda: b"text\n" + b"word " * (2 << 20), ["10,000 characters"]),
     (
@@ -403,6 +409,55 @@ def test_ingest_path_reads_a_file(tmp_path):
     path = tmp_path / "tweets.js"
     path.write_bytes(tweets_js([archive_entry(t) for t in TWEETS]))
     assert ingest_path(path).format == "twitter-archive"
+
+
+def test_ingest_path_reads_a_large_archive_in_place(tmp_path, monkeypatch):
+    """The CLI on a whole archive: a zip over MAX_INPUT_BYTES is read on disk, its tweets only."""
+    monkeypatch.setattr(ingest_module, "MAX_INPUT_BYTES", 1 << 20)
+    path = tmp_path / "twitter-2026.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("data/tweets_media/video.mp4", random.Random(0).randbytes(2 << 20))
+        archive.writestr(
+            "data/tweets.js", tweets_js([archive_entry(t) for t in TWEETS]), zipfile.ZIP_DEFLATED
+        )
+    assert path.stat().st_size > 2 << 20
+    assert ingest_path(path).stats.kept == len(TWEETS)
+
+
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("tweets.js.gz", tweets_js([archive_entry(t) for t in TWEETS])),
+        ("posts.csv.gz", csv_bytes(["id", "text"], ROWS)),
+        ("posts.json.gz", json.dumps(TWEETS).encode()),
+        ("posts.txt.gz", "\n".join(TWEETS).encode()),
+        ("no-suffix", "\n".join(TWEETS).encode()),  # detected by its magic bytes, not its name
+    ],
+)
+def test_gzipped_files_are_read_like_the_file_inside(name, content):
+    plain = ingest(content, name.removesuffix(".gz"))
+    zipped = ingest(gzip.compress(content), name)
+    assert (zipped.format, zipped.tweets) == (plain.format, plain.tweets)
+    # Several gzip members one after the other (`cat a.gz b.gz`) are one file.
+    half = len(content) // 2
+    assert ingest(gzip.compress(content[:half]) + gzip.compress(content[half:]), name).tweets == plain.tweets
+
+
+def test_gzip_bombs_and_damage_get_clear_errors(monkeypatch):
+    monkeypatch.setattr(ingest_module, "MAX_INPUT_BYTES", 1 << 20)
+    bomb = gzip.compress(b"a tweet " * (1 << 18), compresslevel=9)  # 2 MB inside, a few KB outside
+    assert len(bomb) < 64 * 1024
+    with pytest.raises(ingest_module.UnsupportedFile, match="Uncompressed, the file is over the 1 MB limit"):
+        ingest(bomb, "tweets.txt.gz")
+    whole = gzip.compress("\n".join(TWEETS).encode())
+    with pytest.raises(IngestError, match="cut short"):
+        ingest(whole[: len(whole) // 2], "tweets.txt.gz")
+    with pytest.raises(IngestError, match="damaged"):
+        ingest(whole[:10] + bytes(200), "tweets.txt.gz")
+    with pytest.raises(IngestError, match="empty"):
+        ingest(gzip.compress(b""), "tweets.txt.gz")
+    with pytest.raises(IngestError, match="tar archive"):
+        ingest(gzip.compress(bytes(257) + b"ustar" + bytes(300)), "archive.tar.gz")
 
 
 def test_damaged_inputs_never_crash():

@@ -13,11 +13,12 @@ from discord.ext import commands
 
 from ..core.datapackage import FORMAT as PACKAGE_FORMAT
 from ..core.errors import UserError
-from ..core.ingest import IngestError, ingest, merge_for_cyborg
+from ..core.ingest import IngestError, UnsupportedFile, ingest, merge_for_cyborg
 from ..core.limits import MAX_EPOCHS
 from ..core.storage import JobRecord
 from ..core.training import TrainProgress
 from ..core.trainrun import JobOutcome
+from ..core.urls import normalize_http_url
 from ..limits import fit_choices, fit_content, fit_embed
 from ..transformers import AvatarUrl, Handle
 from ..ui import NO_PINGS, defer_public, format_duration, number, progress_text, stats_table
@@ -30,6 +31,16 @@ PACKAGE_IS_PERSONAL = (
     "That is a Discord data package: only the member it belongs to can train a persona on it, "
     "with `/voice train file:`."
 )
+
+
+def upload_advice(upload_limit: int) -> str:
+    """What to do when a file cannot come as an upload: `upload_limit` is the most this user may
+    upload here and the bot reads (the interaction's attachment_size_limit and MAX_ATTACHMENT_MB)."""
+    return (
+        f"Upload only data/tweets.js from the archive, gzipped (tweets.js.gz) or zipped on its own, if that "
+        f"fits in {upload_limit / 2**20:.0f} MB; or put the whole archive (.zip) online and give its link "
+        "as `url:`."
+    )
 
 
 @dataclass
@@ -69,7 +80,8 @@ class TrainingCog(commands.Cog):
     )
     @app_commands.describe(
         handle="Name of the persona, like a Twitter handle (letters, digits, _)",
-        file="Twitter/X archive (.zip or tweets.js), CSV, JSON/JSONL or text file, one post per line",
+        file="Twitter/X archive (.zip or tweets.js, may be .gz), CSV, JSON/JSONL or text, one post per line",
+        url="Or a link to the file: a whole X archive .zip of any size, tweets.js, CSV or JSON (http/https)",
         display_name="Name shown on generated posts",
         avatar="Image URL shown on generated posts",
         method="LoRA adapters (default, small and fast) or full fine-tuning",
@@ -90,7 +102,8 @@ class TrainingCog(commands.Cog):
         self,
         interaction: discord.Interaction,
         handle: Handle,
-        file: discord.Attachment,
+        file: discord.Attachment | None = None,
+        url: app_commands.Range[str, 1, 2048] | None = None,
         display_name: app_commands.Range[str, 1, 80] | None = None,
         avatar: AvatarUrl | None = None,
         method: app_commands.Choice[str] | None = None,
@@ -100,19 +113,17 @@ class TrainingCog(commands.Cog):
         handle3: Handle | None = None,
         file3: discord.Attachment | None = None,
     ) -> None:
-        people = self.people_from(handle, file, handle2, file2, handle3, file3)
+        people = self.people_from(interaction, handle, self.source(file, url), handle2, file2, handle3, file3)
         combined = "-".join(h for h, _ in people)
         await self.core.ensure_can_queue(interaction.guild_id, combined)  # before the download
         await defer_public(interaction)
         results = []
-        for person, attachment in people:
-            data = await attachment.read()
+        for person, source in people:
             try:
-                results.append(await asyncio.to_thread(ingest, data, attachment.filename))
-            except IngestError as exc:
-                raise UserError(
-                    f"`{attachment.filename}` ({person}): {exc}" if len(people) > 1 else str(exc)
-                ) from None
+                results.append(await self.read_source(interaction, source))
+            except (IngestError, UserError) as exc:
+                name = source if isinstance(source, str) else source.filename
+                raise UserError(f"`{name[:80]}` ({person}): {exc}" if len(people) > 1 else str(exc)) from None
             if results[-1].format == PACKAGE_FORMAT:
                 raise UserError(PACKAGE_IS_PERSONAL)
         tweets, stats = combine(people, results)
@@ -136,19 +147,54 @@ class TrainingCog(commands.Cog):
         """The deferred reply becomes the job's progress message: the data table, then progress
         (also for /voice train, whose cog hands its jobs here)."""
         interaction.extras["answered"] = True
-        watcher = self.progress_messages[job.id] = ProgressMessage(job=job, interaction=interaction)
+        age = (discord.utils.utcnow() - interaction.created_at).total_seconds()  # a download may be long
+        watcher = self.progress_messages[job.id] = ProgressMessage(
+            job=job, interaction=interaction, started=time.monotonic() - max(0.0, age)
+        )
         ahead = await self.core.jobs_ahead(job.id)
         note = "\n".join(f"⚠️ {w}" for w in warnings)
         queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
-        await interaction.edit_original_response(
-            content=fit_content(note) or None,
-            embed=self.progress_embed(job, None, f"Queued: {queued}."),
-            allowed_mentions=NO_PINGS,
-        )
+        async with watcher.lock:  # after a long download the interaction may have expired: show() knows
+            await self.show(
+                watcher,
+                content=fit_content(note) or None,
+                embed=self.progress_embed(job, None, f"Queued: {queued}."),
+            )
         watcher.last_edit = time.monotonic()
 
-    def people_from(self, *pairs) -> list[tuple[str, discord.Attachment]]:
-        """(handle, file) pairs from the options (handles normalized), checked before any download."""
+    @staticmethod
+    def source(file: discord.Attachment | None, url: str | None) -> discord.Attachment | str:
+        """The first person's posts: an upload or a link, exactly one (checked before deferring)."""
+        if file is not None and url is not None:
+            raise UserError("Give either `file:` (an upload) or `url:` (a link), not both.")
+        if file is None and url is None:
+            raise UserError(
+                "Give their posts as `file:` (an upload) or `url:` (a link to the archive .zip or file)."
+            )
+        return file if file is not None else normalize_http_url(url, what="The link")
+
+    async def read_source(self, interaction: discord.Interaction, source: discord.Attachment | str):
+        """One person's posts, cleaned: an upload read from Discord's CDN, or a link downloaded."""
+        if isinstance(source, str):
+            await interaction.edit_original_response(
+                content=fit_content(f"Downloading <{source}>…"), allowed_mentions=NO_PINGS
+            )
+            return await self.core.downloads.read(source, ingest)
+        data = await source.read()
+        try:
+            return await asyncio.to_thread(ingest, data, source.filename)
+        except UnsupportedFile as exc:  # too big uncompressed, or a kind never read: say what works
+            raise UserError(f"{exc} {upload_advice(self.upload_limit(interaction))}") from None
+
+    def upload_limit(self, interaction: discord.Interaction) -> int:
+        """The largest upload this user can send here that the bot also reads."""
+        return min(interaction.filesize_limit, self.bot.settings.max_attachment_bytes)
+
+    def people_from(
+        self, interaction: discord.Interaction, *pairs
+    ) -> list[tuple[str, discord.Attachment | str]]:
+        """(handle, upload or link) pairs from the options (handles normalized), checked before any
+        download."""
         people = []
         limit = self.bot.settings.max_attachment_bytes
         for handle, attachment in zip(pairs[::2], pairs[1::2], strict=False):
@@ -161,11 +207,10 @@ class TrainingCog(commands.Cog):
                 )
             if "-" in handle:
                 raise UserError("Give each person's handle separately (handle2, handle3), without `-`.")
-            if attachment.size > limit:
+            if isinstance(attachment, discord.Attachment) and attachment.size > limit:
                 raise UserError(
-                    f"`{attachment.filename}` is {attachment.size / 2**20:.1f} MB; "
-                    f"the limit is {limit / 2**20:.0f} MB. "
-                    "Send only the tweets file (data/tweets.js) or a CSV."
+                    f"`{attachment.filename[:80]}` is {attachment.size / 2**20:.1f} MB; I read uploads up to "
+                    f"{limit / 2**20:.0f} MB. {upload_advice(self.upload_limit(interaction))}"
                 )
             people.append((handle, attachment))
         if len({h for h, _ in people}) != len(people):
@@ -242,6 +287,7 @@ class TrainingCog(commands.Cog):
 
     async def show(self, watcher: ProgressMessage, **fields) -> None:
         """Edit the progress message, moving to a channel message when the interaction expires."""
+        fields.setdefault("allowed_mentions", NO_PINGS)
         try:
             if (
                 watcher.interaction is not None
@@ -253,7 +299,7 @@ class TrainingCog(commands.Cog):
                 channel = self.bot.get_partial_messageable(
                     watcher.job.channel_id, guild_id=watcher.job.guild_id
                 )
-                watcher.message = await channel.send(allowed_mentions=NO_PINGS, **fields)
+                watcher.message = await channel.send(**fields)
             else:
                 await watcher.message.edit(**fields)
         except discord.HTTPException as exc:

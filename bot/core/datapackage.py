@@ -30,6 +30,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import BinaryIO
 
 from .ingest import (
     MAX_ARCHIVE_BYTES,
@@ -79,17 +80,23 @@ class Channel:
     private: bool
 
 
-def is_data_package(data: bytes) -> bool:
+def _seekable(data: bytes | BinaryIO) -> BinaryIO:
+    """The package as zipfile reads it: bytes in memory, or already a seekable file (a big package on
+    disk, or one read by HTTP range requests through core/download.py)."""
+    return io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+
+
+def is_data_package(data: bytes | BinaryIO) -> bool:
     """A zip holding a Discord package's channel folders (ingest calls this on every zip)."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(_seekable(data)) as archive:
             return any(_CHANNEL_DIR.fullmatch(name) for name in archive.namelist())
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError):
         return False
 
 
 def read_package(
-    data: bytes,
+    data: bytes | BinaryIO,
     *,
     guild_id: int | None = None,
     min_chars: int,
@@ -98,7 +105,7 @@ def read_package(
     """Read, filter and clean a package's server messages; the same IngestResult as a tweet archive,
     with `owner_id` set when the package says whose it is (its account/user.json)."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(_seekable(data))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError):
         raise IngestError(
             "This .zip file is damaged or incomplete and cannot be opened. Download your data package again."

@@ -9,6 +9,8 @@ Formats (detected by content first, the file name is only a hint):
     ``{"data": [...]}``).
   * JSONL: one JSON string or object per line.
   * Plain text: one post per line.
+  * Any of these gzipped (``tweets.js.gz``, ``.csv.gz`` ...): decompressed in memory under the same cap,
+    so a gzip bomb stops at ``MAX_INPUT_BYTES``.
 
 Cleaning follows huggingtweets (borisdayma/huggingtweets, huggingtweets-demo.ipynb), each drop counted:
 retweets ("RT @" or archive metadata), URLs removed, ``&amp;``/``&lt;``/``&gt;`` unescaped, whitespace
@@ -34,23 +36,31 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 import ftfy
 
 MIN_KEPT_CHARS = 6_000
 WARN_KEPT_CHARS = 40_000
-MAX_INPUT_BYTES = 50 * 1024 * 1024  # refuse bigger input before parsing
+MAX_INPUT_BYTES = 200 * 1024 * 1024  # refuse bigger input (or gzip output) before parsing
 MAX_POST_CHARS = 10_000  # longer "posts" are not tweets (and would be slow to clean)
 MAX_ARCHIVE_BYTES = 200 * 1024 * 1024  # uncompressed tweets.js parts read from a .zip (zip bombs)
 MAX_ARCHIVE_PARTS = 200
 
-ACCEPTED = "Send a Twitter archive (tweets.js or the .zip), a CSV, JSON/JSONL or a text file."
+ACCEPTED = (
+    "Send a Twitter archive (tweets.js or the .zip), a CSV, JSON/JSONL or a text file (any of them may be "
+    "gzipped)."
+)
 TEXT_FIELDS = ("full_text", "text", "tweet", "content", "body", "message", "post")  # in order of preference
 
 
 class IngestError(ValueError):
     """User-facing error: str(e) is a short, specific message safe to show in Discord."""
+
+
+class UnsupportedFile(IngestError):
+    """The file is too large or of a kind never read (an image, a RAR...): the user needs another way in
+    (only data/tweets.js, gzipped, or a link), which the caller knows how to say."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,7 @@ class IngestResult:
 
 
 def ingest(
-    data: bytes,
+    data: bytes | BinaryIO,
     filename: str = "",
     *,
     min_chars: int = MIN_KEPT_CHARS,
@@ -143,10 +153,14 @@ def ingest(
 ) -> IngestResult:
     """Read, clean and size-check one person's file; raises IngestError with a message for the user.
 
-    A Discord data package (a zip of a member's own messages) is read by core/datapackage.py:
-    server channels only, of `guild_id` alone when given."""
-    _check_size(data)
-    if _is_zip(data):
+    `data` is the file's bytes, or a seekable binary file holding a zip (a big archive on disk or read
+    through HTTP range requests: only the members needed are read). A Discord data package (a zip of
+    a member's own messages) is read by core/datapackage.py: server channels only, of `guild_id`
+    alone when given."""
+    in_memory = isinstance(data, (bytes, bytearray, memoryview))
+    if in_memory:
+        _check_size(data)
+    if not in_memory or _is_zip(data):  # a seekable file is always a zip (its callers check)
         from .datapackage import is_data_package, read_package  # it builds on this module
 
         if is_data_package(data):
@@ -177,14 +191,20 @@ def finish_result(
 
 
 def ingest_path(path: str | os.PathLike, **kw) -> IngestResult:
+    """A file on disk: an archive .zip of any size is read in place (its tweets only), others capped."""
     path = Path(path)
     try:
-        size = path.stat().st_size
         if path.is_dir():
             raise IngestError(f"`{path.name}` is a folder; give its data/tweets.js file or the archive .zip.")
-        if size > MAX_INPUT_BYTES:  # before reading it into memory
-            raise IngestError(_too_big(size))
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            if _is_zip(file.read(4)):
+                file.seek(0)
+                return ingest(file, path.name, **kw)
+            size = os.fstat(file.fileno()).st_size
+            if size > MAX_INPUT_BYTES:  # before reading it into memory
+                raise UnsupportedFile(_too_big(size))
+            file.seek(0)
+            data = file.read()
     except OSError as exc:
         raise IngestError(f"Cannot read `{path.name}`: {exc.strerror or exc}.") from None
     return ingest(data, path.name, **kw)
@@ -358,14 +378,18 @@ def _oversample(tweets: list[str], target: int, weight, rng: random.Random) -> l
 # --------------------------------------------------------------------------- reading: bytes
 
 
-def _read(data: bytes, filename: str) -> tuple[list[RawPost], str, list[str]]:
-    _check_size(data)
-    if _is_zip(data):
-        posts, warnings = _read_zip(data)
+def _read(source: bytes | BinaryIO, filename: str) -> tuple[list[RawPost], str, list[str]]:
+    if not isinstance(source, (bytes, bytearray, memoryview)):
+        posts, warnings = _read_zip(source)
         fmt = "twitter-archive"
     else:
-        text, warnings = _decode(data)
-        posts, fmt = _parse_text(text, filename)
+        data, filename = _gunzip_if_gzip(bytes(source), filename)
+        if _is_zip(data):
+            posts, warnings = _read_zip(io.BytesIO(data))
+            fmt = "twitter-archive"
+        else:
+            text, warnings = _decode(data)
+            posts, fmt = _parse_text(text, filename)
     if not posts:
         raise IngestError(f"No posts found in the file (read as {fmt}).")
     return posts, fmt, warnings
@@ -373,7 +397,7 @@ def _read(data: bytes, filename: str) -> tuple[list[RawPost], str, list[str]]:
 
 def _check_size(data: bytes) -> None:
     if len(data) > MAX_INPUT_BYTES:
-        raise IngestError(_too_big(len(data)))
+        raise UnsupportedFile(_too_big(len(data)))
     if not data:
         raise IngestError("The file is empty (0 bytes).")
 
@@ -381,8 +405,41 @@ def _check_size(data: bytes) -> None:
 def _too_big(size: int) -> str:
     return (
         f"The file is {size / 2**20:.1f} MB; the limit is {MAX_INPUT_BYTES / 2**20:.0f} MB. "
-        "Send only the tweets file (data/tweets.js from the archive) or a CSV."
+        "Send only the tweets file (data/tweets.js from the archive, gzipped if it is large) or a CSV."
     )
+
+
+_GZIP_SUFFIXES = (".gz", ".gzip")
+
+
+def _gunzip_if_gzip(data: bytes, filename: str) -> tuple[bytes, str]:
+    """A gzipped file's content (and its name without .gz), decompressed under MAX_INPUT_BYTES."""
+    _check_size(data)
+    if not data.startswith(b"\x1f\x8b"):
+        return data, filename
+    out = bytearray()
+    rest = data
+    try:
+        while rest.startswith(b"\x1f\x8b"):  # a gzip file may hold several members, one after another
+            member = zlib.decompressobj(wbits=31)
+            out += member.decompress(rest, MAX_INPUT_BYTES + 1 - len(out))  # bounded: no gzip bomb
+            if len(out) > MAX_INPUT_BYTES:
+                raise UnsupportedFile(
+                    f"Uncompressed, the file is over the {MAX_INPUT_BYTES / 2**20:.0f} MB limit. "
+                    "Send only the tweets file (data/tweets.js from the archive) or a CSV."
+                )
+            if not member.eof:
+                raise IngestError("The gzip file is cut short (incomplete download?). Send it again.")
+            rest = member.unused_data
+    except zlib.error:
+        raise IngestError("The gzip file is damaged and cannot be decompressed.") from None
+    lowered = filename.lower()
+    for suffix in _GZIP_SUFFIXES:
+        if lowered.endswith(suffix):
+            filename = filename[: -len(suffix)]
+    if not out:
+        raise IngestError("The gzip file is empty (0 bytes once decompressed).")
+    return bytes(out), filename
 
 
 def _is_zip(data: bytes) -> bool:
@@ -412,13 +469,15 @@ def _binary_kind(data: bytes) -> str | None:
         return "WebP image"
     if data[4:8] == b"ftyp":
         return "video or HEIC image"
+    if data[257:262] == b"ustar":
+        return "tar archive"
     if b"\x00" in data[:1024]:
         return "it contains NUL bytes"
     return None
 
 
 def _binary_error(kind: str) -> IngestError:
-    return IngestError(f"This looks like a binary file ({kind}). {ACCEPTED}")
+    return UnsupportedFile(f"This looks like a binary file ({kind}). {ACCEPTED}")
 
 
 _UTF8_SEQUENCE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
@@ -480,10 +539,14 @@ def _nonblank(text: str) -> str:
 _ARCHIVE_JS = re.compile(r"tweets?(?:-part(\d+))?\.js", re.IGNORECASE)
 
 
-def _read_zip(data: bytes) -> tuple[list[RawPost], list[str]]:
-    """Tweets from a Twitter archive .zip, read by name in memory with a cap on uncompressed bytes."""
+def _read_zip(file: BinaryIO) -> tuple[list[RawPost], list[str]]:
+    """Tweets from a Twitter archive .zip, read by name (never extracted) with a cap on uncompressed bytes.
+
+    `file` is seekable: the archive in memory, on disk, or read through HTTP range requests; only the
+    central directory and the tweets members are read, so a 10 GB archive costs its tweets' bytes.
+    """
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, ValueError, OSError):
         raise IngestError(
             "This .zip file is damaged or incomplete and cannot be opened. "
@@ -497,7 +560,7 @@ def _read_zip(data: bytes) -> tuple[list[RawPost], list[str]]:
             )
         declared = sum(info.file_size for info in members)
         if declared > MAX_ARCHIVE_BYTES:
-            raise IngestError(_archive_too_large(declared))
+            raise UnsupportedFile(_archive_too_large(declared))
         posts: list[RawPost] = []
         warnings: list[str] = []
         budget = MAX_ARCHIVE_BYTES
@@ -583,7 +646,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -
             "Download your archive again, or send only data/tweets.js."
         ) from None
     if len(out) > budget:
-        raise IngestError(_archive_too_large(len(out)))
+        raise UnsupportedFile(_archive_too_large(len(out)))
     return bytes(out)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .chatter import Chatter
+from .download import UrlReader
 from .errors import UserError
 from .generation import GenerationError, GenerationRequest, Generator, Sampling
 from .handles import RegistryError, clean_display_name, handle_for_hub_id, normalize_handle
@@ -146,6 +147,7 @@ class PersonaService:
         )
         self.batcher = GenerationBatcher(self.generator, self.generate_executor)
         self.chatter = Chatter(self, clock=clock)  # personas in the conversation (core/chatter.py)
+        self.downloads = UrlReader(settings)  # `url:` options and the CLI's --file given a link
         self.voices = Voices(self)  # members' personas of themselves (core/voices.py)
         self._unpacking = asyncio.Lock()
         self._closed = False

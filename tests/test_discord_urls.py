@@ -1,0 +1,120 @@
+"""/train new url: through the real discord.py client against the local Discord server, with the
+archive on a local HTTP server (127.0.0.1 only; the bot runs with ALLOW_PRIVATE_URLS where it must
+reach it), and the answers to uploads that cannot work."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from tests.conftest import TINY_CORPUS
+from tests.discord_env import Clock, DiscordEnv, populate, start_bot, stop_bot
+from tests.fileserver import TWEETS, FileServer, archive_with_media, tweets_js
+from tests.localdiscord import LocalDiscord
+
+
+@pytest.fixture
+async def file_server():
+    async with FileServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def linking_env(settings):
+    """The bot as a closed-network operator runs it: links may reach the test's 127.0.0.1 server."""
+    async with LocalDiscord() as server:
+        ids = populate(server)
+        clock = Clock()
+        bot, task = await start_bot(server, settings.replace(allow_private_urls=True), clock)
+        env = DiscordEnv(server=server, bot=bot, task=task, clock=clock, **ids)
+        try:
+            yield env
+        finally:
+            await stop_bot(env.bot, env.task)
+
+
+async def test_train_from_an_archive_link_reads_only_its_tweets(linking_env, file_server):
+    env, server = linking_env, linking_env.server
+    file_server.files["twitter-2026.zip"], _ = archive_with_media()
+    url = file_server.url("ranged/twitter-2026.zip")
+    reply = await server.slash(env.guild, env.admin, "train new", handle="carol", url=url)
+    await reply.answered()
+    assert reply.callback["type"] == 5  # deferred at once; the download runs after
+    done = await server.wait_for_message(
+        server.general(env.guild),
+        lambda m: "`carol` is ready" in m["content"] or "`carol` failed" in m["content"],
+        timeout=120,
+    )
+    assert "is ready" in done["content"]
+    embed = reply.original["embeds"][0]
+    assert "Tweets kept" in embed["fields"][0]["value"] and str(len(TWEETS)) in embed["fields"][0]["value"]
+    assert "Downloading" not in (reply.original.get("content") or "")  # replaced by the queued answer
+    archive = file_server.files["twitter-2026.zip"]
+    assert file_server.served.body_bytes["twitter-2026.zip"] < len(archive) / 4  # by range: no media
+
+
+async def test_a_link_to_tweets_js_gzipped_trains_like_an_upload(linking_env, file_server):
+    env, server = linking_env, linking_env.server
+    file_server.files["tweets.js.gz"] = gzip.compress(tweets_js(TWEETS))
+    reply = await server.slash(
+        env.guild, env.admin, "train new", handle="dave", url=file_server.url("plain/tweets.js.gz")
+    )
+    await reply.wait(lambda i: bool(i.original and i.original.get("embeds")))
+    assert "Queued" in reply.original["embeds"][0]["description"]
+    assert [job.handle for job in await env.bot.core.list_jobs(env.guild)] == ["dave"]
+
+
+@pytest.mark.parametrize(
+    "options,needle",
+    [
+        ({}, "`file:` (an upload) or `url:`"),
+        ({"file": ("a.txt", TINY_CORPUS.read_bytes()), "url": "https://example.com/a.zip"}, "not both"),
+        ({"url": "ftp://example.com/archive.zip"}, "https://"),
+        ({"url": "https://exa mple.com/archive.zip"}, "valid host"),
+    ],
+)
+async def test_file_or_url_exactly_one_and_well_formed(discord_env, options, needle):
+    env = discord_env
+    reply = await (
+        await env.server.slash(env.guild, env.admin, "train new", handle="bob", **options)
+    ).answered()
+    assert reply.ephemeral and needle in reply.text()
+    assert await env.bot.core.list_jobs(env.guild) == []
+
+
+async def test_links_to_private_addresses_are_refused_by_default(discord_env, file_server):
+    env = discord_env
+    file_server.files["tweets.js"] = tweets_js(TWEETS)
+    for url in (file_server.url("plain/tweets.js"), f"http://localhost:{file_server.port}/plain/tweets.js"):
+        reply = await env.server.slash(env.guild, env.admin, "train new", handle="bob", url=url)
+        await reply.wait(lambda i: "⚠️" in ((i.original or {}).get("content") or ""))
+        assert "private or local address" in reply.original["content"]
+    assert file_server.served.hits == []
+    assert await env.bot.core.list_jobs(env.guild) == []
+
+
+async def test_a_broken_link_leaves_no_trace_and_the_bot_keeps_working(linking_env, file_server):
+    env, server = linking_env, linking_env.server
+    whole, _ = archive_with_media()
+    file_server.files["cut.zip"] = whole[: len(whole) // 2]
+    for path, needle in (("plain/missing.zip", "404"), ("ranged/cut.zip", "damaged or incomplete")):
+        reply = await server.slash(
+            env.guild, env.admin, "train new", handle="erin", url=file_server.url(path)
+        )
+        await reply.wait(lambda i: "⚠️" in ((i.original or {}).get("content") or ""))
+        assert needle in reply.original["content"]
+    assert await env.bot.core.list_jobs(env.guild) == []
+    assert await env.bot.core.list_models(env.guild) == []
+    status = await (await server.slash(env.guild, env.admin, "train status")).answered()
+    assert "No training jobs" in status.text()
+
+
+async def test_an_unsupported_upload_says_what_to_do_with_the_users_limit(discord_env):
+    env = discord_env
+    rar = ("twitter-archive.rar", b"Rar!\x1a\x07\x00" + bytes(2000))
+    reply = await env.server.slash(env.guild, env.admin, "train new", handle="bob", file=rar)
+    await reply.wait(lambda i: "⚠️" in ((i.original or {}).get("content") or ""))
+    text = reply.original["content"]
+    assert "RAR archive" in text and "data/tweets.js" in text and "gzipped" in text
+    assert "fits in 10 MB" in text and "`url:`" in text  # this user's attachment_size_limit
