@@ -118,7 +118,7 @@ async def test_bad_argument(discord_env, command, options, needle):
     reply = await (await server.slash(env.guild, env.admin, command, **options)).answered()
     assert reply.ephemeral and needle in reply.text(), reply.text()
     await assert_no_trace(env)
-    assert await env.bot.core.list_schedules(env.guild) == []
+    assert await env.bot.core.schedules.list(env.guild) == []
     # The bot is still fine afterwards.
     alive = await (await server.slash(env.guild, env.member, "models list")).answered()
     assert "No personas yet" in alive.text()

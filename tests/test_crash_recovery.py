@@ -173,7 +173,7 @@ async def test_sigkill_mid_schedule_post_then_restart_posts_once(settings, tiny_
                 path=core.store.relative(folder),
             )
         )
-        _, schedule = await core.add_schedule(guild_id=guild, handle="alice", channel_id=channel, every="1h")
+        _, schedule = await core.schedules.add(guild_id=guild, handle="alice", channel_id=channel, every="1h")
         await core.close()
         with sqlite3.connect(settings.database_path) as db:  # due now
             db.execute("UPDATE schedules SET next_run_at = 0 WHERE id = ?", (schedule.id,))

@@ -74,7 +74,7 @@ async def test_a_member_trains_on_their_package_then_opts_out_everywhere(discord
         and "schedules removed: 1" in out.followups[0]["content"]
     )
     assert await core.list_models(env.guild) == [] and await core.list_models(env.other_guild) == []
-    assert await core.list_schedules(env.guild) == []
+    assert await core.schedules.list(env.guild) == []
 
 
 async def test_only_the_owner_trains_on_a_package(discord_env):

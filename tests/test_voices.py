@@ -58,7 +58,7 @@ async def test_a_member_trains_on_their_package_and_opts_out_everywhere(settings
         )
         await until_finished(core, other.id)
         assert await core.voices.personas_using(MEMBER, GUILD) == [(GUILD, "member_one")]
-        await core.add_schedule(guild_id=GUILD2, handle="member_two", channel_id=5, every="1h")
+        await core.schedules.add(guild_id=GUILD2, handle="member_two", channel_id=5, every="1h")
 
         report = await core.voices.opt_out(MEMBER)
         assert sorted(report.personas) == [(GUILD, "member_one"), (GUILD2, "member_two")]

@@ -25,9 +25,8 @@ from .handles import RegistryError, clean_display_name, handle_for_hub_id, norma
 from .jobs import TrainingQueue
 from .limits import MAX_EPOCHS, MAX_PROMPT_CHARS, MAX_QUEUED_JOBS_PER_GUILD, MAX_TWEETS_PER_REQUEST
 from .modelcard import read_card
-from .schedules import Scheduler, parse_timing
-from .shards import GuildShards
-from .storage import JobRecord, ModelRecord, Post, Schedule, Storage, database_url, persona_key
+from .schedules import Scheduler
+from .storage import JobRecord, ModelRecord, Post, Storage, database_url, persona_key
 from .store import ModelStore, StoreError
 from .training import TrainProgress
 from .trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
@@ -130,7 +129,7 @@ class PersonaService:
         self.store = ModelStore(settings.models_dir)
         self.storage: Storage | None = None
         self.queue: TrainingBackend | None = None
-        self.scheduler: Scheduler | None = None
+        self.schedules: Scheduler | None = None  # /autopost: service.schedules.add(...), .list(...)
         self._events: EventSink | None = None
         # Separate pools: a 20-minute training never delays an /impersonate.
         self.train_executor = ThreadPoolExecutor(settings.training_workers, thread_name_prefix="train")
@@ -180,7 +179,7 @@ class PersonaService:
                 raise UserError(str(exc)) from None
             await asyncio.to_thread(self.store.recover)
         self.storage = await Storage.open(url)
-        self.scheduler = Scheduler(self.storage, clock=self.clock)
+        self.schedules = Scheduler(self.storage, clock=self.clock, find_persona=self.get_model)
         if on_workers:
             from .remote_queue import WorkerQueue  # loads procrastinate: scale-out mode only
 
@@ -503,77 +502,6 @@ class PersonaService:
         ):
             raise UserError("That model is not a text-generation model (GPT-2 style).")
         return {"adapter": False, "base_model": getattr(config, "_name_or_path", None)}
-
-    # -- schedule -----------------------------------------------------------------------------
-
-    async def add_schedule(
-        self,
-        *,
-        guild_id: int,
-        handle: str,
-        channel_id: int,
-        every: str | int | None = None,
-        jitter: str | int | None = None,
-        prompt: str = "",
-        daily_at: str | None = None,
-        timezone: str | None = None,
-        created_by: int | None = None,
-    ) -> tuple[ModelRecord, Schedule]:
-        """A persona posts on its own, every interval (seconds or '2h') or at times of day."""
-        parse_timing(
-            every, jitter, daily_at, timezone, prompt or ""
-        )  # option errors first, whatever the handle
-        model = await self.get_model(guild_id, handle)
-        schedule = await self.scheduler.add(
-            guild_id=guild_id,
-            handle=model.handle,
-            channel_id=channel_id,
-            every=every,
-            jitter=jitter,
-            prompt=prompt,
-            daily_at=daily_at,
-            timezone=timezone,
-            created_by=created_by,
-        )
-        return model, schedule
-
-    async def list_schedules(self, guild_id: int) -> list[Schedule]:
-        return await self.scheduler.list(guild_id)
-
-    async def pause_schedule(self, guild_id: int, schedule_id: int, reason: str | None = None) -> Schedule:
-        return await self.scheduler.pause(guild_id, schedule_id, reason)
-
-    async def resume_schedule(self, guild_id: int, schedule_id: int) -> Schedule:
-        return await self.scheduler.resume(guild_id, schedule_id)
-
-    async def remove_schedule(self, guild_id: int, schedule_id: int) -> Schedule:
-        return await self.scheduler.remove(guild_id, schedule_id)
-
-    async def due_schedules(self) -> list[Schedule]:
-        """Every guild's schedules whose time has come (read only; the bot claims them instead)."""
-        return await self.scheduler.due()
-
-    async def claim_due_schedules(self, shards: GuildShards | None = None) -> list[Schedule]:
-        """The due schedules this process takes (the bot's tick): those of the guilds on `shards`
-        (None: every guild), each claimed in storage so that no other process takes it too."""
-        return await self.scheduler.claim_due(shards)
-
-    async def begin_scheduled_post(self, schedule: Schedule) -> str:
-        """The nonce to send the post with, stored before it is sent (crash-safe posting)."""
-        return await self.scheduler.begin_post(schedule)
-
-    async def finish_scheduled_post(self, schedule: Schedule) -> float:
-        """The post went out: clear the nonce and the failure count; returns the next run time."""
-        return await self.scheduler.finish_post(schedule)
-
-    async def fail_scheduled_post(self, schedule: Schedule) -> int:
-        """Discord refused the post: count it and wait for the next window; returns the failures
-        in a row (at MAX_SCHEDULE_FAILURES the caller pauses the schedule and tells the server)."""
-        return await self.scheduler.record_failure(schedule)
-
-    async def postpone_scheduled_post(self, schedule: Schedule) -> float:
-        """Nothing went out this window (Discord busy, no usable text): try the next one, uncounted."""
-        return await self.scheduler.postpone(schedule)
 
     # -- guild options and the post log ---------------------------------------------------------
 

@@ -97,7 +97,7 @@ class Voices:
             if await service.storage.models.get(g, handle) is not None:
                 await service.delete_model(g, handle)
                 report.personas.append((g, handle))
-            report.schedules += await service.scheduler.remove_for_handle(g, handle)
+            report.schedules += await service.schedules.remove_for_handle(g, handle)
         for job in await self.pending_trainings(user_id, guild_id):
             if job.state == "running":
                 await service.queue.cancel(job.id)
