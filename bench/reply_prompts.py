@@ -73,7 +73,14 @@ def train_proxy(tokenizer: CompactTokenizer, tweets: list[str], seconds: float, 
 
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=tokenizer.size, n_positions=256, n_embd=256, n_layer=4, n_head=4, tie_word_embeddings=True
+        vocab_size=tokenizer.size,
+        n_positions=256,
+        n_embd=256,
+        n_layer=4,
+        n_head=4,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=True,
     )
     model = GPT2LMHeadModel(config)
     encoded = [[0, *tokenizer.encode(t), 0] for t in tweets]  # the bot's training format

@@ -1,13 +1,20 @@
 """/chatter end to end: personas answer replies, mentions and chime in, through the real discord.py
 client and the local Discord server (MESSAGE_CREATE with and without the Message Content intent)."""
 
+import asyncio
 import shutil
 
+import aiohttp
 import pytest
 
 from bot.core.storage import ModelRecord
 from tests.discord_env import start_bot, stop_bot
-from tests.localdiscord import MESSAGE_CONTENT_INTENT, LocalDiscord
+from tests.localdiscord import (
+    GUILD_MESSAGES_INTENT,
+    GUILDS_INTENT,
+    MESSAGE_CONTENT_INTENT,
+    LocalDiscord,
+)
 from tests.test_discord_features import posts_in, wait_until
 
 
@@ -275,3 +282,72 @@ async def test_answers_and_impersonate_share_the_server_budget(discord_env):
     env.clock.advance(61)
     again = await server.slash(env.guild, env.admin, "impersonate", handle="alice", count=1)
     await again.wait(lambda i: i.original and i.original.get("embeds"))
+
+
+async def raw_session(server, intents: int):
+    """A raw gateway client identified with `intents`: (its socket, its http session), after READY."""
+    http = aiohttp.ClientSession()
+    ws = await http.ws_connect(server.gateway_url)
+    await ws.receive_json()  # HELLO
+    await ws.send_json({"op": 2, "d": {"token": server.token, "intents": intents, "properties": {}}})
+    return ws, http
+
+
+async def next_message_create(ws) -> dict | None:
+    """The next MESSAGE_CREATE's data, or None when the socket closed."""
+    while True:
+        message = await ws.receive(timeout=30)
+        if message.type != aiohttp.WSMsgType.TEXT:
+            return None
+        event = message.json()
+        if event.get("t") == "MESSAGE_CREATE":
+            return event["d"]
+
+
+async def test_the_local_server_applies_discords_message_rules():
+    """MESSAGE_CREATE only with GUILD_MESSAGES; content only with Message Content, or for a mention;
+    a privileged intent the portal has not enabled is refused (4014); replies reference real messages."""
+    async with LocalDiscord() as server:
+        guild = server.add_guild("g")
+        member = server.add_user("member")
+        server.add_member(guild, member)
+        channel = server.general(guild)
+        plain, plain_http = await raw_session(server, GUILDS_INTENT)
+        messages, messages_http = await raw_session(server, GUILDS_INTENT | GUILD_MESSAGES_INTENT)
+        full, full_http = await raw_session(
+            server, GUILDS_INTENT | GUILD_MESSAGES_INTENT | MESSAGE_CONTENT_INTENT
+        )
+        try:
+            while server.live_sessions() < 3:
+                await asyncio.sleep(0.05)
+            said = server.member_says(channel, member, "hello there")
+            seen, seen_full = await next_message_create(messages), await next_message_create(full)
+            assert seen["id"] == said["id"] and seen["content"] == "" and seen["member"]["roles"] == []
+            assert seen_full["content"] == "hello there" and seen_full["guild_id"] == str(guild)
+            mention = server.member_says(channel, member, f"<@{server.application_id}> hi", reply_to=said)
+            seen = await next_message_create(messages)
+            assert seen["content"] == f"<@{server.application_id}> hi" and seen["type"] == 19
+            assert seen["message_reference"]["message_id"] == said["id"]
+            assert seen["referenced_message"]["content"] == ""  # the replied-to text stays hidden
+            assert mention["mentions"][0]["id"] == str(server.application_id)
+            assert server.system_message(channel, member)["type"] == 7
+            assert (await next_message_create(messages))["type"] == 7
+            # The plain session (no GUILD_MESSAGES) got none of these.
+            assert all(session.intents & GUILD_MESSAGES_INTENT for session, _ in server.message_events)
+            # A reply the bot sends must reference a message that exists.
+            async with aiohttp.ClientSession() as http:
+                refused = await http.post(
+                    f"{server.api_base}/channels/{channel}/messages",
+                    json={"content": "x", "message_reference": {"message_id": "1"}},
+                    headers={"Authorization": f"Bot {server.token}"},
+                )
+                assert refused.status == 400 and "message_reference" in (await refused.json())["errors"]
+            server.portal_intents = 0
+            refused_ws, refused_http = await raw_session(server, GUILDS_INTENT | MESSAGE_CONTENT_INTENT)
+            assert await next_message_create(refused_ws) is None and refused_ws.close_code == 4014
+            await refused_ws.close()
+            await refused_http.close()
+        finally:
+            for ws, http in ((plain, plain_http), (messages, messages_http), (full, full_http)):
+                await ws.close()
+                await http.close()
