@@ -173,3 +173,29 @@ async def test_voice_train_over_the_cap_says_to_give_the_link(discord_env):
     reply = await (await env.server.slash(env.guild, env.member, "voice train", file=big)).answered()
     assert reply.ephemeral and "Messages folder" in reply.text() and "`url:`" in reply.text()
     assert "fits in 25 MB" in reply.text()
+
+
+async def test_a_download_longer_than_the_token_answers_in_the_channel(linking_env, file_server):
+    """Interaction tokens work for 15 minutes; a slow download can outlast one. The queued answer
+    (and the progress after it), or the error, then go to the channel, naming the requester."""
+    env, server = linking_env, linking_env.server
+    server.interaction_token_lifetime = 0.3  # the drip below takes over a second
+    whole, _ = archive_with_media()
+    file_server.files["twitter.zip"], file_server.files["cut.zip"] = whole, whole[: len(whole) // 2]
+    channel = server.general(env.guild)
+    await server.slash(
+        env.guild, env.admin, "train new", handle="late", url=file_server.url("drip/twitter.zip")
+    )
+    queued = await server.wait_for_message(
+        channel, lambda m: any("@late" in (e.get("title") or "") for e in m.get("embeds") or []), timeout=120
+    )
+    assert "Tweets kept" in queued["embeds"][0]["fields"][0]["value"]
+    await server.wait_for_message(channel, lambda m: "`late` is ready" in m["content"], timeout=120)
+    await server.slash(env.guild, env.admin, "train new", handle="cut", url=file_server.url("drip/cut.zip"))
+    error = await server.wait_for_message(
+        channel, lambda m: "damaged or incomplete" in m["content"], timeout=60
+    )
+    assert f"<@{env.admin}>" in error["content"] and [int(u) for u in error["allowed_mentions"]["users"]] == [
+        env.admin
+    ]
+    assert [j.handle for j in await env.bot.core.list_jobs(env.guild)] == ["late"]

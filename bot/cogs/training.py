@@ -31,6 +31,7 @@ from ..ui import (
     progress_text,
     showing_download,
     stats_table,
+    token_expired,
     upload_limit,
 )
 
@@ -289,8 +290,13 @@ class TrainingCog(commands.Cog):
                 watcher.interaction is not None
                 and time.monotonic() - watcher.started < INTERACTION_EDIT_WINDOW
             ):
-                await watcher.interaction.edit_original_response(**fields)
-                return
+                try:
+                    await watcher.interaction.edit_original_response(**fields)
+                    return
+                except discord.HTTPException as exc:
+                    if not token_expired(exc):
+                        raise
+                    watcher.interaction = None  # its 15 minutes are up: the channel message from now on
             if watcher.message is None:
                 channel = self.bot.get_partial_messageable(
                     watcher.job.channel_id, guild_id=watcher.job.guild_id
