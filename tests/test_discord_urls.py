@@ -27,7 +27,8 @@ async def linking_env(settings):
     async with LocalDiscord() as server:
         ids = populate(server)
         clock = Clock()
-        bot, task = await start_bot(server, settings.replace(allow_private_urls=True), clock)
+        changes = {"allow_private_urls": True, "progress_edit_seconds": 0.1}
+        bot, task = await start_bot(server, settings.replace(**changes), clock)
         env = DiscordEnv(server=server, bot=bot, task=task, clock=clock, **ids)
         try:
             yield env
@@ -53,6 +54,21 @@ async def test_train_from_an_archive_link_reads_only_its_tweets(linking_env, fil
     assert "Downloading" not in (reply.original.get("content") or "")  # replaced by the queued answer
     archive = file_server.files["twitter-2026.zip"]
     assert file_server.served.body_bytes["twitter-2026.zip"] < len(archive) / 4  # by range: no media
+
+
+async def test_a_slow_download_shows_its_progress(linking_env, file_server):
+    """A host without range requests sends the whole archive, slowly: the reply counts the megabytes."""
+    env, server = linking_env, linking_env.server
+    file_server.files["twitter.zip"], _ = archive_with_media()
+    url = file_server.url("drip/twitter.zip")
+    reply = await server.slash(env.guild, env.admin, "train new", handle="slow", url=url)
+    await reply.wait(lambda i: bool(i.original and i.original.get("embeds")), timeout=120)
+    shown = [
+        r.body.get("content") or "" for r in server.requests_to("/messages/@original", "PATCH") if r.body
+    ]
+    assert any(f"Downloading <{url}>…" in text and "MB so far" in text for text in shown)
+    assert "Queued" in reply.original["embeds"][0]["description"]
+    assert file_server.served.body_bytes["twitter.zip"] == len(file_server.files["twitter.zip"])
 
 
 async def test_a_link_to_tweets_js_gzipped_trains_like_an_upload(linking_env, file_server):

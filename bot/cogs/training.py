@@ -21,19 +21,21 @@ from ..core.training import TrainProgress
 from ..limits import fit_choices, fit_content, fit_embed
 from ..transformers import AvatarUrl, Handle
 from ..ui import (
+    INTERACTION_EDIT_WINDOW,
     NO_PINGS,
     defer_public,
     exactly_one_source,
     format_duration,
+    interaction_age,
     number,
     progress_text,
+    showing_download,
     stats_table,
     upload_limit,
 )
 
 log = logging.getLogger(__name__)
 
-INTERACTION_EDIT_WINDOW = 14 * 60  # interaction tokens expire after 15 minutes
 # A member's data package holds their own messages: only they may train on it (/voice train).
 PACKAGE_IS_PERSONAL = (
     "That is a Discord data package: only the member it belongs to can train a persona on it, "
@@ -157,9 +159,8 @@ class TrainingCog(commands.Cog):
         """The deferred reply becomes the job's progress message: the data table, then progress
         (also for /voice train, whose cog hands its jobs here)."""
         interaction.extras["answered"] = True
-        age = (discord.utils.utcnow() - interaction.created_at).total_seconds()  # a download may be long
-        watcher = self.progress_messages[job.id] = ProgressMessage(
-            job=job, interaction=interaction, started=time.monotonic() - max(0.0, age)
+        watcher = self.progress_messages[job.id] = ProgressMessage(  # a download may have taken long
+            job=job, interaction=interaction, started=time.monotonic() - interaction_age(interaction)
         )
         ahead = await self.core.jobs_ahead(job.id)
         note = "\n".join(f"⚠️ {w}" for w in warnings)
@@ -175,10 +176,10 @@ class TrainingCog(commands.Cog):
     async def read_source(self, interaction: discord.Interaction, source: discord.Attachment | str):
         """One person's posts, cleaned: an upload read from Discord's CDN, or a link downloaded."""
         if isinstance(source, str):
-            await interaction.edit_original_response(
-                content=fit_content(f"Downloading <{source}>…"), allowed_mentions=NO_PINGS
-            )
-            return await self.core.downloads.read(source, ingest)
+            async with showing_download(
+                interaction, source, self.bot.settings.progress_edit_seconds
+            ) as transfer:
+                return await self.core.downloads.read(source, ingest, transfer)
         data = await source.read()
         try:
             return await asyncio.to_thread(ingest, data, source.filename)

@@ -6,6 +6,7 @@ The bot never reads members' messages to train (Discord's Developer Policy; core
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import discord
@@ -14,9 +15,8 @@ from discord.ext import commands
 
 from ..core.errors import UserError
 from ..core.handles import normalize_handle
-from ..limits import fit_content
 from ..transformers import Handle
-from ..ui import NO_PINGS, defer_public, exactly_one_source, upload_limit
+from ..ui import NO_PINGS, defer_public, exactly_one_source, showing_download, upload_limit
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +63,24 @@ class VoiceCog(commands.Cog):
             interaction.guild_id, member.id, handle or normalize_handle(member.name.replace(".", "_"))
         )
         await defer_public(interaction)
-        if isinstance(source, str):
-            await interaction.edit_original_response(
-                content=fit_content(f"Downloading <{source}>…"), allowed_mentions=NO_PINGS
+        async with contextlib.AsyncExitStack() as stack:
+            transfer = None
+            if isinstance(source, str):  # the package by link: the reply shows the download
+                every = self.bot.settings.progress_edit_seconds
+                transfer = await stack.enter_async_context(showing_download(interaction, source, every))
+            queued = await self.core.voices.train_from_package(
+                guild_id=interaction.guild_id,
+                member_id=member.id,
+                handle=handle,
+                data=await file.read() if file is not None else None,
+                filename=file.filename if file is not None else "",
+                url=source if isinstance(source, str) else None,
+                transfer=transfer,
+                display_name=getattr(member, "display_name", member.name),
+                avatar_url=member.display_avatar.url,
+                channel_id=interaction.channel_id,
+                this_server_only=this_server_only,
             )
-        queued = await self.core.voices.train_from_package(
-            guild_id=interaction.guild_id,
-            member_id=member.id,
-            handle=handle,
-            data=await file.read() if file is not None else None,
-            filename=file.filename if file is not None else "",
-            url=source if isinstance(source, str) else None,
-            display_name=getattr(member, "display_name", member.name),
-            avatar_url=member.display_avatar.url,
-            channel_id=interaction.channel_id,
-            this_server_only=this_server_only,
-        )
         await self.bot.get_cog("TrainingCog").show_queued(interaction, queued.job, queued.result.warnings)
 
     def check_size(self, interaction: discord.Interaction, file: discord.Attachment) -> None:

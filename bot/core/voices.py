@@ -18,6 +18,7 @@ import asyncio
 from dataclasses import dataclass
 
 from .datapackage import PACKAGE_HELP, is_data_package
+from .download import Transfer
 from .errors import UserError
 from .handles import normalize_handle
 from .ingest import IngestResult, ingest
@@ -56,6 +57,7 @@ class Voices:
         data: bytes | None = None,
         filename: str = "",
         url: str | None = None,
+        transfer: Transfer | None = None,
         display_name: str | None = None,
         avatar_url: str | None = None,
         channel_id: int | None = None,
@@ -73,7 +75,7 @@ class Voices:
             return ingest(source, name, guild_id=scope)
 
         if url is not None:
-            result = await self.service.downloads.read(url, read)
+            result = await self.service.downloads.read(url, read, transfer)
         else:
             result = await asyncio.to_thread(read, data, filename)
         if result.owner_id is not None and result.owner_id != member_id:
