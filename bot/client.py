@@ -26,6 +26,7 @@ EXTENSIONS = (
     "bot.cogs.models",
     "bot.cogs.autopost",
     "bot.cogs.voice",
+    "bot.cogs.chatter",
 )
 
 
@@ -39,10 +40,15 @@ def apply_endpoint_overrides(settings: Settings) -> None:
 
 def bot_intents(settings: Settings) -> discord.Intents:
     # Slash commands arrive as interactions and need no privileged intent; `guilds` gives us
-    # channels and roles for permission checks and scheduled posts. Training never needs Message
-    # Content (the bot does not train on messages it reads: members bring their data packages).
+    # channels and roles for permission checks and scheduled posts; `guild_messages` (not
+    # privileged) the messages personas answer (/chatter: replies to their posts, mentions,
+    # chime-ins), whose text stays empty without Message Content except where the bot is
+    # mentioned. Message Content, when the admin enabled it, lets an answer read its message as
+    # a prompt. Training never needs it (the bot does not train on messages it reads: members
+    # bring their data packages).
     intents = discord.Intents.none()
     intents.guilds = True
+    intents.guild_messages = True
     intents.message_content = settings.message_content_intent
     return intents
 
@@ -90,6 +96,10 @@ class TweetalikeBot(commands.Bot):
         """Touch a file while connected, for the container health check."""
         if self.is_ready() and not self.is_closed():
             await asyncio.to_thread(heartbeat_path(self.settings.database_path).touch)
+
+    async def on_message(self, message: discord.Message) -> None:
+        """No prefix commands: messages are only for the chatter cog's listener (commands.Bot would
+        otherwise try `@bot something` as a text command and log every miss)."""
 
     def guild_shards(self) -> GuildShards | None:
         """The guilds this process serves: None when unsharded (all of them)."""

@@ -43,8 +43,14 @@ class PersonaPoster:
         *,
         as_webhook: bool,
         nonce: str | None = None,
+        reply_to: discord.Message | None = None,
     ) -> discord.Message:
-        """Send one generated post; raises discord.Forbidden / NotFound when the channel is unusable."""
+        """Send one generated post; raises discord.Forbidden / NotFound when the channel is unusable.
+
+        `reply_to`: an embed post is a Discord reply to that message (without pinging its author);
+        a webhook cannot reply (Discord's execute-webhook has no message reference), so a webhook
+        post is a plain post, which "Who made this?" links to the message it answered.
+        """
         if (
             as_webhook
             and isinstance(channel, discord.TextChannel)
@@ -59,7 +65,10 @@ class PersonaPoster:
                     webhook = await self.webhook_for(channel)
                     if webhook is not None:
                         return await self._send_webhook(webhook, model, text)
-        return await channel.send(embed=tweet_embed(model, text), nonce=nonce, allowed_mentions=NO_PINGS)
+        reference = reply_to.to_reference(fail_if_not_exists=False) if reply_to is not None else None
+        return await channel.send(
+            embed=tweet_embed(model, text), nonce=nonce, allowed_mentions=NO_PINGS, reference=reference
+        )
 
     async def _send_webhook(
         self, webhook: discord.Webhook, model: ModelRecord, text: str

@@ -55,6 +55,8 @@ class FileServer:
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.release = asyncio.Event()  # ends the slow handlers when the test is over
+        self.stall_ranges_after: int | None = None  # range requests answered before the server hangs
+        self.ignore_ranges_after: int | None = None  # ... before it sends the whole file instead
 
     async def __aenter__(self) -> FileServer:
         app = web.Application()
@@ -64,6 +66,7 @@ class FileServer:
         app.router.add_get("/to/{target:.*}", self.redirect_to)
         app.router.add_get("/slow-body/{name}", self.slow_body)
         app.router.add_get("/slow-headers", self.slow_headers)
+        app.router.add_get("/drip/{name}", self.drip)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -100,6 +103,11 @@ class FileServer:
             self._sent(request, len(data))
             return web.Response(body=data, headers={"Accept-Ranges": "bytes"})
         self.served.ranges.append(header)
+        if self.stall_ranges_after is not None and len(self.served.ranges) > self.stall_ranges_after:
+            await self.release.wait()
+        if self.ignore_ranges_after is not None and len(self.served.ranges) > self.ignore_ranges_after:
+            self._sent(request, len(data))
+            return web.Response(body=data, headers={"Accept-Ranges": "bytes"})
         first, _, last = header.removeprefix("bytes=").partition("-")
         start, end = int(first), min(len(data) - 1, int(last) if last else len(data) - 1)
         if start >= len(data):
@@ -126,6 +134,18 @@ class FileServer:
         await response.prepare(request)
         await response.write(b"text\n" + b"a tweet that never ends\n" * 10)
         await self.release.wait()  # the client gives up long before
+        return response
+
+    async def drip(self, request: web.Request) -> web.StreamResponse:
+        """The whole file, without ranges, a megabyte at a time with pauses (a slow host)."""
+        data = self._file(request)
+        response = web.StreamResponse(headers={"Content-Length": str(len(data))})
+        await response.prepare(request)
+        for start in range(0, len(data), 1 << 20):
+            await response.write(data[start : start + (1 << 20)])
+            self._sent(request, len(data[start : start + (1 << 20)]))
+            await asyncio.sleep(0.1)
+        await response.write_eof()
         return response
 
     async def slow_headers(self, request: web.Request) -> web.Response:

@@ -5,6 +5,13 @@ DISCORD_GATEWAY_URL settings point at it). It speaks:
 
 - the gateway websocket: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats (their arrival
   times are recorded), RESUME -> RESUMED, and INTERACTION_CREATE pushed by tests;
+- MESSAGE_CREATE for every message posted in a channel (members' messages sent by tests with
+  `member_says`, the bot's messages, webhook messages with `webhook_id`, system messages), only to
+  sessions that asked for GUILD_MESSAGES, with the Message Content intent honoured as Discord does
+  (gateway.mdx "Message Content Intent"): without it `content`, `embeds`, `attachments` and
+  `components` are empty, except in messages the app sent and messages that mention it; replies
+  carry `message_reference` and `referenced_message` (type 19); a privileged intent the portal
+  has not enabled closes the session with 4014;
 - sharding as Discord does it: IDENTIFY's `shard: [shard_id, num_shards]` gives a session the guilds
   with `(guild_id >> 22) % num_shards == shard_id` and their events (events without a guild go to
   shard 0), an invalid shard closes with 4010, a session over `max_guilds_per_session` guilds
@@ -14,7 +21,8 @@ DISCORD_GATEWAY_URL settings point at it). It speaks:
   `enforce_nonce`), history pagination, channel webhooks, active threads; files in multipart;
 - a CDN route serving attachment bytes, so `/train` downloads a real file; interactions carry
   `attachment_size_limit` (10 MiB, Discord's default for users without Nitro on unboosted servers)
-  and, like Discord's clients, `slash` refuses to attach a file over it: the bot never sees one.
+  and, like Discord's clients, `slash` refuses to attach a file over it: the bot never sees one;
+  an interaction token works for `interaction_token_lifetime` (15 minutes), then 401 (50027).
 
 It is as strict as Discord: a payload over one of the documented limits (message content, embeds,
 autocomplete choices, webhook names), a malformed URL, a second interaction callback, a callback
@@ -63,6 +71,14 @@ OPTION_TYPES = {
     "number": 10,
     "attachment": 11,
 }
+
+GUILDS_INTENT = 1 << 0
+GUILD_MESSAGES_INTENT = 1 << 9
+MESSAGE_CONTENT_INTENT = 1 << 15
+PRIVILEGED_INTENTS = (1 << 1) | (1 << 8) | MESSAGE_CONTENT_INTENT  # members, presences, message content
+# resources/message "Message Types": the ones tests send.
+MESSAGE_DEFAULT, MESSAGE_USER_JOIN, MESSAGE_PINNED, MESSAGE_REPLY = 0, 7, 6, 19
+SYSTEM_MESSAGE_TYPES = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15, 16, 17, 18, 21, 22, 24, 25}
 
 _counter = itertools.count()
 DISCORD_EPOCH_MS = 1420070400000
@@ -238,6 +254,7 @@ class GatewaySession:
     ws: web.WebSocketResponse
     shard: tuple[int, int] | None  # (shard_id, num_shards), None when unsharded
     seq: int = 0
+    intents: int = 0
 
     def receives(self, guild_id: int | None) -> bool:
         if self.shard is None:
@@ -354,6 +371,7 @@ class LocalDiscord:
         self.commands: dict[str, list[dict]] = {}  # "global" or guild id -> synced commands
         self.files: dict[str, bytes] = {}
         # Largest upload a user may attach (bytes): 10 MiB by default; Nitro and server boosts raise it.
+        self.interaction_token_lifetime = 15 * 60.0  # seconds; then its webhook calls get 401 (50027)
         self.attachment_size_limit = 10 * 1024 * 1024
         self.interactions: dict[str, Interaction] = {}  # by token
         self.requests: list[Recorded] = []
@@ -364,6 +382,9 @@ class LocalDiscord:
         self.nonces: dict[tuple[int, str], dict] = {}
         self.refusals: list[tuple[str, str, int, dict]] = []  # method, path, status, error body
         self.callback_deadline = CALLBACK_DEADLINE_S
+        # The privileged intents switched on in the developer portal (the bot may ask for these).
+        self.portal_intents = MESSAGE_CONTENT_INTENT
+        self.message_events: list[tuple[GatewaySession, dict]] = []  # MESSAGE_CREATE as each session got it
         self._rate_limits: list[tuple[str, int, float]] = []
         self._failures: list[list] = []  # [path fragment, method, times left, status, body]
         self._stalls: list[str] = []  # path fragments whose requests are carried out but never answered
@@ -600,7 +621,12 @@ class LocalDiscord:
             await ws.send_json({"op": 11, "d": None, "s": None, "t": None})
         elif op == 2:
             self.identifies.append(data)
-            await self._ready(ws, check_shard(data.get("shard")))
+            intents = data.get("intents")
+            if not isinstance(intents, int) or intents < 0 or intents >= 1 << 26:
+                raise GatewayClose(4013, "Invalid intent(s).")
+            if intents & PRIVILEGED_INTENTS & ~self.portal_intents:
+                raise GatewayClose(4014, "Disallowed intent(s).")
+            await self._ready(ws, check_shard(data.get("shard")), intents)
         elif op == 6:
             session = self.sessions.get(data.get("session_id"))
             if session is None:  # Invalid Session, not resumable: the client identifies again
@@ -624,11 +650,11 @@ class LocalDiscord:
         probe = GatewaySession("", None, shard)
         return [guild_id for guild_id in self.guilds if probe.receives(guild_id)]
 
-    async def _ready(self, ws: web.WebSocketResponse, shard: tuple[int, int] | None) -> None:
+    async def _ready(self, ws: web.WebSocketResponse, shard: tuple[int, int] | None, intents: int) -> None:
         guilds = self.guilds_of(shard)
         if len(guilds) > self.max_guilds_per_session:
             raise GatewayClose(4011, "Sharding required.")
-        session = GatewaySession(f"local-session-{snowflake()}", ws, shard)
+        session = GatewaySession(f"local-session-{snowflake()}", ws, shard, intents=intents)
         self.sessions[session.id] = session
         ready = {
             "v": 10,
@@ -704,6 +730,86 @@ class LocalDiscord:
         for session in sessions:
             asyncio.ensure_future(self._send(session, event, data))
         return sessions
+
+    def _dispatch_message(self, message: dict) -> None:
+        """MESSAGE_CREATE to the sessions with GUILD_MESSAGES, each as its intents let it see it."""
+        guild_id = self._guild_of_channel(int(message["channel_id"]))
+        payload = {**self._public(message), "guild_id": str(guild_id)}
+        author_id = int(message["author"]["id"])
+        if not message.get("webhook_id") and author_id in self.guilds[guild_id]["members"]:
+            member = self._member(guild_id, author_id)
+            payload["member"] = {k: v for k, v in member.items() if k != "user"}
+        for session in self.sessions.values():
+            if not (session.ws in self._sockets and session.receives(guild_id)):
+                continue
+            if not session.intents & GUILD_MESSAGES_INTENT:
+                continue
+            seen = self._as_seen(payload, session.intents)
+            self.message_events.append((session, seen))
+            asyncio.ensure_future(self._send(session, "MESSAGE_CREATE", seen))
+
+    def _as_seen(self, message: dict, intents: int) -> dict:
+        """A message as an app with these intents receives it: without MESSAGE_CONTENT, the user
+        content fields are empty unless the app sent the message or is mentioned in it."""
+        seen = dict(message)
+        if seen.get("referenced_message"):
+            seen["referenced_message"] = self._as_seen(seen["referenced_message"], intents)
+        sent_by_app = seen["author"]["id"] == str(self.application_id) and not seen.get("webhook_id")
+        mentioned = any(u["id"] == str(self.application_id) for u in seen.get("mentions") or [])
+        if not intents & MESSAGE_CONTENT_INTENT and not sent_by_app and not mentioned:
+            seen.update(content="", embeds=[], attachments=[], components=[])
+        return seen
+
+    def _mentions(self, content: str, reference: dict | None, ping_reply: bool) -> list[dict]:
+        """Users mentioned by `<@id>` in the content, and the replied-to author when the reply pings."""
+        ids = [int(i) for i in re.findall(r"<@!?(\d+)>", content or "")]
+        if reference is not None and ping_reply and not reference.get("webhook_id"):
+            ids.append(int(reference["author"]["id"]))
+        known = [i for i in dict.fromkeys(ids) if i == self.application_id or i in self.users]
+        return [self._user(i) for i in known]
+
+    def member_says(
+        self,
+        channel_id: int,
+        user_id: int,
+        content: str,
+        *,
+        reply_to: dict | None = None,
+        ping_reply: bool = True,
+        message_type: int | None = None,
+    ) -> dict:
+        """A message a member (or another bot account) sends in a channel, as the Discord client
+        would: mentions parsed, a reply (`reply_to`) referencing its message; dispatched at once."""
+        guild_id = self._guild_of_channel(channel_id)
+        if user_id not in self.guilds[guild_id]["members"]:
+            raise AssertionError("only members of the guild can post in it")
+        if not self.permissions(guild_id, user_id) & (1 << 11):
+            raise AssertionError("that member may not send messages here")
+        extra: dict[str, Any] = {}
+        if reply_to is not None:
+            if reply_to not in self.messages.get(channel_id, []):
+                raise AssertionError("a reply references a message of the same channel")
+            extra = {
+                "message_reference": {
+                    "type": 0,
+                    "message_id": reply_to["id"],
+                    "channel_id": str(channel_id),
+                    "guild_id": str(guild_id),
+                },
+                "referenced_message": self._public(reply_to),
+            }
+        message = self._store_message(channel_id, self._user(user_id), {"content": content}, **extra)
+        message["type"] = (
+            message_type if message_type is not None else MESSAGE_REPLY if reply_to else MESSAGE_DEFAULT
+        )
+        message["mentions"] = self._mentions(content, reply_to, ping_reply)
+        self._dispatch_message(message)
+        return message
+
+    def system_message(self, channel_id: int, user_id: int, message_type: int = MESSAGE_USER_JOIN) -> dict:
+        """A system message (a member joined, a pin...): Discord writes it, with no content."""
+        assert message_type in SYSTEM_MESSAGE_TYPES
+        return self.member_says(channel_id, user_id, "", message_type=message_type)
 
     async def drop_gateway(self, code: int = 4000) -> None:
         """Close every gateway connection (discord.py should reconnect and RESUME)."""
@@ -996,6 +1102,9 @@ class LocalDiscord:
             if failure[0] in path and failure[1] == request.method and failure[2] > 0:
                 failure[2] -= 1
                 return self._refused(request.method, path, json_response(failure[4], status=failure[3]))
+        if self._token_expired(path):
+            expired = json_response({"message": "Invalid Webhook Token", "code": 50027}, status=401)
+            return self._refused(request.method, path, expired)
         handler = self._route(request.method, path)
         if handler is None:
             self.unknown_routes.append(f"{request.method} {path}")
@@ -1011,6 +1120,15 @@ class LocalDiscord:
         if isinstance(result, web.StreamResponse):
             return result
         return json_response(result) if result is not None else web.Response(status=204)
+
+    def _token_expired(self, path: str) -> bool:
+        """An interaction's token (follow-ups, its original response) works for 15 minutes only."""
+        p = path.strip("/").split("/")
+        interaction = self.interactions.get(p[2]) if len(p) > 2 and p[0] == "webhooks" else None
+        return (
+            interaction is not None
+            and time.monotonic() - interaction.sent_at > self.interaction_token_lifetime
+        )
 
     def _refused(self, method: str, path: str, response: web.Response) -> web.Response:
         """Keep every refusal, and show it on the interaction it belongs to (tests then fail fast)."""
@@ -1269,6 +1387,7 @@ class LocalDiscord:
             webhook_id=str(webhook["id"]),
             avatar_url=(body or {}).get("avatar_url"),
         )
+        self._dispatch_message(message)
         return self._public(message)
 
     def _guild_of_channel(self, channel_id: int) -> int:
@@ -1290,9 +1409,37 @@ class LocalDiscord:
         nonce = (body or {}).get("nonce")
         if nonce and (body or {}).get("enforce_nonce") and (channel_id, nonce) in self.nonces:
             return self._public(self.nonces[(channel_id, nonce)])
-        message = self._store_message(channel_id, self.bot_user, body or {}, files, nonce=nonce)
+        reference, referenced = (body or {}).get("message_reference"), None
+        if reference is not None:
+            referenced = next(
+                (m for m in self.messages.get(channel_id, []) if m["id"] == str(reference.get("message_id"))),
+                None,
+            )
+            if referenced is None and reference.get("fail_if_not_exists", True):
+                return invalid_form(
+                    {
+                        "message_reference": {
+                            "_errors": [{"code": "REPLIES_UNKNOWN_MESSAGE", "message": "Unknown message"}]
+                        }
+                    }
+                )
+        extra: dict[str, Any] = {"nonce": nonce}
+        if referenced is not None:
+            extra["message_reference"] = {
+                "type": 0,
+                "message_id": referenced["id"],
+                "channel_id": str(channel_id),
+                "guild_id": str(self._guild_of_channel(channel_id)),
+            }
+            extra["referenced_message"] = self._public(referenced)
+        message = self._store_message(channel_id, self.bot_user, body or {}, files, **extra)
+        if referenced is not None:
+            message["type"] = MESSAGE_REPLY
+            replied = (body.get("allowed_mentions") or {}).get("replied_user", False)
+            message["mentions"] = self._mentions("", referenced, replied)
         if nonce:
             self.nonces[(channel_id, nonce)] = message
+        self._dispatch_message(message)
         return self._public(message)
 
     async def _edit_message(self, p, body, files, query):

@@ -13,6 +13,7 @@ import zipfile
 import pytest
 
 from bot.config import load_settings
+from bot.core import download as download_module
 from bot.core import ingest as ingest_module
 from bot.core.download import (
     MAX_REDIRECTS,
@@ -62,6 +63,16 @@ async def test_archive_without_ranges_is_streamed_whole(settings, server):
     result = await fetch_posts(reader(settings), server.url("plain/twitter.zip"))
     assert result.stats.kept == len(TWEETS)
     assert server.served.body_bytes["twitter.zip"] == len(server.files["twitter.zip"])
+
+
+async def test_a_server_that_stops_answering_ranges_gets_the_archive_streamed(settings, server):
+    """A CDN that answers the probe by range and then sends whole files (or a file that changed, with
+    If-Range): the archive is read again from a temporary file, never from mixed bytes."""
+    server.files["twitter.zip"], _ = archive_with_media()
+    server.ignore_ranges_after = 1
+    result = await fetch_posts(reader(settings), server.url("ranged/twitter.zip"))
+    assert result.stats.kept == len(TWEETS)
+    assert server.served.hits.count("/ranged/twitter.zip") == 3  # the probe, one refused range, the whole
 
 
 async def test_archive_without_ranges_over_the_cap_is_stopped(settings, server):
@@ -198,3 +209,13 @@ async def test_a_lying_content_length_and_http_errors(settings, server):
     for bad in ("ftp://example.com/a.zip", "not a link", "file:///etc/passwd"):
         with pytest.raises(UserError, match="https://"):
             await fetch_posts(reader(settings), bad)
+
+
+async def test_a_stalled_range_download_is_stopped_at_the_deadline(settings, server, monkeypatch):
+    """The reader thread waits on range requests run by the event loop: at the deadline the session
+    closes under them, so the thread and its requests end too (no task is left: conftest checks)."""
+    monkeypatch.setattr(download_module, "DOWNLOAD_DEADLINE_SECONDS", 1)
+    server.files["twitter.zip"], _ = archive_with_media()
+    server.stall_ranges_after = 1  # the first range request (the probe) is answered, then nothing
+    with pytest.raises(DownloadError, match="was stopped"):
+        await fetch_posts(reader(settings), server.url("ranged/twitter.zip"))

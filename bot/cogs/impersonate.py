@@ -19,10 +19,15 @@ def impersonate_cooldown(interaction: discord.Interaction) -> app_commands.Coold
     return app_commands.Cooldown(1, seconds) if seconds > 0 else None
 
 
-def guild_rate(interaction: discord.Interaction) -> app_commands.Cooldown | None:
-    """A whole server shares a budget too, so one busy server cannot starve the others."""
-    per_minute = interaction.client.settings.impersonate_guild_per_minute
-    return app_commands.Cooldown(per_minute, 60) if per_minute > 0 else None
+def spend_guild_budget(interaction: discord.Interaction) -> bool:
+    """A whole server shares a budget too, so one busy server cannot starve the others; persona
+    answers in the conversation (/chatter) take from the same budget (core/chatter.py)."""
+    chatter = interaction.client.core.chatter
+    now = chatter.clock()
+    if chatter.guild_budget.take(interaction.guild_id, now):
+        return True
+    retry = chatter.guild_budget.retry_after(interaction.guild_id, now)
+    raise app_commands.CommandOnCooldown(app_commands.Cooldown(chatter.guild_budget.count, 60), retry)
 
 
 class ImpersonateCog(commands.Cog):
@@ -40,7 +45,7 @@ class ImpersonateCog(commands.Cog):
     @app_commands.guild_only()
     # Checks run bottom-up: the per-user cooldown first, so a refused user does not spend the
     # server's budget.
-    @app_commands.checks.dynamic_cooldown(guild_rate, key=lambda i: i.guild_id)
+    @app_commands.check(spend_guild_budget)
     @app_commands.checks.dynamic_cooldown(impersonate_cooldown, key=lambda i: (i.guild_id, i.user.id))
     @app_commands.autocomplete(handle=handle_autocomplete)
     async def impersonate(

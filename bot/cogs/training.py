@@ -18,14 +18,25 @@ from ..core.limits import MAX_EPOCHS
 from ..core.storage import JobRecord
 from ..core.training import TrainProgress
 from ..core.trainrun import JobOutcome
-from ..core.urls import normalize_http_url
 from ..limits import fit_choices, fit_content, fit_embed
 from ..transformers import AvatarUrl, Handle
-from ..ui import NO_PINGS, defer_public, format_duration, number, progress_text, stats_table
+from ..ui import (
+    INTERACTION_EDIT_WINDOW,
+    NO_PINGS,
+    defer_public,
+    exactly_one_source,
+    format_duration,
+    interaction_age,
+    number,
+    progress_text,
+    showing_download,
+    stats_table,
+    token_expired,
+    upload_limit,
+)
 
 log = logging.getLogger(__name__)
 
-INTERACTION_EDIT_WINDOW = 14 * 60  # interaction tokens expire after 15 minutes
 # A member's data package holds their own messages: only they may train on it (/voice train).
 PACKAGE_IS_PERSONAL = (
     "That is a Discord data package: only the member it belongs to can train a persona on it, "
@@ -113,7 +124,9 @@ class TrainingCog(commands.Cog):
         handle3: Handle | None = None,
         file3: discord.Attachment | None = None,
     ) -> None:
-        people = self.people_from(interaction, handle, self.source(file, url), handle2, file2, handle3, file3)
+        people = self.people_from(
+            interaction, handle, exactly_one_source(file, url, "their posts"), handle2, file2, handle3, file3
+        )
         combined = "-".join(h for h, _ in people)
         await self.core.ensure_can_queue(interaction.guild_id, combined)  # before the download
         await defer_public(interaction)
@@ -147,9 +160,8 @@ class TrainingCog(commands.Cog):
         """The deferred reply becomes the job's progress message: the data table, then progress
         (also for /voice train, whose cog hands its jobs here)."""
         interaction.extras["answered"] = True
-        age = (discord.utils.utcnow() - interaction.created_at).total_seconds()  # a download may be long
-        watcher = self.progress_messages[job.id] = ProgressMessage(
-            job=job, interaction=interaction, started=time.monotonic() - max(0.0, age)
+        watcher = self.progress_messages[job.id] = ProgressMessage(  # a download may have taken long
+            job=job, interaction=interaction, started=time.monotonic() - interaction_age(interaction)
         )
         ahead = await self.core.jobs_ahead(job.id)
         note = "\n".join(f"⚠️ {w}" for w in warnings)
@@ -162,33 +174,18 @@ class TrainingCog(commands.Cog):
             )
         watcher.last_edit = time.monotonic()
 
-    @staticmethod
-    def source(file: discord.Attachment | None, url: str | None) -> discord.Attachment | str:
-        """The first person's posts: an upload or a link, exactly one (checked before deferring)."""
-        if file is not None and url is not None:
-            raise UserError("Give either `file:` (an upload) or `url:` (a link), not both.")
-        if file is None and url is None:
-            raise UserError(
-                "Give their posts as `file:` (an upload) or `url:` (a link to the archive .zip or file)."
-            )
-        return file if file is not None else normalize_http_url(url, what="The link")
-
     async def read_source(self, interaction: discord.Interaction, source: discord.Attachment | str):
         """One person's posts, cleaned: an upload read from Discord's CDN, or a link downloaded."""
         if isinstance(source, str):
-            await interaction.edit_original_response(
-                content=fit_content(f"Downloading <{source}>…"), allowed_mentions=NO_PINGS
-            )
-            return await self.core.downloads.read(source, ingest)
+            async with showing_download(
+                interaction, source, self.bot.settings.progress_edit_seconds
+            ) as transfer:
+                return await self.core.downloads.read(source, ingest, transfer)
         data = await source.read()
         try:
             return await asyncio.to_thread(ingest, data, source.filename)
         except UnsupportedFile as exc:  # too big uncompressed, or a kind never read: say what works
-            raise UserError(f"{exc} {upload_advice(self.upload_limit(interaction))}") from None
-
-    def upload_limit(self, interaction: discord.Interaction) -> int:
-        """The largest upload this user can send here that the bot also reads."""
-        return min(interaction.filesize_limit, self.bot.settings.max_attachment_bytes)
+            raise UserError(f"{exc} {upload_advice(upload_limit(interaction, self.bot.settings))}") from None
 
     def people_from(
         self, interaction: discord.Interaction, *pairs
@@ -210,7 +207,7 @@ class TrainingCog(commands.Cog):
             if isinstance(attachment, discord.Attachment) and attachment.size > limit:
                 raise UserError(
                     f"`{attachment.filename[:80]}` is {attachment.size / 2**20:.1f} MB; I read uploads up to "
-                    f"{limit / 2**20:.0f} MB. {upload_advice(self.upload_limit(interaction))}"
+                    f"{limit / 2**20:.0f} MB. {upload_advice(upload_limit(interaction, self.bot.settings))}"
                 )
             people.append((handle, attachment))
         if len({h for h, _ in people}) != len(people):
@@ -293,8 +290,13 @@ class TrainingCog(commands.Cog):
                 watcher.interaction is not None
                 and time.monotonic() - watcher.started < INTERACTION_EDIT_WINDOW
             ):
-                await watcher.interaction.edit_original_response(**fields)
-                return
+                try:
+                    await watcher.interaction.edit_original_response(**fields)
+                    return
+                except discord.HTTPException as exc:
+                    if not token_expired(exc):
+                        raise
+                    watcher.interaction = None  # its 15 minutes are up: the channel message from now on
             if watcher.message is None:
                 channel = self.bot.get_partial_messageable(
                     watcher.job.channel_id, guild_id=watcher.job.guild_id

@@ -6,6 +6,7 @@ The bot never reads members' messages to train (Discord's Developer Policy; core
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import discord
@@ -15,7 +16,7 @@ from discord.ext import commands
 from ..core.errors import UserError
 from ..core.handles import normalize_handle
 from ..transformers import Handle
-from ..ui import NO_PINGS, defer_public
+from ..ui import NO_PINGS, defer_public, exactly_one_source, showing_download, upload_limit
 
 log = logging.getLogger(__name__)
 
@@ -42,41 +43,54 @@ class VoiceCog(commands.Cog):
     @voice.command(name="train", description="Train a persona of yourself on your own Discord data package")
     @app_commands.describe(
         file="Your Discord data package (.zip), or its Messages folder zipped",
+        url="Or the package's download link (from Discord's email), or another http(s) link to it",
         handle="Name of the persona (default: your user name)",
         this_server_only="Use only your messages in this server's channels (default: every server's)",
     )
     async def train_me(
         self,
         interaction: discord.Interaction,
-        file: discord.Attachment,
+        file: discord.Attachment | None = None,
+        url: app_commands.Range[str, 1, 2048] | None = None,
         handle: Handle | None = None,
         this_server_only: bool = False,
     ) -> None:
         member = interaction.user
-        self.check_size(file)
+        source = exactly_one_source(file, url, "your data package")
+        if file is not None:
+            self.check_size(interaction, file)
         handle = await self.core.voices.check_can_train(
             interaction.guild_id, member.id, handle or normalize_handle(member.name.replace(".", "_"))
         )
         await defer_public(interaction)
-        queued = await self.core.voices.train_from_package(
-            guild_id=interaction.guild_id,
-            member_id=member.id,
-            handle=handle,
-            data=await file.read(),
-            filename=file.filename,
-            display_name=getattr(member, "display_name", member.name),
-            avatar_url=member.display_avatar.url,
-            channel_id=interaction.channel_id,
-            this_server_only=this_server_only,
-        )
+        async with contextlib.AsyncExitStack() as stack:
+            transfer = None
+            if isinstance(source, str):  # the package by link: the reply shows the download
+                every = self.bot.settings.progress_edit_seconds
+                transfer = await stack.enter_async_context(showing_download(interaction, source, every))
+            queued = await self.core.voices.train_from_package(
+                guild_id=interaction.guild_id,
+                member_id=member.id,
+                handle=handle,
+                data=await file.read() if file is not None else None,
+                filename=file.filename if file is not None else "",
+                url=source if isinstance(source, str) else None,
+                transfer=transfer,
+                display_name=getattr(member, "display_name", member.name),
+                avatar_url=member.display_avatar.url,
+                channel_id=interaction.channel_id,
+                this_server_only=this_server_only,
+            )
         await self.bot.get_cog("TrainingCog").show_queued(interaction, queued.job, queued.result.warnings)
 
-    def check_size(self, file: discord.Attachment) -> None:
+    def check_size(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
         limit = self.bot.settings.max_attachment_bytes
         if file.size > limit:
             raise UserError(
-                f"`{file.filename}` is {file.size / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB. "
-                "Zip only the package's Messages folder and send that."
+                f"`{file.filename[:80]}` is {file.size / 2**20:.1f} MB; I read uploads up to "
+                f"{limit / 2**20:.0f} MB. Zip only the package's Messages folder and send that, if it fits "
+                f"in {upload_limit(interaction, self.bot.settings) / 2**20:.0f} MB; or give the package's "
+                "download link (from Discord's email) as `url:`."
             )
 
     # -- your data ------------------------------------------------------------------------------------
@@ -121,11 +135,15 @@ class VoiceCog(commands.Cog):
         if post is None:
             await interaction.response.send_message("I did not generate that message.", ephemeral=True)
             return
-        who = (
-            f"requested by <@{post.requested_by}>"
-            if post.requested_by
-            else f"posted by schedule #{post.schedule_id}"
-        )
+        if post.requested_by:
+            who = f"requested by <@{post.requested_by}>"
+        elif post.schedule_id:
+            who = f"posted by schedule #{post.schedule_id}"
+        else:
+            who = "chiming in on its own (`/chatter`)"
+        if post.answered_message_id:
+            link = f"https://discord.com/channels/{interaction.guild_id}/{post.channel_id}/{post.answered_message_id}"
+            who += f", answering {link}"
         await interaction.response.send_message(
             f"Generated by the persona `@{post.handle}`, {who}, <t:{int(post.created_at)}:f>. "
             "It is machine-written, not the real person.",

@@ -84,6 +84,12 @@ class RateWindow:
             times.popleft()
         return len(times) < self.count
 
+    def retry_after(self, key: object, now: float) -> float:
+        """Seconds until `key` may take again (0 when it may now)."""
+        if self.available(key, now):
+            return 0.0
+        return max(0.0, self._taken[key][0] + self.seconds - now)
+
     def take(self, key: object, now: float) -> bool:
         if not self.available(key, now):
             return False
@@ -93,9 +99,12 @@ class RateWindow:
 
 
 def reply_prompt(author_name: str) -> str:
-    """`@name `: how the person's own replies begin in an X archive (see bench/reply_prompts.py)."""
+    """`@name`: how the person's own replies begin in an X archive (see bench/reply_prompts.py).
+
+    No trailing space: GPT-2 writes " word" as one token, so a prompt ending in a space would leave
+    the model a lone " " token it never saw in training."""
     name = _NOT_HANDLE_CHARS.sub("", author_name)[:15] or "someone"  # an X handle's alphabet and length
-    return f"@{name} "
+    return f"@{name}"
 
 
 def message_context(text: str) -> str:
@@ -137,6 +146,7 @@ class Chatter:
         self.clock = clock
         self.rng = rng  # tests pass a fixed one
         s = service.settings
+        # The server's per-minute budget, shared with /impersonate (its cog takes from it too).
         self.guild_budget = RateWindow(s.impersonate_guild_per_minute, 60)
         cooldown = s.impersonate_cooldown_seconds
         self.member_cooldown = RateWindow(1 if cooldown > 0 else 0, cooldown)
@@ -272,6 +282,8 @@ class Chatter:
                 model = await self._ready(message.guild_id, settings[0].handle)
             return (model, "mention", by_handle.get(model.handle)) if model else None
         for setting in random.sample(settings, len(settings)):  # no persona always first
+            if setting.handle == message.writer:
+                continue  # a persona does not chime in on its own post
             if setting.rate > 0 and self.rng() < setting.rate:
                 model = await self._ready(message.guild_id, setting.handle)
                 return (model, "chime", setting) if model else None

@@ -26,6 +26,7 @@ import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
@@ -120,6 +121,13 @@ class CheckedConnector(aiohttp.TCPConnector):
         return connection
 
 
+@dataclass
+class Transfer:
+    """How much of a download has arrived, for whoever shows it (read and written on the event loop)."""
+
+    received: int = 0
+
+
 class UrlReader:
     """Downloads for `url:` options and the CLI; one per service (settings and a concurrency limit)."""
 
@@ -131,14 +139,17 @@ class UrlReader:
         )
         self.slots = asyncio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
 
-    async def read(self, url: str, reader: Callable[[bytes | BinaryIO, str], T]) -> T:
+    async def read(
+        self, url: str, reader: Callable[[bytes | BinaryIO, str], T], transfer: Transfer | None = None
+    ) -> T:
         """Download `url` and run `reader(data, filename)` on it in a thread (data: bytes or a zip file).
 
         The reader sees a zip as a seekable file: only what it reads is downloaded where ranges work.
+        `transfer`, when given, counts the bytes as they arrive.
         """
         url = normalize_http_url(url, what="The link")
         async with self.slots, self._session() as session:
-            download = _Download(self, session)
+            download = _Download(self, session, transfer or Transfer())
             try:
                 async with asyncio.timeout(DOWNLOAD_DEADLINE_SECONDS):
                     return await download.read(url, reader)
@@ -166,10 +177,10 @@ class UrlReader:
 class _Download:
     """One link being read: the redirects followed, the bytes counted against the cap."""
 
-    def __init__(self, owner: UrlReader, session: aiohttp.ClientSession):
+    def __init__(self, owner: UrlReader, session: aiohttp.ClientSession, transfer: Transfer):
         self.owner = owner
         self.session = session
-        self.received = 0
+        self.transfer = transfer
         self.loop = asyncio.get_running_loop()
 
     async def read(self, url: str, reader: Callable[[bytes | BinaryIO, str], T]) -> T:
@@ -237,8 +248,8 @@ class _Download:
         raise DownloadError(f"The link redirects more than {MAX_REDIRECTS} times; give the file's own link.")
 
     def count(self, size: int) -> None:
-        self.received += size
-        if self.received > self.owner.max_bytes:
+        self.transfer.received += size
+        if self.transfer.received > self.owner.max_bytes:
             raise DownloadError(
                 f"The download is over {self.owner.max_bytes / 2**20:,.0f} MB (URL_MAX_MB) and was stopped."
             )

@@ -18,6 +18,7 @@ import asyncio
 from dataclasses import dataclass
 
 from .datapackage import PACKAGE_HELP, is_data_package
+from .download import Transfer
 from .errors import UserError
 from .handles import normalize_handle
 from .ingest import IngestResult, ingest
@@ -53,20 +54,30 @@ class Voices:
         guild_id: int,
         member_id: int,
         handle: str,
-        data: bytes,
-        filename: str,
+        data: bytes | None = None,
+        filename: str = "",
+        url: str | None = None,
+        transfer: Transfer | None = None,
         display_name: str | None = None,
         avatar_url: str | None = None,
         channel_id: int | None = None,
         this_server_only: bool = False,
     ) -> PackageTraining:
-        """Read the member's own package (server channels only; this server's alone when asked)
-        and queue their persona."""
+        """Read the member's own package, uploaded (`data`) or by link (`url`, downloaded by
+        service.downloads: only the package's message files where the server takes range requests),
+        server channels only (this server's alone when asked), and queue their persona."""
         handle = await self.check_can_train(guild_id, member_id, handle)
         scope = guild_id if this_server_only else None
-        if not await asyncio.to_thread(is_data_package, data):
-            raise UserError("That is not a Discord data package: " + PACKAGE_HELP)
-        result = await asyncio.to_thread(ingest, data, filename, guild_id=scope)
+
+        def read(source, name: str):
+            if not is_data_package(source):
+                raise UserError("That is not a Discord data package: " + PACKAGE_HELP)
+            return ingest(source, name, guild_id=scope)
+
+        if url is not None:
+            result = await self.service.downloads.read(url, read, transfer)
+        else:
+            result = await asyncio.to_thread(read, data, filename)
         if result.owner_id is not None and result.owner_id != member_id:
             raise UserError("That data package belongs to another account: only its owner can train on it.")
         job = await self.service.submit_training(
