@@ -18,7 +18,7 @@ from tqdm import tqdm
 from .config import SettingsError, load_settings
 from .core.errors import UserError
 from .core.handles import RegistryError
-from .core.ingest import IngestError, ingest, ingest_path
+from .core.ingest import ingest, ingest_path
 from .core.service import PersonaService
 from .core.training import TrainProgress
 from .core.trainrun import JobOutcome
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:
         return asyncio.run(run(args))
-    except (SettingsError, UserError, IngestError, RegistryError, OSError) as exc:
+    except (SettingsError, UserError, RegistryError, OSError) as exc:
         message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -16,7 +16,14 @@ from bot.core.handles import HANDLE_RE, clean_display_name
 from bot.core.nucleus import fit_to_positions
 from bot.core.storage import ModelRecord
 from bot.core.urls import normalize_http_url
-from bot.limits import embed_messages, fit_choices, fit_content, fit_embed, split_content, webhook_username
+from bot.discord_limits import (
+    embed_messages,
+    fit_choices,
+    fit_content,
+    fit_embed,
+    split_content,
+    webhook_username,
+)
 from bot.personas import persona_name
 from bot.ui import tweet_embed
 from tests.localdiscord import (

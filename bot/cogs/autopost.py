@@ -12,9 +12,9 @@ from discord.ext import commands, tasks
 from ..core.errors import UserError
 from ..core.limits import MAX_SCHEDULE_FAILURES
 from ..core.storage import Schedule
-from ..limits import fit_content, fit_embed
+from ..discord_limits import fit_content, fit_embed
+from ..options import Duration, Handle, Interval
 from ..personas import PersonaPoster
-from ..transformers import Duration, Handle, Interval
 from ..ui import NO_PINGS, handle_autocomplete
 
 log = logging.getLogger(__name__)

@@ -13,13 +13,13 @@ from discord.ext import commands
 
 from ..core.datapackage import FORMAT as PACKAGE_FORMAT
 from ..core.errors import UserError
-from ..core.ingest import IngestError, UnsupportedFile, ingest, merge_for_cyborg
+from ..core.ingest import UnsupportedFile, balance_people, ingest
 from ..core.limits import MAX_EPOCHS
 from ..core.storage import JobRecord
 from ..core.training import TrainProgress
 from ..core.trainrun import JobOutcome
-from ..limits import fit_choices, fit_content, fit_embed
-from ..transformers import AvatarUrl, Handle
+from ..discord_limits import fit_choices, fit_content, fit_embed
+from ..options import AvatarUrl, Handle
 from ..ui import (
     INTERACTION_EDIT_WINDOW,
     NO_PINGS,
@@ -134,7 +134,7 @@ class TrainingCog(commands.Cog):
         for person, source in people:
             try:
                 results.append(await self.read_source(interaction, source))
-            except (IngestError, UserError) as exc:
+            except UserError as exc:
                 name = source if isinstance(source, str) else source.filename
                 raise UserError(f"`{name[:80]}` ({person}): {exc}" if len(people) > 1 else str(exc)) from None
             if results[-1].format == PACKAGE_FORMAT:
@@ -381,7 +381,7 @@ def combine(people, results) -> tuple[list[str], dict]:
     """One person's tweets and stats as they are; several people balanced like huggingtweets."""
     if len(results) == 1:
         return results[0].tweets, results[0].stats.as_dict()
-    tweets = merge_for_cyborg([r.tweets for r in results])
+    tweets = balance_people([r.tweets for r in results])
     per_person = [
         dict(r.stats.as_dict(), name=h, handle=h) for (h, _), r in zip(people, results, strict=False)
     ]

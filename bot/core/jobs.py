@@ -20,8 +20,8 @@ from dataclasses import replace
 from typing import Any
 
 from .checkpoint import checkpoint_step
+from .modelstore import ModelStore
 from .storage import JobRecord, Storage
-from .store import ModelStore
 from .training import TrainConfig, TrainProgress, TrainResult, train
 from .trainrun import (
     EventSink,

@@ -25,9 +25,9 @@ from .handles import RegistryError, clean_display_name, handle_for_hub_id, norma
 from .jobs import TrainingQueue
 from .limits import MAX_EPOCHS, MAX_PROMPT_CHARS, MAX_QUEUED_JOBS_PER_GUILD, MAX_TWEETS_PER_REQUEST
 from .modelcard import read_card
+from .modelstore import ModelStore, StoreError
 from .schedules import Scheduler
 from .storage import JobRecord, ModelRecord, Post, Storage, database_url, persona_key
-from .store import ModelStore, StoreError
 from .training import TrainProgress
 from .trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
 from .urls import NO_AVATAR, normalize_http_url

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .modelcard import render_card
+from .modelstore import ModelStore, StoreError
 from .plots import loss_curve_png
 from .safety import save_index
 from .storage import JobRecord, ModelRecord
-from .store import ModelStore, StoreError
 from .training import (
     TrainConfig,
     TrainingCancelled,

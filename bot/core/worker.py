@@ -28,9 +28,9 @@ from typing import Any
 
 from .checkpoint import checkpoint_step
 from .errors import UserError
+from .modelstore import ModelStore, StoreError, pack, unpack_into
 from .storage import JobRecord, ModelRecord, Storage, checkpoint_key, database_url, persona_key, taskqueue
 from .storage.schema import ACTIVE_STATES
-from .store import ModelStore, StoreError, pack, unpack_into
 from .training import TrainingError, TrainProgress
 from .trainrun import RunHandle, progress_to_loop, settle, train_and_publish, train_config
 
