@@ -591,7 +591,7 @@ def test_warnings_and_size_gates():
     assert any("skipped as not tweets" in w for w in ingest(long_post, "t.txt").warnings)
 
 
-def test_merge_for_cyborg_balances_text_like_huggingtweets():
+def test_balance_people_balances_text_like_huggingtweets():
     verbose = [f"a long tweet number {i} " + "word " * 20 for i in range(50)]
     terse = ["short one", "another short", "third small"]
     merged = balance_people([verbose, terse], seed=1)
