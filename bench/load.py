@@ -130,7 +130,7 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
         acks = [i.ack_latency for i in sent if i.ack_latency is not None]
         beats = server.heartbeats[heartbeats_before:]
         gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
-        await bot.core.cancel_job(guilds[0], 1) if training_still_running else None
+        await bot.core.trainings.cancel(guilds[0], 1) if training_still_running else None
         await stop_bot(bot, task)
     return {
         "interactions": interactions,

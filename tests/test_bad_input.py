@@ -70,7 +70,7 @@ async def test_bad_attachment(discord_env, filename, data, needle):
 
 async def assert_no_trace(env):
     core = env.bot.core
-    assert await core.list_jobs(env.guild) == []
+    assert await core.trainings.list(env.guild) == []
     assert await core.list_models(env.guild) == []
     store = core.store.root
     assert not (store / str(env.guild)).exists() or not any((store / str(env.guild)).iterdir())

@@ -102,7 +102,7 @@ async def test_sigkill_then_restart_requeues_and_leaves_no_half_model(settings, 
     await core.start(run_queue=False)
     try:
         assert await core.integrity_check() == "ok"
-        assert (await core.get_job(1, job.id)).interrupted == 1
+        assert (await core.trainings.get(1, job.id)).interrupted == 1
         _, tweets = await core.generate(1, "alice", "", 2)
         assert len(tweets) == 2
         leftovers = [p for p in (Path(settings.models_dir) / ".staging").glob("*")] + [

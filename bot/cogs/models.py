@@ -30,7 +30,7 @@ class ModelsCog(commands.Cog):
     @models.command(name="list", description="List this server's personas")
     async def models_list(self, interaction: discord.Interaction) -> None:
         models = await self.core.list_models(interaction.guild_id)
-        jobs = await self.core.list_jobs(interaction.guild_id, active_only=True)
+        jobs = await self.core.trainings.list(interaction.guild_id, active_only=True)
         if not models and not jobs:
             await interaction.response.send_message(
                 "No personas yet. Someone with Manage Server can create one with `/train new`.",

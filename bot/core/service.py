@@ -23,12 +23,12 @@ from .errors import UserError
 from .generation import GenerationError, GenerationRequest, Generator, Sampling
 from .handles import RegistryError, clean_display_name, handle_for_hub_id, normalize_handle
 from .jobs import TrainingQueue
-from .limits import MAX_EPOCHS, MAX_PROMPT_CHARS, MAX_QUEUED_JOBS_PER_GUILD, MAX_TWEETS_PER_REQUEST
+from .limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
 from .modelcard import read_card
 from .modelstore import ModelStore, StoreError
 from .schedules import Scheduler
-from .storage import JobRecord, ModelRecord, Post, Storage, database_url, persona_key
-from .training import TrainProgress
+from .storage import ModelRecord, Post, Storage, database_url, persona_key
+from .trainings import Trainings
 from .trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
 from .urls import NO_AVATAR, normalize_http_url
 from .voices import Voices
@@ -149,6 +149,7 @@ class PersonaService:
         self.downloads = UrlReader(settings)  # `url:` options and the CLI's --file given a link
         self.voices = Voices(self)  # members' personas of themselves (core/voices.py)
         self._unpacking = asyncio.Lock()
+        self.trainings = Trainings(self)  # /train: service.trainings.submit(...), .cancel(...)
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -232,98 +233,6 @@ class PersonaService:
                 raise UserError(f"`{model.handle}`'s files are missing from the database; train it again.")
             digest, data = blob
             await asyncio.to_thread(self.store.unpack, data, digest, model.guild_id, model.handle)
-
-    # -- train --------------------------------------------------------------------------------
-
-    async def submit_training(
-        self,
-        *,
-        guild_id: int,
-        handle: str,
-        tweets: list[str],
-        stats: dict[str, Any],
-        display_name: str | None = None,
-        avatar_url: str | None = None,
-        method: str | None = None,
-        epochs: int | None = None,
-        base_model: str | None = None,
-        requested_by: int | None = None,
-        channel_id: int | None = None,
-        source_user_id: int | None = None,
-    ) -> JobRecord:
-        handle = normalize_handle(handle)
-        method = (method or self.settings.train_method).lower()
-        if method not in ("lora", "full"):
-            raise UserError("The method must be `lora` or `full`.")
-        epochs = epochs or self.settings.train_epochs
-        if not 1 <= epochs <= MAX_EPOCHS:
-            raise UserError(f"Epochs must be between 1 and {MAX_EPOCHS}.")
-        avatar_url = normalize_http_url(avatar_url, what="The avatar URL") if avatar_url else None
-        await self.ensure_can_queue(guild_id, handle)
-        job = await self.storage.jobs.create(
-            guild_id=guild_id,
-            handle=handle,
-            display_name=clean_display_name(display_name, handle),
-            avatar_url=avatar_url,
-            base_model=base_model or self.settings.base_model,
-            method=method,
-            epochs=epochs,
-            corpus=tweets,
-            stats=stats,
-            requested_by=requested_by,
-            channel_id=channel_id,
-            source_user_id=source_user_id,
-        )
-        await self.queue.submit(job)
-        return job
-
-    async def ensure_can_queue(self, guild_id: int, handle: str) -> None:
-        """Refuse early (before a download) what submit_training would refuse."""
-        if await self.storage.jobs.active_for_handle(guild_id, handle):
-            raise UserError(f"`{handle}` is already queued or training here; wait for it or cancel it first.")
-        active = await self.storage.jobs.list(guild_id, active_only=True)
-        if len(active) >= MAX_QUEUED_JOBS_PER_GUILD:
-            raise UserError(
-                f"This server already has {len(active)} trainings queued; wait for one to finish."
-            )
-
-    async def list_jobs(
-        self, guild_id: int, *, active_only: bool = False, limit: int = 20
-    ) -> list[JobRecord]:
-        return await self.storage.jobs.list(guild_id, active_only=active_only, limit=limit)
-
-    async def get_job(self, guild_id: int, job_id: int) -> JobRecord | None:
-        return await self.storage.jobs.get(guild_id, job_id)
-
-    async def jobs_ahead(self, job_id: int) -> int:
-        """How many jobs run or wait before this one (0 = it is next or running)."""
-        return await self.storage.jobs.position(job_id)
-
-    def job_progress(self, job_id: int) -> TrainProgress | None:
-        """The live progress of a job this process is training (None when it is not running here)."""
-        return self.queue.progress_of(job_id)
-
-    def recovered_jobs(self) -> list[JobRecord]:
-        """Jobs a previous process left running, queued again at start-up."""
-        return list(self.queue.recovered)
-
-    def resume_step(self, job_id: int) -> int | None:
-        """The checkpoint step a recovered job resumes from (None: it starts over)."""
-        return self.queue.resume_step(job_id)
-
-    async def cancel_job(self, guild_id: int, job_id: int) -> str:
-        job = await self.storage.jobs.get(guild_id, job_id)
-        if job is None:
-            raise UserError(f"There is no training job #{job_id} in this server.")
-        if job.state == "running" and await self.queue.cancel(job_id):
-            return "cancelling"
-        if job.state == "queued" and await self.storage.jobs.cancel_queued(guild_id, job_id):
-            return "cancelled"
-        raise UserError(f"Job #{job_id} is already {job.state}.")
-
-    async def wait_idle(self, timeout: float | None = None) -> None:
-        """Wait until no training is queued or running (the CLI and tests)."""
-        await self.queue.wait_idle(timeout)
 
     # -- personas -----------------------------------------------------------------------------
 
@@ -436,7 +345,7 @@ class PersonaService:
         handle = normalize_handle(handle or handle_for_hub_id(repo))
         if await self.storage.models.get(guild_id, handle):
             raise UserError(f"`{handle}` already exists here; delete it first or pick another handle.")
-        await self.ensure_can_queue(guild_id, handle)
+        await self.trainings.check_can_queue(guild_id, handle)
         staging = await asyncio.to_thread(self.store.new_staging_dir, guild_id, handle)
         try:
             await asyncio.to_thread(self._fetch_into, repo, staging)
