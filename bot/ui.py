@@ -13,11 +13,11 @@ from discord import app_commands
 
 from .core.download import Transfer
 from .core.errors import UserError
-from .core.ingest import IngestError, data_table
+from .core.ingest import data_table
 from .core.storage import ModelRecord
 from .core.training import TrainProgress
 from .core.urls import normalize_http_url
-from .limits import fit_choices, fit_content, fit_embed, safe_url
+from .discord_limits import fit_choices, fit_content, fit_embed, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def user_message_for(error: Exception) -> tuple[str, bool]:
     """The short text to show for an error, and whether it was unexpected (to be logged)."""
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
-    if isinstance(error, (UserError, IngestError)):
+    if isinstance(error, UserError):
         return str(error), False
     if isinstance(error, app_commands.CommandOnCooldown):
         return f"Slow down: you can use this again in {error.retry_after:.0f} s.", False
@@ -60,13 +60,35 @@ async def send_error(interaction: discord.Interaction, message: str) -> None:
             return
         if interaction.extras.get("public_defer") and not interaction.extras.get("answered"):
             # A public "thinking..." placeholder would otherwise stay; replace it with the error.
-            await interaction.edit_original_response(
-                content=fit_content(f"⚠️ {message}"), allowed_mentions=NO_PINGS
-            )
+            try:
+                await interaction.edit_original_response(
+                    content=fit_content(f"⚠️ {message}"), allowed_mentions=NO_PINGS
+                )
+            except discord.HTTPException as exc:
+                if not token_expired(exc):
+                    raise
+                await tell_in_channel(interaction, message)  # after a long download: 15 minutes are up
             return
         await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_PINGS)
     except discord.HTTPException:
         log.exception("Could not deliver an error message for interaction %s", interaction.id)
+
+
+def token_expired(exc: discord.HTTPException) -> bool:
+    """Discord's answer to an interaction token used after its 15 minutes (401, "Invalid Webhook
+    Token"), or to one it dropped (404, "Unknown Webhook")."""
+    return exc.status == 401 or exc.code in (50027, 10015)
+
+
+async def tell_in_channel(interaction: discord.Interaction, message: str) -> None:
+    """The answer to a command whose reply can no longer be edited: in its channel, to its user."""
+    channel = interaction.client.get_partial_messageable(
+        interaction.channel_id, guild_id=interaction.guild_id
+    )
+    await channel.send(
+        fit_content(f"⚠️ {interaction.user.mention} {message}"),
+        allowed_mentions=discord.AllowedMentions(users=[interaction.user], everyone=False, roles=False),
+    )
 
 
 def upload_limit(interaction: discord.Interaction, settings) -> int:

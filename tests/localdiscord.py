@@ -21,7 +21,8 @@ DISCORD_GATEWAY_URL settings point at it). It speaks:
   `enforce_nonce`), history pagination, channel webhooks, active threads; files in multipart;
 - a CDN route serving attachment bytes, so `/train` downloads a real file; interactions carry
   `attachment_size_limit` (10 MiB, Discord's default for users without Nitro on unboosted servers)
-  and, like Discord's clients, `slash` refuses to attach a file over it: the bot never sees one.
+  and, like Discord's clients, `slash` refuses to attach a file over it: the bot never sees one;
+  an interaction token works for `interaction_token_lifetime` (15 minutes), then 401 (50027).
 
 It is as strict as Discord: a payload over one of the documented limits (message content, embeds,
 autocomplete choices, webhook names), a malformed URL, a second interaction callback, a callback
@@ -370,6 +371,7 @@ class LocalDiscord:
         self.commands: dict[str, list[dict]] = {}  # "global" or guild id -> synced commands
         self.files: dict[str, bytes] = {}
         # Largest upload a user may attach (bytes): 10 MiB by default; Nitro and server boosts raise it.
+        self.interaction_token_lifetime = 15 * 60.0  # seconds; then its webhook calls get 401 (50027)
         self.attachment_size_limit = 10 * 1024 * 1024
         self.interactions: dict[str, Interaction] = {}  # by token
         self.requests: list[Recorded] = []
@@ -1100,6 +1102,9 @@ class LocalDiscord:
             if failure[0] in path and failure[1] == request.method and failure[2] > 0:
                 failure[2] -= 1
                 return self._refused(request.method, path, json_response(failure[4], status=failure[3]))
+        if self._token_expired(path):
+            expired = json_response({"message": "Invalid Webhook Token", "code": 50027}, status=401)
+            return self._refused(request.method, path, expired)
         handler = self._route(request.method, path)
         if handler is None:
             self.unknown_routes.append(f"{request.method} {path}")
@@ -1115,6 +1120,15 @@ class LocalDiscord:
         if isinstance(result, web.StreamResponse):
             return result
         return json_response(result) if result is not None else web.Response(status=204)
+
+    def _token_expired(self, path: str) -> bool:
+        """An interaction's token (follow-ups, its original response) works for 15 minutes only."""
+        p = path.strip("/").split("/")
+        interaction = self.interactions.get(p[2]) if len(p) > 2 and p[0] == "webhooks" else None
+        return (
+            interaction is not None
+            and time.monotonic() - interaction.sent_at > self.interaction_token_lifetime
+        )
 
     def _refused(self, method: str, path: str, response: web.Response) -> web.Response:
         """Keep every refusal, and show it on the interaction it belongs to (tests then fail fast)."""
