@@ -100,7 +100,7 @@ async def test_a_job_that_does_not_improve_the_base_fails_and_publishes_nothing(
 
         done = asyncio.get_running_loop().create_future()
         on_finished(core, lambda outcome: done.done() or done.set_result(outcome))
-        job = await core.submit_training(
+        job = await core.trainings.submit(
             guild_id=1, handle="alice", tweets=tiny_tweets(), stats={"kept": 400}
         )
         outcome = await asyncio.wait_for(done, 300)

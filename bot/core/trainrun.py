@@ -100,6 +100,7 @@ def train_config(settings, job: JobRecord) -> TrainConfig:
         learning_rate=s.train_learning_rate,
         lora_rank=s.lora_rank,
         lora_token_rows=s.lora_token_rows,
+        token_rows_learning_rate=s.train_token_rows_learning_rate,
         seed=s.train_seed,
         max_steps=s.train_max_steps,
         checkpoint_seconds=s.train_checkpoint_seconds,
