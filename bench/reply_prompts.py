@@ -1,14 +1,15 @@
 """Which prompt should a persona's answer to a Discord message start from? (/chatter, bot/core/chatter.py)
 
-    nice .venv/bin/python -m bench.reply_prompts [--data FILE] [--seconds 240] [--held-out 200]
+    nice .venv/bin/python -m bench.reply_prompts [--data FILE] [--seconds 300] [--held-out 200]
 
 An X archive holds the person's own replies, which begin with `@someone`. A persona answering a
 message could start from nothing (a fresh post), from a reply-shaped prompt (`@member `), and,
 with the Message Content intent, read the member's message first as the tweet before its own.
 
 No pretrained GPT-2 can be downloaded here, so the proxy is a small GPT-2 (GPT-2's real
-tokenizer, 4 layers) trained from scratch on the person's tweets for `--seconds` on the CPU, in
-the bot's own training format (`<|endoftext|>tweet<|endoftext|>`, packed). Held-out replies are
+tokenizer, 4 layers) trained from scratch on the person's tweets for `--seconds` on the CPU (the
+weights with the best loss on 5% of the training tweets are kept), in the bot's own training
+format (`<|endoftext|>tweet<|endoftext|>`, packed). Held-out replies are
 then scored: the loss of the reply's body (the text after its leading @mentions, plus the end of
 the tweet) under each prompt shape, with the same tokens scored in every shape. Held-out posts
 that are not replies are scored too, to see what a reply-shaped prompt costs an ordinary post.
@@ -16,7 +17,9 @@ that are not replies are scored too, to see what a reply-shaped prompt costs an 
 Shapes:
 - fresh: nothing before the body (what a persona answer would be without chatter's prompt);
 - @real: the reply's own first @handle (an upper bound: the bot never knows it);
-- @member: a name the model never saw, as the bot has (`@member `, from the Discord username);
+- @member: a name the model never saw, as the bot has (`@member`, from the Discord username);
+- @member, trailing space: the same prompt ending in a space (GPT-2 writes " word" as one token,
+  so a prompt that ends in a space leaves the model a token it never saw in training);
 - prev + @member: the tweet before it in the archive (often the thread it answers) as context;
 - random + @member: an unrelated tweet as context (a control for "any context").
 """
@@ -69,31 +72,56 @@ class CompactTokenizer:
 
 
 def train_proxy(tokenizer: CompactTokenizer, tweets: list[str], seconds: float, seed: int):
+    """Train until `seconds` pass, keeping the weights with the best loss on 5% of the tweets (a
+    few thousand tweets are memorised within minutes: the held-out loss turns up long before)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=tokenizer.size, n_positions=256, n_embd=256, n_layer=4, n_head=4, tie_word_embeddings=True
+        vocab_size=tokenizer.size,
+        n_positions=256,
+        n_embd=256,
+        n_layer=4,
+        n_head=4,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=True,
     )
     model = GPT2LMHeadModel(config)
-    encoded = [[0, *tokenizer.encode(t), 0] for t in tweets]  # the bot's training format
-    blocks = [b for b in pack_blocks(encoded, 128) if len(b) == 128]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     rng = random.Random(seed)
-    start, steps, loss = time.monotonic(), 0, float("nan")
-    model.train()
+    order = rng.sample(tweets, len(tweets))
+    cut = max(20, len(order) // 20)
+    encoded = [[0, *tokenizer.encode(t), 0] for t in order[cut:]]  # the bot's training format
+    blocks = [b for b in pack_blocks(encoded, 128) if len(b) == 128]
+    validation = [
+        b for b in pack_blocks([[0, *tokenizer.encode(t), 0] for t in order[:cut]], 128) if len(b) > 1
+    ]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    start, steps, best, best_state = time.monotonic(), 0, float("inf"), None
     while time.monotonic() - start < seconds:
+        model.train()
         batch = torch.tensor(rng.sample(blocks, min(16, len(blocks))))
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        loss = loss.detach()
+        model(input_ids=batch, labels=batch).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()
         steps += 1
+        if steps % 10 == 0:
+            loss = validation_loss(model, validation)
+            if loss < best:
+                best, best_state = loss, {k: v.clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
-    print(f"proxy: {steps} steps in {seconds:.0f} s, last training loss {float(loss):.3f}", file=sys.stderr)
+    print(f"proxy: {steps} steps in {seconds:.0f} s, best validation loss {best:.3f}", file=sys.stderr)
     return model
+
+
+@torch.inference_mode()
+def validation_loss(model, blocks: list[list[int]]) -> float:
+    model.eval()
+    losses = [float(model(input_ids=torch.tensor([b]), labels=torch.tensor([b])).loss) for b in blocks]
+    return sum(losses) / len(losses)
 
 
 @torch.inference_mode()
@@ -122,21 +150,25 @@ def score(model, tokenizer, cases) -> dict[str, float]:
 
 
 def shapes_for(tweet: str, before: str, unrelated: str) -> list[tuple[str, str, str, str]]:
+    """(shape, context, prompt, body) for one held-out tweet. The body keeps the space that joins it
+    to a prompt (" word" is one GPT-2 token, as in the training text), so a prompt never ends in a
+    space: `@member` + ` body`, not `@member ` + `body` (a lone " " token the model never saw)."""
     reply = split_reply(tweet)
     handle, body = reply if reply else ("@someone", tweet)
     return [
         ("fresh", "", "", body),
-        ("@real", "", handle + " ", body),
-        ("@member", "", "@member ", body),
-        ("prev + @member", before, "@member ", body),
-        ("random + @member", unrelated, "@member ", body),
+        ("@real", "", handle, " " + body),
+        ("@member", "", "@member", " " + body),
+        ("@member, trailing space", "", "@member ", body),
+        ("prev + @member", before, "@member", " " + body),
+        ("random + @member", unrelated, "@member", " " + body),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--seconds", type=float, default=240)
+    parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--held-out", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -68,7 +68,7 @@ async def test_a_reply_to_a_persona_post_is_answered_by_that_persona_once(core, 
     incoming = message(reply_to=post, text="what do you mean?")
     answer = await core.chatter.decide(incoming)
     assert answer.model.handle == "bob" and answer.kind == "reply"
-    assert answer.prompt == "@member " and answer.context == "what do you mean?"
+    assert answer.prompt == "@member" and answer.context == "what do you mean?"
     assert await core.chatter.decide(incoming) is None  # the same message again (a second shard)
     other = PersonaService(settings, clock=core.test_clock)  # another process on the same database
     await other.start(run_queue=False)
@@ -178,13 +178,13 @@ async def test_the_answer_is_written_from_the_prompt_and_the_context_stays_out(c
         message(mentions_bot=True, text="<@999> bob tell me about zebras", author_name="zed")
     )
     text = await core.chatter.write(answer)
-    assert text.startswith("@zed ") and "zebras" not in text[: len("@zed tell me about zebras")]
+    assert text.startswith("@zed") and not text.startswith("@zed tell me about zebras")
 
 
 def test_prompt_helpers():
-    assert reply_prompt("Some Body 🙂") == "@SomeBody "
-    assert reply_prompt("🙂") == "@someone "
-    assert reply_prompt("a" * 40) == "@" + "a" * 15 + " "
+    assert reply_prompt("Some Body 🙂") == "@SomeBody"
+    assert reply_prompt("🙂") == "@someone"
+    assert reply_prompt("a" * 40) == "@" + "a" * 15
     text = "<@123> hey <#456> look https://example.com/x <:blob:789> @everyone " + "x" * 400
     context = message_context(text)
     assert "<" not in context and "http" not in context and "@everyone" not in context

@@ -99,9 +99,12 @@ class RateWindow:
 
 
 def reply_prompt(author_name: str) -> str:
-    """`@name `: how the person's own replies begin in an X archive (see bench/reply_prompts.py)."""
+    """`@name`: how the person's own replies begin in an X archive (see bench/reply_prompts.py).
+
+    No trailing space: GPT-2 writes " word" as one token, so a prompt ending in a space would leave
+    the model a lone " " token it never saw in training."""
     name = _NOT_HANDLE_CHARS.sub("", author_name)[:15] or "someone"  # an X handle's alphabet and length
-    return f"@{name} "
+    return f"@{name}"
 
 
 def message_context(text: str) -> str:
