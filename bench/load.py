@@ -70,7 +70,7 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
         import shutil
 
         for guild in guilds:  # one persona per guild, registered like a trained one
-            target = bot.core.store.model_dir(guild, "alice")
+            target = bot.core.modelstore.model_dir(guild, "alice")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(persona, target)
             await bot.core.storage.models.save(
@@ -80,7 +80,7 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
                     display_name="Alice",
                     base_model=base,
                     method="lora",
-                    path=bot.core.store.relative(target),
+                    path=bot.core.modelstore.relative(target),
                 )
             )
         admin = server.guilds[guilds[0]]["owner_id"]
@@ -130,7 +130,7 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
         acks = [i.ack_latency for i in sent if i.ack_latency is not None]
         beats = server.heartbeats[heartbeats_before:]
         gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
-        await bot.core.cancel_job(guilds[0], 1) if training_still_running else None
+        await bot.core.trainings.cancel(guilds[0], 1) if training_still_running else None
         await stop_bot(bot, task)
     return {
         "interactions": interactions,

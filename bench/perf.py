@@ -408,7 +408,7 @@ async def loop_lag(
             )
         )
     stats = {"downloaded": len(tweets), "retweets": 0, "short": 0, "duplicates": 0, "kept": len(tweets)}
-    await core.submit_training(guild_id=1, handle="trainee", tweets=tweets, stats=stats)
+    await core.trainings.submit(guild_id=1, handle="trainee", tweets=tweets, stats=stats)
     lags: list[float] = []
     stop = time.monotonic() + seconds
 

@@ -96,10 +96,10 @@ async def time_trainings(env: dict[str, str], jobs: int) -> float:
     tweets = tiny_tweets()
     started = time.monotonic()
     for i in range(jobs):
-        await service.submit_training(guild_id=1 + i % 3, handle=f"persona{i}", tweets=tweets, stats={})
-    await service.wait_idle(timeout=3600)
+        await service.trainings.submit(guild_id=1 + i % 3, handle=f"persona{i}", tweets=tweets, stats={})
+    await service.trainings.wait_idle(timeout=3600)
     elapsed = time.monotonic() - started
-    states = [j.state for g in (1, 2, 3) for j in await service.list_jobs(g)]
+    states = [j.state for g in (1, 2, 3) for j in await service.trainings.list(g)]
     await service.close()
     assert states.count("done") == jobs, states
     return elapsed

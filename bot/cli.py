@@ -18,10 +18,10 @@ from tqdm import tqdm
 from .config import SettingsError, load_settings
 from .core.errors import UserError
 from .core.handles import RegistryError
-from .core.ingest import IngestError, ingest, ingest_path
-from .core.jobs import JobOutcome
+from .core.ingest import ingest, ingest_path
 from .core.service import PersonaService
 from .core.training import TrainProgress
+from .core.trainrun import JobOutcome
 from .logs import quiet_libraries
 from .shutdown import cancel_leftover_tasks
 
@@ -61,7 +61,7 @@ async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
     print(result.stats.as_markdown())
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    job = await core.submit_training(
+    job = await core.trainings.submit(
         guild_id=args.guild,
         handle=args.handle,
         tweets=result.tweets,
@@ -85,7 +85,7 @@ async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
     try:
         outcome = await finished
     except asyncio.CancelledError:
-        await core.cancel_job(args.guild, job.id)
+        await core.trainings.cancel(args.guild, job.id)
         raise
     finally:
         bar.close()
@@ -116,7 +116,7 @@ async def cmd_list(core: PersonaService, args: argparse.Namespace) -> int:
     for m in models:
         kept = m.stats.get("kept", "?")
         print(f"{m.handle:24} {m.display_name:24} {m.method:8} {kept!s:>6} tweets  {m.status}")
-    for job in await core.list_jobs(args.guild, active_only=True):
+    for job in await core.trainings.list(args.guild, active_only=True):
         print(f"{job.handle:24} job #{job.id} {job.state}")
     return 0
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:
         return asyncio.run(run(args))
-    except (SettingsError, UserError, IngestError, RegistryError, OSError) as exc:
+    except (SettingsError, UserError, RegistryError, OSError) as exc:
         message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         print(f"error: {message}", file=sys.stderr)
         return 2

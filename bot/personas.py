@@ -12,7 +12,7 @@ import logging
 import discord
 
 from .core.storage import ModelRecord
-from .limits import fit_content, safe_url, webhook_username
+from .discord_limits import fit_content, safe_url, webhook_username
 from .ui import NO_PINGS, tweet_embed
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ NAME_SUFFIX = " (bot)"
 
 
 def persona_name(display_name: str) -> str:
-    """A webhook username Discord accepts (see bot/limits.py), labelled as a bot."""
+    """A webhook username Discord accepts (see bot/discord_limits.py), labelled as a bot."""
     return webhook_username(display_name, NAME_SUFFIX)
 
 

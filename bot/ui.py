@@ -13,11 +13,11 @@ from discord import app_commands
 
 from .core.download import Transfer
 from .core.errors import UserError
-from .core.ingest import IngestError, data_table
+from .core.ingest import data_table
 from .core.storage import ModelRecord
 from .core.training import TrainProgress
 from .core.urls import normalize_http_url
-from .limits import fit_choices, fit_content, fit_embed, safe_url
+from .discord_limits import fit_choices, fit_content, fit_embed, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def user_message_for(error: Exception) -> tuple[str, bool]:
     """The short text to show for an error, and whether it was unexpected (to be logged)."""
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
-    if isinstance(error, (UserError, IngestError)):
+    if isinstance(error, UserError):
         return str(error), False
     if isinstance(error, app_commands.CommandOnCooldown):
         return f"Slow down: you can use this again in {error.retry_after:.0f} s.", False

@@ -28,14 +28,14 @@ async def main(env: dict, mode: str) -> None:
             print(f"finished {args[0].job.id} {args[0].state}", flush=True)
 
     core.set_event_sink(on_event)
-    print("recovered " + " ".join(str(j.id) for j in core.recovered_jobs()), flush=True)
+    print("recovered " + " ".join(str(j.id) for j in core.trainings.recovered()), flush=True)
     if mode == "train":
         stats = {"downloaded": 400, "retweets": 0, "short": 0, "duplicates": 0, "kept": 400}
-        job = await core.submit_training(
+        job = await core.trainings.submit(
             guild_id=1, handle="alice", tweets=tiny_tweets() * 3, stats=stats, requested_by=5
         )
         print(f"queued {job.id}", flush=True)
-    await core.wait_idle()
+    await core.trainings.wait_idle()
     print("idle", flush=True)
     await core.close()
 

@@ -70,7 +70,7 @@ async def test_bad_attachment(discord_env, filename, data, needle):
 
 async def assert_no_trace(env):
     core = env.bot.core
-    assert await core.list_jobs(env.guild) == []
+    assert await core.trainings.list(env.guild) == []
     assert await core.list_models(env.guild) == []
     store = core.store.root
     assert not (store / str(env.guild)).exists() or not any((store / str(env.guild)).iterdir())
@@ -118,7 +118,7 @@ async def test_bad_argument(discord_env, command, options, needle):
     reply = await (await server.slash(env.guild, env.admin, command, **options)).answered()
     assert reply.ephemeral and needle in reply.text(), reply.text()
     await assert_no_trace(env)
-    assert await env.bot.core.list_schedules(env.guild) == []
+    assert await env.bot.core.schedules.list(env.guild) == []
     # The bot is still fine afterwards.
     alive = await (await server.slash(env.guild, env.member, "models list")).answered()
     assert "No personas yet" in alive.text()

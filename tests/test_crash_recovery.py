@@ -102,7 +102,7 @@ async def test_sigkill_then_restart_requeues_and_leaves_no_half_model(settings, 
     await core.start(run_queue=False)
     try:
         assert await core.integrity_check() == "ok"
-        assert (await core.get_job(1, job.id)).interrupted == 1
+        assert (await core.trainings.get(1, job.id)).interrupted == 1
         _, tweets = await core.generate(1, "alice", "", 2)
         assert len(tweets) == 2
         leftovers = [p for p in (Path(settings.models_dir) / ".staging").glob("*")] + [
@@ -173,7 +173,7 @@ async def test_sigkill_mid_schedule_post_then_restart_posts_once(settings, tiny_
                 path=core.store.relative(folder),
             )
         )
-        _, schedule = await core.add_schedule(guild_id=guild, handle="alice", channel_id=channel, every="1h")
+        _, schedule = await core.schedules.add(guild_id=guild, handle="alice", channel_id=channel, every="1h")
         await core.close()
         with sqlite3.connect(settings.database_path) as db:  # due now
             db.execute("UPDATE schedules SET next_run_at = 0 WHERE id = ?", (schedule.id,))

@@ -95,7 +95,7 @@ async def test_members_without_manage_server_are_refused(discord_env, command, o
     env = discord_env
     reply = await (await env.server.slash(env.guild, env.member, command, **options)).answered()
     assert reply.ephemeral and "Manage Server" in reply.text()
-    assert await env.bot.core.list_jobs(env.guild) == []
+    assert await env.bot.core.trainings.list(env.guild) == []
     train_command = next(c for c in env.server.commands["global"] if c["name"] == "train")
     assert str(train_command["default_member_permissions"]) == str(1 << 5)  # hidden from members by default
 
@@ -115,7 +115,7 @@ async def test_bad_files_get_a_specific_error_and_leave_no_trace(discord_env, fi
     reply = await env.server.slash(env.guild, env.admin, "train new", handle="bob", file=file)
     await reply.wait(lambda i: i.original and "⚠️" in (i.original.get("content") or ""))
     assert needle in reply.original["content"]
-    assert await env.bot.core.list_jobs(env.guild) == []
+    assert await env.bot.core.trainings.list(env.guild) == []
     assert await env.bot.core.list_models(env.guild) == []
 
 
@@ -126,7 +126,7 @@ async def test_a_members_data_package_is_theirs_alone(discord_env):
     reply = await env.server.slash(env.guild, env.admin, "train new", handle="member", file=package)
     await reply.wait(lambda i: i.original and "⚠️" in (i.original.get("content") or ""))
     assert "only the member it belongs to" in reply.original["content"]
-    assert await env.bot.core.list_jobs(env.guild) == []
+    assert await env.bot.core.trainings.list(env.guild) == []
 
 
 async def test_oversized_attachment_refused_before_download(discord_env):
@@ -209,17 +209,17 @@ async def test_event_loop_stays_responsive_while_training(discord_env, settings)
     env.bot, env.task = await start_bot(server, slow, env.clock)
     reply = await server.slash(env.guild, env.admin, "train new", handle="slow", file=CORPUS)
     await reply.answered()
-    while env.bot.core.job_progress(1) is None or env.bot.core.job_progress(1).step < 5:
+    while env.bot.core.trainings.progress(1) is None or env.bot.core.trainings.progress(1).step < 5:
         await asyncio.sleep(0.05)
     start = len(server.heartbeats)
     quick = await (await server.slash(env.guild, env.member, "models list")).answered(timeout=3)
     assert quick.ack_latency < 1.0
     await asyncio.sleep(3.5)
-    assert env.bot.core.job_progress(1) is not None, "training should still be running"
+    assert env.bot.core.trainings.progress(1) is not None, "training should still be running"
     beats = server.heartbeats[start - 1 :]
     gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
     assert len(beats) >= 3 and max(gaps) < 1.0 + 0.5  # interval is 1 s
-    assert await env.bot.core.cancel_job(env.guild, 1) == "cancelling"
+    assert await env.bot.core.trainings.cancel(env.guild, 1) == "cancelling"
 
 
 async def test_every_interaction_is_answered(discord_env):
@@ -242,7 +242,7 @@ async def test_restart_mid_training_resumes_and_tells_the_requester(discord_env,
     env.bot, env.task = await start_bot(server, resumable, env.clock)
     reply = await server.slash(env.guild, env.admin, "train new", handle="alice", file=CORPUS)
     await reply.answered()
-    while env.bot.core.job_progress(1) is None or env.bot.core.job_progress(1).step < 5:
+    while env.bot.core.trainings.progress(1) is None or env.bot.core.trainings.progress(1).step < 5:
         await asyncio.sleep(0.05)
     await stop_bot(env.bot, env.task)  # a restart in the middle of the training
 

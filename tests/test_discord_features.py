@@ -91,7 +91,7 @@ async def test_restart_mid_post_does_not_double_post(discord_env, settings):
     await wait_until(lambda: len(server.requests_to(f"/channels/{env.channel}/messages", "POST")) >= 3)
     await asyncio.sleep(1)
     assert len(posts_in(server, env.channel)) == 1  # the retry reused the nonce: Discord kept one message
-    schedule = (await env.bot.core.list_schedules(env.guild))[0]
+    schedule = (await env.bot.core.schedules.list(env.guild))[0]
     assert schedule.pending_nonce is None and schedule.next_run_at > env.clock()
 
 
@@ -150,7 +150,7 @@ async def test_deleted_channel_or_model_pauses_and_tells_once(discord_env):
         env.clock.advance(600)
         await asyncio.sleep(0.6)
     assert len(notices()) == 2 and "no longer exists" in notices()[1]  # each told once, not every tick
-    schedules = await env.bot.core.list_schedules(env.guild)
+    schedules = await env.bot.core.schedules.list(env.guild)
     assert all(s.paused for s in schedules)
     resumed = await (
         await server.slash(env.guild, env.admin, "autopost resume", id=schedules[0].id)
@@ -189,7 +189,7 @@ async def test_autopost_validation_and_permissions(discord_env):
         )
     ).answered()
     assert "no model called" in other.text()
-    assert await env.bot.core.list_schedules(env.guild) == []
+    assert await env.bot.core.schedules.list(env.guild) == []
 
 
 async def test_persona_webhook_created_once_reused_and_labelled(discord_env):
@@ -248,7 +248,7 @@ async def test_multi_person_model(discord_env):
     model = await env.bot.core.find_model(env.guild, "alice-bob")
     assert model.display_name == "alice & bob"
     assert [p["handle"] for p in model.stats["people"]] == ["alice", "bob"]
-    card = (env.bot.core.store.resolve(model.path) / "README.md").read_text()
+    card = (env.bot.core.modelstore.resolve(model.path) / "README.md").read_text()
     assert "| Data | alice | bob |" in card
     assert "@alice" in reply.original["embeds"][0]["fields"][0]["value"]  # a column per person
     bad = await (

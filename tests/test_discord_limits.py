@@ -136,8 +136,8 @@ async def test_refused_scheduled_post_waits_for_next_window_and_pauses_after_thr
         await asyncio.sleep(1)  # five ticks: a refused post is not retried before the next window
         if window < 3:
             assert attempts() == 2 + window
-            assert (await env.bot.core.list_schedules(env.guild))[0].failures == window
-    schedule = (await env.bot.core.list_schedules(env.guild))[0]
+            assert (await env.bot.core.schedules.list(env.guild))[0].failures == window
+    schedule = (await env.bot.core.schedules.list(env.guild))[0]
     assert schedule.paused and "failed" in schedule.pause_reason and "400" in schedule.pause_reason
     told = [m for m in server.channel_messages(env.channel) if "is paused" in m["content"]]
     assert len(told) == 1 and attempts() == 2 + 3 + 1  # the three refused, then the one notice
@@ -146,7 +146,7 @@ async def test_refused_scheduled_post_waits_for_next_window_and_pauses_after_thr
     assert attempts() == 6  # paused: nothing more
 
     resumed = await (await server.slash(env.guild, env.admin, "autopost resume", id=schedule.id)).answered()
-    assert "resumed" in resumed.text() and (await env.bot.core.list_schedules(env.guild))[0].failures == 0
+    assert "resumed" in resumed.text() and (await env.bot.core.schedules.list(env.guild))[0].failures == 0
 
 
 async def test_persona_webhook_names_avoid_words_discord_refuses(discord_env):

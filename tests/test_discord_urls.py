@@ -79,7 +79,7 @@ async def test_a_link_to_tweets_js_gzipped_trains_like_an_upload(linking_env, fi
     )
     await reply.wait(lambda i: bool(i.original and i.original.get("embeds")))
     assert "Queued" in reply.original["embeds"][0]["description"]
-    assert [job.handle for job in await env.bot.core.list_jobs(env.guild)] == ["dave"]
+    assert [job.handle for job in await env.bot.core.trainings.list(env.guild)] == ["dave"]
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ async def test_file_or_url_exactly_one_and_well_formed(discord_env, options, nee
         await env.server.slash(env.guild, env.admin, "train new", handle="bob", **options)
     ).answered()
     assert reply.ephemeral and needle in reply.text()
-    assert await env.bot.core.list_jobs(env.guild) == []
+    assert await env.bot.core.trainings.list(env.guild) == []
 
 
 async def test_links_to_private_addresses_are_refused_by_default(discord_env, file_server):
@@ -108,7 +108,7 @@ async def test_links_to_private_addresses_are_refused_by_default(discord_env, fi
         await reply.wait(lambda i: "⚠️" in ((i.original or {}).get("content") or ""))
         assert "private or local address" in reply.original["content"]
     assert file_server.served.hits == []
-    assert await env.bot.core.list_jobs(env.guild) == []
+    assert await env.bot.core.trainings.list(env.guild) == []
 
 
 async def test_a_broken_link_leaves_no_trace_and_the_bot_keeps_working(linking_env, file_server):
@@ -121,7 +121,7 @@ async def test_a_broken_link_leaves_no_trace_and_the_bot_keeps_working(linking_e
         )
         await reply.wait(lambda i: "⚠️" in ((i.original or {}).get("content") or ""))
         assert needle in reply.original["content"]
-    assert await env.bot.core.list_jobs(env.guild) == []
+    assert await env.bot.core.trainings.list(env.guild) == []
     assert await env.bot.core.list_models(env.guild) == []
     status = await (await server.slash(env.guild, env.admin, "train status")).answered()
     assert "No training jobs" in status.text()
@@ -163,7 +163,7 @@ async def test_a_member_trains_on_their_package_by_link(linking_env, file_server
     )
     await both.answered()
     assert both.ephemeral and "not both" in both.text()
-    assert [j.handle for j in await env.bot.core.list_jobs(env.guild)] == ["me_linked"]
+    assert [j.handle for j in await env.bot.core.trainings.list(env.guild)] == ["me_linked"]
 
 
 async def test_voice_train_over_the_cap_says_to_give_the_link(discord_env):
@@ -198,4 +198,4 @@ async def test_a_download_longer_than_the_token_answers_in_the_channel(linking_e
     assert f"<@{env.admin}>" in error["content"] and [int(u) for u in error["allowed_mentions"]["users"]] == [
         env.admin
     ]
-    assert [j.handle for j in await env.bot.core.list_jobs(env.guild)] == ["late"]
+    assert [j.handle for j in await env.bot.core.trainings.list(env.guild)] == ["late"]

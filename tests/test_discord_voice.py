@@ -74,7 +74,7 @@ async def test_a_member_trains_on_their_package_then_opts_out_everywhere(discord
         and "schedules removed: 1" in out.followups[0]["content"]
     )
     assert await core.list_models(env.guild) == [] and await core.list_models(env.other_guild) == []
-    assert await core.list_schedules(env.guild) == []
+    assert await core.schedules.list(env.guild) == []
 
 
 async def test_only_the_owner_trains_on_a_package(discord_env):
@@ -94,7 +94,7 @@ async def test_only_the_owner_trains_on_a_package(discord_env):
         reply = await server.slash(env.guild, user, "voice train", file=file, **options)
         await reply.wait(lambda i: i.original and "⚠️" in (i.original.get("content") or ""))
         assert needle in reply.original["content"]
-    assert await core.list_jobs(env.guild) == []
+    assert await core.trainings.list(env.guild) == []
     # Moderators have no command that trains a member: the history commands are gone.
     names = {o["name"] for scope in server.commands.values() for c in scope for o in c.get("options", [])}
     assert not {"member", "exclude", "optin"} & names

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from bot.core import devices, fastdecode
-from bot.core.generation import GenerationRequest, Generator, Sampling, stop_token_ids, top_p_sample
+from bot.core.generation import GenerationRequest, Generator, Sampling, sample_tokens, stop_token_ids
+from bot.core.nucleus import fit_to_positions, top_p_sample
 from bot.core.training import TrainConfig, encode_tweets, split_tweets, train
 from tests.conftest import tiny_tweets
 from tests.stats import chi_square_p_value, exact_nucleus
@@ -212,20 +213,22 @@ def test_sampled_tokens_follow_the_exact_nucleus_distribution(trained):
     assert chi_square_p_value(ref_counts, nucleus.double()) > 1e-3
 
 
-def test_prompt_and_new_tokens_stay_within_the_position_limit(trained):
+@torch.inference_mode()
+def test_both_decoding_paths_fit_a_long_prompt_to_the_positions_the_same_way(trained):
+    """One rule (nucleus.fit_to_positions) on both paths: a prompt longer than the model's 64
+    positions keeps its last 32 tokens and 32 new ones are sampled, int8 or not, so the same
+    request gets the same length of answer on any CPU."""
     model, tokenizer = load(trained[0])
     decoder = fastdecode.Int8GPT2(model)
     assert decoder.positions == 64
     long_prompt = torch.randint(5, 400, (2, 100))  # longer than the model can attend to
-    tokens = fastdecode.sample_int8(
-        decoder,
-        long_prompt,
-        torch.ones_like(long_prompt),
-        Sampling(max_new_tokens=160, min_new_tokens=10),
-        stop_ids=stop_token_ids(tokenizer),
-        eos_id=tokenizer.eos_token_id,
-    )
-    assert tokens.shape[1] == 10  # the prompt kept its last 54 tokens, so 10 new ones fit
+    sampling = Sampling(max_new_tokens=160, min_new_tokens=160)  # no early stop: the length shows the rule
+    common = dict(stop_ids=stop_token_ids(tokenizer), eos_id=tokenizer.eos_token_id)
+    mask = torch.ones_like(long_prompt)
+    int8_tokens = fastdecode.sample_int8(decoder, long_prompt, mask, sampling, **common)
+    ids, fitted_mask, fitted = fit_to_positions(long_prompt, mask, sampling, model.config.n_positions)
+    float_tokens = sample_tokens(model, ids, fitted_mask, fitted, **common)
+    assert int8_tokens.shape == float_tokens.shape == (2, 32)
 
     generator = Generator(Sampling(max_new_tokens=160, min_new_tokens=4))
     assert generator.int8

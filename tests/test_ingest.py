@@ -21,11 +21,11 @@ from bot.core.ingest import (
     IngestError,
     IngestStats,
     RawPost,
+    balance_people,
     clean_posts,
     clean_text,
     ingest,
     ingest_path,
-    merge_for_cyborg,
     read_posts,
 )
 
@@ -591,20 +591,20 @@ def test_warnings_and_size_gates():
     assert any("skipped as not tweets" in w for w in ingest(long_post, "t.txt").warnings)
 
 
-def test_merge_for_cyborg_balances_text_like_huggingtweets():
+def test_balance_people_balances_text_like_huggingtweets():
     verbose = [f"a long tweet number {i} " + "word " * 20 for i in range(50)]
     terse = ["short one", "another short", "third small"]
-    merged = merge_for_cyborg([verbose, terse], seed=1)
+    merged = balance_people([verbose, terse], seed=1)
     assert merged[:50] == verbose
     extra = merged[50:]
     assert set(extra) == set(terse)
     verbose_chars, terse_chars = sum(map(len, verbose)), sum(map(len, extra))
     assert verbose_chars <= terse_chars < verbose_chars + max(map(len, terse))
-    assert merge_for_cyborg([verbose, terse], seed=1) == merged  # deterministic
-    by_count = merge_for_cyborg([verbose, terse], seed=1, by="tweets")
+    assert balance_people([verbose, terse], seed=1) == merged  # deterministic
+    by_count = balance_people([verbose, terse], seed=1, by="tweets")
     assert len(by_count) == 100 and by_count[50:53] == terse
-    assert merge_for_cyborg([terse]) == terse
-    assert merge_for_cyborg([[], []]) == []
+    assert balance_people([terse]) == terse
+    assert balance_people([[], []]) == []
 
 
 # --------------------------------------------------------------------------- the real corpora

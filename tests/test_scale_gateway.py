@@ -46,7 +46,7 @@ async def add_persona(
             path=relative,
         )
     )
-    _, schedule = await core.add_schedule(
+    _, schedule = await core.schedules.add(
         guild_id=guild, handle="alice", channel_id=server.general(guild), every="1h"
     )
     await core.storage.schedules.resume(guild, schedule.id, next_run_at=0)  # due now

@@ -74,7 +74,7 @@ def test_parse_daily_times_and_timezone():
 
 async def test_interval_schedule_due_once_after_downtime(scheduler):
     clock = scheduler.clock
-    s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="1h", jitter="10m")
+    _, s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="1h", jitter="10m")
     assert s.next_run_at == clock.now + 3600  # rng 0.5 -> no jitter offset
     assert await scheduler.due() == []
     clock.now += 10 * 3600  # ten windows missed while the bot was down
@@ -88,7 +88,7 @@ async def test_interval_schedule_due_once_after_downtime(scheduler):
 
 
 async def test_pending_nonce_survives_a_crash(scheduler):
-    s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="5m")
+    _, s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="5m")
     scheduler.clock.now += 301
     first = (await scheduler.due())[0]
     nonce = await scheduler.begin_post(first)
@@ -102,7 +102,7 @@ async def test_pending_nonce_survives_a_crash(scheduler):
 async def test_daily_schedule_in_a_timezone(scheduler):
     zone = ZoneInfo("Europe/Paris")
     scheduler.clock.now = datetime(2026, 11, 25, 10, 0, tzinfo=zone).timestamp()
-    s = await scheduler.add(
+    _, s = await scheduler.add(
         guild_id=1, handle="alice", channel_id=10, daily_at="09:00,18:30", timezone="Europe/Paris"
     )
     assert s.next_run_at == datetime(2026, 11, 25, 18, 30, tzinfo=zone).timestamp()
@@ -113,7 +113,7 @@ async def test_daily_schedule_in_a_timezone(scheduler):
 
 
 async def test_pause_resume_remove_are_guild_scoped(scheduler):
-    s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="2h")
+    _, s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="2h")
     with pytest.raises(UserError, match="no schedule"):
         await scheduler.pause(2, s.id)
     with pytest.raises(UserError):
@@ -139,7 +139,7 @@ async def test_add_validates(scheduler):
 
 async def test_refused_posts_are_counted_until_a_post_goes_out(scheduler):
     """Issue 10: a refused post waits for the next window (never sooner) and counts one failure."""
-    s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="1h")
+    _, s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="1h")
     scheduler.clock.now += 3601
     due = (await scheduler.due())[0]
     await scheduler.begin_post(due)
@@ -155,7 +155,7 @@ async def test_refused_posts_are_counted_until_a_post_goes_out(scheduler):
 
 
 async def test_postpone_keeps_the_nonce_and_resume_clears_failures(scheduler):
-    s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="1h")
+    _, s = await scheduler.add(guild_id=1, handle="alice", channel_id=10, every="1h")
     scheduler.clock.now += 3601
     due = (await scheduler.due())[0]
     nonce = await scheduler.begin_post(due)

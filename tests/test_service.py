@@ -35,7 +35,7 @@ async def test_train_generate_delete_round_trip(settings):
     try:
         progress = []
         listen(core, lambda event, *args: progress.append(args[1]) if event == "training_progress" else None)
-        job = await core.submit_training(
+        job = await core.trainings.submit(
             guild_id=1,
             handle="@Alice",
             tweets=tiny_tweets(),
@@ -46,7 +46,7 @@ async def test_train_generate_delete_round_trip(settings):
         with pytest.raises(UserError, match="still training"):
             await core.generate(1, "alice")
         with pytest.raises(UserError, match="already queued or training"):
-            await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
+            await core.trainings.submit(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
         outcome = await finished(core, job.id)
         assert outcome.state == "done", outcome.error
         assert any(p.phase == "training" for p in progress)
@@ -72,15 +72,15 @@ async def test_train_generate_delete_round_trip(settings):
 
 async def test_queued_job_survives_restart_and_interrupted_job_is_requeued(settings):
     core = await started(settings, run_queue=False)
-    first = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
-    second = await core.submit_training(guild_id=1, handle="bob", tweets=tiny_tweets(), stats=STATS)
+    first = await core.trainings.submit(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
+    second = await core.trainings.submit(guild_id=1, handle="bob", tweets=tiny_tweets(), stats=STATS)
     await core.storage.jobs.claim_next()  # as if a process died while training `alice`
     await core.close()
 
     core = await started(settings)
     try:
-        assert [j.id for j in core.recovered_jobs()] == [first.id]
-        await core.wait_idle(timeout=180)
+        assert [j.id for j in core.trainings.recovered()] == [first.id]
+        await core.trainings.wait_idle(timeout=180)
         assert {m.handle for m in await core.list_models(1)} == {"alice", "bob"}
         assert (await core.storage.jobs.get(1, second.id)).state == "done"
         assert (await core.storage.jobs.get(1, first.id)).interrupted == 1
@@ -91,14 +91,14 @@ async def test_queued_job_survives_restart_and_interrupted_job_is_requeued(setti
 async def test_cancel_running_and_queued_jobs(settings):
     core = await started(settings.replace(train_max_steps=0, train_epochs=20))
     try:
-        job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets() * 5, stats=STATS)
-        queued = await core.submit_training(guild_id=1, handle="bob", tweets=tiny_tweets(), stats=STATS)
-        while core.job_progress(job.id) is None or core.job_progress(job.id).step < 1:
+        job = await core.trainings.submit(guild_id=1, handle="alice", tweets=tiny_tweets() * 5, stats=STATS)
+        queued = await core.trainings.submit(guild_id=1, handle="bob", tweets=tiny_tweets(), stats=STATS)
+        while core.trainings.progress(job.id) is None or core.trainings.progress(job.id).step < 1:
             await asyncio.sleep(0.05)
-        assert await core.cancel_job(1, queued.id) == "cancelled"
+        assert await core.trainings.cancel(1, queued.id) == "cancelled"
         with pytest.raises(UserError):
-            await core.cancel_job(2, job.id)  # another guild's job
-        assert await core.cancel_job(1, job.id) == "cancelling"
+            await core.trainings.cancel(2, job.id)  # another guild's job
+        assert await core.trainings.cancel(1, job.id) == "cancelling"
         outcome = await finished(core, job.id)
         assert outcome.state == "cancelled"
         assert await core.list_models(1) == []
@@ -110,7 +110,7 @@ async def test_cancel_running_and_queued_jobs(settings):
 async def test_save_failure_fails_the_job_and_keeps_the_previous_version(settings):
     core = await started(settings)
     try:
-        job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
+        job = await core.trainings.submit(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
         assert (await finished(core, job.id)).state == "done"
         _, before = await core.generate(1, "alice", "", 1)
         # Make the next save impossible: the staging area cannot be created.
@@ -118,7 +118,7 @@ async def test_save_failure_fails_the_job_and_keeps_the_previous_version(setting
 
         shutil.rmtree(core.store.root / ".staging")
         (core.store.root / ".staging").write_text("in the way")
-        job = await core.submit_training(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
+        job = await core.trainings.submit(guild_id=1, handle="alice", tweets=tiny_tweets(), stats=STATS)
         outcome = await finished(core, job.id)
         assert outcome.state == "failed" and "Cannot create a folder" in outcome.error
         assert (await core.storage.jobs.get(1, job.id)).error == outcome.error
@@ -141,7 +141,7 @@ async def test_submit_validates_input_and_leaves_no_trace(settings, kwargs, mess
     core = await started(settings, run_queue=False)
     try:
         with pytest.raises(UserError, match=message):
-            await core.submit_training(guild_id=1, tweets=tiny_tweets(), stats=STATS, **kwargs)
+            await core.trainings.submit(guild_id=1, tweets=tiny_tweets(), stats=STATS, **kwargs)
         assert await core.storage.jobs.list(1) == []
     finally:
         await core.close()
@@ -184,10 +184,10 @@ async def test_queue_cap_per_guild(settings):
     core = await started(settings, run_queue=False)
     try:
         for handle in ("a", "b", "c"):
-            await core.submit_training(guild_id=1, handle=handle, tweets=tiny_tweets(), stats=STATS)
+            await core.trainings.submit(guild_id=1, handle=handle, tweets=tiny_tweets(), stats=STATS)
         with pytest.raises(UserError, match="already has 3 trainings"):
-            await core.submit_training(guild_id=1, handle="d", tweets=tiny_tweets(), stats=STATS)
-        await core.submit_training(guild_id=2, handle="d", tweets=tiny_tweets(), stats=STATS)
+            await core.trainings.submit(guild_id=1, handle="d", tweets=tiny_tweets(), stats=STATS)
+        await core.trainings.submit(guild_id=2, handle="d", tweets=tiny_tweets(), stats=STATS)
     finally:
         await core.close()
 
@@ -235,7 +235,7 @@ async def test_concurrent_requests_are_batched_and_a_broken_model_fails_alone(se
     core = await started(settings)
     try:
         for handle in ("alice", "bob"):
-            job = await core.submit_training(guild_id=1, handle=handle, tweets=tiny_tweets(), stats=STATS)
+            job = await core.trainings.submit(guild_id=1, handle=handle, tweets=tiny_tweets(), stats=STATS)
             assert (await finished(core, job.id)).state == "done"
         calls = []
         original = core.generator.generate_batch

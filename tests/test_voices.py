@@ -53,12 +53,12 @@ async def test_a_member_trains_on_their_package_and_opts_out_everywhere(settings
         assert not any(OTHER_SERVER in t for t in here.result.tweets)
         model = await core.get_model(GUILD, "member_one")
         assert model.stats["commands"] > 0 and model.stats["links"] > 0  # the data table, as shown
-        other = await core.submit_training(
+        other = await core.trainings.submit(
             guild_id=GUILD, handle="someone_else", tweets=tiny_tweets(), stats=STATS
         )
         await until_finished(core, other.id)
         assert await core.voices.personas_using(MEMBER, GUILD) == [(GUILD, "member_one")]
-        await core.add_schedule(guild_id=GUILD2, handle="member_two", channel_id=5, every="1h")
+        await core.schedules.add(guild_id=GUILD2, handle="member_two", channel_id=5, every="1h")
 
         report = await core.voices.opt_out(MEMBER)
         assert sorted(report.personas) == [(GUILD, "member_one"), (GUILD2, "member_two")]
@@ -74,7 +74,7 @@ async def test_only_the_owner_trains_on_a_package(settings):
     core = PersonaService(settings)
     await core.start(run_queue=False)
     try:
-        await core.submit_training(guild_id=GUILD, handle="alice", tweets=tiny_tweets(), stats=STATS)
+        await core.trainings.submit(guild_id=GUILD, handle="alice", tweets=tiny_tweets(), stats=STATS)
         await core.storage.models.save(_model(GUILD, "bob"))
         package = build_package(member_channels(GUILD), owner_id=MEMBER)
         attempts = [
@@ -88,7 +88,7 @@ async def test_only_the_owner_trains_on_a_package(settings):
                 await core.voices.train_from_package(
                     guild_id=GUILD, **{"handle": "mine", "filename": "package.zip", **options}
                 )
-        assert [j.handle for j in await core.list_jobs(GUILD)] == ["alice"]
+        assert [j.handle for j in await core.trainings.list(GUILD)] == ["alice"]
         # A messages folder zipped alone does not say whose it is: its uploader's word is taken.
         alone = build_package(member_channels(GUILD), messages_only=True)
         queued = await core.voices.train_from_package(
@@ -117,10 +117,10 @@ async def test_erase_in_one_guild_only_and_cancels_pending_training(settings):
     core = PersonaService(settings)
     await core.start(run_queue=False)
     try:
-        here = await core.submit_training(
+        here = await core.trainings.submit(
             guild_id=GUILD, handle="pending", tweets=tiny_tweets(), stats=STATS, source_user_id=MEMBER
         )
-        there = await core.submit_training(
+        there = await core.trainings.submit(
             guild_id=GUILD2, handle="pending", tweets=tiny_tweets(), stats=STATS, source_user_id=MEMBER
         )
         report = await core.voices.erase(MEMBER, guild_id=GUILD)

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from bot.core.errors import UserError
+from bot.core.modelstore import ModelStore, pack, unpack_into
 from bot.core.service import trainings_on_workers
 from bot.core.storage import Storage, checkpoint_key, persona_key
-from bot.core.store import ModelStore, pack, unpack_into
 from tests.test_storage import new_job
 
 

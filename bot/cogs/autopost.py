@@ -12,9 +12,9 @@ from discord.ext import commands, tasks
 from ..core.errors import UserError
 from ..core.limits import MAX_SCHEDULE_FAILURES
 from ..core.storage import Schedule
-from ..limits import fit_content, fit_embed
+from ..discord_limits import fit_content, fit_embed
+from ..options import Duration, Handle, Interval
 from ..personas import PersonaPoster
-from ..transformers import Duration, Handle, Interval
 from ..ui import NO_PINGS, handle_autocomplete
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class AutopostCog(commands.Cog):
     ) -> None:
         if channel.guild.id != interaction.guild_id:
             raise UserError("That channel is not in this server.")
-        model, schedule = await self.core.add_schedule(
+        model, schedule = await self.core.schedules.add(
             guild_id=interaction.guild_id,
             handle=handle,
             channel_id=channel.id,
@@ -103,7 +103,7 @@ class AutopostCog(commands.Cog):
 
     @autopost.command(name="list", description="This server's schedules")
     async def list_(self, interaction: discord.Interaction) -> None:
-        schedules = await self.core.list_schedules(interaction.guild_id)
+        schedules = await self.core.schedules.list(interaction.guild_id)
         if not schedules:
             await interaction.response.send_message(
                 "No schedules. Add one with `/autopost add`.", ephemeral=True
@@ -125,13 +125,13 @@ class AutopostCog(commands.Cog):
     @autopost.command(name="pause", description="Pause a schedule")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def pause(self, interaction: discord.Interaction, id: int) -> None:
-        await self.core.pause_schedule(interaction.guild_id, id)
+        await self.core.schedules.pause(interaction.guild_id, id)
         await interaction.response.send_message(f"Schedule #{id} is paused.", ephemeral=True)
 
     @autopost.command(name="resume", description="Resume a paused schedule")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def resume(self, interaction: discord.Interaction, id: int) -> None:
-        schedule = await self.core.resume_schedule(interaction.guild_id, id)
+        schedule = await self.core.schedules.resume(interaction.guild_id, id)
         await interaction.response.send_message(
             f"Schedule #{id} resumed; next post <t:{int(schedule.next_run_at)}:R>.", ephemeral=True
         )
@@ -139,7 +139,7 @@ class AutopostCog(commands.Cog):
     @autopost.command(name="remove", description="Delete a schedule")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def remove(self, interaction: discord.Interaction, id: int) -> None:
-        await self.core.remove_schedule(interaction.guild_id, id)
+        await self.core.schedules.remove(interaction.guild_id, id)
         await interaction.response.send_message(f"Schedule #{id} is removed.", ephemeral=True)
 
     # -- the loop -----------------------------------------------------------------------------
@@ -155,7 +155,7 @@ class AutopostCog(commands.Cog):
     async def post_due(self) -> None:
         # Only this process's guilds (its shards), each post claimed so no other process sends it too.
         try:
-            due = await self.core.claim_due_schedules(self.bot.guild_shards())
+            due = await self.core.schedules.claim_due(self.bot.guild_shards())
         except Exception as exc:  # the database restarts or the network drops: the next tick retries
             log.warning(
                 "Could not read the due schedules (%s); trying again at the next tick", exc.__class__.__name__
@@ -187,13 +187,13 @@ class AutopostCog(commands.Cog):
             return
         as_webhook = await self.core.persona_webhooks(schedule.guild_id)
         retrying = schedule.pending_nonce is not None
-        nonce = await self.core.begin_scheduled_post(schedule)
+        nonce = await self.core.schedules.begin_post(schedule)
         if retrying and as_webhook and await self.already_posted(channel, schedule):
-            await self.core.finish_scheduled_post(schedule)
+            await self.core.schedules.finish_post(schedule)
             return
         _, texts = await self.core.generate(schedule.guild_id, schedule.handle, schedule.prompt, 1)
         if not texts:
-            await self.core.postpone_scheduled_post(schedule)  # nothing usable: the next window tries again
+            await self.core.schedules.postpone(schedule)  # nothing usable: the next window tries again
             return
         try:
             message = await self.poster.post(channel, model, texts[0], as_webhook=as_webhook, nonce=nonce)
@@ -209,7 +209,7 @@ class AutopostCog(commands.Cog):
             # discord.py already retried 429 (after Retry-After) and 5xx (with backoff): Discord is
             # busy, not refusing this post. Try the next window without counting a failure.
             log.warning("Schedule %s: Discord is busy (%s); trying again next window", schedule.id, exc)
-            await self.core.postpone_scheduled_post(schedule)
+            await self.core.schedules.postpone(schedule)
             return
         await self.core.record_post(
             message_id=message.id,
@@ -218,7 +218,7 @@ class AutopostCog(commands.Cog):
             handle=schedule.handle,
             schedule_id=schedule.id,
         )
-        await self.core.finish_scheduled_post(schedule)
+        await self.core.schedules.finish_post(schedule)
         log.info("Schedule %s posted in guild %s", schedule.id, schedule.guild_id)
 
     async def already_posted(self, channel: discord.TextChannel, schedule: Schedule) -> bool:
@@ -240,7 +240,7 @@ class AutopostCog(commands.Cog):
     async def count_failure(self, schedule: Schedule, error: Exception) -> None:
         """A refused post waits for the next window; MAX_SCHEDULE_FAILURES in a row pause the schedule."""
         try:
-            failures = await self.core.fail_scheduled_post(schedule)
+            failures = await self.core.schedules.record_failure(schedule)
             if failures >= MAX_SCHEDULE_FAILURES:
                 reason = f"its last {failures} posts failed ({describe_failure(error)})"
                 await self.pause_and_tell(schedule, reason)
@@ -249,7 +249,7 @@ class AutopostCog(commands.Cog):
 
     async def pause_and_tell(self, schedule: Schedule, reason: str) -> None:
         """Pause instead of failing forever, and tell the guild once (paused schedules never run)."""
-        await self.core.pause_schedule(schedule.guild_id, schedule.id, reason)
+        await self.core.schedules.pause(schedule.guild_id, schedule.id, reason)
         log.info("Paused schedule %s: %s", schedule.id, reason)
         guild = self.bot.get_guild(schedule.guild_id)
         candidates = [self.bot.get_channel(schedule.channel_id), guild.system_channel if guild else None]

@@ -16,9 +16,9 @@ from discord.ext import commands
 
 from ..core.chatter import Answer, Incoming
 from ..core.errors import UserError
-from ..limits import fit_embed
+from ..discord_limits import fit_embed
+from ..options import Duration, Handle
 from ..personas import PersonaPoster, persona_name
-from ..transformers import Duration, Handle
 from ..ui import GENERATED_LABEL, handle_autocomplete
 from ..ui import format_duration as duration_text
 

@@ -8,9 +8,9 @@ from discord.ext import commands
 
 from ..core.errors import UserError
 from ..core.limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
-from ..limits import embed_messages, fit_content
+from ..discord_limits import embed_messages, fit_content
+from ..options import Handle
 from ..personas import PersonaPoster
-from ..transformers import Handle
 from ..ui import NO_PINGS, defer_public, handle_autocomplete, tweet_embed
 
 

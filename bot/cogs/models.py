@@ -12,8 +12,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..core.service import check_hub_id
-from ..limits import fit_content, fit_embed, safe_url
-from ..transformers import AvatarOrNone, Handle
+from ..discord_limits import fit_content, fit_embed, safe_url
+from ..options import AvatarOrNone, Handle
 from ..ui import NO_PINGS, ConfirmView, defer_public, handle_autocomplete, number, stats_table
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
@@ -30,7 +30,7 @@ class ModelsCog(commands.Cog):
     @models.command(name="list", description="List this server's personas")
     async def models_list(self, interaction: discord.Interaction) -> None:
         models = await self.core.list_models(interaction.guild_id)
-        jobs = await self.core.list_jobs(interaction.guild_id, active_only=True)
+        jobs = await self.core.trainings.list(interaction.guild_id, active_only=True)
         if not models and not jobs:
             await interaction.response.send_message(
                 "No personas yet. Someone with Manage Server can create one with `/train new`.",

@@ -13,13 +13,13 @@ from discord.ext import commands
 
 from ..core.datapackage import FORMAT as PACKAGE_FORMAT
 from ..core.errors import UserError
-from ..core.ingest import IngestError, UnsupportedFile, ingest, merge_for_cyborg
-from ..core.jobs import JobOutcome
+from ..core.ingest import UnsupportedFile, balance_people, ingest
 from ..core.limits import MAX_EPOCHS
 from ..core.storage import JobRecord
 from ..core.training import TrainProgress
-from ..limits import fit_choices, fit_content, fit_embed
-from ..transformers import AvatarUrl, Handle
+from ..core.trainrun import JobOutcome
+from ..discord_limits import fit_choices, fit_content, fit_embed
+from ..options import AvatarUrl, Handle
 from ..ui import (
     INTERACTION_EDIT_WINDOW,
     NO_PINGS,
@@ -80,7 +80,7 @@ class TrainingCog(commands.Cog):
         self.progress_messages: dict[int, ProgressMessage] = {}
 
     async def cog_load(self) -> None:
-        recovered = self.core.recovered_jobs()
+        recovered = self.core.trainings.recovered()
         if recovered:
             asyncio.create_task(self.announce_recovered(recovered))
 
@@ -128,19 +128,19 @@ class TrainingCog(commands.Cog):
             interaction, handle, exactly_one_source(file, url, "their posts"), handle2, file2, handle3, file3
         )
         combined = "-".join(h for h, _ in people)
-        await self.core.ensure_can_queue(interaction.guild_id, combined)  # before the download
+        await self.core.trainings.check_can_queue(interaction.guild_id, combined)  # before the download
         await defer_public(interaction)
         results = []
         for person, source in people:
             try:
                 results.append(await self.read_source(interaction, source))
-            except (IngestError, UserError) as exc:
+            except UserError as exc:
                 name = source if isinstance(source, str) else source.filename
                 raise UserError(f"`{name[:80]}` ({person}): {exc}" if len(people) > 1 else str(exc)) from None
             if results[-1].format == PACKAGE_FORMAT:
                 raise UserError(PACKAGE_IS_PERSONAL)
         tweets, stats = combine(people, results)
-        job = await self.core.submit_training(
+        job = await self.core.trainings.submit(
             guild_id=interaction.guild_id,
             handle=combined,
             tweets=tweets,
@@ -163,7 +163,7 @@ class TrainingCog(commands.Cog):
         watcher = self.progress_messages[job.id] = ProgressMessage(  # a download may have taken long
             job=job, interaction=interaction, started=time.monotonic() - interaction_age(interaction)
         )
-        ahead = await self.core.jobs_ahead(job.id)
+        ahead = await self.core.trainings.ahead(job.id)
         note = "\n".join(f"⚠️ {w}" for w in warnings)
         queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
         async with watcher.lock:  # after a long download the interaction may have expired: show() knows
@@ -216,7 +216,7 @@ class TrainingCog(commands.Cog):
 
     @train.command(name="status", description="Show this server's training jobs")
     async def train_status(self, interaction: discord.Interaction) -> None:
-        jobs = await self.core.list_jobs(interaction.guild_id, limit=10)
+        jobs = await self.core.trainings.list(interaction.guild_id, limit=10)
         if not jobs:
             await interaction.response.send_message("No training jobs in this server yet.", ephemeral=True)
             return
@@ -224,10 +224,10 @@ class TrainingCog(commands.Cog):
         for job in jobs:
             line = f"**#{job.id}** `{job.handle}` — {job.state}"
             if job.state == "running":
-                live = self.core.job_progress(job.id)
+                live = self.core.trainings.progress(job.id)
                 line += "\n" + progress_text(live)
             elif job.state == "queued":
-                line += f" ({await self.core.jobs_ahead(job.id)} ahead)"
+                line += f" ({await self.core.trainings.ahead(job.id)} ahead)"
             elif job.error:
                 line += f": {job.error}"
             lines.append(line)
@@ -238,7 +238,7 @@ class TrainingCog(commands.Cog):
     @app_commands.describe(job="Job number, from /train status")
     @app_commands.checks.has_permissions(manage_guild=True)
     async def train_cancel(self, interaction: discord.Interaction, job: int) -> None:
-        state = await self.core.cancel_job(interaction.guild_id, job)
+        state = await self.core.trainings.cancel(interaction.guild_id, job)
         text = (
             f"Job #{job} is cancelled."
             if state == "cancelled"
@@ -250,7 +250,7 @@ class TrainingCog(commands.Cog):
     async def job_autocomplete(
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[int]]:
-        jobs = await self.core.list_jobs(interaction.guild_id, active_only=True)
+        jobs = await self.core.trainings.list(interaction.guild_id, active_only=True)
         return fit_choices(
             app_commands.Choice(name=f"#{j.id} {j.handle} ({j.state})", value=j.id)
             for j in jobs
@@ -368,7 +368,7 @@ class TrainingCog(commands.Cog):
         await self.bot.wait_until_ready()
         for job in jobs:
             self.progress_messages[job.id] = ProgressMessage(job=job, interaction=None)
-            step = self.core.resume_step(job.id)
+            step = self.core.trainings.resume_step(job.id)
             resume = f"resumes from its checkpoint at step {step}" if step else "starts over"
             await self.tell_channel(
                 job,
@@ -381,7 +381,7 @@ def combine(people, results) -> tuple[list[str], dict]:
     """One person's tweets and stats as they are; several people balanced like huggingtweets."""
     if len(results) == 1:
         return results[0].tweets, results[0].stats.as_dict()
-    tweets = merge_for_cyborg([r.tweets for r in results])
+    tweets = balance_people([r.tweets for r in results])
     per_person = [
         dict(r.stats.as_dict(), name=h, handle=h) for (h, _), r in zip(people, results, strict=False)
     ]

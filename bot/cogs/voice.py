@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from ..core.errors import UserError
 from ..core.handles import normalize_handle
-from ..transformers import Handle
+from ..options import Handle
 from ..ui import NO_PINGS, defer_public, exactly_one_source, showing_download, upload_limit
 
 log = logging.getLogger(__name__)

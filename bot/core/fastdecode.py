@@ -383,15 +383,14 @@ def sample_int8(
     eos_id: int,
     lora: RowLora | None = None,
 ) -> torch.Tensor:
-    """`generation.sample_tokens` on the int8 decoder: same stopping and sampling rules.
+    """`generation.sample_tokens` on the int8 decoder: the same step (`nucleus.sample_step`) and
+    the same rule for a prompt too long for the positions (`nucleus.fit_to_positions`)."""
+    from .nucleus import fit_to_positions, sample_step
 
-    Prompt plus new tokens never go past the model's position limit: the prompt keeps its last
-    tokens and fewer new tokens are sampled when they would.
-    """
-    from .nucleus import top_p_sample
-
-    keep = max(1, decoder.positions - max(1, sampling.min_new_tokens))
-    input_ids, attention_mask = input_ids[:, -keep:], attention_mask[:, -keep:].bool()
+    input_ids, attention_mask, sampling = fit_to_positions(
+        input_ids, attention_mask, sampling, decoder.positions
+    )
+    attention_mask = attention_mask.bool()
     rows, length = input_ids.shape
     new_tokens = max(1, min(sampling.max_new_tokens, decoder.positions - length))
     total = length + new_tokens
@@ -409,11 +408,7 @@ def sample_int8(
     done = torch.zeros(rows, dtype=torch.bool)
     out = []
     for step in range(new_tokens):
-        if step < sampling.min_new_tokens:
-            logits[:, stop_ids] = float("-inf")
-        if sampling.temperature != 1.0:
-            logits = logits / sampling.temperature
-        token = torch.where(done, eos_id, top_p_sample(logits, sampling.top_p))
+        token = sample_step(logits, sampling, step, stop_ids, done, eos_id)
         out.append(token)
         done |= torch.isin(token, stop_ids)
         if step + 1 == new_tokens or bool(done.all()):

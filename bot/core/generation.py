@@ -17,7 +17,7 @@ import re
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch
 
 from . import fastdecode
 from .devices import MODEL_BUILD_LOCK, autocast_dtype, pick_device
-from .nucleus import top_p_sample
+from .nucleus import fit_to_positions, sample_step
 from .safety import MemorizationIndex, strip_links
 
 log = logging.getLogger(__name__)
@@ -401,23 +401,6 @@ def position_limit(model) -> int | None:
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
 
-def fit_to_positions(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling: Sampling, limit: int | None
-) -> tuple[torch.Tensor, torch.Tensor, Sampling]:
-    """Prompt plus new tokens within the model's positions (past them GPT-2 fails with IndexError).
-
-    When they do not fit, the prompt keeps up to half the positions (its end: the text continues
-    from there; clean-up still puts the whole prompt in front), the new tokens get the rest.
-    """
-    prompt_len = input_ids.shape[1]
-    if limit is None or limit < 2 or prompt_len + sampling.max_new_tokens <= limit:
-        return input_ids, attention_mask, sampling
-    new = min(sampling.max_new_tokens, limit - max(1, min(prompt_len, limit // 2)))
-    keep = limit - new
-    sampling = replace(sampling, max_new_tokens=new, min_new_tokens=min(sampling.min_new_tokens, new))
-    return input_ids[:, -keep:], attention_mask[:, -keep:], sampling
-
-
 def sample_tokens(
     model,
     input_ids: torch.Tensor,
@@ -454,13 +437,7 @@ def sample_tokens(
             **extra,
         )
         past = output.past_key_values
-        logits = output.logits[:, -1, :].float()
-        if step < sampling.min_new_tokens:
-            logits[:, stop_ids] = float("-inf")
-        if sampling.temperature != 1.0:
-            logits = logits / sampling.temperature
-        token = top_p_sample(logits, sampling.top_p)
-        token = torch.where(done, torch.full_like(token, eos_id), token)
+        token = sample_step(output.logits[:, -1, :], sampling, step, stop_ids, done, eos_id)
         new_tokens.append(token)
         done |= torch.isin(token, stop_ids)
         if bool(done.all()):

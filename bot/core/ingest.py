@@ -40,6 +40,8 @@ from typing import Any, BinaryIO
 
 import ftfy
 
+from .errors import UserError
+
 MIN_KEPT_CHARS = 6_000
 WARN_KEPT_CHARS = 40_000
 MAX_INPUT_BYTES = 200 * 1024 * 1024  # refuse bigger input (or gzip output) before parsing
@@ -54,8 +56,8 @@ ACCEPTED = (
 TEXT_FIELDS = ("full_text", "text", "tweet", "content", "body", "message", "post")  # in order of preference
 
 
-class IngestError(ValueError):
-    """User-facing error: str(e) is a short, specific message safe to show in Discord."""
+class IngestError(UserError):
+    """A file that cannot be read as posts: str(e) is a short, specific message for the user."""
 
 
 class UnsupportedFile(IngestError):
@@ -247,7 +249,7 @@ def clean_text(text: str) -> str:
     return _clean_decoded(decode_bytes_literal(text))
 
 
-def merge_for_cyborg(corpora: list[list[str]], seed: int = 0, *, by: str = "chars") -> list[str]:
+def balance_people(corpora: list[list[str]], seed: int = 0, *, by: str = "chars") -> list[str]:
     """huggingtweets' multi-person balancing: oversample each person up to the largest one, then concatenate.
 
     Like huggingtweets, "largest" is measured in characters of text (``by="chars"``), so a terse person

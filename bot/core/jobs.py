@@ -13,51 +13,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import replace
 from typing import Any
 
 from .checkpoint import checkpoint_step
-from .modelcard import render_card
-from .plots import loss_curve_png
-from .safety import save_index
-from .storage import JobRecord, ModelRecord, Storage
-from .store import ModelStore, StoreError
-from .training import TrainConfig, TrainingCancelled, TrainingError, TrainProgress, TrainResult, train
+from .modelstore import ModelStore
+from .storage import JobRecord, Storage
+from .training import TrainConfig, TrainProgress, TrainResult, train
+from .trainrun import (
+    EventSink,
+    JobOutcome,
+    RunHandle,
+    Settled,
+    dispatch_event,
+    progress_to_loop,
+    settle,
+    train_and_publish,
+)
 
 log = logging.getLogger(__name__)
 
-LOSS_CURVE_FILE = "loss_curve.png"
 PROGRESS_SAVE_INTERVAL = 5.0  # seconds between progress writes to the database
 STOP_TIMEOUT = 120.0  # longest wait at shutdown for a training step to end and checkpoint
 
 
-@dataclass
-class JobOutcome:
-    job: JobRecord
-    state: str  # done | failed | cancelled
-    error: str | None = None
-    model: ModelRecord | None = None
-
-
-@dataclass
-class _Running:
-    job: JobRecord
-    cancel: threading.Event = field(default_factory=threading.Event)
-    interrupt: threading.Event = field(default_factory=threading.Event)  # shutdown: checkpoint, then stop
-    thread: Future | None = None  # the training in the executor
-    progress: TrainProgress | None = None
-    last_saved: float = 0.0
-    lost: bool = False  # a worker's job was taken over by another: stop without publishing
-
-
-EventSink = Callable[..., Awaitable[None] | None]  # (event name, *arguments)
-
-
 class TrainingQueue:
+    """The in-process `TrainingBackend`: the bot's own thread pool trains its jobs."""
+
     def __init__(
         self,
         storage: Storage,
@@ -75,7 +60,7 @@ class TrainingQueue:
         self.make_config = make_config
         self.workers = workers
         self.train_fn = train_fn
-        self.running: dict[int, _Running] = {}
+        self.running: dict[int, RunHandle] = {}
         self.recovered: list[JobRecord] = []  # jobs a previous process left running
         self._resume_steps: dict[int, int | None] = {}
         self.emit: EventSink | None = None
@@ -168,96 +153,41 @@ class TrainingQueue:
             await self._run(job)
 
     async def _run(self, job: JobRecord) -> None:
-        running = self.running[job.id] = _Running(job=job)
+        run = self.running[job.id] = RunHandle(job=job)
         log.info("Training job %s started: guild %s, handle %s", job.id, job.guild_id, job.handle)
+        model = None
         try:
-            corpus = await self.jobs.corpus(job.id)
-            config = replace(self.make_config(job), checkpoint_dir=str(self.store.checkpoint_dir(job.id)))
-            running.thread = self.executor.submit(self.train_and_publish, job, corpus, config, running)
-            model = await asyncio.wrap_future(running.thread)
-            model = await self.models.save(model)
-            await self.models.set_sources(
-                job.guild_id, job.handle, [job.source_user_id] if job.source_user_id else []
-            )
-            await self.jobs.finish(job.id, "done")
-            outcome = JobOutcome(job=job, state="done", model=model)
-        except TrainingCancelled:
-            await self.jobs.finish(job.id, "cancelled")
-            outcome = JobOutcome(job=job, state="cancelled")
-        except (TrainingError, StoreError) as exc:
-            await self.jobs.finish(job.id, "failed", str(exc))
-            outcome = JobOutcome(job=job, state="failed", error=str(exc))
+            ended = await self._train(run)
+            if ended.state == "interrupted":
+                return  # shutting down: the job stays 'running' and resumes at the next start
+            if ended.state == "done":
+                model = await self.models.save(ended.model)
+                sources = [job.source_user_id] if job.source_user_id else []
+                await self.models.set_sources(job.guild_id, job.handle, sources)
         except asyncio.CancelledError:
             raise  # shutting down: the job stays 'running' and is re-queued at the next start
-        except Exception as exc:  # a bug or an unexpected library error: keep the worker alive
+        except Exception as exc:  # the registry failed us: fail the job, keep the worker alive
             log.exception("Training job %s failed", job.id)
-            message = f"Training failed unexpectedly ({exc.__class__.__name__})."
-            await self.jobs.finish(job.id, "failed", message)
-            outcome = JobOutcome(job=job, state="failed", error=message)
+            ended = Settled("failed", error=f"Training failed unexpectedly ({exc.__class__.__name__}).")
         finally:
             self.running.pop(job.id, None)
+        await self.jobs.finish(job.id, ended.state, ended.error)
         await asyncio.to_thread(self.store.drop_checkpoint, job.id)  # it ended: nothing to resume
-        log.info("Training job %s ended: %s", job.id, outcome.state)
+        log.info("Training job %s ended: %s", job.id, ended.state)
+        outcome = JobOutcome(job=job, state=ended.state, error=ended.error, model=model)
         await self._dispatch("training_finished", outcome)
 
-    def train_and_publish(
-        self, job: JobRecord, corpus: list[str], config: TrainConfig, running: _Running
-    ) -> ModelRecord:
-        """Runs in the executor thread: train into a staging folder, add the card, move into place."""
-        staging = self.store.new_staging_dir(job.guild_id, job.handle)
-        try:
-            result = self.train_fn(
-                corpus,
-                staging,
-                config,
-                progress=lambda p: self._from_thread(running, p),
-                cancel=running.cancel,
-                interrupt=running.interrupt,
-            )
-            try:
-                (staging / "README.md").write_text(
-                    render_card(
-                        handle=job.handle,
-                        display_name=job.display_name,
-                        base_model=config.base_model,
-                        method=config.method,
-                        stats=job.stats,
-                        config=result.config,
-                        metrics=result.metrics,
-                        avatar_url=job.avatar_url,
-                    ),
-                    encoding="utf-8",
-                )
-                (staging / LOSS_CURVE_FILE).write_bytes(loss_curve_png(result.history, f"@{job.handle}"))
-                save_index(corpus, staging)
-            except OSError as exc:
-                raise StoreError(f"Cannot write the model card ({exc.strerror}).") from exc
-            final = self.store.publish(staging, job.guild_id, job.handle)
-        except OSError as exc:  # disk full while saving weights, read-only store...
-            raise StoreError(f"Could not save the model: {exc.strerror or exc}.") from exc
-        finally:
-            self.store.discard(staging)  # no-op once published
-        model = ModelRecord(
-            guild_id=job.guild_id,
-            handle=job.handle,
-            display_name=job.display_name,
-            avatar_url=job.avatar_url,
-            base_model=config.base_model,
-            method=config.method,
-            path=self.store.relative(final),
-            stats=job.stats,
-            metrics=result.metrics | {"history": _thin_history(result.history)},
-            created_by=job.requested_by,
+    async def _train(self, run: RunHandle) -> Settled:
+        job = run.job
+        corpus = await self.jobs.corpus(job.id)
+        config = replace(self.make_config(job), checkpoint_dir=str(self.store.checkpoint_dir(job.id)))
+        progress = progress_to_loop(self._loop, self._on_progress, run)
+        run.thread = self.executor.submit(
+            train_and_publish, self.store, run, corpus, config, progress, self.train_fn
         )
-        return model
+        return await settle(run)
 
-    def _from_thread(self, running: _Running, progress: TrainProgress) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._on_progress, running, progress)
-        except RuntimeError:  # the loop is closed: shutting down, the step still ends cleanly
-            pass
-
-    def _on_progress(self, running: _Running, progress: TrainProgress) -> None:
+    def _on_progress(self, running: RunHandle, progress: TrainProgress) -> None:
         running.progress = progress
         now = time.monotonic()
         if now - running.last_saved >= PROGRESS_SAVE_INTERVAL or progress.phase != "training":
@@ -267,25 +197,3 @@ class TrainingQueue:
 
     async def _dispatch(self, event: str, *args: Any) -> None:
         await dispatch_event(self.emit, event, *args)
-
-
-async def dispatch_event(emit: EventSink | None, event: str, *args: Any) -> None:
-    """Hand an event to the sink (bot.dispatch, the CLI's printer); a failing sink is only logged."""
-    if emit is None:
-        return
-    try:
-        result = emit(event, *args)
-        if asyncio.iscoroutine(result):
-            await result
-    except Exception:
-        log.exception("The %s event sink failed", event)
-
-
-def _thin_history(history: list[dict[str, Any]], limit: int = 400) -> list[dict[str, Any]]:
-    """Keep the loss curve small enough for the registry: every validation point, sampled steps."""
-    train_points = [h for h in history if "train_loss" in h]
-    stride = max(1, len(train_points) // limit)
-    kept = train_points[::stride]
-    if train_points and kept[-1] is not train_points[-1]:
-        kept.append(train_points[-1])
-    return sorted(kept + [h for h in history if "val_loss" in h], key=lambda h: h["step"])

@@ -15,11 +15,44 @@ does (the tokens below it hold less than 1 - top_p together).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
 BLOCK = 64
 FIRST_TRY = 64  # the first threshold is (1 - top_p) / FIRST_TRY: at most FIRST_TRY / (1 - top_p) tokens
+
+
+def sample_step(
+    logits: torch.Tensor, sampling, step: int, stop_ids: torch.Tensor, done: torch.Tensor, eos_id: int
+) -> torch.Tensor:
+    """One decoding step's tokens, the same on every path (generic, int8): no stop before
+    `min_new_tokens`, the temperature, the nucleus; a finished row gets end-of-text."""
+    logits = logits.float()
+    if step < sampling.min_new_tokens:
+        logits[:, stop_ids] = float("-inf")
+    if sampling.temperature != 1.0:
+        logits = logits / sampling.temperature
+    return torch.where(done, eos_id, top_p_sample(logits, sampling.top_p))
+
+
+def fit_to_positions(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, sampling, limit: int | None
+) -> tuple[torch.Tensor, torch.Tensor, object]:
+    """Prompt plus new tokens within the model's positions (past them GPT-2 fails with IndexError),
+    by one rule for every decoding path, so a long prompt gives the same answer length on any CPU.
+
+    When they do not fit, the prompt keeps up to half the positions (its end: the text continues
+    from there; clean-up still puts the whole prompt in front), the new tokens get the rest.
+    """
+    prompt_len = input_ids.shape[1]
+    if limit is None or limit < 2 or prompt_len + sampling.max_new_tokens <= limit:
+        return input_ids, attention_mask, sampling
+    new = min(sampling.max_new_tokens, limit - max(1, min(prompt_len, limit // 2)))
+    keep = limit - new
+    sampling = replace(sampling, max_new_tokens=new, min_new_tokens=min(sampling.min_new_tokens, new))
+    return input_ids[:, -keep:], attention_mask[:, -keep:], sampling
 
 
 def top_p_sample(logits: torch.Tensor, top_p: float) -> torch.Tensor:

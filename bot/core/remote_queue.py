@@ -1,4 +1,4 @@
-"""Trainings on workers, seen from the bot: the same interface as the in-process TrainingQueue.
+"""Trainings on workers, seen from the bot: a `TrainingBackend`, like the in-process TrainingQueue.
 
 With TRAINING_BACKEND=queue (the default on PostgreSQL) the bot trains nothing itself. A stored
 job is deferred to procrastinate (storage/taskqueue.py); some `python -m bot.worker` takes it,
@@ -20,9 +20,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .jobs import EventSink, JobOutcome, dispatch_event
 from .storage import JobRecord, ModelRecord, Storage, taskqueue
 from .training import TrainProgress
+from .trainrun import EventSink, JobOutcome, dispatch_event
 
 log = logging.getLogger(__name__)
 

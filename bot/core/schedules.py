@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,7 +28,7 @@ from .errors import UserError
 from .handles import normalize_handle
 from .limits import MAX_INTERVAL, MAX_PROMPT_CHARS, MAX_SCHEDULES_PER_GUILD, MIN_INTERVAL
 from .shards import GuildShards, instance_name
-from .storage import Schedule, Storage, format_interval
+from .storage import ModelRecord, Schedule, Storage, format_interval
 
 __all__ = ["Schedule", "Scheduler", "format_interval", "next_run", "parse_duration", "parse_timing"]
 
@@ -142,18 +142,24 @@ def next_run(schedule: Schedule, after: float, rng: Callable[[], float] = random
     return after + schedule.interval_s + jitter
 
 
+PersonaLookup = Callable[[int, str], Awaitable[ModelRecord]]
+
+
 class Scheduler:
-    """Schedules in storage, with a clock (and jitter) that tests can control."""
+    """The schedules feature (`service.schedules`): every check of /autopost, once, and the
+    schedules in storage, with a clock (and jitter) that tests can control."""
 
     def __init__(
         self,
         storage: Storage,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        find_persona: PersonaLookup | None = None,
     ):
         self.rows = storage.schedules
         self.clock = clock
         self.rng = rng
+        self.find_persona = find_persona  # raises UserError for a persona the guild does not have
 
     async def add(
         self,
@@ -167,9 +173,13 @@ class Scheduler:
         daily_at: str | None = None,
         timezone: str | None = None,
         created_by: int | None = None,
-    ) -> Schedule:
-        handle = normalize_handle(handle)
+    ) -> tuple[ModelRecord | None, Schedule]:
+        """A persona posts on its own, every interval (seconds or '2h') or at times of day.
+        Returns the persona (when this scheduler looks personas up) and the new schedule."""
+        # The options' errors first, whatever the handle.
         interval, jitter_s, times, tz, prompt = parse_timing(every, jitter, daily_at, timezone, prompt)
+        persona = await self.find_persona(guild_id, handle) if self.find_persona else None
+        handle = persona.handle if persona else normalize_handle(handle)
         count = await self.rows.count(guild_id)
         if count >= MAX_SCHEDULES_PER_GUILD:
             raise UserError(
@@ -190,7 +200,7 @@ class Scheduler:
             timezone=tz,
         )
         draft.next_run_at = next_run(draft, now, self.rng)
-        return await self.rows.add(draft)
+        return persona, await self.rows.add(draft)
 
     async def get(self, guild_id: int, schedule_id: int) -> Schedule:
         schedule = await self.rows.get(guild_id, schedule_id)

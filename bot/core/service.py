@@ -22,14 +22,14 @@ from .download import UrlReader
 from .errors import UserError
 from .generation import GenerationError, GenerationRequest, Generator, Sampling
 from .handles import RegistryError, clean_display_name, handle_for_hub_id, normalize_handle
-from .jobs import LOSS_CURVE_FILE, EventSink, TrainingQueue
-from .limits import MAX_EPOCHS, MAX_PROMPT_CHARS, MAX_QUEUED_JOBS_PER_GUILD, MAX_TWEETS_PER_REQUEST
+from .jobs import TrainingQueue
+from .limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
 from .modelcard import read_card
-from .schedules import Scheduler, parse_timing
-from .shards import GuildShards
-from .storage import JobRecord, ModelRecord, Post, Schedule, Storage, database_url, persona_key
-from .store import ModelStore, StoreError
-from .training import TrainConfig, TrainProgress
+from .modelstore import ModelStore, StoreError
+from .schedules import Scheduler
+from .storage import ModelRecord, Post, Storage, database_url, persona_key
+from .trainings import Trainings
+from .trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
 from .urls import NO_AVATAR, normalize_http_url
 from .voices import Voices
 
@@ -120,24 +120,6 @@ def trainings_on_workers(backend: str, url: str) -> bool:
     return backend == "queue" or (backend == "auto" and on_postgres)
 
 
-def train_config(settings, job: JobRecord) -> TrainConfig:
-    """How a job is trained, from the settings of the process that trains it."""
-    s = settings
-    return TrainConfig(
-        base_model=job.base_model,
-        method=job.method,
-        epochs=job.epochs,
-        batch_size=s.train_batch_size,
-        block_size=s.train_block_size,
-        learning_rate=s.train_learning_rate,
-        lora_rank=s.lora_rank,
-        lora_token_rows=s.lora_token_rows,
-        seed=s.train_seed,
-        max_steps=s.train_max_steps,
-        checkpoint_seconds=s.train_checkpoint_seconds,
-    )
-
-
 class PersonaService:
     """Everything the bot and the CLI may do, as methods; see the module docstring."""
 
@@ -146,8 +128,8 @@ class PersonaService:
         self.clock = clock  # schedules read time through this, so tests can move it
         self.store = ModelStore(settings.models_dir)
         self.storage: Storage | None = None
-        self.queue: TrainingQueue | None = None
-        self.scheduler: Scheduler | None = None
+        self.queue: TrainingBackend | None = None
+        self.schedules: Scheduler | None = None  # /autopost: service.schedules.add(...), .list(...)
         self._events: EventSink | None = None
         # Separate pools: a 20-minute training never delays an /impersonate.
         self.train_executor = ThreadPoolExecutor(settings.training_workers, thread_name_prefix="train")
@@ -167,6 +149,7 @@ class PersonaService:
         self.downloads = UrlReader(settings)  # `url:` options and the CLI's --file given a link
         self.voices = Voices(self)  # members' personas of themselves (core/voices.py)
         self._unpacking = asyncio.Lock()
+        self.trainings = Trainings(self)  # /train: service.trainings.submit(...), .cancel(...)
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -197,7 +180,7 @@ class PersonaService:
                 raise UserError(str(exc)) from None
             await asyncio.to_thread(self.store.recover)
         self.storage = await Storage.open(url)
-        self.scheduler = Scheduler(self.storage, clock=self.clock)
+        self.schedules = Scheduler(self.storage, clock=self.clock, find_persona=self.get_model)
         if on_workers:
             from .remote_queue import WorkerQueue  # loads procrastinate: scale-out mode only
 
@@ -212,7 +195,7 @@ class PersonaService:
                 self.storage,
                 self.store,
                 self.train_executor,
-                self._train_config,
+                lambda job: train_config(self.settings, job),
                 workers=self.settings.training_workers,
             )
         self.queue.emit = self._events
@@ -234,9 +217,6 @@ class PersonaService:
     async def integrity_check(self) -> str:
         return await self.storage.integrity_check()
 
-    def _train_config(self, job: JobRecord) -> TrainConfig:
-        return train_config(self.settings, job)
-
     async def local_copy(self, model: ModelRecord) -> None:
         """Make a persona trained on a worker loadable here: unpack it from the database into the
         local model store, once per version (a no-op for models already in MODELS_DIR)."""
@@ -253,98 +233,6 @@ class PersonaService:
                 raise UserError(f"`{model.handle}`'s files are missing from the database; train it again.")
             digest, data = blob
             await asyncio.to_thread(self.store.unpack, data, digest, model.guild_id, model.handle)
-
-    # -- train --------------------------------------------------------------------------------
-
-    async def submit_training(
-        self,
-        *,
-        guild_id: int,
-        handle: str,
-        tweets: list[str],
-        stats: dict[str, Any],
-        display_name: str | None = None,
-        avatar_url: str | None = None,
-        method: str | None = None,
-        epochs: int | None = None,
-        base_model: str | None = None,
-        requested_by: int | None = None,
-        channel_id: int | None = None,
-        source_user_id: int | None = None,
-    ) -> JobRecord:
-        handle = normalize_handle(handle)
-        method = (method or self.settings.train_method).lower()
-        if method not in ("lora", "full"):
-            raise UserError("The method must be `lora` or `full`.")
-        epochs = epochs or self.settings.train_epochs
-        if not 1 <= epochs <= MAX_EPOCHS:
-            raise UserError(f"Epochs must be between 1 and {MAX_EPOCHS}.")
-        avatar_url = normalize_http_url(avatar_url, what="The avatar URL") if avatar_url else None
-        await self.ensure_can_queue(guild_id, handle)
-        job = await self.storage.jobs.create(
-            guild_id=guild_id,
-            handle=handle,
-            display_name=clean_display_name(display_name, handle),
-            avatar_url=avatar_url,
-            base_model=base_model or self.settings.base_model,
-            method=method,
-            epochs=epochs,
-            corpus=tweets,
-            stats=stats,
-            requested_by=requested_by,
-            channel_id=channel_id,
-            source_user_id=source_user_id,
-        )
-        await self.queue.submit(job)
-        return job
-
-    async def ensure_can_queue(self, guild_id: int, handle: str) -> None:
-        """Refuse early (before a download) what submit_training would refuse."""
-        if await self.storage.jobs.active_for_handle(guild_id, handle):
-            raise UserError(f"`{handle}` is already queued or training here; wait for it or cancel it first.")
-        active = await self.storage.jobs.list(guild_id, active_only=True)
-        if len(active) >= MAX_QUEUED_JOBS_PER_GUILD:
-            raise UserError(
-                f"This server already has {len(active)} trainings queued; wait for one to finish."
-            )
-
-    async def list_jobs(
-        self, guild_id: int, *, active_only: bool = False, limit: int = 20
-    ) -> list[JobRecord]:
-        return await self.storage.jobs.list(guild_id, active_only=active_only, limit=limit)
-
-    async def get_job(self, guild_id: int, job_id: int) -> JobRecord | None:
-        return await self.storage.jobs.get(guild_id, job_id)
-
-    async def jobs_ahead(self, job_id: int) -> int:
-        """How many jobs run or wait before this one (0 = it is next or running)."""
-        return await self.storage.jobs.position(job_id)
-
-    def job_progress(self, job_id: int) -> TrainProgress | None:
-        """The live progress of a job this process is training (None when it is not running here)."""
-        return self.queue.progress_of(job_id)
-
-    def recovered_jobs(self) -> list[JobRecord]:
-        """Jobs a previous process left running, queued again at start-up."""
-        return list(self.queue.recovered)
-
-    def resume_step(self, job_id: int) -> int | None:
-        """The checkpoint step a recovered job resumes from (None: it starts over)."""
-        return self.queue.resume_step(job_id)
-
-    async def cancel_job(self, guild_id: int, job_id: int) -> str:
-        job = await self.storage.jobs.get(guild_id, job_id)
-        if job is None:
-            raise UserError(f"There is no training job #{job_id} in this server.")
-        if job.state == "running" and await self.queue.cancel(job_id):
-            return "cancelling"
-        if job.state == "queued" and await self.storage.jobs.cancel_queued(guild_id, job_id):
-            return "cancelled"
-        raise UserError(f"Job #{job_id} is already {job.state}.")
-
-    async def wait_idle(self, timeout: float | None = None) -> None:
-        """Wait until no training is queued or running (the CLI and tests)."""
-        await self.queue.wait_idle(timeout)
 
     # -- personas -----------------------------------------------------------------------------
 
@@ -457,7 +345,7 @@ class PersonaService:
         handle = normalize_handle(handle or handle_for_hub_id(repo))
         if await self.storage.models.get(guild_id, handle):
             raise UserError(f"`{handle}` already exists here; delete it first or pick another handle.")
-        await self.ensure_can_queue(guild_id, handle)
+        await self.trainings.check_can_queue(guild_id, handle)
         staging = await asyncio.to_thread(self.store.new_staging_dir, guild_id, handle)
         try:
             await asyncio.to_thread(self._fetch_into, repo, staging)
@@ -523,77 +411,6 @@ class PersonaService:
         ):
             raise UserError("That model is not a text-generation model (GPT-2 style).")
         return {"adapter": False, "base_model": getattr(config, "_name_or_path", None)}
-
-    # -- schedule -----------------------------------------------------------------------------
-
-    async def add_schedule(
-        self,
-        *,
-        guild_id: int,
-        handle: str,
-        channel_id: int,
-        every: str | int | None = None,
-        jitter: str | int | None = None,
-        prompt: str = "",
-        daily_at: str | None = None,
-        timezone: str | None = None,
-        created_by: int | None = None,
-    ) -> tuple[ModelRecord, Schedule]:
-        """A persona posts on its own, every interval (seconds or '2h') or at times of day."""
-        parse_timing(
-            every, jitter, daily_at, timezone, prompt or ""
-        )  # option errors first, whatever the handle
-        model = await self.get_model(guild_id, handle)
-        schedule = await self.scheduler.add(
-            guild_id=guild_id,
-            handle=model.handle,
-            channel_id=channel_id,
-            every=every,
-            jitter=jitter,
-            prompt=prompt,
-            daily_at=daily_at,
-            timezone=timezone,
-            created_by=created_by,
-        )
-        return model, schedule
-
-    async def list_schedules(self, guild_id: int) -> list[Schedule]:
-        return await self.scheduler.list(guild_id)
-
-    async def pause_schedule(self, guild_id: int, schedule_id: int, reason: str | None = None) -> Schedule:
-        return await self.scheduler.pause(guild_id, schedule_id, reason)
-
-    async def resume_schedule(self, guild_id: int, schedule_id: int) -> Schedule:
-        return await self.scheduler.resume(guild_id, schedule_id)
-
-    async def remove_schedule(self, guild_id: int, schedule_id: int) -> Schedule:
-        return await self.scheduler.remove(guild_id, schedule_id)
-
-    async def due_schedules(self) -> list[Schedule]:
-        """Every guild's schedules whose time has come (read only; the bot claims them instead)."""
-        return await self.scheduler.due()
-
-    async def claim_due_schedules(self, shards: GuildShards | None = None) -> list[Schedule]:
-        """The due schedules this process takes (the bot's tick): those of the guilds on `shards`
-        (None: every guild), each claimed in storage so that no other process takes it too."""
-        return await self.scheduler.claim_due(shards)
-
-    async def begin_scheduled_post(self, schedule: Schedule) -> str:
-        """The nonce to send the post with, stored before it is sent (crash-safe posting)."""
-        return await self.scheduler.begin_post(schedule)
-
-    async def finish_scheduled_post(self, schedule: Schedule) -> float:
-        """The post went out: clear the nonce and the failure count; returns the next run time."""
-        return await self.scheduler.finish_post(schedule)
-
-    async def fail_scheduled_post(self, schedule: Schedule) -> int:
-        """Discord refused the post: count it and wait for the next window; returns the failures
-        in a row (at MAX_SCHEDULE_FAILURES the caller pauses the schedule and tells the server)."""
-        return await self.scheduler.record_failure(schedule)
-
-    async def postpone_scheduled_post(self, schedule: Schedule) -> float:
-        """Nothing went out this window (Discord busy, no usable text): try the next one, uncounted."""
-        return await self.scheduler.postpone(schedule)
 
     # -- guild options and the post log ---------------------------------------------------------
 

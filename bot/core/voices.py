@@ -45,7 +45,7 @@ class Voices:
         existing = await self.service.storage.models.get(guild_id, handle)
         if existing is not None and (guild_id, handle) not in await self.personas_using(member_id, guild_id):
             raise UserError(f"`@{handle}` is another persona here; pick another handle.")
-        await self.service.ensure_can_queue(guild_id, handle)
+        await self.service.trainings.check_can_queue(guild_id, handle)
         return handle
 
     async def train_from_package(
@@ -80,7 +80,7 @@ class Voices:
             result = await asyncio.to_thread(read, data, filename)
         if result.owner_id is not None and result.owner_id != member_id:
             raise UserError("That data package belongs to another account: only its owner can train on it.")
-        job = await self.service.submit_training(
+        job = await self.service.trainings.submit(
             guild_id=guild_id,
             handle=handle,
             tweets=result.tweets,
@@ -108,7 +108,7 @@ class Voices:
             if await service.storage.models.get(g, handle) is not None:
                 await service.delete_model(g, handle)
                 report.personas.append((g, handle))
-            report.schedules += await service.scheduler.remove_for_handle(g, handle)
+            report.schedules += await service.schedules.remove_for_handle(g, handle)
         for job in await self.pending_trainings(user_id, guild_id):
             if job.state == "running":
                 await service.queue.cancel(job.id)

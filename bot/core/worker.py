@@ -28,12 +28,11 @@ from typing import Any
 
 from .checkpoint import checkpoint_step
 from .errors import UserError
-from .jobs import TrainingQueue, _Running
-from .service import train_config
+from .modelstore import ModelStore, StoreError, pack, unpack_into
 from .storage import JobRecord, ModelRecord, Storage, checkpoint_key, database_url, persona_key, taskqueue
 from .storage.schema import ACTIVE_STATES
-from .store import ModelStore, StoreError, pack, unpack_into
-from .training import TrainingCancelled, TrainingError, TrainingInterrupted, TrainProgress
+from .training import TrainingError, TrainProgress
+from .trainrun import RunHandle, progress_to_loop, settle, train_and_publish, train_config
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +40,9 @@ REPORT_SECONDS = 2.0  # least time between two progress writes of one training
 STOP_TIMEOUT = 120.0
 
 
-class _Trainer(TrainingQueue):
-    """The in-process queue's training and publishing code; progress goes to the worker instead."""
-
-    def __init__(self, worker: TrainingWorker, store: ModelStore, executor: ThreadPoolExecutor):
-        super().__init__(worker.storage, store, executor, lambda job: train_config(worker.settings, job))
-        self.worker = worker
-
-    def _on_progress(self, running: _Running, progress: TrainProgress) -> None:
-        running.progress = progress
-        now = asyncio.get_running_loop().time()
-        if now - running.last_saved >= REPORT_SECONDS or progress.phase != "training":
-            running.last_saved = now
-            asyncio.ensure_future(self.worker.report(running, progress))
-
-
 class TrainingWorker:
+    """Takes jobs from the procrastinate queue and runs each as a `trainrun` run."""
+
     def __init__(self, settings, name: str | None = None):
         self.settings = settings
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
@@ -67,9 +53,8 @@ class TrainingWorker:
         self.executor = ThreadPoolExecutor(settings.training_workers, thread_name_prefix="train")
         self.storage: Storage | None = None
         self.app: Any = None
-        self.trainer: _Trainer | None = None
         self.queue_worker: Any = None  # procrastinate's worker loop, while it runs
-        self.running: dict[int, _Running] = {}
+        self.running: dict[int, RunHandle] = {}
         self.tokens: dict[int, str] = {}
 
     @property
@@ -83,8 +68,6 @@ class TrainingWorker:
 
             torch.set_num_threads(self.settings.torch_threads)
         self.storage = await _retrying(lambda: Storage.open(self.url), "open the database")
-        self.trainer = _Trainer(self, self.store, self.executor)
-        self.trainer._loop = asyncio.get_running_loop()
         self.app = taskqueue.training_app(self.url)
         self.app.task(name=taskqueue.TASK_NAME, queue=taskqueue.QUEUE)(self.train_job)
         await self.app.open_async()
@@ -157,7 +140,7 @@ class TrainingWorker:
             self.name,
             f", resuming from step {step}" if step else "",
         )
-        running = self.running[job_id] = _Running(job=taken)
+        running = self.running[job_id] = RunHandle(job=taken)
         self.tokens[job_id] = token
         sync = asyncio.create_task(self._sync_checkpoints(taken)) if taken.method == "lora" else None
         try:
@@ -169,31 +152,31 @@ class TrainingWorker:
                 sync.cancel()
                 await asyncio.gather(sync, return_exceptions=True)
 
-    async def _train(self, job: JobRecord, token: str, running: _Running) -> None:
-        jobs = self.storage.jobs
+    async def _train(self, job: JobRecord, token: str, running: RunHandle) -> None:
         if running.thread is None:  # not a retry of the writes below
-            corpus = await jobs.corpus(job.id)
+            corpus = await self.storage.jobs.corpus(job.id)
             folder = str(self.store.checkpoint_dir(job.id))
             config = replace(train_config(self.settings, job), checkpoint_dir=folder)
-            train = self.trainer.train_and_publish
-            running.thread = self.executor.submit(train, job, corpus, config, running)
-        try:
-            model = await asyncio.wrap_future(running.thread)
-        except TrainingInterrupted:
+            progress = progress_to_loop(asyncio.get_running_loop(), self._on_progress, running)
+            running.thread = self.executor.submit(
+                train_and_publish, self.store, running, corpus, config, progress
+            )
+        ended = await settle(running)
+        if ended.state == "interrupted":
             await self._hand_back(job, token, running)
             return
-        except TrainingCancelled:
-            await jobs.finish_as(job.id, token, "cancelled")
-        except (TrainingError, StoreError) as exc:
-            await jobs.finish_as(job.id, token, "failed", str(exc))
-        except Exception as exc:  # a bug or an unexpected library error: fail the job, keep the worker
-            log.exception("Training job %s failed", job.id)
-            message = f"Training failed unexpectedly ({exc.__class__.__name__})."
-            await jobs.finish_as(job.id, token, "failed", message)
-        else:
-            if not await self._publish(job, token, model):
-                return  # another worker owns the job now, and its checkpoint
+        if ended.state != "done":
+            await self.storage.jobs.finish_as(job.id, token, ended.state, ended.error)
+        elif not await self._publish(job, token, ended.model):
+            return  # another worker owns the job now, and its checkpoint
         await self._forget_checkpoint(job)
+
+    def _on_progress(self, running: RunHandle, progress: TrainProgress) -> None:
+        running.progress = progress
+        now = asyncio.get_running_loop().time()
+        if now - running.last_saved >= REPORT_SECONDS or progress.phase != "training":
+            running.last_saved = now
+            asyncio.ensure_future(self.report(running, progress))
 
     async def _publish(self, job: JobRecord, token: str, model: ModelRecord) -> bool:
         if await self.storage.jobs.report_progress(job.id, token, {"phase": "saving"}) == "lost":
@@ -214,7 +197,7 @@ class TrainingWorker:
         log.info("Training job %s done and published", job.id)
         return True
 
-    async def _hand_back(self, job: JobRecord, token: str, running: _Running) -> None:
+    async def _hand_back(self, job: JobRecord, token: str, running: RunHandle) -> None:
         """Shutdown (or the job was lost): keep the checkpoint for whoever takes the job next."""
         if running.lost:
             return
@@ -228,7 +211,7 @@ class TrainingWorker:
                 checkpoint_step(self.store.checkpoint_dir(job.id)),
             )
 
-    async def report(self, running: _Running, progress: TrainProgress) -> None:
+    async def report(self, running: RunHandle, progress: TrainProgress) -> None:
         """Write a training's progress; act on a cancel request or on the job being lost."""
         job_id = running.job.id
         try:
