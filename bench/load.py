@@ -70,7 +70,7 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
         import shutil
 
         for guild in guilds:  # one persona per guild, registered like a trained one
-            target = bot.core.modelstore.model_dir(guild, "alice")
+            target = bot.core.store.model_dir(guild, "alice")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(persona, target)
             await bot.core.storage.models.save(
@@ -80,7 +80,7 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
                     display_name="Alice",
                     base_model=base,
                     method="lora",
-                    path=bot.core.modelstore.relative(target),
+                    path=bot.core.store.relative(target),
                 )
             )
         admin = server.guilds[guilds[0]]["owner_id"]

@@ -61,7 +61,7 @@ class PersonaPoster:
                 try:
                     return await self._send_webhook(webhook, model, text)
                 except discord.NotFound:  # someone deleted our webhook: make a new one once
-                    await self.core.forget_channel_webhook(channel.id)
+                    await self.core.posts.forget_webhook(channel.id)
                     webhook = await self.webhook_for(channel)
                     if webhook is not None:
                         return await self._send_webhook(webhook, model, text)
@@ -83,7 +83,7 @@ class PersonaPoster:
 
     async def webhook_for(self, channel: discord.TextChannel) -> discord.Webhook | None:
         """Our webhook in this channel: remembered, found, or created; None if the channel is full."""
-        saved = await self.core.channel_webhook(channel.id)
+        saved = await self.core.posts.webhook(channel.id)
         if saved is not None:
             return discord.Webhook.partial(saved[0], saved[1], client=self.bot)
         try:
@@ -100,5 +100,5 @@ class PersonaPoster:
             return None
         else:
             webhook = await channel.create_webhook(name=WEBHOOK_NAME, reason="tweetalike persona posts")
-        await self.core.save_channel_webhook(channel.guild.id, channel.id, webhook.id, webhook.token)
+        await self.core.posts.save_webhook(channel.guild.id, channel.id, webhook.id, webhook.token)
         return webhook

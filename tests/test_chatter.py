@@ -59,7 +59,7 @@ def message(**kw) -> Incoming:
 
 async def posted_by(core, handle: str) -> int:
     post_id = next(_ids)
-    await core.record_post(message_id=post_id, guild_id=GUILD, channel_id=CHANNEL, handle=handle)
+    await core.posts.record_post(message_id=post_id, guild_id=GUILD, channel_id=CHANNEL, handle=handle)
     return post_id
 
 

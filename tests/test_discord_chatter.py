@@ -53,7 +53,7 @@ def track_answers(env) -> list:
         return await write(answer)
 
     env.bot.core.chatter.write = recording
-    server, record = env.server, env.bot.core.record_post
+    server, record = env.server, env.bot.core.posts.record_post
     server.answered = {}
 
     async def record_post(**kw):
@@ -61,7 +61,7 @@ def track_answers(env) -> list:
         if kw.get("answered_message_id"):
             server.answered.setdefault(str(kw["answered_message_id"]), []).append(str(kw["message_id"]))
 
-    env.bot.core.record_post = record_post
+    env.bot.core.posts.record_post = record_post
     return written
 
 

@@ -248,7 +248,7 @@ async def test_multi_person_model(discord_env):
     model = await env.bot.core.find_model(env.guild, "alice-bob")
     assert model.display_name == "alice & bob"
     assert [p["handle"] for p in model.stats["people"]] == ["alice", "bob"]
-    card = (env.bot.core.modelstore.resolve(model.path) / "README.md").read_text()
+    card = (env.bot.core.store.resolve(model.path) / "README.md").read_text()
     assert "| Data | alice | bob |" in card
     assert "@alice" in reply.original["embeds"][0]["fields"][0]["value"]  # a column per person
     bad = await (

@@ -54,7 +54,7 @@ async def test_a_member_trains_on_their_package_then_opts_out_everywhere(discord
     # "Who made this?" on a generated post names the persona and who asked.
     answer = await server.slash(env.guild, env.admin, "impersonate", handle="member_voice", count=1)
     await answer.wait(lambda i: i.original and i.original.get("embeds"))
-    while await core.find_post(env.guild, int(answer.original["id"])) is None:  # logged after it is sent
+    while await core.posts.post(env.guild, int(answer.original["id"])) is None:  # logged after it is sent
         await asyncio.sleep(0.05)
     who = await (
         await server.message_command(env.guild, env.member, "Who made this?", answer.original)

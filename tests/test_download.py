@@ -10,6 +10,7 @@ import io
 import ipaddress
 import zipfile
 
+import aiohttp
 import pytest
 
 from bot.config import load_settings
@@ -17,6 +18,7 @@ from bot.core import download as download_module
 from bot.core import ingest as ingest_module
 from bot.core.download import (
     MAX_REDIRECTS,
+    CheckedConnector,
     CheckedResolver,
     DownloadError,
     RefusedAddress,
@@ -145,6 +147,17 @@ async def test_private_addresses_are_refused_unless_allowed(settings, server):
     assert server.served.hits == []  # refused before connecting, by IP literal and by resolved name
     allowing = UrlReader(settings.replace(allow_private_urls=True))
     assert (await fetch_posts(allowing, server.url("plain/tweets.js"))).stats.kept == len(TWEETS)
+
+
+async def test_the_connector_checks_the_address_actually_connected_to(server):
+    """The last line of defence, tested alone: an IP literal never reaches the resolver (aiohttp skips
+    it), and without the link checks in front the connection to 127.0.0.1 is still closed before the
+    request is sent."""
+    server.files["tweets.js"] = tweets_js(TWEETS)
+    async with aiohttp.ClientSession(connector=CheckedConnector(is_public_address)) as session:
+        with pytest.raises(RefusedAddress):
+            await session.get(server.url("plain/tweets.js"))
+    assert server.served.hits == []
 
 
 async def test_the_resolver_refuses_a_name_for_a_private_address():

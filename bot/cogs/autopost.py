@@ -185,7 +185,7 @@ class AutopostCog(commands.Cog):
         if not (perms.send_messages and perms.embed_links) and not perms.manage_webhooks:
             await self.pause_and_tell(schedule, f"I lost the permission to post in {channel.mention}")
             return
-        as_webhook = await self.core.persona_webhooks(schedule.guild_id)
+        as_webhook = await self.core.posts.persona_webhooks(schedule.guild_id)
         retrying = schedule.pending_nonce is not None
         nonce = await self.core.schedules.begin_post(schedule)
         if retrying and as_webhook and await self.already_posted(channel, schedule):
@@ -211,7 +211,7 @@ class AutopostCog(commands.Cog):
             log.warning("Schedule %s: Discord is busy (%s); trying again next window", schedule.id, exc)
             await self.core.schedules.postpone(schedule)
             return
-        await self.core.record_post(
+        await self.core.posts.record_post(
             message_id=message.id,
             guild_id=schedule.guild_id,
             channel_id=channel.id,
@@ -223,7 +223,7 @@ class AutopostCog(commands.Cog):
 
     async def already_posted(self, channel: discord.TextChannel, schedule: Schedule) -> bool:
         """After a crash mid-post: did our webhook's message go out before we could record it?"""
-        saved = await self.core.channel_webhook(channel.id)
+        saved = await self.core.posts.webhook(channel.id)
         if saved is None:
             return False
         try:

@@ -130,7 +130,7 @@ class ChatterCog(commands.Cog):
             return None
         persona_post, other_bot, writer = False, message.author.bot, None
         if message.webhook_id is not None:
-            saved = await self.core.channel_webhook(message.channel.id)
+            saved = await self.core.posts.webhook(message.channel.id)
             persona_post = saved is not None and saved[0] == message.webhook_id
             writer = await self.webhook_writer(message) if persona_post else None
         elif message.author.id == self.bot.user.id:
@@ -173,7 +173,7 @@ class ChatterCog(commands.Cog):
         text = await self.core.chatter.write(answer)
         if not text:
             return  # nothing usable this time; the message stays claimed (answered at most once)
-        as_webhook = await self.core.persona_webhooks(message.guild.id)
+        as_webhook = await self.core.posts.persona_webhooks(message.guild.id)
         try:
             sent = await self.poster.post(
                 message.channel, answer.model, text, as_webhook=as_webhook, reply_to=message
@@ -181,7 +181,7 @@ class ChatterCog(commands.Cog):
         except discord.HTTPException as exc:
             log.warning("Chatter answer in channel %s refused: %s", message.channel.id, exc.status)
             return
-        await self.core.record_post(
+        await self.core.posts.record_post(
             message_id=sent.id,
             guild_id=message.guild.id,
             channel_id=message.channel.id,

@@ -59,7 +59,7 @@ class ImpersonateCog(commands.Cog):
         count = 5 if count is None else count
         model, prompt = await self.core.check_generation(interaction.guild_id, handle, prompt, count)
         channel = interaction.channel
-        if await self.core.persona_webhooks(interaction.guild_id) and isinstance(
+        if await self.core.posts.persona_webhooks(interaction.guild_id) and isinstance(
             channel, discord.TextChannel
         ):
             await self.post_as_persona(interaction, channel, model, prompt, count)
@@ -77,7 +77,7 @@ class ImpersonateCog(commands.Cog):
                 await interaction.followup.send(embeds=embeds, allowed_mentions=NO_PINGS, wait=True)
             )
         for message in messages:
-            await self.core.record_post(
+            await self.core.posts.record_post(
                 message_id=message.id,
                 guild_id=interaction.guild_id,
                 channel_id=interaction.channel_id,
@@ -91,7 +91,7 @@ class ImpersonateCog(commands.Cog):
         tweets = await self.core.write_posts(model, prompt, count)
         for text in tweets:
             message = await self.poster.post(channel, model, text, as_webhook=True)
-            await self.core.record_post(
+            await self.core.posts.record_post(
                 message_id=message.id,
                 guild_id=interaction.guild_id,
                 channel_id=channel.id,

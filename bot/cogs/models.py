@@ -179,7 +179,7 @@ class ModelsCog(commands.Cog):
     )
     @app_commands.checks.has_permissions(manage_guild=True)
     async def models_personas(self, interaction: discord.Interaction, enabled: bool) -> None:
-        await self.core.set_persona_webhooks(interaction.guild_id, enabled)
+        await self.core.posts.set_persona_webhooks(interaction.guild_id, enabled)
         text = (
             "Persona posts are **on**: answers go through a webhook with the persona's name and avatar "
             "(needs Manage Webhooks; otherwise I fall back to embeds)."

@@ -131,7 +131,7 @@ class VoiceCog(commands.Cog):
     # -- who asked ----------------------------------------------------------------------------------
 
     async def lookup(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        post = await self.core.find_post(interaction.guild_id, message.id)
+        post = await self.core.posts.post(interaction.guild_id, message.id)
         if post is None:
             await interaction.response.send_message("I did not generate that message.", ephemeral=True)
             return

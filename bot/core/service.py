@@ -27,7 +27,7 @@ from .limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
 from .modelcard import read_card
 from .modelstore import ModelStore, StoreError
 from .schedules import Scheduler
-from .storage import ModelRecord, Post, Storage, database_url, persona_key
+from .storage import Guilds, ModelRecord, Storage, database_url, persona_key
 from .trainings import Trainings
 from .trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
 from .urls import NO_AVATAR, normalize_http_url
@@ -412,46 +412,10 @@ class PersonaService:
             raise UserError("That model is not a text-generation model (GPT-2 style).")
         return {"adapter": False, "base_model": getattr(config, "_name_or_path", None)}
 
-    # -- guild options and the post log ---------------------------------------------------------
+    # -- guild options, channel webhooks and the post log ----------------------------------------
 
-    async def persona_webhooks(self, guild_id: int) -> bool:
-        """Whether answers go out through a webhook with the persona's name and avatar."""
-        return await self.storage.guilds.persona_webhooks(guild_id)
-
-    async def set_persona_webhooks(self, guild_id: int, enabled: bool) -> None:
-        await self.storage.guilds.set_persona_webhooks(guild_id, enabled)
-
-    async def channel_webhook(self, channel_id: int) -> tuple[int, str] | None:
-        """The (id, token) of the webhook this bot made in the channel, if any."""
-        return await self.storage.guilds.webhook(channel_id)
-
-    async def save_channel_webhook(self, guild_id: int, channel_id: int, webhook_id: int, token: str) -> None:
-        await self.storage.guilds.save_webhook(guild_id, channel_id, webhook_id, token)
-
-    async def forget_channel_webhook(self, channel_id: int) -> None:
-        await self.storage.guilds.forget_webhook(channel_id)
-
-    async def record_post(
-        self,
-        *,
-        message_id: int,
-        guild_id: int,
-        channel_id: int,
-        handle: str,
-        requested_by: int | None = None,
-        schedule_id: int | None = None,
-        answered_message_id: int | None = None,
-    ) -> None:
-        """Log a generated message, for "Who made this?" (a chatter answer: the message it answered)."""
-        await self.storage.guilds.record_post(
-            message_id=message_id,
-            guild_id=guild_id,
-            channel_id=channel_id,
-            handle=handle,
-            requested_by=requested_by,
-            schedule_id=schedule_id,
-            answered_message_id=answered_message_id,
-        )
-
-    async def find_post(self, guild_id: int, message_id: int) -> Post | None:
-        return await self.storage.guilds.post(guild_id, message_id)
+    @property
+    def posts(self) -> Guilds:
+        """Per-guild options (persona webhooks), the channels' webhooks and the log of generated
+        posts ("Who made this?"): storage's own accessor, as there is nothing to check on the way."""
+        return self.storage.guilds
