@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     )
     train_learning_rate: float | None = setting(
         None,
-        "Peak learning rate (default 5e-3 for LoRA, 1e-3 for full; see docs/quality.md).",
+        "Peak learning rate (default 1e-3 for LoRA adapters, 2e-4 for full; see docs/quality.md).",
         gt=0,
     )
     train_max_steps: int = setting(
