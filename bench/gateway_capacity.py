@@ -1,6 +1,6 @@
 """Guilds per bot process: memory and start-up time of the real bot with many servers.
 
-The local Discord-compatible server (tests/localdiscord.py) holds N guilds, each with a few
+The local Discord-compatible server (tests/localdiscord/) holds N guilds, each with a few
 channels, roles and members; the real bot (`python -m bot`, SQLite, no personas) connects
 unsharded or with SHARD_COUNT shards in one process. We record the bot's resident memory once
 every guild arrived (from its log) and the time from start to ready. The guild cache is what

@@ -11,9 +11,9 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from .core.cleaning import data_table
 from .core.download import Transfer
 from .core.errors import UserError
-from .core.ingest import data_table
 from .core.storage import ModelRecord
 from .core.training import TrainProgress
 from .core.urls import normalize_http_url

@@ -15,19 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.core import ingest as ingest_module
-from bot.core.ingest import (
-    MAX_INPUT_BYTES,
-    IngestError,
-    IngestStats,
-    RawPost,
-    balance_people,
-    clean_posts,
-    clean_text,
-    ingest,
-    ingest_path,
-    read_posts,
-)
+from bot.core import formats as formats_module
+from bot.core.cleaning import IngestStats, balance_people, clean_posts, clean_text, is_short
+from bot.core.formats import MAX_INPUT_BYTES, IngestError, RawPost, UnsupportedFile, read_posts
+from bot.core.ingest import ingest, ingest_path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared/data/tweets"
 OBAMA, ELON, KATY = (
@@ -229,7 +220,7 @@ def test_read_member_stops_at_the_budget_whatever_the_header_says():
     data = make_zip({"data/tweets.js": b"x" * (3 << 20)})
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         with pytest.raises(IngestError, match="too large"):
-            ingest_module._read_member(archive, archive.getinfo("data/tweets.js"), budget=1 << 20)
+            formats_module._read_member(archive, archive.getinfo("data/tweets.js"), budget=1 << 20)
 
 
 # --------------------------------------------------------------------------- every bad input
@@ -413,7 +404,7 @@ def test_ingest_path_reads_a_file(tmp_path):
 
 def test_ingest_path_reads_a_large_archive_in_place(tmp_path, monkeypatch):
     """The CLI on a whole archive: a zip over MAX_INPUT_BYTES is read on disk, its tweets only."""
-    monkeypatch.setattr(ingest_module, "MAX_INPUT_BYTES", 1 << 20)
+    monkeypatch.setattr(formats_module, "MAX_INPUT_BYTES", 1 << 20)
     path = tmp_path / "twitter-2026.zip"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("data/tweets_media/video.mp4", random.Random(0).randbytes(2 << 20))
@@ -444,10 +435,10 @@ def test_gzipped_files_are_read_like_the_file_inside(name, content):
 
 
 def test_gzip_bombs_and_damage_get_clear_errors(monkeypatch):
-    monkeypatch.setattr(ingest_module, "MAX_INPUT_BYTES", 1 << 20)
+    monkeypatch.setattr(formats_module, "MAX_INPUT_BYTES", 1 << 20)
     bomb = gzip.compress(b"a tweet " * (1 << 18), compresslevel=9)  # 2 MB inside, a few KB outside
     assert len(bomb) < 64 * 1024
-    with pytest.raises(ingest_module.UnsupportedFile, match="Uncompressed, the file is over the 1 MB limit"):
+    with pytest.raises(UnsupportedFile, match="Uncompressed, the file is over the 1 MB limit"):
         ingest(bomb, "tweets.txt.gz")
     whole = gzip.compress("\n".join(TWEETS).encode())
     with pytest.raises(IngestError, match="cut short"):
@@ -559,7 +550,7 @@ def test_clean_posts_counts_each_step_in_order():
     ],
 )
 def test_short_is_huggingtweets_boring_tweet(text, short):
-    assert ingest_module.is_short(text) is short
+    assert is_short(text) is short
 
 
 def test_stats_table_and_dict():

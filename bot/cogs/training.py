@@ -11,9 +11,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..core.cleaning import balance_people
 from ..core.datapackage import FORMAT as PACKAGE_FORMAT
 from ..core.errors import UserError
-from ..core.ingest import UnsupportedFile, balance_people, ingest
+from ..core.formats import UnsupportedFile
+from ..core.ingest import ingest
 from ..core.limits import MAX_EPOCHS
 from ..core.storage import JobRecord
 from ..core.training import TrainProgress

@@ -32,19 +32,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
-from .ingest import (
-    MAX_ARCHIVE_BYTES,
-    MAX_POST_CHARS,
-    IngestError,
-    IngestResult,
-    IngestStats,
-    RawPost,
-    clean_posts,
-    finish_result,
-    is_short,
-)
-from .ingest import _decode as decode_bytes
-from .ingest import _unsafe_name as unsafe_name
+from .cleaning import MAX_POST_CHARS, IngestStats, clean_posts, is_short
+from .formats import MAX_ARCHIVE_BYTES, IngestError, RawPost, decode_text, unsafe_name
+from .ingest import IngestResult, finish_result
 
 MAX_CHANNELS = 20_000  # channel folders read from one package
 MAX_SMALL_FILE = 1 << 20  # channel.json, index.json, account/user.json: a few hundred bytes in practice
@@ -253,7 +243,7 @@ def _channel_messages(archive, names: dict, channel: Channel, budget: _Budget) -
     for filename, parse in (("messages.json", _json_contents), ("messages.csv", _csv_contents)):
         info = names.get((channel.folder + filename).lower())
         if info is not None:
-            text, _notes = decode_bytes(budget.read(archive, info)) if info.file_size else ("", [])
+            text, _notes = decode_text(budget.read(archive, info)) if info.file_size else ("", [])
             return parse(text, info.filename) if text.strip() else []
     return []
 

@@ -35,7 +35,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from .errors import UserError
-from .ingest import MAX_INPUT_BYTES
+from .formats import MAX_INPUT_BYTES
 from .urls import normalize_http_url
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import ftfy
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
-from .ingest import STAT_ROWS, data_table
+from .cleaning import STAT_ROWS, data_table
 from .limits import MAX_PROMPT_CHARS
 from .urls import well_formed_http_url
 
