@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tweets.js, archive .zip, CSV, JSON/JSONL or text (any of them gzipped), or an http(s) link",
     )
     train.add_argument("--display-name")
-    train.add_argument("--base-model", help="hub id or local folder (default: BASE_MODEL)")
+    train.add_argument("--base-model", help="hub id, local folder or .gguf file (default: BASE_MODEL)")
     train.add_argument("--method", choices=["lora", "full"])
     train.add_argument("--epochs", type=int)
     train.set_defaults(run=cmd_train)

@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         "models",
         "Where fine-tuned models are stored, one folder per guild and handle.",
     )
-    base_model: str = setting("gpt2", "Model to fine-tune: a Hugging Face hub id or a local path.")
+    base_model: str = setting(
+        "gpt2", "Model to fine-tune: a Hugging Face hub id, a local model folder or a .gguf file."
+    )
     train_method: Literal["lora", "full"] = setting(
         "lora",
         "lora (small adapters, default) or full fine-tuning.",

@@ -185,3 +185,83 @@ def build_tiny_causal_lm(
         model = tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(**common))
     model.save_pretrained(out_dir)
     return out_dir
+
+
+def write_tiny_gguf(
+    path: str | Path,
+    *,
+    quant: str = "Q8_0",
+    architecture: str = "llama",
+    vocab_size: int = 600,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    seed: int = 0,
+) -> Path:
+    """A tiny random Llama as a GGUF file, as llama.cpp writes one (byte-level BPE tokenizer in its
+    metadata, the 2-D weights quantized to `quant`, the norms in F32), for the GGUF-base tests.
+
+    `architecture` is only written to the header: another name makes a file transformers refuses.
+    """
+    import json
+
+    import gguf
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = _byte_level_tokenizer([CORPUS], vocab_size, [EOS])
+    vocab = tokenizer.get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    merges = [
+        m if isinstance(m, str) else " ".join(m) for m in json.loads(tokenizer.to_str())["model"]["merges"]
+    ]
+    eos = vocab[EOS]
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_name("tiny-llama")
+    writer.add_block_count(layers)
+    writer.add_context_length(256)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(hidden * 2)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if t == EOS else gguf.TokenType.NORMAL for t in tokens])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(eos)
+    writer.add_eos_token_id(eos)
+    writer.add_pad_token_id(eos)
+    writer.add_add_bos_token(False)
+    rng = np.random.default_rng(seed)
+    quant_type = gguf.GGMLQuantizationType[quant]
+
+    def weight(name: str, rows: int, cols: int) -> None:
+        values = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)
+        if quant_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            writer.add_tensor(name, values.astype(np.float16 if quant == "F16" else np.float32))
+            return
+        writer.add_tensor(name, gguf.quants.quantize(values, quant_type), raw_dtype=quant_type)
+
+    head_dim = hidden // heads
+    weight("token_embd.weight", len(tokens), hidden)
+    writer.add_tensor("output_norm.weight", np.ones(hidden, dtype=np.float32))
+    for i in range(layers):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(hidden, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(hidden, dtype=np.float32))
+        weight(f"blk.{i}.attn_q.weight", hidden, hidden)
+        weight(f"blk.{i}.attn_k.weight", kv_heads * head_dim, hidden)
+        weight(f"blk.{i}.attn_v.weight", kv_heads * head_dim, hidden)
+        weight(f"blk.{i}.attn_output.weight", hidden, hidden)
+        weight(f"blk.{i}.ffn_gate.weight", hidden * 2, hidden)
+        weight(f"blk.{i}.ffn_up.weight", hidden * 2, hidden)
+        weight(f"blk.{i}.ffn_down.weight", hidden, hidden * 2)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -26,6 +26,8 @@ from .urls import well_formed_http_url
 
 log = logging.getLogger(__name__)
 
+_GGUF_LABEL_RE = re.compile(r"(?P<file>[^\n]+\.gguf) \(sha256 (?P<sha256>[0-9a-f]{64})\)", re.IGNORECASE)
+
 
 def render_card(
     *,
@@ -38,11 +40,14 @@ def render_card(
     metrics: dict[str, Any],
     avatar_url: str | None = None,
 ) -> str:
+    gguf = gguf_label_parts(base_model)
     data = ModelCardData(
         language="en",
         tags=["huggingtweets", "tweetalike", "text-generation"],
         widget=[{"text": "My dream is"}],
-        base_model=base_model,
+        # The hub's base_model is a hub id: a GGUF file is named in a field of its own instead.
+        base_model=None if gguf else base_model,
+        base_model_gguf={"file": gguf[0], "sha256": gguf[1]} if gguf else None,
     )
     name = html.escape(display_name)
     body = "\n\n".join(
@@ -78,10 +83,23 @@ def _header(name: str, handle: str, avatar_url: str | None) -> str:
 I was made with tweetalike, in the spirit of [huggingtweets](https://github.com/borisdayma/huggingtweets)."""
 
 
+def gguf_label_parts(base_model: str) -> tuple[str, str] | None:
+    """(file name, sha256) of a GGUF base as bases.GgufBase.label writes it, else None."""
+    match = _GGUF_LABEL_RE.fullmatch(base_model or "")
+    return (match["file"], match["sha256"]) if match else None
+
+
+def _base_link(base_model: str) -> str:
+    gguf = gguf_label_parts(base_model)
+    if gguf:
+        return f"`{gguf[0]}` (a GGUF file, sha256 `{gguf[1][:16]}…`)"
+    return f"[GPT-2](https://huggingface.co/{base_model})"
+
+
 def _how_it_works(name: str, base_model: str) -> str:
     return (
         f"## How does it work?\n\nThe model is a pre-trained "
-        f"[GPT-2](https://huggingface.co/{base_model}) fine-tuned on {name}'s tweets.\n"
+        f"{_base_link(base_model)} fine-tuned on {name}'s tweets.\n"
         f"Every post it writes is generated: it is not {name}."
     )
 
@@ -92,7 +110,7 @@ def _procedure(
     kept = " and the best epoch is the one saved" if config.get("keep_best", True) else ""
     return f"""## Training procedure
 
-The model is based on a pre-trained [GPT-2](https://huggingface.co/{base_model}) which is fine-tuned
+The model is based on a pre-trained {_base_link(base_model)} which is fine-tuned
 on @{handle}'s tweets. Each tweet is wrapped as `<|endoftext|>tweet<|endoftext|>`; tweets are
 shuffled every pass and packed into blocks. 10% of the tweets are held out for validation: they are
 never trained on, and the perplexity below is measured on them. After each epoch the model is
@@ -235,6 +253,9 @@ def parse_card(text: str) -> CardInfo:
     header = _HeaderReader.read(body.split("\n#", 1)[0])  # the block above the first heading
     columns, rows = _table(body)
     base = metadata.get("base_model")
+    gguf = metadata.get("base_model_gguf")
+    if isinstance(gguf, dict) and isinstance(gguf.get("file"), str) and isinstance(gguf.get("sha256"), str):
+        base = f"{gguf['file']} (sha256 {gguf['sha256']})"
     return CardInfo(
         display_name=header.display_name() or _single_column_name(columns),
         stats=_stats(columns, rows),

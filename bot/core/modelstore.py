@@ -24,6 +24,7 @@ LOCK_FILE = ".lock"
 STAGING = ".staging"
 TRASH = ".trash"
 CHECKPOINTS = ".checkpoints"
+BASES = ".bases"  # GGUF files dequantized once into Hugging Face folders (core/bases.py)
 BUNDLE_MARK = ".bundle"  # in a folder unpacked from the database: the digest it came from
 
 
@@ -108,6 +109,10 @@ class ModelStore:
         doomed.parent.mkdir(parents=True, exist_ok=True)
         os.replace(final, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
+
+    @property
+    def bases_dir(self) -> Path:
+        return self.root / BASES
 
     def checkpoint_dir(self, job_id: int) -> Path:
         """Where a training job keeps its resumable checkpoint (see core/checkpoint.py)."""

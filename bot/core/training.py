@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .bases import default_bases_dir, describe, loadable
 from .checkpoint import Checkpointer, LoopState, fingerprint, stored_fingerprint
 from .devices import (
     MODEL_BUILD_LOCK,
@@ -108,6 +109,8 @@ class TrainConfig:
     pack: bool = True  # False: one tweet per row, padded to the batch's longest (the baseline in bench/)
     checkpoint_dir: str | None = None  # where to keep a resumable checkpoint (None: no checkpoints)
     checkpoint_seconds: float = 300.0  # least time between two checkpoints
+    # Where a GGUF base is dequantized once (MODELS_DIR/.bases in the bot; bases.py).
+    bases_dir: str | None = None
 
     @property
     def lr(self) -> float:
@@ -191,16 +194,18 @@ def make_batch(rows: list[list[int]], pad_id: int, device: torch.device) -> dict
     }
 
 
-def load_base_model(base_model: str, device: torch.device):
+def load_base_model(base_model: str, device: torch.device, bases_dir: str | None = None):
+    """The base and its tokenizer: a hub id, a local folder, or a GGUF file (dequantized once)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    source = loadable(base_model, bases_dir or default_bases_dir())
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base_model)
-        model = AutoModelForCausalLM.from_pretrained(base_model)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise TrainingError(
             f"Could not load the base model {base_model!r}: it must be a Hugging Face hub id "
-            f"reachable from this machine or a local model folder ({exc.__class__.__name__})."
+            f"reachable from this machine, a local model folder or a .gguf file ({exc.__class__.__name__})."
         ) from exc
     if tokenizer.eos_token_id is None and isinstance(getattr(model.config, "eos_token_id", None), int):
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(model.config.eos_token_id)
@@ -287,8 +292,12 @@ def evaluate(model, blocks: list[list[int]], batch_size: int, pad_id: int, devic
 
 
 def _recorded_config(config: TrainConfig) -> dict[str, Any]:
-    """The hyper-parameters of a run (where its checkpoints are kept is not one)."""
-    return {k: v for k, v in asdict(config).items() if not k.startswith("checkpoint_")}
+    """The hyper-parameters of a run (where its checkpoints and bases are kept is not one); a GGUF
+    base is recorded by file name and sha256."""
+    recorded = {
+        k: v for k, v in asdict(config).items() if not k.startswith("checkpoint_") and k != "bases_dir"
+    }
+    return recorded | {"base_model": describe(config.base_model)}
 
 
 def _tokens_since(history: list[dict[str, Any]], step: int) -> int:
@@ -440,7 +449,7 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
     device = pick_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
     with MODEL_BUILD_LOCK:
-        model, tokenizer = load_base_model(config.base_model, device)
+        model, tokenizer = load_base_model(config.base_model, device, config.bases_dir)
         data = prepare_data(tokenizer, tweets, config, position_limit(model.config, config.block_size))
         config = _fit_batch(config, data, device)
         if config.method == "lora":

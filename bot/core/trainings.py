@@ -7,8 +7,10 @@ training runs (this process or workers) is the service's `TrainingBackend`, see 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from .bases import check_base
 from .errors import UserError
 from .handles import clean_display_name, normalize_handle
 from .limits import MAX_EPOCHS, MAX_QUEUED_JOBS_PER_GUILD
@@ -45,13 +47,15 @@ class Trainings:
         if not 1 <= epochs <= MAX_EPOCHS:
             raise UserError(f"Epochs must be between 1 and {MAX_EPOCHS}.")
         avatar_url = normalize_http_url(avatar_url, what="The avatar URL") if avatar_url else None
+        # A .gguf base is read here, so a file transformers cannot take is refused before queueing.
+        base_model = await asyncio.to_thread(check_base, base_model or self.service.settings.base_model)
         await self.check_can_queue(guild_id, handle)
         job = await self.service.storage.jobs.create(
             guild_id=guild_id,
             handle=handle,
             display_name=clean_display_name(display_name, handle),
             avatar_url=avatar_url,
-            base_model=base_model or self.service.settings.base_model,
+            base_model=base_model,
             method=method,
             epochs=epochs,
             corpus=tweets,

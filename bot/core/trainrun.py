@@ -20,8 +20,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .bases import describe
 from .modelcard import render_card
-from .modelstore import ModelStore, StoreError
+from .modelstore import BASES, ModelStore, StoreError
 from .plots import loss_curve_png
 from .safety import save_index
 from .storage import JobRecord, ModelRecord
@@ -104,6 +105,7 @@ def train_config(settings, job: JobRecord) -> TrainConfig:
         seed=s.train_seed,
         max_steps=s.train_max_steps,
         checkpoint_seconds=s.train_checkpoint_seconds,
+        bases_dir=str(s.models_path / BASES),
     )
 
 
@@ -165,7 +167,7 @@ def train_and_publish(
         handle=job.handle,
         display_name=job.display_name,
         avatar_url=job.avatar_url,
-        base_model=config.base_model,
+        base_model=describe(config.base_model),
         method=config.method,
         path=store.relative(final),
         stats=job.stats,
@@ -192,7 +194,7 @@ def _write_card(staging, job: JobRecord, config: TrainConfig, result: TrainResul
         card = render_card(
             handle=job.handle,
             display_name=job.display_name,
-            base_model=config.base_model,
+            base_model=describe(config.base_model),
             method=config.method,
             stats=job.stats,
             config=result.config,
