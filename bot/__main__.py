@@ -9,11 +9,11 @@ import sys
 
 import discord
 
-from .client import apply_endpoint_overrides, create_bot
-from .config import SettingsError, load_settings
-from .core.errors import UserError
-from .logs import quiet_libraries
-from .shutdown import cancel_leftover_tasks
+from bot.client import apply_endpoint_overrides, create_bot
+from bot.config import SettingsError, load_settings
+from bot.core.errors import UserError
+from bot.logs import quiet_libraries
+from bot.shutdown import cancel_leftover_tasks
 
 log = logging.getLogger("bot")
 

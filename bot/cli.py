@@ -15,15 +15,15 @@ import sys
 
 from tqdm import tqdm
 
-from .config import SettingsError, load_settings
-from .core.errors import UserError
-from .core.handles import RegistryError
-from .core.ingest import ingest, ingest_path
-from .core.service import PersonaService
-from .core.training import TrainProgress
-from .core.trainrun import JobOutcome
-from .logs import quiet_libraries
-from .shutdown import cancel_leftover_tasks
+from bot.config import SettingsError, load_settings
+from bot.core.errors import UserError
+from bot.core.handles import RegistryError
+from bot.core.ingest import ingest, ingest_path
+from bot.core.service import PersonaService
+from bot.core.training import TrainProgress
+from bot.core.trainrun import JobOutcome
+from bot.logs import quiet_libraries
+from bot.shutdown import cancel_leftover_tasks
 
 
 class ProgressBar:

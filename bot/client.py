@@ -12,11 +12,11 @@ import yarl
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from .config import Settings
-from .core.service import PersonaService
-from .core.shards import GuildShards
-from .health import heartbeat_path
-from .ui import send_error, user_message_for
+from bot.config import Settings
+from bot.core.service import PersonaService
+from bot.core.shards import GuildShards
+from bot.health import heartbeat_path
+from bot.ui import send_error, user_message_for
 
 log = logging.getLogger(__name__)
 

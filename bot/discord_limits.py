@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import discord
 from discord import app_commands
 
-from .core.urls import well_formed_http_url
+from bot.core.urls import well_formed_http_url
 
 CONTENT = 2000
 EMBEDS_PER_MESSAGE = 10

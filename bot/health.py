@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import load_settings
+from bot.config import load_settings
 
 STALE_AFTER = 180  # seconds
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from .core.handles import normalize_handle
-from .core.schedules import parse_duration, parse_interval
-from .core.urls import NO_AVATAR, normalize_http_url
+from bot.core.handles import normalize_handle
+from bot.core.schedules import parse_duration, parse_interval
+from bot.core.urls import NO_AVATAR, normalize_http_url
 
 
 class HandleTransformer(app_commands.Transformer):

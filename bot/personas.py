@@ -11,9 +11,9 @@ import logging
 
 import discord
 
-from .core.storage import ModelRecord
-from .discord_limits import fit_content, safe_url, webhook_username
-from .ui import NO_PINGS, tweet_embed
+from bot.core.storage import ModelRecord
+from bot.discord_limits import fit_content, safe_url, webhook_username
+from bot.ui import NO_PINGS, tweet_embed
 
 log = logging.getLogger(__name__)
 

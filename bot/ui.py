@@ -11,13 +11,13 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from .core.cleaning import data_table
-from .core.download import Transfer
-from .core.errors import UserError
-from .core.storage import ModelRecord
-from .core.training import TrainProgress
-from .core.urls import normalize_http_url
-from .discord_limits import fit_choices, fit_content, fit_embed, safe_url
+from bot.core.cleaning import data_table
+from bot.core.download import Transfer
+from bot.core.errors import UserError
+from bot.core.storage import ModelRecord
+from bot.core.training import TrainProgress
+from bot.core.urls import normalize_http_url
+from bot.discord_limits import fit_choices, fit_content, fit_embed, safe_url
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import logging
 import signal
 import sys
 
-from .config import SettingsError, load_settings
-from .core.devices import pick_device
-from .core.errors import UserError
-from .core.worker import TrainingWorker
-from .logs import quiet_libraries
-from .shutdown import cancel_leftover_tasks
+from bot.config import SettingsError, load_settings
+from bot.core.devices import pick_device
+from bot.core.errors import UserError
+from bot.core.worker import TrainingWorker
+from bot.logs import quiet_libraries
+from bot.shutdown import cancel_leftover_tasks
 
 log = logging.getLogger("bot.worker")
 

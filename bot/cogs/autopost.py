@@ -9,13 +9,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from ..core.errors import UserError
-from ..core.limits import MAX_SCHEDULE_FAILURES
-from ..core.storage import Schedule
-from ..discord_limits import fit_content, fit_embed
-from ..options import Duration, Handle, Interval
-from ..personas import PersonaPoster
-from ..ui import NO_PINGS, handle_autocomplete
+from bot.core.errors import UserError
+from bot.core.limits import MAX_SCHEDULE_FAILURES
+from bot.core.storage import Schedule
+from bot.discord_limits import fit_content, fit_embed
+from bot.options import Duration, Handle, Interval
+from bot.personas import PersonaPoster
+from bot.ui import NO_PINGS, handle_autocomplete
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..core.chatter import Answer, Incoming
-from ..core.errors import UserError
-from ..discord_limits import fit_embed
-from ..options import Duration, Handle
-from ..personas import PersonaPoster, persona_name
-from ..ui import GENERATED_LABEL, handle_autocomplete
-from ..ui import format_duration as duration_text
+from bot.core.chatter import Answer, Incoming
+from bot.core.errors import UserError
+from bot.discord_limits import fit_embed
+from bot.options import Duration, Handle
+from bot.personas import PersonaPoster, persona_name
+from bot.ui import GENERATED_LABEL, handle_autocomplete
+from bot.ui import format_duration as duration_text
 
 log = logging.getLogger(__name__)
 

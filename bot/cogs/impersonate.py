@@ -6,12 +6,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..core.errors import UserError
-from ..core.limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
-from ..discord_limits import embed_messages, fit_content
-from ..options import Handle
-from ..personas import PersonaPoster
-from ..ui import NO_PINGS, defer_public, handle_autocomplete, tweet_embed
+from bot.core.errors import UserError
+from bot.core.limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
+from bot.discord_limits import embed_messages, fit_content
+from bot.options import Handle
+from bot.personas import PersonaPoster
+from bot.ui import NO_PINGS, defer_public, handle_autocomplete, tweet_embed
 
 
 def impersonate_cooldown(interaction: discord.Interaction) -> app_commands.Cooldown | None:

@@ -11,10 +11,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..core.service import check_hub_id
-from ..discord_limits import fit_content, fit_embed, safe_url
-from ..options import AvatarOrNone, Handle
-from ..ui import NO_PINGS, ConfirmView, defer_public, handle_autocomplete, number, stats_table
+from bot.core.service import check_hub_id
+from bot.discord_limits import fit_content, fit_embed, safe_url
+from bot.options import AvatarOrNone, Handle
+from bot.ui import NO_PINGS, ConfirmView, defer_public, handle_autocomplete, number, stats_table
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
 HUB_URL = "https://huggingface.co/"

@@ -11,18 +11,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..core.cleaning import balance_people
-from ..core.datapackage import FORMAT as PACKAGE_FORMAT
-from ..core.errors import UserError
-from ..core.formats import UnsupportedFile
-from ..core.ingest import ingest
-from ..core.limits import MAX_EPOCHS
-from ..core.storage import JobRecord
-from ..core.training import TrainProgress
-from ..core.trainrun import JobOutcome
-from ..discord_limits import fit_choices, fit_content, fit_embed
-from ..options import AvatarUrl, Handle
-from ..ui import (
+from bot.core.cleaning import balance_people
+from bot.core.datapackage import FORMAT as PACKAGE_FORMAT
+from bot.core.errors import UserError
+from bot.core.formats import UnsupportedFile
+from bot.core.ingest import ingest
+from bot.core.limits import MAX_EPOCHS
+from bot.core.storage import JobRecord
+from bot.core.training import TrainProgress
+from bot.core.trainrun import JobOutcome
+from bot.discord_limits import fit_choices, fit_content, fit_embed
+from bot.options import AvatarUrl, Handle
+from bot.ui import (
     INTERACTION_EDIT_WINDOW,
     NO_PINGS,
     defer_public,

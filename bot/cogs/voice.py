@@ -13,10 +13,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..core.errors import UserError
-from ..core.handles import normalize_handle
-from ..options import Handle
-from ..ui import NO_PINGS, defer_public, exactly_one_source, showing_download, upload_limit
+from bot.core.errors import UserError
+from bot.core.handles import normalize_handle
+from bot.options import Handle
+from bot.ui import NO_PINGS, defer_public, exactly_one_source, showing_download, upload_limit
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import TrainingError, UserError
+from bot.core.errors import TrainingError, UserError
 
 log = logging.getLogger(__name__)
 

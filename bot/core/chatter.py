@@ -29,12 +29,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import UserError
-from .generation import GenerationError, GenerationRequest
-from .handles import normalize_handle
-from .limits import MAX_CHATTER_COOLDOWN, MAX_CHATTER_SETTINGS_PER_GUILD, MAX_CONTEXT_CHARS
-from .safety import strip_links
-from .storage import ChatterSetting, ModelRecord
+from bot.core.errors import UserError
+from bot.core.generation import GenerationError, GenerationRequest
+from bot.core.handles import normalize_handle
+from bot.core.limits import MAX_CHATTER_COOLDOWN, MAX_CHATTER_SETTINGS_PER_GUILD, MAX_CONTEXT_CHARS
+from bot.core.safety import strip_links
+from bot.core.storage import ChatterSetting, ModelRecord
 
 SETTINGS_TTL_S = 60.0  # a guild's settings are re-read this often (another process may change them)
 _DISCORD_MARKUP = re.compile(r"<(?:@[!&]?|#|a?:\w+:)\d+>|@(?:everyone|here)\b")

@@ -34,9 +34,9 @@ from urllib.parse import unquote, urljoin, urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from .errors import UserError
-from .formats import MAX_INPUT_BYTES
-from .urls import normalize_http_url
+from bot.core.errors import UserError
+from bot.core.formats import MAX_INPUT_BYTES
+from bot.core.urls import normalize_http_url
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .devices import int8_engine
+from bot.core.devices import int8_engine
 
 # The GPT-2 layers a LoRA adapter may adapt on this path, as peft names them.
 _LORA_KEY = re.compile(r"\.h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.lora_([AB])\.weight$")
@@ -385,7 +385,7 @@ def sample_int8(
 ) -> torch.Tensor:
     """`generation.sample_tokens` on the int8 decoder: the same step (`nucleus.sample_step`) and
     the same rule for a prompt too long for the positions (`nucleus.fit_to_positions`)."""
-    from .nucleus import fit_to_positions, sample_step
+    from bot.core.nucleus import fit_to_positions, sample_step
 
     input_ids, attention_mask, sampling = fit_to_positions(
         input_ids, attention_mask, sampling, decoder.positions

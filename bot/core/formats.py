@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
 
-from .errors import UserError
+from bot.core.errors import UserError
 
 MAX_INPUT_BYTES = 200 * 1024 * 1024  # refuse bigger input (or gzip output) before parsing
 MAX_ARCHIVE_BYTES = 200 * 1024 * 1024  # uncompressed tweets.js parts read from a .zip (zip bombs)

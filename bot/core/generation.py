@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from . import fastdecode
-from .devices import MODEL_BUILD_LOCK, autocast_dtype, pick_device
-from .nucleus import fit_to_positions, sample_step
-from .safety import MemorizationIndex, strip_links
+from bot.core import fastdecode
+from bot.core.devices import MODEL_BUILD_LOCK, autocast_dtype, pick_device
+from bot.core.nucleus import fit_to_positions, sample_step
+from bot.core.safety import MemorizationIndex, strip_links
 
 log = logging.getLogger(__name__)
 

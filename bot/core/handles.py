@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import UserError
+from bot.core.errors import UserError
 
 HANDLE_RE = re.compile(r"^[a-z0-9_]{1,32}(?:-[a-z0-9_]{1,32}){0,2}$")
 MAX_DISPLAY_NAME = 80

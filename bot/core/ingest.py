@@ -12,8 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from .cleaning import MAX_POST_CHARS, IngestStats, clean_posts
-from .formats import IngestError, UnsupportedFile, check_size, counted, is_zip, read_source, refuse_too_big
+from bot.core.cleaning import MAX_POST_CHARS, IngestStats, clean_posts
+from bot.core.formats import (
+    IngestError,
+    UnsupportedFile,
+    check_size,
+    counted,
+    is_zip,
+    read_source,
+    refuse_too_big,
+)
 
 __all__ = ["IngestError", "IngestResult", "UnsupportedFile", "finish_result", "ingest", "ingest_path"]
 
@@ -52,7 +60,7 @@ def ingest(
     if in_memory:
         check_size(data)
     if not in_memory or is_zip(data):  # a seekable file is always a zip (its callers check)
-        from .datapackage import is_data_package, read_package  # it builds on this module
+        from bot.core.datapackage import is_data_package, read_package  # it builds on this module
 
         if is_data_package(data):
             return read_package(data, guild_id=guild_id, min_chars=min_chars, warn_chars=warn_chars)

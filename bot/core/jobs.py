@@ -19,11 +19,11 @@ from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any
 
-from .checkpoint import checkpoint_step
-from .modelstore import ModelStore
-from .storage import JobRecord, Storage
-from .training import TrainConfig, TrainProgress, TrainResult, train
-from .trainrun import (
+from bot.core.checkpoint import checkpoint_step
+from bot.core.modelstore import ModelStore
+from bot.core.storage import JobRecord, Storage
+from bot.core.training import TrainConfig, TrainProgress, TrainResult, train
+from bot.core.trainrun import (
     EventSink,
     JobOutcome,
     RunHandle,

@@ -20,9 +20,9 @@ import ftfy
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
-from .cleaning import STAT_ROWS, data_table
-from .limits import MAX_PROMPT_CHARS
-from .urls import well_formed_http_url
+from bot.core.cleaning import STAT_ROWS, data_table
+from bot.core.limits import MAX_PROMPT_CHARS
+from bot.core.urls import well_formed_http_url
 
 log = logging.getLogger(__name__)
 

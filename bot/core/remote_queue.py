@@ -20,9 +20,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .storage import JobRecord, ModelRecord, Storage, taskqueue
-from .training import TrainProgress
-from .trainrun import EventSink, JobOutcome, dispatch_event
+from bot.core.storage import JobRecord, ModelRecord, Storage, taskqueue
+from bot.core.training import TrainProgress
+from bot.core.trainrun import EventSink, JobOutcome, dispatch_event
 
 log = logging.getLogger(__name__)
 

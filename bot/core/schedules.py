@@ -24,11 +24,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import UserError
-from .handles import normalize_handle
-from .limits import MAX_INTERVAL, MAX_PROMPT_CHARS, MAX_SCHEDULES_PER_GUILD, MIN_INTERVAL
-from .shards import GuildShards, instance_name
-from .storage import ModelRecord, Schedule, Storage, format_interval
+from bot.core.errors import UserError
+from bot.core.handles import normalize_handle
+from bot.core.limits import MAX_INTERVAL, MAX_PROMPT_CHARS, MAX_SCHEDULES_PER_GUILD, MIN_INTERVAL
+from bot.core.shards import GuildShards, instance_name
+from bot.core.storage import ModelRecord, Schedule, Storage, format_interval
 
 __all__ = ["Schedule", "Scheduler", "format_interval", "next_run", "parse_duration", "parse_timing"]
 

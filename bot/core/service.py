@@ -17,21 +17,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .chatter import Chatter
-from .download import UrlReader
-from .errors import UserError
-from .generation import GenerationError, GenerationRequest, Generator, Sampling
-from .handles import RegistryError, clean_display_name, handle_for_hub_id, normalize_handle
-from .jobs import TrainingQueue
-from .limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
-from .modelcard import read_card
-from .modelstore import ModelStore, StoreError
-from .schedules import Scheduler
-from .storage import Guilds, ModelRecord, Storage, database_url, persona_key
-from .trainings import Trainings
-from .trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
-from .urls import NO_AVATAR, normalize_http_url
-from .voices import Voices
+from bot.core.chatter import Chatter
+from bot.core.download import UrlReader
+from bot.core.errors import UserError
+from bot.core.generation import GenerationError, GenerationRequest, Generator, Sampling
+from bot.core.handles import RegistryError, clean_display_name, handle_for_hub_id, normalize_handle
+from bot.core.jobs import TrainingQueue
+from bot.core.limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
+from bot.core.modelcard import read_card
+from bot.core.modelstore import ModelStore, StoreError
+from bot.core.schedules import Scheduler
+from bot.core.storage import Guilds, ModelRecord, Storage, database_url, persona_key
+from bot.core.trainings import Trainings
+from bot.core.trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
+from bot.core.urls import NO_AVATAR, normalize_http_url
+from bot.core.voices import Voices
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class PersonaService:
         self.storage = await Storage.open(url)
         self.schedules = Scheduler(self.storage, clock=self.clock, find_persona=self.get_model)
         if on_workers:
-            from .remote_queue import WorkerQueue  # loads procrastinate: scale-out mode only
+            from bot.core.remote_queue import WorkerQueue  # loads procrastinate: scale-out mode only
 
             self.queue = WorkerQueue(
                 self.storage,

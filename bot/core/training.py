@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from .bases import default_bases_dir, describe, loadable
-from .checkpoint import Checkpointer, LoopState, fingerprint, stored_fingerprint
-from .devices import (
+from bot.core.bases import default_bases_dir, describe, loadable
+from bot.core.checkpoint import Checkpointer, LoopState, fingerprint, stored_fingerprint
+from bot.core.devices import (
     MODEL_BUILD_LOCK,
     autocast,
     autocast_dtype,
@@ -35,8 +35,8 @@ from .devices import (
     gpu_memory_bytes,
     pick_device,
 )
-from .errors import NoImprovement, TrainingError
-from .progress import StepTimer, retry_note, rollback_note
+from bot.core.errors import NoImprovement, TrainingError
+from bot.core.progress import StepTimer, retry_note, rollback_note
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .bases import check_base
-from .errors import UserError
-from .handles import clean_display_name, normalize_handle
-from .limits import MAX_EPOCHS, MAX_QUEUED_JOBS_PER_GUILD
-from .storage import JobRecord
-from .training import TrainProgress
-from .urls import normalize_http_url
+from bot.core.bases import check_base
+from bot.core.errors import UserError
+from bot.core.handles import clean_display_name, normalize_handle
+from bot.core.limits import MAX_EPOCHS, MAX_QUEUED_JOBS_PER_GUILD
+from bot.core.storage import JobRecord
+from bot.core.training import TrainProgress
+from bot.core.urls import normalize_http_url
 
 
 class Trainings:

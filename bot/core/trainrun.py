@@ -20,13 +20,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .bases import describe
-from .modelcard import render_card
-from .modelstore import BASES, ModelStore, StoreError
-from .plots import loss_curve_png
-from .safety import save_index
-from .storage import JobRecord, ModelRecord
-from .training import (
+from bot.core.bases import describe
+from bot.core.modelcard import render_card
+from bot.core.modelstore import BASES, ModelStore, StoreError
+from bot.core.plots import loss_curve_png
+from bot.core.safety import save_index
+from bot.core.storage import JobRecord, ModelRecord
+from bot.core.training import (
     TrainConfig,
     TrainingCancelled,
     TrainingError,

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from .errors import UserError
+from bot.core.errors import UserError
 
 MAX_URL_LENGTH = 2048
 NO_AVATAR = "none"  # given instead of an avatar URL (/models edit): remove the picture

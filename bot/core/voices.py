@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from .datapackage import PACKAGE_HELP, is_data_package
-from .download import Transfer
-from .errors import UserError
-from .handles import normalize_handle
-from .ingest import IngestResult, ingest
-from .storage import Erasure, JobRecord
+from bot.core.datapackage import PACKAGE_HELP, is_data_package
+from bot.core.download import Transfer
+from bot.core.errors import UserError
+from bot.core.handles import normalize_handle
+from bot.core.ingest import IngestResult, ingest
+from bot.core.storage import Erasure, JobRecord
 
 
 @dataclass

@@ -26,13 +26,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from .checkpoint import checkpoint_step
-from .errors import UserError
-from .modelstore import ModelStore, StoreError, pack, unpack_into
-from .storage import JobRecord, ModelRecord, Storage, checkpoint_key, database_url, persona_key, taskqueue
-from .storage.schema import ACTIVE_STATES
-from .training import TrainingError, TrainProgress
-from .trainrun import RunHandle, progress_to_loop, settle, train_and_publish, train_config
+from bot.core.checkpoint import checkpoint_step
+from bot.core.errors import UserError
+from bot.core.modelstore import ModelStore, StoreError, pack, unpack_into
+from bot.core.storage import (
+    JobRecord,
+    ModelRecord,
+    Storage,
+    checkpoint_key,
+    database_url,
+    persona_key,
+    taskqueue,
+)
+from bot.core.storage.schema import ACTIVE_STATES
+from bot.core.training import TrainingError, TrainProgress
+from bot.core.trainrun import RunHandle, progress_to_loop, settle, train_and_publish, train_config
 
 log = logging.getLogger(__name__)
 

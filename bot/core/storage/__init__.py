@@ -14,15 +14,23 @@ DATABASE_URL) is decided in database.py; the schema and its versions in schema.p
 
 from __future__ import annotations
 
-from .blobs import Blobs, checkpoint_key, persona_key
-from .chatter import Chatter
-from .database import Database, database_url
-from .guilds import Guilds
-from .jobs import Jobs
-from .migrations import SCHEMA_VERSION
-from .models import Models
-from .records import ChatterSetting, Erasure, JobRecord, ModelRecord, Post, Schedule, format_interval
-from .schedules import Schedules
+from bot.core.storage.blobs import Blobs, checkpoint_key, persona_key
+from bot.core.storage.chatter import Chatter
+from bot.core.storage.database import Database, database_url
+from bot.core.storage.guilds import Guilds
+from bot.core.storage.jobs import Jobs
+from bot.core.storage.migrations import SCHEMA_VERSION
+from bot.core.storage.models import Models
+from bot.core.storage.records import (
+    ChatterSetting,
+    Erasure,
+    JobRecord,
+    ModelRecord,
+    Post,
+    Schedule,
+    format_interval,
+)
+from bot.core.storage.schedules import Schedules
 
 
 class Storage:

@@ -12,8 +12,8 @@ import time
 
 from sqlalchemy import delete, select
 
-from .database import Database
-from .schema import blobs
+from bot.core.storage.database import Database
+from bot.core.storage.schema import blobs
 
 
 class Blobs:

@@ -9,10 +9,10 @@ import time
 
 from sqlalchemy import delete, func, select, text
 
-from .database import Database
-from .records import ChatterSetting, from_row
-from .schema import chatter_answers as answers
-from .schema import chatter_settings as settings
+from bot.core.storage.database import Database
+from bot.core.storage.records import ChatterSetting, from_row
+from bot.core.storage.schema import chatter_answers as answers
+from bot.core.storage.schema import chatter_settings as settings
 
 ANSWER_RETENTION_S = 86400  # claims older than this are pruned (the gap and the hourly cap look back less)
 _LOCK_SPACE = 7217052  # advisory-lock namespace (migrations use 7217051)

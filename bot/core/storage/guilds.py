@@ -6,11 +6,11 @@ import time
 
 from sqlalchemy import delete, select
 
-from .database import Database
-from .records import Post, from_row
-from .schema import channel_webhooks as webhooks
-from .schema import generated_posts as posts
-from .schema import guild_options as options
+from bot.core.storage.database import Database
+from bot.core.storage.records import Post, from_row
+from bot.core.storage.schema import channel_webhooks as webhooks
+from bot.core.storage.schema import generated_posts as posts
+from bot.core.storage.schema import guild_options as options
 
 
 class Guilds:

@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import case, func, select, update
 
-from .database import Database
-from .records import JobRecord, from_row
-from .schema import ACTIVE_STATES
-from .schema import training_jobs as jobs
+from bot.core.storage.database import Database
+from bot.core.storage.records import JobRecord, from_row
+from bot.core.storage.schema import ACTIVE_STATES
+from bot.core.storage.schema import training_jobs as jobs
 
 # Every column but the corpus, which only the worker that trains the job reads.
 _COLUMNS = [c for c in jobs.c if c.name != "corpus_json"]

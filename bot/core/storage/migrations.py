@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Column, Connection, Table, inspect, text
 
-from . import schema
+from bot.core.storage import schema
 
 SCHEMA_VERSION = 8
 

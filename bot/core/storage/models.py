@@ -7,9 +7,9 @@ import time
 
 from sqlalchemy import delete, func, or_, select, update
 
-from .database import Database
-from .records import ModelRecord, from_row
-from .schema import model_sources, models
+from bot.core.storage.database import Database
+from bot.core.storage.records import ModelRecord, from_row
+from bot.core.storage.schema import model_sources, models
 
 
 class Models:

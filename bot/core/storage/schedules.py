@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import BigInteger, Integer, delete, func, literal, or_, select, update
 
-from .database import Database
-from .records import Schedule
-from .schema import schedules
+from bot.core.storage.database import Database
+from bot.core.storage.records import Schedule
+from bot.core.storage.schema import schedules
 
 if TYPE_CHECKING:
-    from ..shards import GuildShards
+    from bot.core.shards import GuildShards
 
 
 class Schedules:
