@@ -61,7 +61,7 @@ def convert_ct2(base: str, work: Path) -> str | None:
 def engine_names(ct2_path: str | None) -> list[tuple[str, dict]]:
     """(engine, extra environment) for every engine this machine can run."""
     sys.path.insert(0, str(ROOT))
-    from bot.core.devices import cpu_flags, int8_engine
+    from bot.core.training.devices import cpu_flags, int8_engine
 
     names = [(BASELINE, {})]
     if ct2_path is not None:
@@ -82,7 +82,7 @@ def build_engine(name: str, base: str, personas: list[str], ct2_path: str | None
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.core.generation import GenerationRequest, Generator, Sampling
+    from bot.core.generation.generator import GenerationRequest, Generator, Sampling
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     if name == BASELINE:

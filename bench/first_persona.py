@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.perf import SHAPES, SHARED, build_model, machine, throughput  # noqa: E402
-from bot.core.ingest import ingest_path  # noqa: E402
-from bot.core.training import TrainConfig, encode_tweets, split_tweets, train  # noqa: E402
+from bot.core.ingest.pipeline import ingest_path  # noqa: E402
+from bot.core.training.loop import TrainConfig, encode_tweets, split_tweets, train  # noqa: E402
 
 
 def main() -> None:

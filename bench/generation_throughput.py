@@ -46,7 +46,7 @@ def measure(model_dir: str, threads: int, batch: int, tokens: int, seconds: floa
     """One process: load the persona, wait for the others, then generate for `seconds`."""
     import torch
 
-    from bot.core.generation import Generator, Sampling
+    from bot.core.generation.generator import Generator, Sampling
 
     torch.set_num_threads(threads)
     generator = Generator(Sampling(max_new_tokens=tokens, min_new_tokens=tokens), cache_size=2)

@@ -42,7 +42,7 @@ def percentile(values, q):
 
 
 async def run(interactions: int, seconds: float, guild_count: int, user_count: int) -> dict:
-    from bot.core.training import TrainConfig, train
+    from bot.core.training.loop import TrainConfig, train
 
     work = Path(tempfile.mkdtemp(prefix="tweetalike-load-"))
     base = str(build_tiny_gpt2(work / "base"))
@@ -130,7 +130,7 @@ async def run(interactions: int, seconds: float, guild_count: int, user_count: i
         acks = [i.ack_latency for i in sent if i.ack_latency is not None]
         beats = server.heartbeats[heartbeats_before:]
         gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
-        await bot.core.trainings.cancel(guilds[0], 1) if training_still_running else None
+        await bot.core.training.trainings.cancel(guilds[0], 1) if training_still_running else None
         await stop_bot(bot, task)
     return {
         "interactions": interactions,

@@ -48,10 +48,10 @@ import torch  # noqa: E402
 
 from bench import decoding  # noqa: E402
 from bench.decoding import baseline_generate  # noqa: E402
-from bot.core.devices import int8_engine  # noqa: E402
-from bot.core.generation import GenerationRequest, Generator, Sampling  # noqa: E402
-from bot.core.ingest import ingest_path  # noqa: E402
-from bot.core.training import TrainConfig, encode_tweets, split_tweets, train  # noqa: E402
+from bot.core.generation.generator import GenerationRequest, Generator, Sampling  # noqa: E402
+from bot.core.ingest.pipeline import ingest_path  # noqa: E402
+from bot.core.training.devices import int8_engine  # noqa: E402
+from bot.core.training.loop import TrainConfig, encode_tweets, split_tweets, train  # noqa: E402
 from bot.logs import quiet_libraries  # noqa: E402
 from tests.tiny_model import build_tiny_gpt2  # noqa: E402
 
@@ -260,7 +260,7 @@ def int8_quality(work: Path, corpus_text: Path, pretrain: list[str], held_out: l
     """Perplexity on held-out tweets of the int8 path against bf16 and fp32, on a pre-trained proxy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.core.fastdecode import Int8GPT2
+    from bot.core.generation.fastdecode import Int8GPT2
 
     shape = dict(n_layer=4, n_embd=256, n_head=4, n_positions=256)
     start = build_model(work / "int8-start", corpus_text, shape, peaked=False)
@@ -334,7 +334,7 @@ RSS_SCRIPT = """
 import os, sys, json
 sys.path.insert(0, {root!r})
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
-from bot.core.generation import Generator, Sampling
+from bot.core.generation.generator import Generator, Sampling
 import torch
 mode, paths = sys.argv[1], sys.argv[2:]
 if mode == "baseline":

@@ -145,7 +145,7 @@ def _doc_prose(root: Path):
 
 def people(folder: Path = SHARED_TWEETS) -> dict[str, list[str]]:
     """Each shared person's kept tweets, read by the project's own ingestion."""
-    from bot.core.ingest import ingest_path
+    from bot.core.ingest.pipeline import ingest_path
 
     return {path.name.split("_")[0]: ingest_path(path).tweets for path in sorted(folder.glob("*.csv"))}
 
@@ -216,7 +216,7 @@ def pretrain(
     """Next-token pre-training on random windows of `ids` for a wall-clock (and token) budget."""
     import torch
 
-    from bot.core.devices import autocast, autocast_dtype
+    from bot.core.training.devices import autocast, autocast_dtype
 
     amp = autocast_dtype("auto", device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
@@ -280,7 +280,7 @@ def prose_base(spec: ProxySpec, cache: Path) -> tuple[Path, dict[str, Any]]:
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from bot.core.devices import pick_device
+    from bot.core.training.devices import pick_device
 
     out = cache / spec.key()
     info_file = out / "proxy.json"
@@ -346,7 +346,7 @@ def person_base(
     import torch
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    from bot.core.devices import pick_device
+    from bot.core.training.devices import pick_device
 
     base, base_info = prose_base(spec, cache)
     out = cache / f"{spec.key()}-without-{target}-{spec.adapt_minutes:g}m"
@@ -400,7 +400,7 @@ def gpt2_124m_persona_bytes(settings: dict[str, Any]) -> int:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from bot.core.training import TrainConfig, wrap_lora
+    from bot.core.training.loop import TrainConfig, wrap_lora
 
     config = TrainConfig(**settings)
     with torch.device("meta"):
@@ -456,7 +456,7 @@ def _rss() -> int:
 def run_variant(base: Path, tweets: list[str], settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Fine-tune with the project's own `train()` and measure it."""
     from bot.core.errors import NoImprovement
-    from bot.core.training import TrainConfig, train
+    from bot.core.training.loop import TrainConfig, train
 
     config = TrainConfig(base_model=str(base), **settings)
     started = time.monotonic()
@@ -520,7 +520,7 @@ class Bench:
 
 def run_bench(bench: Bench, results_file: Path | None = None) -> list[dict[str, Any]]:
     """Every variant on every person; one row per (person, variant)."""
-    from bot.core.training import TrainConfig
+    from bot.core.training.loop import TrainConfig
 
     corpora = bench.corpora if bench.corpora is not None else people()
     rows: list[dict[str, Any]] = []

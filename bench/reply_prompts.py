@@ -1,4 +1,4 @@
-"""Which prompt should a persona's answer to a Discord message start from? (/chatter, bot/core/chatter.py)
+"""Which prompt should a persona's answer to a Discord message start from? (/chatter, bot/core/conversation/chatter.py)
 
     nice .venv/bin/python -m bench.reply_prompts [--data FILE] [--seconds 300] [--held-out 200]
 
@@ -39,8 +39,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.core.ingest import ingest_path  # noqa: E402
-from bot.core.training import pack_blocks  # noqa: E402
+from bot.core.ingest.pipeline import ingest_path  # noqa: E402
+from bot.core.training.loop import pack_blocks  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tweets" / "elonmusk_bytes_literal.csv"
 TOKENIZER = ROOT.parent / "shared" / "models" / "gpt2-tokenizer"

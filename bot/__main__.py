@@ -9,9 +9,9 @@ import sys
 
 import discord
 
-from bot.client import apply_endpoint_overrides, create_bot
 from bot.config import SettingsError, load_settings
 from bot.core.errors import UserError
+from bot.discord.client import apply_endpoint_overrides, create_bot
 from bot.logs import quiet_libraries
 from bot.shutdown import cancel_leftover_tasks
 

@@ -13,9 +13,9 @@ import signal
 import sys
 
 from bot.config import SettingsError, load_settings
-from bot.core.devices import pick_device
 from bot.core.errors import UserError
-from bot.core.worker import TrainingWorker
+from bot.core.training.devices import pick_device
+from bot.core.training.remote_worker import TrainingWorker
 from bot.logs import quiet_libraries
 from bot.shutdown import cancel_leftover_tasks
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from bot.client import TweetalikeBot, apply_endpoint_overrides, create_bot
+from bot.discord.client import TweetalikeBot, apply_endpoint_overrides, create_bot
 from tests.localdiscord import MANAGE_GUILD, LocalDiscord
 
 

@@ -1,4 +1,4 @@
-"""Discord data packages as Discord makes them, for the tests (core/datapackage.py, /voice train).
+"""Discord data packages as Discord makes them, for the tests (core/ingest/datapackage.py, /voice train).
 
 A package (User Settings → Data & Privacy → Request Data) is a zip with `Account/`, `Activity/`,
 `Servers/`... and the member's messages: `Messages/index.json` (channel id → a description, or null),

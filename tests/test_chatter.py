@@ -1,10 +1,11 @@
-"""The core of /chatter (bot/core/chatter.py): who answers which message, once, within its limits."""
+"""The core of /chatter (bot/core/conversation/chatter.py): who answers which message, once,
+within its limits."""
 
 import shutil
 
 import pytest
 
-from bot.core.chatter import Incoming, match_persona, message_context, reply_prompt
+from bot.core.conversation.chatter import Incoming, match_persona, message_context, reply_prompt
 from bot.core.errors import UserError
 from bot.core.service import PersonaService
 from bot.core.storage import ModelRecord

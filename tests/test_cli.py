@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot.core.modelstore import ModelStore
+from bot.core.personas.modelstore import ModelStore
 from tests.conftest import TINY_CORPUS
 from tests.fileserver import TWEETS, FileServer, archive_with_media
 

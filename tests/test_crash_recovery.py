@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.checkpoint import checkpoint_step
 from bot.core.service import PersonaService
 from bot.core.storage import Storage, database_url
+from bot.core.training.checkpoint import checkpoint_step
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,10 +6,10 @@ import zipfile
 
 import pytest
 
-from bot.core import datapackage
-from bot.core.datapackage import drop_reason, without_markup
-from bot.core.ingest import IngestError, ingest, ingest_path
-from bot.ui import stats_table
+from bot.core.ingest import datapackage
+from bot.core.ingest.datapackage import drop_reason, without_markup
+from bot.core.ingest.pipeline import IngestError, ingest, ingest_path
+from bot.discord.ui import stats_table
 from tests.conftest import tiny_tweets
 from tests.discord_package import (
     COMMANDS,

@@ -2,8 +2,8 @@
 each engine in its own worker process, interleaved; the floor and the step breakdown reported."""
 
 from bench import decoding
-from bot.core.devices import int8_engine
-from bot.core.training import TrainConfig, train
+from bot.core.training.devices import int8_engine
+from bot.core.training.loop import TrainConfig, train
 from tests.conftest import tiny_tweets
 
 

@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 
 from bot.config import load_settings
-from bot.core import download as download_module
-from bot.core import formats as formats_module
-from bot.core.download import (
+from bot.core.errors import UserError
+from bot.core.ingest import download as download_module
+from bot.core.ingest import formats as formats_module
+from bot.core.ingest.download import (
     MAX_REDIRECTS,
     CheckedConnector,
     CheckedResolver,
@@ -25,8 +26,7 @@ from bot.core.download import (
     UrlReader,
     is_public_address,
 )
-from bot.core.errors import UserError
-from bot.core.ingest import IngestError, ingest
+from bot.core.ingest.pipeline import IngestError, ingest
 from tests.fileserver import LOOPBACK, TWEETS, FileServer, archive_with_media, tweets_js
 
 

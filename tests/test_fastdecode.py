@@ -4,10 +4,17 @@ LoRA applied per row, an unchanged sampling distribution, and the position limit
 import pytest
 import torch
 
-from bot.core import devices, fastdecode
-from bot.core.generation import GenerationRequest, Generator, Sampling, sample_tokens, stop_token_ids
-from bot.core.nucleus import fit_to_positions, top_p_sample
-from bot.core.training import TrainConfig, encode_tweets, split_tweets, train
+from bot.core.generation import fastdecode
+from bot.core.generation.generator import (
+    GenerationRequest,
+    Generator,
+    Sampling,
+    sample_tokens,
+    stop_token_ids,
+)
+from bot.core.generation.nucleus import fit_to_positions, top_p_sample
+from bot.core.training import devices
+from bot.core.training.loop import TrainConfig, encode_tweets, split_tweets, train
 from tests.conftest import tiny_tweets
 from tests.stats import chi_square_p_value, exact_nucleus
 from tests.tiny_model import build_tiny_gpt2, set_adapter_weights
@@ -134,7 +141,7 @@ def test_generic_path_applies_token_rows_and_keeps_their_persona_in_its_own_batc
     with rows samples alone; its rows are written into the shared embedding for its batch only."""
     from peft import PeftModel
 
-    from bot.core.generation import _group_by_model, _token_rows_applied
+    from bot.core.generation.generator import _group_by_model, _token_rows_applied
 
     full, plain = trained
     generic = Generator(Sampling(max_new_tokens=8, min_new_tokens=2), int8=False)

@@ -10,10 +10,10 @@ import gguf
 import numpy as np
 import pytest
 
-from bot.core import bases
 from bot.core.errors import UserError
-from bot.core.modelcard import read_card
+from bot.core.personas.modelcard import read_card
 from bot.core.service import PersonaService
+from bot.core.training import bases
 from tests.conftest import tiny_tweets
 from tests.test_cli import cli
 from tests.tiny_model import write_tiny_gguf
@@ -94,7 +94,7 @@ def test_a_dequantization_killed_half_way_is_done_again(tmp_path, tiny_gguf):
 
 
 async def test_train_on_a_gguf_base_generate_export_and_import(settings, tmp_path, tiny_gguf, caplog):
-    caplog.set_level(logging.INFO, logger="bot.core.bases")
+    caplog.set_level(logging.INFO, logger="bot.core.training.bases")
     mirror = tmp_path / "mirror"
     core = PersonaService(settings.replace(base_model=str(tiny_gguf), hf_local_mirror=str(mirror)))
     await core.start()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.checkpoint import checkpoint_step
+from bot.core.training.checkpoint import checkpoint_step
 from tests import test_scale_workers as scale
 from tests.discord_env import populate
 from tests.localdiscord import LocalDiscord
@@ -135,7 +135,7 @@ def test_the_image_runs_as_its_own_user_and_needs_a_token():
     bare = podman("run", "--rm", IMAGE, check=False)
     assert bare.returncode == 2 and "DISCORD_TOKEN" in bare.stdout + bare.stderr
     imports = podman(
-        "run", "--rm", IMAGE, "python", "-c", "import bot.client, torch; print(torch.__version__)"
+        "run", "--rm", IMAGE, "python", "-c", "import bot.discord.client, torch; print(torch.__version__)"
     )
     assert imports.stdout.strip().endswith("+cpu")
 

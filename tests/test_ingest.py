@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.core import formats as formats_module
-from bot.core.cleaning import IngestStats, balance_people, clean_posts, clean_text, is_short
-from bot.core.formats import MAX_INPUT_BYTES, IngestError, RawPost, UnsupportedFile, read_posts
-from bot.core.ingest import ingest, ingest_path
+from bot.core.ingest import formats as formats_module
+from bot.core.ingest.cleaning import IngestStats, balance_people, clean_posts, clean_text, is_short
+from bot.core.ingest.formats import MAX_INPUT_BYTES, IngestError, RawPost, UnsupportedFile, read_posts
+from bot.core.ingest.pipeline import ingest, ingest_path
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared/data/tweets"
 OBAMA, ELON, KATY = (

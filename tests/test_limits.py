@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from bot.config import SettingsError, load_settings
 from bot.core.errors import UserError
-from bot.core.generation import Generator, Sampling
+from bot.core.generation.generator import Generator, Sampling
+from bot.core.generation.nucleus import fit_to_positions
 from bot.core.handles import HANDLE_RE, clean_display_name
-from bot.core.nucleus import fit_to_positions
 from bot.core.storage import ModelRecord
 from bot.core.urls import normalize_http_url
-from bot.discord_limits import (
+from bot.discord.discord_limits import (
     embed_messages,
     fit_choices,
     fit_content,
@@ -24,8 +24,8 @@ from bot.discord_limits import (
     split_content,
     webhook_username,
 )
-from bot.personas import persona_name
-from bot.ui import tweet_embed
+from bot.discord.posting import persona_name
+from bot.discord.ui import tweet_embed
 from tests.localdiscord import (
     LocalDiscord,
     choices_errors,

@@ -5,7 +5,7 @@
 import pytest
 from huggingface_hub import ModelCard, metadata_load
 
-from bot.core.modelcard import parse_card, render_card
+from bot.core.personas.modelcard import parse_card, render_card
 from tests.hub_cards import (
     AMIR,
     CYBORG_CARD,

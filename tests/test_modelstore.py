@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from bot.core.modelstore import ModelStore, StoreError
+from bot.core.personas.modelstore import ModelStore, StoreError
 
 
 def make_staged(store: ModelStore, guild: int, handle: str, content: str):

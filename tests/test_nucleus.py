@@ -4,7 +4,7 @@ draws must still follow the exact top-p distribution, whatever the distribution'
 import pytest
 import torch
 
-from bot.core.nucleus import BLOCK, FIRST_TRY, top_p_sample
+from bot.core.generation.nucleus import BLOCK, FIRST_TRY, top_p_sample
 from tests.stats import binned, chi_square_p_value, exact_nucleus
 
 DRAWS = 4000

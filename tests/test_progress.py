@@ -1,8 +1,8 @@
 """The ETA shown in Discord: remaining steps x the mean measured step time (a controlled clock)."""
 
-from bot.core.progress import StepTimer
-from bot.core.training import TrainProgress
-from bot.ui import progress_text
+from bot.core.training.loop import TrainProgress
+from bot.core.training.progress import StepTimer
+from bot.discord.ui import progress_text
 
 
 class Clock:
@@ -32,7 +32,7 @@ def test_eta_is_remaining_steps_times_the_mean_measured_step_time():
 
 
 def test_training_reports_an_eta_from_its_own_steps(tiny_base_model, tmp_path):
-    from bot.core.training import TrainConfig, train
+    from bot.core.training.loop import TrainConfig, train
     from tests.conftest import tiny_tweets
 
     seen = []

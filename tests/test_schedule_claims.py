@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from bot.core.schedules import CLAIM_SECONDS, Scheduler
+from bot.core.conversation.schedules import CLAIM_SECONDS, Scheduler
 from bot.core.shards import GuildShards, shard_of
 from bot.core.storage import Schedule, Storage
 

@@ -5,8 +5,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.core.conversation.schedules import (
+    Scheduler,
+    parse_daily_times,
+    parse_duration,
+    parse_interval,
+    parse_timezone,
+)
 from bot.core.errors import UserError
-from bot.core.schedules import Scheduler, parse_daily_times, parse_duration, parse_interval, parse_timezone
 from bot.core.storage import Storage
 
 

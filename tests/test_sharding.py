@@ -5,8 +5,8 @@ and the real bot, with SHARD_COUNT/SHARD_IDS, runs the shards it is given."""
 import aiohttp
 import pytest
 
-from bot.client import ShardedTweetalikeBot, TweetalikeBot, create_bot
 from bot.config import load_settings
+from bot.discord.client import ShardedTweetalikeBot, TweetalikeBot, create_bot
 from tests.discord_env import start_bot, stop_bot
 from tests.localdiscord import MANAGE_GUILD, LocalDiscord, shard_of
 

@@ -6,9 +6,16 @@ import threading
 
 import pytest
 
-from bot.core.checkpoint import checkpoint_step
-from bot.core.generation import GenerationRequest, Generator, Sampling, clean_generated
-from bot.core.training import TrainConfig, TrainingCancelled, TrainingError, encode_tweets, pack_blocks, train
+from bot.core.generation.generator import GenerationRequest, Generator, Sampling, clean_generated
+from bot.core.training.checkpoint import checkpoint_step
+from bot.core.training.loop import (
+    TrainConfig,
+    TrainingCancelled,
+    TrainingError,
+    encode_tweets,
+    pack_blocks,
+    train,
+)
 from tests.conftest import shared_corpus, tiny_tweets
 
 
@@ -19,7 +26,7 @@ def config(base, **kw) -> TrainConfig:
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_training_lowers_validation_loss_on_a_real_corpus(tiny_base_model, tmp_path, method):
-    from bot.core.ingest import ingest_path
+    from bot.core.ingest.pipeline import ingest_path
 
     tweets = ingest_path(shared_corpus("barackobama_fivethirtyeight.csv")).tweets
     seen = []
@@ -47,7 +54,7 @@ def test_lora_adapter_is_stored_in_bf16_without_changing_its_loss(tiny_base_mode
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.core.training import evaluate, split_tweets
+    from bot.core.training.loop import evaluate, split_tweets
 
     cfg = config(tiny_base_model, max_steps=20)
     result = train(tiny_tweets(), tmp_path / "out", cfg)
@@ -130,7 +137,7 @@ def test_clean_generated_follows_huggingtweets():
 
 
 def test_recited_training_tweets_are_detected(tmp_path):
-    from bot.core.safety import MemorizationIndex, save_index, strip_links
+    from bot.core.generation.safety import MemorizationIndex, save_index, strip_links
 
     corpus = ["I love a long walk in the park with my dog every sunday morning", "short one"]
     save_index(corpus, tmp_path)
@@ -263,7 +270,7 @@ def test_the_best_epoch_is_the_one_saved_and_reported(tiny_base_model, tmp_path)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.core.training import evaluate, split_tweets
+    from bot.core.training.loop import evaluate, split_tweets
 
     cfg = config(tiny_base_model, method="full", epochs=3, max_steps=0, learning_rate=0.05, warmup_fraction=0)
     result = train(tiny_tweets(), tmp_path / "out", cfg)
@@ -322,7 +329,7 @@ def test_lora_token_rows_train_the_most_frequent_tokens_and_reload(tiny_base_mod
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.core.training import evaluate, frequent_tokens, split_tweets
+    from bot.core.training.loop import evaluate, frequent_tokens, split_tweets
 
     assert frequent_tokens([[5, 7, 7], [7, 9, 5]], 2) == [5, 7]
     cfg = config(tiny_base_model, max_steps=20, lora_token_rows=50)
@@ -347,7 +354,7 @@ def test_lora_token_rows_train_the_most_frequent_tokens_and_reload(tiny_base_mod
 
 
 def test_the_batch_grows_to_fill_a_gpu_but_keeps_enough_updates():
-    from bot.core.devices import MIN_UPDATES, fitted_batch_size
+    from bot.core.training.devices import MIN_UPDATES, fitted_batch_size
 
     gib = 1 << 30
     assert fitted_batch_size(8, 10_000, 4, 128, None) == 8  # not a GPU: as asked

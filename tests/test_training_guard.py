@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from bot.core.errors import NoImprovement, TrainingError
-from bot.core.training import TrainConfig, train
-from bot.ui import progress_text
+from bot.core.training.loop import TrainConfig, train
+from bot.discord.ui import progress_text
 from tests.conftest import tiny_tweets
 
 # A full fine-tune of the tiny GPT-2 at this rate: the loss climbs from ~6.2 to ~10.8 within three

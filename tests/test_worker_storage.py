@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bot.core.errors import UserError
-from bot.core.modelstore import ModelStore, pack, unpack_into
+from bot.core.personas.modelstore import ModelStore, pack, unpack_into
 from bot.core.service import trainings_on_workers
 from bot.core.storage import Storage, checkpoint_key, persona_key
 from tests.test_storage import new_job
@@ -88,7 +88,7 @@ def test_the_default_bot_never_loads_the_queue_library(tmp_path):
     code = (
         "import asyncio, sys\n"
         "from bot.config import load_settings\n"
-        "from bot.client import TweetalikeBot\n"
+        "from bot.discord.client import TweetalikeBot\n"
         f"env = {{'DATABASE_PATH': r'{tmp_path}/bot.db', 'MODELS_DIR': r'{tmp_path}/m'}}\n"
         "settings = load_settings(env)\n"
         "async def main():\n"

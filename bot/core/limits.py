@@ -1,6 +1,7 @@
 """Limits on what a user may ask for, shared by the core's checks and the Discord options.
 
-Discord's own limits on what the bot sends (message, embed, autocomplete sizes) are in bot/discord_limits.py.
+Discord's own limits on what the bot sends (message, embed, autocomplete sizes) are in
+bot/discord/discord_limits.py.
 """
 
 MAX_PROMPT_CHARS = 200  # a generation or schedule prompt

@@ -17,21 +17,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bot.core.chatter import Chatter
-from bot.core.download import UrlReader
+from bot.core.conversation.chatter import Chatter
+from bot.core.conversation.schedules import Scheduler
 from bot.core.errors import UserError
-from bot.core.generation import GenerationError, GenerationRequest, Generator, Sampling
+from bot.core.generation.generator import GenerationError, GenerationRequest, Generator, Sampling
 from bot.core.handles import RegistryError, clean_display_name, handle_for_hub_id, normalize_handle
-from bot.core.jobs import TrainingQueue
+from bot.core.ingest.download import UrlReader
 from bot.core.limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
-from bot.core.modelcard import read_card
-from bot.core.modelstore import ModelStore, StoreError
-from bot.core.schedules import Scheduler
+from bot.core.personas.modelcard import read_card
+from bot.core.personas.modelstore import ModelStore, StoreError
+from bot.core.personas.voices import Voices
 from bot.core.storage import Guilds, ModelRecord, Storage, database_url, persona_key
-from bot.core.trainings import Trainings
-from bot.core.trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
+from bot.core.training.local_queue import TrainingQueue
+from bot.core.training.trainings import Trainings
+from bot.core.training.trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
 from bot.core.urls import NO_AVATAR, normalize_http_url
-from bot.core.voices import Voices
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,9 @@ class PersonaService:
             int8=None if settings.generation_int8 else False,
         )
         self.batcher = GenerationBatcher(self.generator, self.generate_executor)
-        self.chatter = Chatter(self, clock=clock)  # personas in the conversation (core/chatter.py)
+        self.chatter = Chatter(self, clock=clock)  # personas in the conversation (conversation/chatter.py)
         self.downloads = UrlReader(settings)  # `url:` options and the CLI's --file given a link
-        self.voices = Voices(self)  # members' personas of themselves (core/voices.py)
+        self.voices = Voices(self)  # members' personas of themselves (core/personas/voices.py)
         self._unpacking = asyncio.Lock()
         self.trainings = Trainings(self)  # /train: service.trainings.submit(...), .cancel(...)
         self._closed = False
@@ -182,7 +182,7 @@ class PersonaService:
         self.storage = await Storage.open(url)
         self.schedules = Scheduler(self.storage, clock=self.clock, find_persona=self.get_model)
         if on_workers:
-            from bot.core.remote_queue import WorkerQueue  # loads procrastinate: scale-out mode only
+            from bot.core.training.remote_queue import WorkerQueue  # loads procrastinate: scale-out mode only
 
             self.queue = WorkerQueue(
                 self.storage,

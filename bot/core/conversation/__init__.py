@@ -1,0 +1,2 @@
+"""Personas in the conversation: /chatter (replies, mentions, chime-ins within limits) and /autopost
+schedules."""
