@@ -19,7 +19,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.perf import SHAPES, SHARED, build_model, machine, throughput  # noqa: E402
 from bot.core.ingest.pipeline import ingest_path  # noqa: E402
-from bot.core.training.loop import TrainConfig, encode_tweets, split_tweets, train  # noqa: E402
+from bot.core.training.data import encode_tweets, split_tweets  # noqa: E402
+from bot.core.training.loop import train  # noqa: E402
+from bot.core.training.recipe import TrainConfig  # noqa: E402
 
 
 def main() -> None:

@@ -42,7 +42,8 @@ def percentile(values, q):
 
 
 async def run(interactions: int, seconds: float, guild_count: int, user_count: int) -> dict:
-    from bot.core.training.loop import TrainConfig, train
+    from bot.core.training.loop import train
+    from bot.core.training.recipe import TrainConfig
 
     work = Path(tempfile.mkdtemp(prefix="tweetalike-load-"))
     base = str(build_tiny_gpt2(work / "base"))

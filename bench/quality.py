@@ -400,7 +400,8 @@ def gpt2_124m_persona_bytes(settings: dict[str, Any]) -> int:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from bot.core.training.loop import TrainConfig, wrap_lora
+    from bot.core.training.adapters import wrap_lora
+    from bot.core.training.recipe import TrainConfig
 
     config = TrainConfig(**settings)
     with torch.device("meta"):
@@ -456,7 +457,8 @@ def _rss() -> int:
 def run_variant(base: Path, tweets: list[str], settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Fine-tune with the project's own `train()` and measure it."""
     from bot.core.errors import NoImprovement
-    from bot.core.training.loop import TrainConfig, train
+    from bot.core.training.loop import train
+    from bot.core.training.recipe import TrainConfig
 
     config = TrainConfig(base_model=str(base), **settings)
     started = time.monotonic()
@@ -520,7 +522,7 @@ class Bench:
 
 def run_bench(bench: Bench, results_file: Path | None = None) -> list[dict[str, Any]]:
     """Every variant on every person; one row per (person, variant)."""
-    from bot.core.training.loop import TrainConfig
+    from bot.core.training.recipe import TrainConfig
 
     corpora = bench.corpora if bench.corpora is not None else people()
     rows: list[dict[str, Any]] = []

@@ -85,7 +85,8 @@ def prepare_base(cache: Path) -> tuple[Path, str]:
 def run_one(base: str, tweets: list[str], settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """One fine-tune with the project's own `train()`: per-epoch held-out perplexity and costs."""
     from bot.core.errors import NoImprovement
-    from bot.core.training.loop import TrainConfig, train
+    from bot.core.training.loop import train
+    from bot.core.training.recipe import TrainConfig
 
     started = time.monotonic()
     with PeakRss() as rss:

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot.core.ingest.pipeline import ingest_path  # noqa: E402
-from bot.core.training.loop import pack_blocks  # noqa: E402
+from bot.core.training.data import pack_blocks  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "tweets" / "elonmusk_bytes_literal.csv"
 TOKENIZER = ROOT.parent / "shared" / "models" / "gpt2-tokenizer"

@@ -20,7 +20,7 @@ from bot.core.errors import UserError
 from bot.core.handles import RegistryError
 from bot.core.ingest.pipeline import ingest, ingest_path
 from bot.core.service import PersonaService
-from bot.core.training.loop import TrainProgress
+from bot.core.training.recipe import TrainProgress
 from bot.core.training.trainrun import JobOutcome
 from bot.logs import quiet_libraries
 from bot.shutdown import cancel_leftover_tasks

@@ -9,7 +9,9 @@ import pytest
 
 from bot.core.generation.generator import Generator, Sampling, newline_pieces, stop_token_ids
 from bot.core.service import PersonaService
-from bot.core.training.loop import TrainConfig, TrainingCancelled, lora_targets, train
+from bot.core.training.adapters import lora_targets
+from bot.core.training.loop import train
+from bot.core.training.recipe import TrainConfig, TrainingCancelled
 from tests.conftest import tiny_tweets
 from tests.tiny_model import ARCHITECTURES, build_tiny_causal_lm
 

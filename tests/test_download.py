@@ -15,8 +15,8 @@ import pytest
 
 from bot.config import load_settings
 from bot.core.errors import UserError
+from bot.core.ingest import archive as archive_module
 from bot.core.ingest import download as download_module
-from bot.core.ingest import formats as formats_module
 from bot.core.ingest.download import (
     MAX_REDIRECTS,
     CheckedConnector,
@@ -108,7 +108,7 @@ async def test_files_other_than_a_zip_are_capped_in_memory(settings, server):
 async def test_archive_damage_and_bombs_by_link_get_clear_errors(settings, server, monkeypatch):
     whole, _ = archive_with_media()
     server.files["cut.zip"] = whole[: len(whole) // 2]  # truncated: no central directory
-    monkeypatch.setattr(formats_module, "MAX_ARCHIVE_BYTES", 1 << 20)  # a 1 MB cap: a small bomb will do
+    monkeypatch.setattr(archive_module, "MAX_ARCHIVE_BYTES", 1 << 20)  # a 1 MB cap: a small bomb will do
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("data/tweets.js", b"window.YTD.tweets.part0 = [" + b" " * (2 << 20))

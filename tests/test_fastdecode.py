@@ -14,7 +14,9 @@ from bot.core.generation.generator import (
 )
 from bot.core.generation.nucleus import fit_to_positions, top_p_sample
 from bot.core.training import devices
-from bot.core.training.loop import TrainConfig, encode_tweets, split_tweets, train
+from bot.core.training.data import encode_tweets, split_tweets
+from bot.core.training.loop import train
+from bot.core.training.recipe import TrainConfig
 from tests.conftest import tiny_tweets
 from tests.stats import chi_square_p_value, exact_nucleus
 from tests.tiny_model import build_tiny_gpt2, set_adapter_weights

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.ingest import archive as archive_module
 from bot.core.ingest import formats as formats_module
 from bot.core.ingest.cleaning import IngestStats, balance_people, clean_posts, clean_text, is_short
-from bot.core.ingest.formats import MAX_INPUT_BYTES, IngestError, RawPost, UnsupportedFile, read_posts
+from bot.core.ingest.formats import MAX_INPUT_BYTES, read_posts
 from bot.core.ingest.pipeline import ingest, ingest_path
+from bot.core.ingest.rawposts import IngestError, RawPost, UnsupportedFile
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared/data/tweets"
 OBAMA, ELON, KATY = (
@@ -220,7 +222,7 @@ def test_read_member_stops_at_the_budget_whatever_the_header_says():
     data = make_zip({"data/tweets.js": b"x" * (3 << 20)})
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         with pytest.raises(IngestError, match="too large"):
-            formats_module._read_member(archive, archive.getinfo("data/tweets.js"), budget=1 << 20)
+            archive_module._read_member(archive, archive.getinfo("data/tweets.js"), budget=1 << 20)
 
 
 # --------------------------------------------------------------------------- every bad input

@@ -1,7 +1,7 @@
 """The ETA shown in Discord: remaining steps x the mean measured step time (a controlled clock)."""
 
-from bot.core.training.loop import TrainProgress
 from bot.core.training.progress import StepTimer
+from bot.core.training.recipe import TrainProgress
 from bot.discord.ui import progress_text
 
 
@@ -32,7 +32,8 @@ def test_eta_is_remaining_steps_times_the_mean_measured_step_time():
 
 
 def test_training_reports_an_eta_from_its_own_steps(tiny_base_model, tmp_path):
-    from bot.core.training.loop import TrainConfig, train
+    from bot.core.training.loop import train
+    from bot.core.training.recipe import TrainConfig
     from tests.conftest import tiny_tweets
 
     seen = []

@@ -10,7 +10,7 @@ from bench.quality import (
     run_bench,
     table,
 )
-from bot.core.training.loop import TrainConfig
+from bot.core.training.recipe import TrainConfig
 from tests.conftest import tiny_tweets
 
 PERSONA_LIMIT = 25 * 10**6  # bytes of weights per persona on disk, with GPT-2-124M's shapes

@@ -6,16 +6,12 @@ import threading
 
 import pytest
 
+from bot.core.errors import TrainingError
 from bot.core.generation.generator import GenerationRequest, Generator, Sampling, clean_generated
 from bot.core.training.checkpoint import checkpoint_step
-from bot.core.training.loop import (
-    TrainConfig,
-    TrainingCancelled,
-    TrainingError,
-    encode_tweets,
-    pack_blocks,
-    train,
-)
+from bot.core.training.data import encode_tweets, pack_blocks
+from bot.core.training.loop import train
+from bot.core.training.recipe import TrainConfig, TrainingCancelled
 from tests.conftest import shared_corpus, tiny_tweets
 
 
@@ -54,7 +50,8 @@ def test_lora_adapter_is_stored_in_bf16_without_changing_its_loss(tiny_base_mode
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.core.training.loop import evaluate, split_tweets
+    from bot.core.training.data import split_tweets
+    from bot.core.training.loop import evaluate
 
     cfg = config(tiny_base_model, max_steps=20)
     result = train(tiny_tweets(), tmp_path / "out", cfg)
@@ -270,7 +267,8 @@ def test_the_best_epoch_is_the_one_saved_and_reported(tiny_base_model, tmp_path)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.core.training.loop import evaluate, split_tweets
+    from bot.core.training.data import split_tweets
+    from bot.core.training.loop import evaluate
 
     cfg = config(tiny_base_model, method="full", epochs=3, max_steps=0, learning_rate=0.05, warmup_fraction=0)
     result = train(tiny_tweets(), tmp_path / "out", cfg)
@@ -329,7 +327,8 @@ def test_lora_token_rows_train_the_most_frequent_tokens_and_reload(tiny_base_mod
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bot.core.training.loop import evaluate, frequent_tokens, split_tweets
+    from bot.core.training.data import frequent_tokens, split_tweets
+    from bot.core.training.loop import evaluate
 
     assert frequent_tokens([[5, 7, 7], [7, 9, 5]], 2) == [5, 7]
     cfg = config(tiny_base_model, max_steps=20, lora_token_rows=50)

@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 
 from bot.core.errors import NoImprovement, TrainingError
-from bot.core.training.loop import TrainConfig, train
+from bot.core.training.loop import train
+from bot.core.training.recipe import TrainConfig
 from bot.discord.ui import progress_text
 from tests.conftest import tiny_tweets
 

@@ -15,7 +15,7 @@ from bot.core.errors import UserError
 from bot.core.ingest.cleaning import data_table
 from bot.core.ingest.download import Transfer
 from bot.core.storage import ModelRecord
-from bot.core.training.loop import TrainProgress
+from bot.core.training.recipe import TrainProgress
 from bot.core.urls import normalize_http_url
 from bot.discord.discord_limits import fit_choices, fit_content, fit_embed, safe_url
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import ftfy
 
-from bot.core.ingest.formats import RawPost
+from bot.core.ingest.rawposts import RawPost
 
 MAX_POST_CHARS = 10_000  # longer "posts" are not tweets (and would be slow to clean)
 

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
+from bot.core.ingest.archive import MAX_ARCHIVE_BYTES, unsafe_name
 from bot.core.ingest.cleaning import MAX_POST_CHARS, IngestStats, clean_posts, is_short
-from bot.core.ingest.formats import MAX_ARCHIVE_BYTES, IngestError, RawPost, decode_text, unsafe_name
-from bot.core.ingest.pipeline import IngestResult, finish_result
+from bot.core.ingest.rawposts import IngestError, RawPost, decode_text
+from bot.core.ingest.result import IngestResult, finish_result
 
 MAX_CHANNELS = 20_000  # channel folders read from one package
 MAX_SMALL_FILE = 1 << 20  # channel.json, index.json, account/user.json: a few hundred bytes in practice

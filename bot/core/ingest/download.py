@@ -35,7 +35,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from bot.core.errors import UserError
-from bot.core.ingest.formats import MAX_INPUT_BYTES
+from bot.core.ingest.rawposts import MAX_INPUT_BYTES
 from bot.core.urls import normalize_http_url
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from bot.core.errors import UserError
 from bot.core.handles import normalize_handle
 from bot.core.ingest.datapackage import PACKAGE_HELP, is_data_package
 from bot.core.ingest.download import Transfer
-from bot.core.ingest.pipeline import IngestResult, ingest
+from bot.core.ingest.pipeline import ingest
+from bot.core.ingest.result import IngestResult
 from bot.core.storage import Erasure, JobRecord
 
 

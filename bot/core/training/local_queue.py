@@ -22,7 +22,8 @@ from typing import Any
 from bot.core.personas.modelstore import ModelStore
 from bot.core.storage import JobRecord, Storage
 from bot.core.training.checkpoint import checkpoint_step
-from bot.core.training.loop import TrainConfig, TrainProgress, TrainResult, train
+from bot.core.training.loop import train
+from bot.core.training.recipe import TrainConfig, TrainProgress, TrainResult
 from bot.core.training.trainrun import (
     EventSink,
     JobOutcome,

@@ -7,11 +7,13 @@ cosine schedule. 10% of the tweets are held out to report validation loss and pe
 
 `train()` is synchronous and meant to run in a worker thread: it reports progress through a
 callback (called from that thread) and checks a `threading.Event` between steps to cancel.
+
+Beside it: what a run is asked to do (recipe.py), its data (data.py), the adapters (adapters.py), the
+divergence guard (guard.py) and the base it starts from (bases.py).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -26,8 +28,10 @@ from typing import Any
 import torch
 
 from bot.core.errors import NoImprovement, TrainingError
+from bot.core.training.adapters import parameter_groups, wrap_lora
 from bot.core.training.bases import default_bases_dir, describe, loadable
 from bot.core.training.checkpoint import Checkpointer, LoopState, fingerprint, stored_fingerprint
+from bot.core.training.data import TrainData, frequent_tokens, make_batch, position_limit, prepare_data
 from bot.core.training.devices import (
     MODEL_BUILD_LOCK,
     autocast,
@@ -36,162 +40,21 @@ from bot.core.training.devices import (
     gpu_memory_bytes,
     pick_device,
 )
-from bot.core.training.progress import StepTimer, retry_note, rollback_note
+from bot.core.training.guard import GoodState, guard_divergence, trainable_copy
+from bot.core.training.progress import StepTimer, retry_note
+from bot.core.training.recipe import (
+    MIN_IMPROVEMENT,
+    RETRY_LR_FACTOR,
+    TrainConfig,
+    TrainingCancelled,
+    TrainingInterrupted,
+    TrainProgress,
+    TrainResult,
+)
 
 log = logging.getLogger(__name__)
 
-# Where an architecture's own names are known, LoRA targets them (GPT-2's Conv1D layers: personas
-# trained before keep loading); any other causal LM gets peft's "all-linear" (every linear layer
-# of its blocks, not the output head).
-LORA_TARGET_MODULES = {"gpt2": ["c_attn", "c_proj", "c_fc"]}
-# Layer norms trained with lora_train_norms, where the architecture's names are known.
-LORA_NORM_MODULES = {"gpt2": ["ln_1", "ln_2", "ln_f"]}
 TRAINING_INFO_FILE = "training.json"
-
-
-class TrainingCancelled(Exception):
-    pass
-
-
-class TrainingInterrupted(TrainingCancelled):
-    """Stopped for a shutdown: the job is to resume from the checkpoint saved on the way out."""
-
-
-# The retry of a run that did not beat the base uses this share of its learning rate.
-RETRY_LR_FACTOR = 0.25
-# A run beats the base when its held-out loss is lower by at least this (0.1% in perplexity): weights
-# that barely moved are not a persona.
-MIN_IMPROVEMENT = 1e-3
-
-
-@dataclass
-class TrainConfig:
-    base_model: str = "gpt2"
-    method: str = "lora"  # lora | full
-    epochs: int = 4
-    batch_size: int = 8
-    block_size: int = 128
-    learning_rate: float | None = None  # default depends on the method
-    warmup_fraction: float = 0.05
-    weight_decay: float = 0.0
-    # Defaults measured by bench/quality.py (docs/quality.md): rank-stabilised LoRA at rank 16 came
-    # closest to a full fine-tune of the LoRA-family variants, at ~4.7 MB per GPT-2 persona.
-    lora_rank: int = 16
-    lora_alpha: int = 16  # with rsLoRA the scale alpha/sqrt(r) = 4 stays right whatever the rank
-    lora_dropout: float = 0.05
-    # Also train the layer norms and biases (~1% better in the bench). Off: peft trains the *base*
-    # model's biases, which personas sharing one base in generation would overwrite for each other.
-    lora_train_norms: bool = False
-    use_rslora: bool = True  # rank-stabilised scaling alpha/sqrt(r) instead of alpha/r
-    use_dora: bool = False  # weight-decomposed LoRA (a magnitude vector per adapted layer)
-    # Also train the embedding rows (tied to the output layer in GPT-2) of up to this many of the
-    # tokens most frequent in the person's training tweets (peft's trainable_token_indices): a token
-    # frequency shift that low-rank updates cannot express. 0: off. On every proxy in docs/quality.md
-    # they did more for the fit than the adapters' rate, at ~6.3 MB per GPT-2 persona; generation
-    # applies the rows per persona (fastdecode's per-row token rows, or a batch of its own on peft).
-    lora_token_rows: int = 1000
-    # The token rows' own learning rate (an optimizer group of their own, no weight decay): they are
-    # raw embedding rows, updated directly, not a low-rank delta scaled by alpha/sqrt(r). None: the
-    # measured default below.
-    token_rows_learning_rate: float | None = None
-    # Divergence guard: when the smoothed training loss climbs this many nats above its first value,
-    # the run rolls back to its last good state and halves the learning rate, at most max_rollbacks
-    # times (docs/quality.md: healthy runs stay well below the margin).
-    divergence_margin: float = 1.0
-    max_rollbacks: int = 2
-    keep_best: bool = True  # save the epoch with the lowest validation loss, not just the last one
-    fit_batch_to_device: bool = True  # on CUDA, grow batch_size to fill the GPU (devices.fitted_batch_size)
-    seed: int = 42
-    val_fraction: float = 0.1
-    max_steps: int = 0  # 0 = run all epochs
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    device: str = "auto"  # auto | cpu | cuda
-    pack: bool = True  # False: one tweet per row, padded to the batch's longest (the baseline in bench/)
-    checkpoint_dir: str | None = None  # where to keep a resumable checkpoint (None: no checkpoints)
-    checkpoint_seconds: float = 300.0  # least time between two checkpoints
-    # Where a GGUF base is dequantized once (MODELS_DIR/.bases in the bot; bases.py).
-    bases_dir: str | None = None
-
-    @property
-    def lr(self) -> float:
-        if self.learning_rate is not None:
-            return self.learning_rate
-        # docs/quality.md: at GPT-2-124M's shapes a full fine-tune was best at the published 2e-4
-        # (1e-3 was 27% worse); LoRA adapters at 5e-3 did not diverge there and 1e-3 was the best
-        # adapter rate on the CPU proxy. The token rows have their own rate (token_rows_lr).
-        return 1e-3 if self.method == "lora" else 2e-4
-
-    @property
-    def token_rows_lr(self) -> float:
-        if self.token_rows_learning_rate is not None:
-            return self.token_rows_learning_rate
-        # Raw embedding (and tied output) rows: at 5e-3 they made GPT-2-shaped personas worse than
-        # their base; 2e-4 is the rate a full fine-tune, which moves the same rows, was best at.
-        return 2e-4
-
-
-@dataclass
-class TrainProgress:
-    phase: str  # loading | training | evaluating | saving
-    step: int = 0
-    total_steps: int = 0
-    epoch: int = 0
-    loss: float | None = None
-    elapsed: float = 0.0
-    eta_seconds: float | None = None
-    note: str | None = None  # what the run did by itself (a roll-back, a retry), shown with the progress
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class TrainResult:
-    output_dir: Path
-    metrics: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)  # per step train loss, per eval val loss
-    config: dict[str, Any] = field(default_factory=dict)
-
-
-def split_tweets(tweets: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    order = list(tweets)
-    random.Random(seed).shuffle(order)
-    n_val = max(1, int(round(len(order) * val_fraction))) if len(order) >= 10 else 0
-    return order[n_val:], order[:n_val]
-
-
-def encode_tweets(tokenizer, tweets: list[str]) -> list[list[int]]:
-    """Token ids of `<|endoftext|>tweet<|endoftext|>` for each tweet."""
-    eos = tokenizer.eos_token_id
-    encoded = tokenizer(tweets, add_special_tokens=False)["input_ids"]
-    return [[eos, *ids, eos] for ids in encoded]
-
-
-def pack_blocks(sequences: list[list[int]], block_size: int) -> list[list[int]]:
-    """Concatenate sequences and cut them into blocks of block_size (the last one may be short)."""
-    flat = [token for seq in sequences for token in seq]
-    return [flat[i : i + block_size] for i in range(0, len(flat), block_size)]
-
-
-def pad_rows(sequences: list[list[int]], block_size: int) -> list[list[int]]:
-    """One sequence per row, truncated to block_size (the baseline without packing)."""
-    return [seq[:block_size] for seq in sequences]
-
-
-def make_batch(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        labels[i, : len(row)] = torch.tensor(row)
-        attention[i, : len(row)] = 1
-    return {
-        "input_ids": input_ids.to(device),
-        "labels": labels.to(device),
-        "attention_mask": attention.to(device),
-    }
 
 
 def load_base_model(base_model: str, device: torch.device, bases_dir: str | None = None):
@@ -214,62 +77,6 @@ def load_base_model(base_model: str, device: torch.device, bases_dir: str | None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer
-
-
-def lora_targets(model) -> tuple[list[str] | str, bool]:
-    """LoRA target modules for this model's architecture, and whether they store weights transposed."""
-    from transformers.pytorch_utils import Conv1D
-
-    targets = LORA_TARGET_MODULES.get(getattr(model.config, "model_type", ""), "all-linear")
-    fan_in_fan_out = any(isinstance(module, Conv1D) for module in model.modules())  # GPT-2 style layers
-    return targets, fan_in_fan_out
-
-
-def position_limit(model_config, default: int) -> int:
-    """The most positions the model can attend to (GPT-2: n_positions, others: max_position_embeddings)."""
-    for name in ("n_positions", "max_position_embeddings"):
-        value = getattr(model_config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return default
-
-
-def frequent_tokens(sequences: list[list[int]], limit: int) -> list[int]:
-    """Up to `limit` token ids, most frequent first, of those that occur in `sequences`."""
-    from collections import Counter
-
-    counts = Counter(token for seq in sequences for token in seq)
-    return sorted(token for token, _ in counts.most_common(limit))
-
-
-def wrap_lora(model, config: TrainConfig, token_indices: list[int] | None = None):
-    """LoRA adapters per `config`; with `token_indices`, those embedding rows are trained too."""
-    from peft import LoraConfig, get_peft_model
-
-    targets, fan_in_fan_out = lora_targets(model)
-    norms = LORA_NORM_MODULES.get(getattr(model.config, "model_type", ""))
-    train_norms = config.lora_train_norms and norms is not None
-    if config.lora_train_norms and norms is None:
-        log.warning(
-            "lora_train_norms: layer-norm names of %s are not known; training LoRA only",
-            model.config.model_type,
-        )
-    lora = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=config.lora_rank,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=targets,
-        fan_in_fan_out=fan_in_fan_out,  # GPT-2's Conv1D stores its weight transposed
-        use_rslora=config.use_rslora,
-        use_dora=config.use_dora,
-        # Layer norms and biases are ~0.1% of GPT-2's weights: cheap to train and to save.
-        bias="all" if train_norms else "none",
-        modules_to_save=norms if train_norms else None,
-        # peft ties the output layer's rows to these when the model ties its embeddings (GPT-2).
-        trainable_token_indices=token_indices or None,
-    )
-    return get_peft_model(model, lora)
 
 
 @torch.no_grad()
@@ -309,7 +116,7 @@ def _tokens_since(history: list[dict[str, Any]], step: int) -> int:
 
 
 @dataclass
-class _Run:
+class TrainingRun:
     """What the training loop works with, prepared once by `train()`."""
 
     config: TrainConfig
@@ -329,7 +136,7 @@ class _Run:
     started: float
     train_started: float = 0.0
     step_timer: StepTimer = field(default_factory=StepTimer)
-    good: _GoodState | None = None  # what the divergence guard rolls back to
+    good: GoodState | None = None  # what the divergence guard rolls back to
 
     def good_step(self) -> int:
         return self.good.step if self.good is not None else 0
@@ -412,12 +219,12 @@ def train(
     return save_result(run, Path(output_dir), train_seconds)
 
 
-def _train_loop(run: _Run, cancel, interrupt) -> float:
+def _train_loop(run: TrainingRun, cancel, interrupt) -> float:
     """Every epoch (from where a resumed run stopped); returns the seconds spent training."""
     config = run.config
     rng = random.Random(config.seed)
     run.train_started = time.monotonic()
-    run.good = _GoodState.of(run)
+    run.good = GoodState.of(run)
     for epoch in range(config.epochs):
         order = list(run.data.train_encoded)
         rng.shuffle(order)  # replayed for the epochs a resumed run skips, so the order is the same
@@ -441,7 +248,7 @@ def _has_checkpoint_of(config: TrainConfig, tweets: list[str]) -> bool:
     return stored_fingerprint(config.checkpoint_dir) == _run_fingerprint(config, tweets)
 
 
-def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float) -> _Run:
+def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float) -> TrainingRun:
     """Model, data, optimizer and loop state (restored from a checkpoint when there is one)."""
     from transformers import get_cosine_schedule_with_warmup
 
@@ -473,7 +280,7 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
         checkpointer = Checkpointer(
             config.checkpoint_dir, config.checkpoint_seconds, _run_fingerprint(config, tweets)
         )
-    run = _Run(
+    run = TrainingRun(
         config,
         device,
         amp_dtype,
@@ -500,31 +307,6 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
     return run
 
 
-def parameter_groups(model, config: TrainConfig) -> list[dict[str, Any]]:
-    """The optimizer's groups: the token rows (raw embedding rows) get their own learning rate and
-    no weight decay; everything else trained takes the method's learning rate."""
-    rows, others = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (rows if "trainable_tokens_" in name else others).append(parameter)
-    groups = [{"params": others}] if others else []
-    if rows:
-        groups.append({"params": rows, "lr": config.token_rows_lr, "weight_decay": 0.0})
-    return groups
-
-
-@dataclass
-class TrainData:
-    train_tweets: list[str]
-    val_tweets: list[str]
-    train_encoded: list[list[int]]  # one token list per tweet, shuffled and arranged each epoch
-    val_blocks: list[list[int]]
-    block_size: int
-    steps_per_epoch: int
-    arrange: Callable[[list[list[int]], int], list[list[int]]]  # packing, or one tweet per row
-    rows_per_epoch: int = 0
-
-
 def _fit_batch(config: TrainConfig, data: TrainData, device: torch.device) -> TrainConfig:
     """On a GPU, the run's batch sized to it (the same number of epochs, fewer and larger steps)."""
     if not config.fit_batch_to_device:
@@ -540,28 +322,7 @@ def _fit_batch(config: TrainConfig, data: TrainData, device: torch.device) -> Tr
     return replace(config, batch_size=fitted)
 
 
-def prepare_data(tokenizer, tweets: list[str], config: TrainConfig, max_positions: int) -> TrainData:
-    """Hold out the validation tweets, tokenize, and work out the blocks and steps per epoch."""
-    block_size = min(config.block_size, max_positions)
-    train_tweets, val_tweets = split_tweets(tweets, config.val_fraction, config.seed)
-    val_blocks = pack_blocks(encode_tweets(tokenizer, val_tweets), block_size)
-    arrange = pack_blocks if config.pack else pad_rows
-    train_encoded = encode_tweets(tokenizer, train_tweets)
-    rows_per_epoch = len(arrange(train_encoded, block_size))
-    steps_per_epoch = max(1, math.ceil(rows_per_epoch / config.batch_size))
-    return TrainData(
-        train_tweets,
-        val_tweets,
-        train_encoded,
-        val_blocks,
-        block_size,
-        steps_per_epoch,
-        arrange,
-        rows_per_epoch,
-    )
-
-
-def _train_epoch(run: _Run, epoch: int, order: list[list[int]], cancel, interrupt) -> None:
+def _train_epoch(run: TrainingRun, epoch: int, order: list[list[int]], cancel, interrupt) -> None:
     """The steps of one epoch (from where a resumed run stopped), checkpointing when due."""
     cfg, state = run.config, run.state
     rows = run.data.arrange(order, run.data.block_size)
@@ -601,7 +362,7 @@ def _train_epoch(run: _Run, epoch: int, order: list[list[int]], cancel, interrup
             run.checkpointer.save(run.model, run.optimizer, run.scheduler, state)
 
 
-def train_step(run: _Run, batch: dict[str, torch.Tensor]) -> float:
+def train_step(run: TrainingRun, batch: dict[str, torch.Tensor]) -> float:
     """One optimizer step on one batch; returns its loss."""
     with autocast(run.device, run.amp_dtype):
         loss = run.model(**batch).loss
@@ -615,64 +376,7 @@ def train_step(run: _Run, batch: dict[str, torch.Tensor]) -> float:
     return float(loss.detach())
 
 
-# The guard keeps a good state to roll back to every this many steps (while the loss is not
-# climbing): a full fine-tune's copy of weights and optimizer moments costs ~3x the model's size.
-GOOD_STATE_EVERY = 20
-
-
-@dataclass
-class _GoodState:
-    """Trainable weights and optimizer state at a step where training was healthy."""
-
-    step: int
-    weights: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-
-    @classmethod
-    def of(cls, run: _Run) -> _GoodState:
-        weights = {n: p.detach().clone() for n, p in run.model.named_parameters() if p.requires_grad}
-        return cls(run.state.step, weights, copy.deepcopy(run.optimizer.state_dict()))
-
-    def restore(self, run: _Run) -> None:
-        with torch.no_grad():
-            for name, parameter in run.model.named_parameters():
-                if name in self.weights:
-                    parameter.copy_(self.weights[name])
-        run.optimizer.load_state_dict(copy.deepcopy(self.optimizer))
-
-
-def guard_divergence(run: _Run) -> None:
-    """Roll back to the last good state and halve the learning rate when the smoothed training loss
-    has climbed `divergence_margin` nats above its first value (at most `max_rollbacks` times)."""
-    state, config = run.state, run.config
-    if state.smoothed_loss is None:
-        return
-    if state.guard_start is None:
-        state.guard_start = state.smoothed_loss
-    climb = state.smoothed_loss - state.guard_start
-    state.max_climb = climb if state.max_climb is None else max(state.max_climb, climb)
-    if climb > config.divergence_margin and state.rollbacks < config.max_rollbacks and run.good is not None:
-        state.rollbacks += 1
-        run.good.restore(run)
-        scheduler = run.scheduler
-        scheduler.base_lrs = [lr * 0.5 for lr in scheduler.base_lrs]
-        for group, base, factor in zip(
-            run.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
-        ):
-            group["lr"] = base * factor(scheduler.last_epoch)  # where the schedule stands, halved
-        state.note = rollback_note(
-            state.guard_start, state.smoothed_loss, run.good.step, state.rollbacks, config.max_rollbacks
-        )
-        log.warning("Step %s: %s", state.step, state.note)
-        state.history.append(
-            {"step": state.step, "rollback_to": run.good.step, "lr_scale": 0.5**state.rollbacks}
-        )
-        state.smoothed_loss = None  # smoothed afresh from the rolled-back weights' losses
-    elif climb <= 0 and state.step - run.good_step() >= GOOD_STATE_EVERY:
-        run.good = _GoodState.of(run)
-
-
-def _end_epoch(run: _Run, epoch: int) -> None:
+def _end_epoch(run: TrainingRun, epoch: int) -> None:
     """Evaluate on the held-out tweets and remember the best epoch's weights."""
     state = run.state
     run.report(run.progress("evaluating", epoch=epoch + 1))
@@ -684,15 +388,11 @@ def _end_epoch(run: _Run, epoch: int) -> None:
             last = epoch + 1 >= run.config.epochs or state.step >= run.total_steps
             # The last epoch's weights are the model's own: a copy is only kept for an earlier epoch
             # that may turn out best (it also goes into checkpoints, so a resumed run keeps it).
-            state.best_weights = None if last or not run.config.keep_best else _trainable_copy(run.model)
+            state.best_weights = None if last or not run.config.keep_best else trainable_copy(run.model)
     state.epoch, state.batch_in_epoch = epoch + 1, 0
 
 
-def _trainable_copy(model) -> dict[str, torch.Tensor]:
-    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
-
-
-def _restore_best(run: _Run) -> None:
+def _restore_best(run: TrainingRun) -> None:
     """With `keep_best`, put back the best epoch's weights when a later epoch did worse."""
     state = run.state
     if run.config.keep_best and state.best_weights is not None:
@@ -700,7 +400,7 @@ def _restore_best(run: _Run) -> None:
         log.info("Kept epoch %s (validation loss %.4f), the best", state.best_epoch, state.best_val)
 
 
-def save_result(run: _Run, output_dir: Path, train_seconds: float) -> TrainResult:
+def save_result(run: TrainingRun, output_dir: Path, train_seconds: float) -> TrainResult:
     """Save the model, tokenizer and training.json; the metrics of the kept weights."""
     config = run.config
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -734,18 +434,18 @@ def save_result(run: _Run, output_dir: Path, train_seconds: float) -> TrainResul
     return TrainResult(output_dir=output_dir, metrics=metrics, history=run.state.history, config=config_dict)
 
 
-def _last_val(run: _Run) -> float | None:
+def _last_val(run: TrainingRun) -> float | None:
     history = run.state.history
     return history[-1].get("val_loss") if history and "val_loss" in history[-1] else None
 
 
-def _kept_val(run: _Run) -> float | None:
+def _kept_val(run: TrainingRun) -> float | None:
     """The validation loss of the weights that would be saved (the best epoch's with keep_best)."""
     state = run.state
     return state.best_val if run.config.keep_best and state.best_val is not None else _last_val(run)
 
 
-def _metrics(run: _Run, train_seconds: float) -> dict[str, Any]:
+def _metrics(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
     state, history = run.state, run.state.history
     last_val = _last_val(run)
     kept_val = _kept_val(run)

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.core.storage import JobRecord, ModelRecord, Storage, taskqueue
-from bot.core.training.loop import TrainProgress
+from bot.core.training.recipe import TrainProgress
 from bot.core.training.trainrun import EventSink, JobOutcome, dispatch_event
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from bot.core.errors import UserError
+from bot.core.errors import TrainingError, UserError
 from bot.core.personas.modelstore import ModelStore, StoreError, pack, unpack_into
 from bot.core.storage import (
     JobRecord,
@@ -39,7 +39,7 @@ from bot.core.storage import (
 )
 from bot.core.storage.schema import ACTIVE_STATES
 from bot.core.training.checkpoint import checkpoint_step
-from bot.core.training.loop import TrainingError, TrainProgress
+from bot.core.training.recipe import TrainProgress
 from bot.core.training.trainrun import RunHandle, progress_to_loop, settle, train_and_publish, train_config
 
 log = logging.getLogger(__name__)

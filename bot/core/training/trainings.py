@@ -15,7 +15,7 @@ from bot.core.handles import clean_display_name, normalize_handle
 from bot.core.limits import MAX_EPOCHS, MAX_QUEUED_JOBS_PER_GUILD
 from bot.core.storage import JobRecord
 from bot.core.training.bases import check_base
-from bot.core.training.loop import TrainProgress
+from bot.core.training.recipe import TrainProgress
 from bot.core.urls import normalize_http_url
 
 

@@ -20,21 +20,21 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot.core.errors import TrainingError
 from bot.core.generation.safety import save_index
 from bot.core.personas.modelcard import render_card
 from bot.core.personas.modelstore import BASES, ModelStore, StoreError
 from bot.core.storage import JobRecord, ModelRecord
 from bot.core.training.bases import describe
-from bot.core.training.loop import (
+from bot.core.training.loop import train
+from bot.core.training.plots import loss_curve_png
+from bot.core.training.recipe import (
     TrainConfig,
     TrainingCancelled,
-    TrainingError,
     TrainingInterrupted,
     TrainProgress,
     TrainResult,
-    train,
 )
-from bot.core.training.plots import loss_curve_png
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from discord.ext import commands
 from bot.core.errors import UserError
 from bot.core.ingest.cleaning import balance_people
 from bot.core.ingest.datapackage import FORMAT as PACKAGE_FORMAT
-from bot.core.ingest.formats import UnsupportedFile
 from bot.core.ingest.pipeline import ingest
+from bot.core.ingest.rawposts import UnsupportedFile
 from bot.core.limits import MAX_EPOCHS
 from bot.core.storage import JobRecord
-from bot.core.training.loop import TrainProgress
+from bot.core.training.recipe import TrainProgress
 from bot.core.training.trainrun import JobOutcome
 from bot.discord.discord_limits import fit_choices, fit_content, fit_embed
 from bot.discord.options import AvatarUrl, Handle

@@ -1,0 +1,114 @@
+"""What one training is asked to do: `TrainConfig` (every hyper-parameter, with the measured defaults),
+what it reports while it runs (`TrainProgress`) and what it returns (`TrainResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class TrainingCancelled(Exception):
+    pass
+
+
+class TrainingInterrupted(TrainingCancelled):
+    """Stopped for a shutdown: the job is to resume from the checkpoint saved on the way out."""
+
+
+# The retry of a run that did not beat the base uses this share of its learning rate.
+RETRY_LR_FACTOR = 0.25
+
+
+# A run beats the base when its held-out loss is lower by at least this (0.1% in perplexity): weights
+# that barely moved are not a persona.
+MIN_IMPROVEMENT = 1e-3
+
+
+@dataclass
+class TrainConfig:
+    base_model: str = "gpt2"
+    method: str = "lora"  # lora | full
+    epochs: int = 4
+    batch_size: int = 8
+    block_size: int = 128
+    learning_rate: float | None = None  # default depends on the method
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.0
+    # Defaults measured by bench/quality.py (docs/quality.md): rank-stabilised LoRA at rank 16 came
+    # closest to a full fine-tune of the LoRA-family variants, at ~4.7 MB per GPT-2 persona.
+    lora_rank: int = 16
+    lora_alpha: int = 16  # with rsLoRA the scale alpha/sqrt(r) = 4 stays right whatever the rank
+    lora_dropout: float = 0.05
+    # Also train the layer norms and biases (~1% better in the bench). Off: peft trains the *base*
+    # model's biases, which personas sharing one base in generation would overwrite for each other.
+    lora_train_norms: bool = False
+    use_rslora: bool = True  # rank-stabilised scaling alpha/sqrt(r) instead of alpha/r
+    use_dora: bool = False  # weight-decomposed LoRA (a magnitude vector per adapted layer)
+    # Also train the embedding rows (tied to the output layer in GPT-2) of up to this many of the
+    # tokens most frequent in the person's training tweets (peft's trainable_token_indices): a token
+    # frequency shift that low-rank updates cannot express. 0: off. On every proxy in docs/quality.md
+    # they did more for the fit than the adapters' rate, at ~6.3 MB per GPT-2 persona; generation
+    # applies the rows per persona (fastdecode's per-row token rows, or a batch of its own on peft).
+    lora_token_rows: int = 1000
+    # The token rows' own learning rate (an optimizer group of their own, no weight decay): they are
+    # raw embedding rows, updated directly, not a low-rank delta scaled by alpha/sqrt(r). None: the
+    # measured default below.
+    token_rows_learning_rate: float | None = None
+    # Divergence guard: when the smoothed training loss climbs this many nats above its first value,
+    # the run rolls back to its last good state and halves the learning rate, at most max_rollbacks
+    # times (docs/quality.md: healthy runs stay well below the margin).
+    divergence_margin: float = 1.0
+    max_rollbacks: int = 2
+    keep_best: bool = True  # save the epoch with the lowest validation loss, not just the last one
+    fit_batch_to_device: bool = True  # on CUDA, grow batch_size to fill the GPU (devices.fitted_batch_size)
+    seed: int = 42
+    val_fraction: float = 0.1
+    max_steps: int = 0  # 0 = run all epochs
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda
+    pack: bool = True  # False: one tweet per row, padded to the batch's longest (the baseline in bench/)
+    checkpoint_dir: str | None = None  # where to keep a resumable checkpoint (None: no checkpoints)
+    checkpoint_seconds: float = 300.0  # least time between two checkpoints
+    # Where a GGUF base is dequantized once (MODELS_DIR/.bases in the bot; bases.py).
+    bases_dir: str | None = None
+
+    @property
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        # docs/quality.md: at GPT-2-124M's shapes a full fine-tune was best at the published 2e-4
+        # (1e-3 was 27% worse); LoRA adapters at 5e-3 did not diverge there and 1e-3 was the best
+        # adapter rate on the CPU proxy. The token rows have their own rate (token_rows_lr).
+        return 1e-3 if self.method == "lora" else 2e-4
+
+    @property
+    def token_rows_lr(self) -> float:
+        if self.token_rows_learning_rate is not None:
+            return self.token_rows_learning_rate
+        # Raw embedding (and tied output) rows: at 5e-3 they made GPT-2-shaped personas worse than
+        # their base; 2e-4 is the rate a full fine-tune, which moves the same rows, was best at.
+        return 2e-4
+
+
+@dataclass
+class TrainProgress:
+    phase: str  # loading | training | evaluating | saving
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    loss: float | None = None
+    elapsed: float = 0.0
+    eta_seconds: float | None = None
+    note: str | None = None  # what the run did by itself (a roll-back, a retry), shown with the progress
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)  # per step train loss, per eval val loss
+    config: dict[str, Any] = field(default_factory=dict)
