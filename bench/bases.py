@@ -23,9 +23,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from bot.core.generation.generator import Sampling, sample_tokens  # noqa: E402
+from bot.core.devices import autocast, autocast_dtype, int8_engine  # noqa: E402
+from bot.core.generation.decoding import Sampling, sample_tokens  # noqa: E402
 from bot.core.training.adapters import wrap_lora  # noqa: E402
-from bot.core.training.devices import autocast, autocast_dtype, int8_engine  # noqa: E402
 from bot.core.training.recipe import TrainConfig  # noqa: E402
 
 # Shapes from each model's config.json on the hub.

@@ -61,7 +61,7 @@ def convert_ct2(base: str, work: Path) -> str | None:
 def engine_names(ct2_path: str | None) -> list[tuple[str, dict]]:
     """(engine, extra environment) for every engine this machine can run."""
     sys.path.insert(0, str(ROOT))
-    from bot.core.training.devices import cpu_flags, int8_engine
+    from bot.core.devices import cpu_flags, int8_engine
 
     names = [(BASELINE, {})]
     if ct2_path is not None:
@@ -187,7 +187,7 @@ def serve(args) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     sys.path.insert(0, str(ROOT))
-    from bot.logs import quiet_libraries
+    from bot.runtime.logs import quiet_libraries
 
     quiet_libraries()
     one, many = build_engine(args.engine, args.base, args.personas, args.ct2, args.new_tokens)

@@ -29,7 +29,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from bot.config import load_settings  # noqa: E402
 from bot.core.storage import ModelRecord  # noqa: E402
-from bot.logs import quiet_libraries  # noqa: E402
+from bot.runtime.logs import quiet_libraries  # noqa: E402
 from tests.conftest import tiny_tweets  # noqa: E402
 from tests.discord_env import Clock, start_bot, stop_bot  # noqa: E402
 from tests.localdiscord import LocalDiscord  # noqa: E402

@@ -48,13 +48,13 @@ import torch  # noqa: E402
 
 from bench import decoding  # noqa: E402
 from bench.decoding import baseline_generate  # noqa: E402
+from bot.core.devices import int8_engine  # noqa: E402
 from bot.core.generation.generator import GenerationRequest, Generator, Sampling  # noqa: E402
 from bot.core.ingest.pipeline import ingest_path  # noqa: E402
 from bot.core.training.data import encode_tweets, split_tweets  # noqa: E402
-from bot.core.training.devices import int8_engine  # noqa: E402
 from bot.core.training.loop import train  # noqa: E402
 from bot.core.training.recipe import TrainConfig  # noqa: E402
-from bot.logs import quiet_libraries  # noqa: E402
+from bot.runtime.logs import quiet_libraries  # noqa: E402
 from tests.tiny_model import build_tiny_gpt2  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "tweets"

@@ -216,7 +216,7 @@ def pretrain(
     """Next-token pre-training on random windows of `ids` for a wall-clock (and token) budget."""
     import torch
 
-    from bot.core.training.devices import autocast, autocast_dtype
+    from bot.core.devices import autocast, autocast_dtype
 
     amp = autocast_dtype("auto", device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1, betas=(0.9, 0.95))
@@ -280,7 +280,7 @@ def prose_base(spec: ProxySpec, cache: Path) -> tuple[Path, dict[str, Any]]:
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from bot.core.training.devices import pick_device
+    from bot.core.devices import pick_device
 
     out = cache / spec.key()
     info_file = out / "proxy.json"
@@ -346,7 +346,7 @@ def person_base(
     import torch
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    from bot.core.training.devices import pick_device
+    from bot.core.devices import pick_device
 
     base, base_info = prose_base(spec, cache)
     out = cache / f"{spec.key()}-without-{target}-{spec.adapt_minutes:g}m"

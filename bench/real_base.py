@@ -110,8 +110,31 @@ def run_one(base: str, tweets: list[str], settings: dict[str, Any], out_dir: Pat
     }
 
 
-def run_isolated(base: str, tweets_file: Path, settings: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+def report_one(base: str, tweets: list[str], out_dir: Path, posts: int, seed: int = 42) -> dict[str, Any]:
+    """The voice report of a trained persona folder, as a training makes it (same split, sampling)."""
+    from bot.config import load_settings
+    from bot.core.generation.decoding import sampling_from
+    from bot.core.generation.safety import NGRAM_FILE, save_index
+    from bot.core.training.data import split_tweets
+    from bot.core.training.voicereport import ReportPlan, detector_accuracy, voice_report
+
+    train_posts, held_out = split_tweets(tweets, 0.1, seed)
+    if not (out_dir / NGRAM_FILE).exists():
+        save_index(tweets, out_dir)
+    plan = ReportPlan(posts, sampling_from(load_settings({})), str(out_dir.parent.parent / "voice"))
+    started = time.monotonic()
+    info = json.loads((out_dir / "training.json").read_text())["metrics"]
+    report = voice_report(out_dir, base, (train_posts, held_out), info, plan)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    report["person_detector_accuracy"] = detector_accuracy(held_out, train_posts[: len(held_out)])
+    return report
+
+
+def run_isolated(
+    base: str, tweets_file: Path, settings: dict[str, Any], out_dir: Path, report_posts: int = 0
+) -> dict[str, Any]:
     job = {"base": base, "tweets": str(tweets_file), "settings": settings, "out": str(out_dir)}
+    job["report_posts"] = report_posts
     proc = subprocess.run(
         [sys.executable, "-m", "bench.real_base", "--one", json.dumps(job)],
         cwd=ROOT,
@@ -136,7 +159,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             settings = {"epochs": args.epochs} | variant.settings
             out_dir = args.cache / "runs" / person / variant.name.split(" (")[0].replace(" ", "_")
             row = {"person": person, "variant": variant.name, "base": label, "tweets": len(corpora[person])}
-            row |= run_isolated(str(folder), tweets_file, settings, out_dir)
+            row |= run_isolated(str(folder), tweets_file, settings, out_dir, args.report_posts)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.results:
@@ -167,6 +190,49 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def add_reports(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Voice reports for runs that have none (trained before reports existed), each in its process."""
+    folder, _ = prepare_base(args.cache)
+    rows = [json.loads(line) for line in args.voice.read_text().splitlines() if line.strip()]
+    for row in rows:
+        if row.get("voice_report") or row.get("no_improvement"):
+            continue
+        if args.persons and row["person"] not in args.persons:
+            continue
+        out_dir = args.cache / "runs" / row["person"] / row["variant"].split(" (")[0].replace(" ", "_")
+        tweets_file = args.cache / "runs" / f"{row['person']}-tweets.json"
+        row |= run_isolated(str(folder), tweets_file, {}, out_dir, args.report_posts)
+        print(json.dumps(row["voice_report"]), flush=True)
+        args.voice.write_text("".join(json.dumps(r) + "\n" for r in rows))  # kept as it goes
+    return rows
+
+
+def voice_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: per person, the real posts and the base as references, then each variant."""
+    head = "| person | variant | held-out ppl | detector accuracy | distinct-2 | copies (exact / 8+ words) | mean words | report time (vs training) |"
+    lines = [head, "|" + " --- |" * 8]
+    for person in dict.fromkeys(r["person"] for r in rows if r.get("voice_report")):
+        mine = [r for r in rows if r["person"] == person and r.get("voice_report")]
+        v = mine[0]["voice_report"]
+        real = f"{v['person_detector_accuracy']:.1%}" if v.get("person_detector_accuracy") is not None else ""
+        lines.append(
+            f"| @{person} | the person's real posts | | {real} | {v['person_distinct_2']} | | "
+            f"{v['person_length_words']['mean']} | |"
+        )
+        lines.append(
+            f"| | base | {mine[0]['initial_val_ppl']:.1f} | {v['base_detector_accuracy']:.1%} | | | | |"
+        )
+        for r in mine:
+            v = r["voice_report"]
+            share = v["seconds"] / r["wall_seconds"] if r.get("wall_seconds") else None
+            lines.append(
+                f"| | {r['variant']} | {r['val_ppl']:.1f} | {v['detector_accuracy']:.1%} | {v['distinct_2']} | "
+                f"{v['copies']['exact']:.1%} / {v['copies']['run']:.1%} | {v['length_words']['mean']} | "
+                f"{v['seconds']:.0f} s" + (f" ({share:.0%})" if share else "") + " |"
+            )
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--persons", nargs="*", help="handles to fine-tune (default: every shared person)")
@@ -177,6 +243,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, help="append one JSON line per run here")
     p.add_argument("--table", type=Path, help="only print the table of a results file")
     p.add_argument("--prepare-only", action="store_true", help="fetch and prepare the base, print its folder")
+    p.add_argument("--report-posts", type=int, default=200, help="voice report posts per run (0: none)")
+    p.add_argument("--voice", type=Path, help="add voice reports to the runs of a results file, print them")
     p.add_argument("--one", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -188,7 +256,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.one:
         job = json.loads(args.one)
         tweets = json.loads(Path(job["tweets"]).read_text())
-        print(json.dumps(run_one(job["base"], tweets, job["settings"], Path(job["out"]))))
+        row = run_one(job["base"], tweets, job["settings"], Path(job["out"])) if job["settings"] else {}
+        if job["report_posts"] and not row.get("no_improvement"):
+            row["voice_report"] = report_one(job["base"], tweets, Path(job["out"]), job["report_posts"])
+        print(json.dumps(row))
+        return
+    if args.voice:
+        print(voice_table(add_reports(args)))
         return
     if args.table:
         print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))

@@ -12,8 +12,8 @@ import discord
 from bot.config import SettingsError, load_settings
 from bot.core.errors import UserError
 from bot.discord.client import apply_endpoint_overrides, create_bot
-from bot.logs import quiet_libraries
-from bot.shutdown import cancel_leftover_tasks
+from bot.runtime.logs import quiet_libraries
+from bot.runtime.shutdown import cancel_leftover_tasks
 
 log = logging.getLogger("bot")
 
@@ -41,7 +41,7 @@ async def run() -> None:
                 log.info("Shutting down")
         await asyncio.gather(running, return_exceptions=True)
     finally:
-        await cancel_leftover_tasks()  # so the process exits (see bot/shutdown.py)
+        await cancel_leftover_tasks()  # so the process exits (see bot/runtime/shutdown.py)
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ python -m bot.cli train --guild G --handle H --file F|URL [--base-model M] [--me
 python -m bot.cli generate --guild G --handle H [--prompt P] [-n N]
 python -m bot.cli list --guild G
 python -m bot.cli delete --guild G --handle H
+python -m bot.cli report --guild G --handle H [--recompute]
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from tqdm import tqdm
 from bot.config import SettingsError, load_settings
 from bot.core.errors import UserError
 from bot.core.handles import RegistryError
-from bot.core.ingest.pipeline import ingest, ingest_path
+from bot.core.ingest import ingest, ingest_path
 from bot.core.service import PersonaService
-from bot.core.training.recipe import TrainProgress
-from bot.core.training.trainrun import JobOutcome
-from bot.logs import quiet_libraries
-from bot.shutdown import cancel_leftover_tasks
+from bot.core.training import JobOutcome, TrainProgress, report_line
+from bot.runtime.logs import quiet_libraries
+from bot.runtime.shutdown import cancel_leftover_tasks
 
 
 class ProgressBar:
@@ -99,6 +99,8 @@ async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
             f"validation loss {m['initial_val_loss']:.3f} -> {m['val_loss']:.3f}, "
             f"perplexity {m['val_perplexity']:.1f}"
         )
+    if m.get("voice_report"):
+        print(f"voice report: {report_line(m['voice_report'])}")
     return 0
 
 
@@ -124,6 +126,18 @@ async def cmd_list(core: PersonaService, args: argparse.Namespace) -> int:
 async def cmd_delete(core: PersonaService, args: argparse.Namespace) -> int:
     model = await core.delete_model(args.guild, args.handle)
     print(f"Deleted {model.handle}.")
+    return 0
+
+
+async def cmd_report(core: PersonaService, args: argparse.Namespace) -> int:
+    model, report = await core.reports.show(args.guild, args.handle, recompute=args.recompute)
+    print(f"@{model.handle}: {report_line(report)}")
+    before, after = report.get("perplexity_before"), report.get("perplexity_after")
+    if before is not None and after is not None:
+        print(f"held-out perplexity {before:.1f} -> {after:.1f}")
+    print(f"{report['posts']} generated posts vs {report['held_out_posts']} held-out posts of the person")
+    for example in report.get("examples") or []:
+        print(f"  e.g. {example}")
     return 0
 
 
@@ -160,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("--guild", type=int, required=True)
     delete.add_argument("--handle", required=True)
     delete.set_defaults(run=cmd_delete)
+
+    report = sub.add_parser("report", help="show a persona's voice report (does it sound like the person?)")
+    report.add_argument("--guild", type=int, required=True)
+    report.add_argument("--handle", required=True)
+    report.add_argument("--recompute", action="store_true", help="write the posts and measure them again")
+    report.set_defaults(run=cmd_report)
     return parser
 
 
@@ -171,7 +191,7 @@ async def run(args: argparse.Namespace) -> int:
         return await args.run(core, args)
     finally:
         await core.close()
-        await cancel_leftover_tasks()  # so the command returns (see bot/shutdown.py)
+        await cancel_leftover_tasks()  # so the command returns (see bot/runtime/shutdown.py)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,6 +153,13 @@ class Settings(BaseSettings):
         "Decode GPT-2 bases with int8 weights on CPUs with fast int8 kernels (AVX-512 VNNI, AMX); "
         "false keeps bf16/fp32 (docs/performance.md).",
     )
+    voice_report_posts: int = setting(
+        200,
+        "Posts a persona writes after its training for the voice report (does it sound like the "
+        "person?); 0 = no report.",
+        ge=0,
+        le=2000,
+    )
     model_cache_size: int = setting(
         16,
         "Personas kept loaded (LRU). LoRA personas share one base model, so each costs a few MB.",

@@ -13,11 +13,11 @@ import signal
 import sys
 
 from bot.config import SettingsError, load_settings
+from bot.core.devices import pick_device
 from bot.core.errors import UserError
-from bot.core.training.devices import pick_device
 from bot.core.training.remote_worker import TrainingWorker
-from bot.logs import quiet_libraries
-from bot.shutdown import cancel_leftover_tasks
+from bot.runtime.logs import quiet_libraries
+from bot.runtime.shutdown import cancel_leftover_tasks
 
 log = logging.getLogger("bot.worker")
 
@@ -40,7 +40,7 @@ async def run() -> None:
     try:
         await worker.run(stop)
     finally:
-        await cancel_leftover_tasks()  # so the process exits (see bot/shutdown.py)
+        await cancel_leftover_tasks()  # so the process exits (see bot/runtime/shutdown.py)
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ async def _cancel_leftover_tasks():
     """After the test and its own fixtures (this one is set up before them), end what they left
     running, as the bot does at exit: the event loop's teardown cancels leftover tasks only once
     and then waits for them forever (whole CI runs hung there after a discord test)."""
-    from bot.shutdown import cancel_leftover_tasks
+    from bot.runtime.shutdown import cancel_leftover_tasks
 
     yield
     left = await cancel_leftover_tasks()
@@ -59,6 +59,7 @@ def settings(tmp_path, tiny_base_model):
         "GENERATION_MAX_NEW_TOKENS": "24",
         "GENERATION_MIN_NEW_TOKENS": "4",
         "IMPERSONATE_COOLDOWN_SECONDS": "0",
+        "VOICE_REPORT_POSTS": "20",  # the report runs after every training: a small one
     }
     return load_settings(env)
 

@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from bot.core.generation.generator import Generator, Sampling, newline_pieces, stop_token_ids
+from bot.core.generation.decoding import Sampling, newline_pieces, stop_token_ids
+from bot.core.generation.generator import Generator
 from bot.core.service import PersonaService
 from bot.core.training.adapters import lora_targets
 from bot.core.training.loop import train

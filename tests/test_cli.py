@@ -23,6 +23,7 @@ def cli_env(settings) -> dict[str, str]:
         "GENERATION_MAX_NEW_TOKENS": "24",
         "GENERATION_MIN_NEW_TOKENS": "4",
         "HF_HUB_OFFLINE": "1",
+        "VOICE_REPORT_POSTS": "30",
     }
 
 

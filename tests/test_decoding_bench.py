@@ -2,7 +2,7 @@
 each engine in its own worker process, interleaved; the floor and the step breakdown reported."""
 
 from bench import decoding
-from bot.core.training.devices import int8_engine
+from bot.core.devices import int8_engine
 from bot.core.training.loop import train
 from bot.core.training.recipe import TrainConfig
 from tests.conftest import tiny_tweets

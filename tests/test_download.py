@@ -17,15 +17,8 @@ from bot.config import load_settings
 from bot.core.errors import UserError
 from bot.core.ingest import archive as archive_module
 from bot.core.ingest import download as download_module
-from bot.core.ingest.download import (
-    MAX_REDIRECTS,
-    CheckedConnector,
-    CheckedResolver,
-    DownloadError,
-    RefusedAddress,
-    UrlReader,
-    is_public_address,
-)
+from bot.core.ingest.addresses import CheckedConnector, CheckedResolver, RefusedAddress, is_public_address
+from bot.core.ingest.download import MAX_REDIRECTS, DownloadError, UrlReader
 from bot.core.ingest.pipeline import IngestError, ingest
 from tests.fileserver import LOOPBACK, TWEETS, FileServer, archive_with_media, tweets_js
 

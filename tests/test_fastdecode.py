@@ -4,16 +4,11 @@ LoRA applied per row, an unchanged sampling distribution, and the position limit
 import pytest
 import torch
 
+from bot.core import devices
 from bot.core.generation import fastdecode
-from bot.core.generation.generator import (
-    GenerationRequest,
-    Generator,
-    Sampling,
-    sample_tokens,
-    stop_token_ids,
-)
+from bot.core.generation.decoding import Sampling, sample_tokens, stop_token_ids
+from bot.core.generation.generator import GenerationRequest, Generator
 from bot.core.generation.nucleus import fit_to_positions, top_p_sample
-from bot.core.training import devices
 from bot.core.training.data import encode_tweets, split_tweets
 from bot.core.training.loop import train
 from bot.core.training.recipe import TrainConfig

@@ -1,11 +1,11 @@
-"""Leaving the event loop: tasks that outlive one cancellation still end (bot/shutdown.py)."""
+"""Leaving the event loop: tasks that outlive one cancellation still end (bot/runtime/shutdown.py)."""
 
 import asyncio
 
 from sqlalchemy import text
 
 from bot.core.storage import ModelRecord, Storage
-from bot.shutdown import cancel_leftover_tasks
+from bot.runtime.shutdown import cancel_leftover_tasks
 
 # A query that keeps SQLite busy for a while (a recursive count), so it can be cancelled mid-way.
 SLOW_QUERY = text(

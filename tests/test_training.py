@@ -353,7 +353,7 @@ def test_lora_token_rows_train_the_most_frequent_tokens_and_reload(tiny_base_mod
 
 
 def test_the_batch_grows_to_fill_a_gpu_but_keeps_enough_updates():
-    from bot.core.training.devices import MIN_UPDATES, fitted_batch_size
+    from bot.core.devices import MIN_UPDATES, fitted_batch_size
 
     gib = 1 << 30
     assert fitted_batch_size(8, 10_000, 4, 128, None) == 8  # not a GPU: as asked

@@ -9,35 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from bot.core.conversation.chatter import Chatter
 from bot.core.conversation.schedules import Scheduler
 from bot.core.errors import UserError
-from bot.core.generation.generator import GenerationError, GenerationRequest, Generator, Sampling
+from bot.core.generation.batcher import GenerationBatcher
+from bot.core.generation.decoding import sampling_from
+from bot.core.generation.generator import GenerationError, GenerationRequest, Generator
 from bot.core.handles import RegistryError, clean_display_name, handle_for_hub_id, normalize_handle
 from bot.core.ingest.download import UrlReader
 from bot.core.limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
+from bot.core.personas.hubimport import check_hub_id, check_loadable, fetch_repo
 from bot.core.personas.modelcard import read_card
 from bot.core.personas.modelstore import ModelStore, StoreError
 from bot.core.personas.voices import Voices
 from bot.core.storage import Guilds, ModelRecord, Storage, database_url, persona_key
 from bot.core.training.local_queue import TrainingQueue
+from bot.core.training.reports import VoiceReports
 from bot.core.training.trainings import Trainings
-from bot.core.training.trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, train_config
+from bot.core.training.trainrun import LOSS_CURVE_FILE, EventSink, TrainingBackend, report_plan, train_config
 from bot.core.urls import NO_AVATAR, normalize_http_url
 
 log = logging.getLogger(__name__)
-
-HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-# What a causal-LM folder needs; anything else on the hub repo (TF/Flax weights...) is skipped.
-IMPORT_PATTERNS = ["*.json", "*.safetensors", "*.bin", "*.txt", "*.model", "README.md"]
 
 
 def check_request(prompt: str | None, n: int) -> str:
@@ -48,68 +45,6 @@ def check_request(prompt: str | None, n: int) -> str:
     if len(prompt) > MAX_PROMPT_CHARS:
         raise UserError(f"The prompt is too long ({len(prompt)} characters; at most {MAX_PROMPT_CHARS}).")
     return prompt
-
-
-def check_hub_id(repo: str) -> str:
-    repo = (repo or "").strip()
-    if not HUB_ID_RE.match(repo) or ".." in repo:
-        raise UserError("Give a Hugging Face model id like `huggingtweets/js_thrill`.")
-    return repo
-
-
-class GenerationBatcher:
-    """Requests that arrive while the generator is busy go together in its next batch.
-
-    A lone request starts at once; under load, up to `max_batch` requests (several personas on
-    one base included) share each forward pass instead of queueing one behind another.
-    """
-
-    def __init__(self, generator: Generator, executor, max_batch: int = 16):
-        self.generator = generator
-        self.executor = executor
-        self.max_batch = max_batch
-        self.pending: list[tuple[GenerationRequest, asyncio.Future]] = []
-        self.draining = False
-
-    async def submit(self, request: GenerationRequest) -> list[str]:
-        future = asyncio.get_running_loop().create_future()
-        self.pending.append((request, future))
-        if not self.draining:
-            self.draining = True
-            asyncio.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self.pending:
-                batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
-                try:
-                    results = await loop.run_in_executor(
-                        self.executor, self.generator.generate_batch, [r for r, _ in batch]
-                    )
-                except Exception:
-                    # One bad model must not fail the others: answer each request on its own.
-                    results = []
-                    for request, _ in batch:
-                        try:
-                            results.append(
-                                await loop.run_in_executor(
-                                    self.executor, self.generator.generate_batch, [request]
-                                )
-                            )
-                        except Exception as exc:  # noqa: PERF203 - rare path
-                            results.append(exc)
-                    results = [r[0] if isinstance(r, list) else r for r in results]
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self.draining = False
 
 
 def trainings_on_workers(backend: str, url: str) -> bool:
@@ -135,12 +70,7 @@ class PersonaService:
         self.train_executor = ThreadPoolExecutor(settings.training_workers, thread_name_prefix="train")
         self.generate_executor = ThreadPoolExecutor(1, thread_name_prefix="generate")
         self.generator = Generator(
-            Sampling(
-                top_p=settings.generation_top_p,
-                temperature=settings.generation_temperature,
-                max_new_tokens=settings.generation_max_new_tokens,
-                min_new_tokens=settings.generation_min_new_tokens,
-            ),
+            sampling_from(settings),
             cache_size=settings.model_cache_size,
             int8=None if settings.generation_int8 else False,
         )
@@ -150,6 +80,7 @@ class PersonaService:
         self.voices = Voices(self)  # members' personas of themselves (core/personas/voices.py)
         self._unpacking = asyncio.Lock()
         self.trainings = Trainings(self)  # /train: service.trainings.submit(...), .cancel(...)
+        self.reports = VoiceReports(self)  # does it sound like the person? (core/training/voicereport.py)
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -197,6 +128,7 @@ class PersonaService:
                 self.train_executor,
                 lambda job: train_config(self.settings, job),
                 workers=self.settings.training_workers,
+                report=report_plan(self.settings),
             )
         self.queue.emit = self._events
         if run_queue:
@@ -348,9 +280,9 @@ class PersonaService:
         await self.trainings.check_can_queue(guild_id, handle)
         staging = await asyncio.to_thread(self.store.new_staging_dir, guild_id, handle)
         try:
-            await asyncio.to_thread(self._fetch_into, repo, staging)
+            await asyncio.to_thread(fetch_repo, repo, staging, self.settings.hf_local_mirror)
             info = await asyncio.get_running_loop().run_in_executor(
-                self.generate_executor, self._check_loadable, staging
+                self.generate_executor, check_loadable, staging
             )
             final = await asyncio.to_thread(self.store.publish, staging, guild_id, handle)
         finally:
@@ -370,47 +302,6 @@ class PersonaService:
             created_by=created_by,
         )
         return await self.storage.models.save(model)
-
-    def _fetch_into(self, repo: str, target: Path) -> None:
-        mirror = Path(self.settings.hf_local_mirror) / repo if self.settings.hf_local_mirror else None
-        if mirror is not None and mirror.is_dir():
-            shutil.copytree(mirror, target, dirs_exist_ok=True)
-            return
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
-
-        try:
-            snapshot_download(repo_id=repo, local_dir=target, allow_patterns=IMPORT_PATTERNS)
-        except RepositoryNotFoundError:
-            raise UserError(
-                f"There is no model `{repo}` on the Hugging Face hub (or it is private)."
-            ) from None
-        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-            raise UserError(
-                f"Could not download `{repo}` from the Hugging Face hub ({exc.__class__.__name__})."
-            ) from None
-
-    def _check_loadable(self, folder: Path) -> dict[str, Any]:
-        """Refuse a folder that is not a text-generation model, before it is registered."""
-        import json
-
-        if (folder / "adapter_config.json").is_file():
-            config = json.loads((folder / "adapter_config.json").read_text())
-            return {"adapter": True, "base_model": config.get("base_model_name_or_path")}
-        if not (folder / "config.json").is_file():
-            raise UserError("That repository has no model in it (no config.json).")
-        from transformers import AutoConfig, AutoTokenizer
-
-        try:
-            config = AutoConfig.from_pretrained(folder)
-            AutoTokenizer.from_pretrained(folder)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"That repository is not a usable model ({exc.__class__.__name__}).") from None
-        if not any(
-            a.endswith("LMHeadModel") or a.endswith("ForCausalLM") for a in config.architectures or []
-        ):
-            raise UserError("That model is not a text-generation model (GPT-2 style).")
-        return {"adapter": False, "base_model": getattr(config, "_name_or_path", None)}
 
     # -- guild options, channel webhooks and the post log ----------------------------------------
 

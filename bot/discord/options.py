@@ -10,7 +10,7 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
-from bot.core.conversation.schedules import parse_duration, parse_interval
+from bot.core.conversation import parse_duration, parse_interval
 from bot.core.handles import normalize_handle
 from bot.core.urls import NO_AVATAR, normalize_http_url
 

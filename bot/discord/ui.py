@@ -12,10 +12,9 @@ import discord
 from discord import app_commands
 
 from bot.core.errors import UserError
-from bot.core.ingest.cleaning import data_table
-from bot.core.ingest.download import Transfer
+from bot.core.ingest import Transfer, data_table
 from bot.core.storage import ModelRecord
-from bot.core.training.recipe import TrainProgress
+from bot.core.training import TrainProgress
 from bot.core.urls import normalize_http_url
 from bot.discord.discord_limits import fit_choices, fit_content, fit_embed, safe_url
 
@@ -174,6 +173,23 @@ def format_duration(seconds: float | None) -> str:
 def number(value: Any, digits: int = 3) -> str:
     """A metric for display: `digits` decimals, or 'n/a' when it was not measured."""
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def voice_text(report: dict[str, Any] | None) -> str | None:
+    """The voice report in two short lines (/models info; the first also ends the "ready" message)."""
+    if not report or report.get("detector_accuracy") is None:
+        return None
+    base = report.get("base_detector_accuracy")
+    first = f"a detector tells its posts from the person's {report['detector_accuracy']:.0%} of the time"
+    first += f" (the base model's: {base:.0%}; 50% = can't tell)" if base is not None else ""
+    copies = report.get("copies") or {}
+    own, person = report.get("length_words") or {}, report.get("person_length_words") or {}
+    second = (
+        f"copies of a training post {copies.get('exact', 0):.0%}, distinct-2 {report.get('distinct_2')} "
+        f"(person {report.get('person_distinct_2')}), "
+        f"{own.get('mean')} words a post (person {person.get('mean')})"
+    )
+    return f"{first}\n{second}"
 
 
 def progress_text(progress: TrainProgress | None) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bot.core.training.devices import int8_engine
+from bot.core.devices import int8_engine
 
 # The GPT-2 layers a LoRA adapter may adapt on this path, as peft names them.
 _LORA_KEY = re.compile(r"\.h\.(\d+)\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.lora_([AB])\.weight$")

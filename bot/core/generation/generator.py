@@ -23,10 +23,11 @@ from typing import Any
 
 import torch
 
+from bot.core.devices import MODEL_BUILD_LOCK, autocast_dtype, pick_device
 from bot.core.generation import fastdecode
-from bot.core.generation.nucleus import fit_to_positions, sample_step
+from bot.core.generation.decoding import Sampling, position_limit, sample_tokens, stop_token_ids
+from bot.core.generation.nucleus import fit_to_positions
 from bot.core.generation.safety import MemorizationIndex, strip_links
-from bot.core.training.devices import MODEL_BUILD_LOCK, autocast_dtype, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,6 @@ _JUNK_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
 
 class GenerationError(RuntimeError):
     """The model cannot be loaded or used (user-facing message)."""
-
-
-@dataclass(frozen=True)
-class Sampling:
-    top_p: float = 0.95
-    temperature: float = 1.0
-    max_new_tokens: int = 160
-    min_new_tokens: int = 10
 
 
 @dataclass
@@ -364,8 +357,9 @@ class Generator:
                 personas[0].model.set_adapter(adapter_names[0])  # one persona: peft's cheaper path
             else:
                 extra["adapter_names"] = adapter_names  # several: one mixed-adapter batch
+        positions = position_limit(personas[0].model.config)
         input_ids, attention_mask, sampling = fit_to_positions(
-            batch["input_ids"], batch["attention_mask"], self.sampling, position_limit(personas[0].model)
+            batch["input_ids"], batch["attention_mask"], self.sampling, positions
         )
         with _token_rows_applied(personas[0].token_rows):  # a persona with token rows samples alone
             tokens = sample_tokens(
@@ -393,79 +387,6 @@ class Generator:
             out.append([clean_generated(prompt, d) for d in decoded[offset : offset + count]])
             offset += count
         return out
-
-
-def position_limit(model) -> int | None:
-    """How many positions the model has (GPT-2: n_positions; others: max_position_embeddings)."""
-    config = getattr(model, "config", None)
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
-def sample_tokens(
-    model,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    sampling: Sampling,
-    *,
-    stop_ids: torch.Tensor,
-    eos_id: int,
-    extra: dict[str, Any] | None = None,
-) -> torch.Tensor:
-    """Sample continuations with a KV cache, stopping each row at end-of-text or a newline.
-
-    A plain loop over `model(...)`: `generate()`'s generality costs time per step, and a tweet
-    ends at its first newline, so rows stop there instead of writing text that is cut anyway.
-    Returns the new tokens; finished rows are padded with end-of-text.
-    """
-    extra = extra or {}
-    rows = input_ids.shape[0]
-    device = input_ids.device
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    done = torch.zeros(rows, dtype=torch.bool, device=device)
-    stop_ids = stop_ids.to(device)
-    new_tokens: list[torch.Tensor] = []
-    past = None
-    current, positions, mask = input_ids, position_ids, attention_mask
-    for step in range(sampling.max_new_tokens):
-        output = model(
-            input_ids=current,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=past,
-            use_cache=True,
-            logits_to_keep=1,
-            **extra,
-        )
-        past = output.past_key_values
-        token = sample_step(output.logits[:, -1, :], sampling, step, stop_ids, done, eos_id)
-        new_tokens.append(token)
-        done |= torch.isin(token, stop_ids)
-        if bool(done.all()):
-            break
-        current = token[:, None]
-        positions = positions[:, -1:] + 1
-        mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
-    return torch.stack(new_tokens, dim=1)
-
-
-def newline_pieces(tokenizer) -> set[str]:
-    """How this vocabulary writes a newline: "Ċ" (byte-level BPE), "<0x0A>" (SentencePiece byte
-    fallback), or the character itself; found by encoding one, so any tokenizer works."""
-    ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    pieces = {
-        piece
-        for i, piece in zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True)
-        if piece and "\n" in tokenizer.decode([i])
-    }
-    return pieces | {"\n"}
-
-
-def stop_token_ids(tokenizer) -> torch.Tensor:
-    """End-of-text plus every token that contains a newline (where a tweet is cut)."""
-    marks = newline_pieces(tokenizer)
-    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    newline = {i for i, t in enumerate(vocab) if t and any(mark in t for mark in marks)}
-    return torch.tensor(sorted(newline | {tokenizer.eos_token_id}), dtype=torch.long)
 
 
 def _prepare_tokenizer(tokenizer, model=None):

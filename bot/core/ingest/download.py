@@ -22,7 +22,6 @@ import asyncio
 import io
 import ipaddress
 import logging
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -32,16 +31,15 @@ from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
 
 from bot.core.errors import UserError
+from bot.core.ingest.addresses import CheckedConnector, IpAddress, RefusedAddress, is_public_address
 from bot.core.ingest.rawposts import MAX_INPUT_BYTES
 from bot.core.urls import normalize_http_url
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_REDIRECTS = 5
 DOWNLOAD_DEADLINE_SECONDS = 3600  # a whole download, however steadily the server drips
@@ -56,69 +54,8 @@ class DownloadError(UserError):
     """A link that cannot be read; str(error) says why, briefly, for the user."""
 
 
-class RefusedAddress(Exception):
-    """The host resolves to an address links may not reach (not an OSError: aiohttp must not retry it)."""
-
-    def __init__(self, host: str, address: str):
-        super().__init__(host, address)
-        self.host, self.address = host, address
-
-
 class RangesUnsupported(Exception):
     """The server stopped answering range requests (or the file changed): stream the archive instead."""
-
-
-def is_public_address(address: IpAddress) -> bool:
-    """Whether a link may lead there: a global unicast address, also for IPv4 wrapped in IPv6."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
-        if embedded is not None and not is_public_address(embedded):
-            return False
-    return not (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or not address.is_global
-    )
-
-
-class CheckedResolver(AbstractResolver):
-    """DNS through the system resolver, refusing a host when any of its addresses is not allowed."""
-
-    def __init__(self, allowed: Callable[[IpAddress], bool]):
-        self.inner = aiohttp.ThreadedResolver()
-        self.allowed = allowed
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
-        results = await self.inner.resolve(host, port, family)
-        for result in results:
-            if not self.allowed(ipaddress.ip_address(result["host"])):
-                raise RefusedAddress(host, result["host"])
-        return results
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
-class CheckedConnector(aiohttp.TCPConnector):
-    """Connections through CheckedResolver, and the address actually connected to checked once more
-    before anything is sent (whatever path the connection took to it)."""
-
-    def __init__(self, allowed: Callable[[IpAddress], bool], **kwargs: Any):
-        super().__init__(resolver=CheckedResolver(allowed), **kwargs)
-        self.allowed = allowed
-
-    async def connect(self, req, traces, timeout):
-        connection = await super().connect(req, traces, timeout)
-        transport = connection.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        if peer and not self.allowed(ipaddress.ip_address(peer[0].split("%")[0])):
-            connection.close()
-            raise RefusedAddress(req.host, peer[0])
-        return connection
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.core.ingest.cleaning import MAX_POST_CHARS, IngestStats
+from bot.core.ingest.cleaning import MAX_POST_CHARS, IngestStats, balance_people
 from bot.core.ingest.rawposts import IngestError, counted
 
 MIN_KEPT_CHARS = 6_000
@@ -88,3 +88,13 @@ def _too_little_text(stats: IngestStats, kept_chars: int, min_chars: int) -> str
         f"({counted(stats.kept, 'tweet')} kept); "
         f"at least {min_chars:,} are needed. {_why(stats)} Send more of their posts."
     )
+
+
+def combine_people(handles: list[str], results: list[IngestResult]) -> tuple[list[str], dict]:
+    """One person's tweets and stats as they are; several people balanced like huggingtweets."""
+    if len(results) == 1:
+        return results[0].tweets, results[0].stats.as_dict()
+    tweets = balance_people([r.tweets for r in results])
+    per_person = [dict(r.stats.as_dict(), name=h, handle=h) for h, r in zip(handles, results, strict=False)]
+    totals = {key: sum(p[key] for p in per_person) for key in results[0].stats.as_dict()}
+    return tweets, dict(totals, people=per_person)

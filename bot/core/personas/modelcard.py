@@ -18,7 +18,7 @@ from typing import Any
 
 import ftfy
 import yaml
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from bot.core.ingest.cleaning import STAT_ROWS, data_table
 from bot.core.limits import MAX_PROMPT_CHARS
@@ -41,8 +41,12 @@ def render_card(
     avatar_url: str | None = None,
 ) -> str:
     gguf = gguf_label_parts(base_model)
+    report = metrics.get("voice_report")
+    results = eval_results(handle, report, metrics)
     data = ModelCardData(
         language="en",
+        model_name=handle if results else None,
+        eval_results=results or None,
         tags=["huggingtweets", "tweetalike", "text-generation"],
         widget=[{"text": "My dream is"}],
         # The hub's base_model is a hub id: a GGUF file is named in a field of its own instead.
@@ -56,6 +60,7 @@ def render_card(
             _how_it_works(name, base_model),
             f"## Training data\n\nThe model was trained on tweets from {name}.\n\n{data_table(stats, name)}",
             _procedure(handle, base_model, method, config, metrics),
+            *([_voice_section(handle, report)] if report else []),
             _usage(handle, method),
             "## Limitations and bias\n\nThe model suffers from [the same limitations and bias as GPT-2]"
             "(https://huggingface.co/gpt2#limitations-and-bias).\n\n"
@@ -64,6 +69,76 @@ def render_card(
         ]
     )
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
+
+
+def eval_results(handle: str, report: dict[str, Any] | None, metrics: dict[str, Any]) -> list[EvalResult]:
+    """The voice report and held-out perplexity as the hub's model-index results."""
+    figures = [("perplexity", metrics.get("val_perplexity"), "held-out perplexity")]
+    if report:
+        copies = report.get("copies") or {}
+        figures += [
+            (
+                "accuracy",
+                report.get("detector_accuracy"),
+                "real-vs-generated detector accuracy (50% = indistinguishable)",
+            ),
+            (
+                "accuracy",
+                report.get("base_detector_accuracy"),
+                "real-vs-generated detector accuracy of the base model",
+            ),
+            ("copy_rate", copies.get("exact"), "generated posts equal to a training post"),
+            (
+                "copy_rate",
+                copies.get("run"),
+                f"generated posts repeating {report.get('copy_run_words', 8)}+ words of a training post",
+            ),
+            ("distinct_2", report.get("distinct_2"), "distinct-2 of generated posts"),
+            ("distinct_2", report.get("person_distinct_2"), "distinct-2 of the person's held-out posts"),
+        ]
+    return [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type="tweets",
+            dataset_name=f"@{handle}'s posts (held out)",
+            metric_type=kind,
+            metric_value=float(value),
+            metric_name=name,
+        )
+        for kind, value, name in figures
+        if value is not None
+    ]
+
+
+def _voice_section(handle: str, report: dict[str, Any]) -> str:
+    """What the voice report found, for readers of the card."""
+    rows = [("Real-vs-generated detector accuracy", _percent(report.get("detector_accuracy")))]
+    rows.append(("The same for the base model", _percent(report.get("base_detector_accuracy"))))
+    copies = report.get("copies") or {}
+    rows.append(("Posts equal to a training post", _percent(copies.get("exact"))))
+    rows.append(
+        (f"Posts repeating {report.get('copy_run_words', 8)}+ words of one", _percent(copies.get("run")))
+    )
+    rows.append(
+        ("Distinct-2 (persona / person)", f"{report.get('distinct_2')} / {report.get('person_distinct_2')}")
+    )
+    own, person = report.get("length_words") or {}, report.get("person_length_words") or {}
+    rows.append(
+        (
+            "Words a post (persona / person)",
+            f"{own.get('mean')} ± {own.get('sd')} / {person.get('mean')} ± {person.get('sd')}",
+        )
+    )
+    return (
+        f"## Voice report\n\n{report.get('posts')} posts written by the model with the bot's sampling, "
+        f"compared with {report.get('held_out_posts')} of @{handle}'s posts it never saw. A detector "
+        "(TF-IDF of character and word n-grams, logistic regression, 5-fold cross-validation) tries to "
+        "tell them apart: 50% means it cannot.\n\n" + _two_columns("Measure", rows)
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _header(name: str, handle: str, avatar_url: str | None) -> str:

@@ -73,6 +73,16 @@ class Models:
         async with self.db.read() as conn:
             return [from_row(ModelRecord, row) for row in await conn.execute(query)]
 
+    async def set_metrics(self, guild_id: int, handle: str, metrics: dict) -> None:
+        """Replace a persona's figures (a voice report computed again)."""
+        statement = (
+            update(models)
+            .where(models.c.guild_id == guild_id, models.c.handle == handle)
+            .values(metrics_json=json.dumps(metrics), updated_at=time.time())
+        )
+        async with self.db.write() as conn:
+            await conn.execute(statement)
+
     async def update_profile(
         self,
         guild_id: int,

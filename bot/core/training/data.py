@@ -54,15 +54,6 @@ def make_batch(rows: list[list[int]], pad_id: int, device: torch.device) -> dict
     }
 
 
-def position_limit(model_config, default: int) -> int:
-    """The most positions the model can attend to (GPT-2: n_positions, others: max_position_embeddings)."""
-    for name in ("n_positions", "max_position_embeddings"):
-        value = getattr(model_config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return default
-
-
 def frequent_tokens(sequences: list[list[int]], limit: int) -> list[int]:
     """Up to `limit` token ids, most frequent first, of those that occur in `sequences`."""
     from collections import Counter

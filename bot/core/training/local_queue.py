@@ -34,6 +34,7 @@ from bot.core.training.trainrun import (
     settle,
     train_and_publish,
 )
+from bot.core.training.voicereport import ReportPlan
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class TrainingQueue:
         *,
         workers: int = 1,
         train_fn: Callable[..., TrainResult] = train,
+        report: ReportPlan | None = None,
     ):
         self.jobs = storage.jobs
         self.models = storage.models
@@ -61,6 +63,7 @@ class TrainingQueue:
         self.make_config = make_config
         self.workers = workers
         self.train_fn = train_fn
+        self.report = report  # the voice report after each training (None: none)
         self.running: dict[int, RunHandle] = {}
         self.recovered: list[JobRecord] = []  # jobs a previous process left running
         self._resume_steps: dict[int, int | None] = {}
@@ -184,7 +187,7 @@ class TrainingQueue:
         config = replace(self.make_config(job), checkpoint_dir=str(self.store.checkpoint_dir(job.id)))
         progress = progress_to_loop(self._loop, self._on_progress, run)
         run.thread = self.executor.submit(
-            train_and_publish, self.store, run, corpus, config, progress, self.train_fn
+            train_and_publish, self.store, run, corpus, config, progress, self.train_fn, self.report
         )
         return await settle(run)
 

@@ -27,12 +27,7 @@ from typing import Any
 
 import torch
 
-from bot.core.errors import NoImprovement, TrainingError
-from bot.core.training.adapters import parameter_groups, wrap_lora
-from bot.core.training.bases import default_bases_dir, describe, loadable
-from bot.core.training.checkpoint import Checkpointer, LoopState, fingerprint, stored_fingerprint
-from bot.core.training.data import TrainData, frequent_tokens, make_batch, position_limit, prepare_data
-from bot.core.training.devices import (
+from bot.core.devices import (
     MODEL_BUILD_LOCK,
     autocast,
     autocast_dtype,
@@ -40,6 +35,12 @@ from bot.core.training.devices import (
     gpu_memory_bytes,
     pick_device,
 )
+from bot.core.errors import NoImprovement, TrainingError
+from bot.core.generation.decoding import position_limit
+from bot.core.training.adapters import parameter_groups, wrap_lora
+from bot.core.training.bases import default_bases_dir, describe, loadable
+from bot.core.training.checkpoint import Checkpointer, LoopState, fingerprint, stored_fingerprint
+from bot.core.training.data import TrainData, frequent_tokens, make_batch, prepare_data
 from bot.core.training.guard import GoodState, guard_divergence, trainable_copy
 from bot.core.training.progress import StepTimer, retry_note
 from bot.core.training.recipe import (
@@ -257,7 +258,7 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
     amp_dtype = autocast_dtype(config.precision, device)
     with MODEL_BUILD_LOCK:
         model, tokenizer = load_base_model(config.base_model, device, config.bases_dir)
-        data = prepare_data(tokenizer, tweets, config, position_limit(model.config, config.block_size))
+        data = prepare_data(tokenizer, tweets, config, position_limit(model.config) or config.block_size)
         config = _fit_batch(config, data, device)
         if config.method == "lora":
             limit = config.lora_token_rows
@@ -431,7 +432,14 @@ def save_result(run: TrainingRun, output_dir: Path, train_seconds: float) -> Tra
         metrics["val_loss"],
         metrics["best_epoch"],
     )
-    return TrainResult(output_dir=output_dir, metrics=metrics, history=run.state.history, config=config_dict)
+    return TrainResult(
+        output_dir=output_dir,
+        metrics=metrics,
+        history=run.state.history,
+        config=config_dict,
+        train_posts=run.data.train_tweets,
+        held_out_posts=run.data.val_tweets,
+    )
 
 
 def _last_val(run: TrainingRun) -> float | None:

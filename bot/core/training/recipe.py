@@ -112,3 +112,6 @@ class TrainResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)  # per step train loss, per eval val loss
     config: dict[str, Any] = field(default_factory=dict)
+    # The split the run made: what the voice report compares the persona with.
+    train_posts: list[str] = field(default_factory=list, repr=False)
+    held_out_posts: list[str] = field(default_factory=list, repr=False)

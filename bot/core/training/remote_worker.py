@@ -40,7 +40,14 @@ from bot.core.storage import (
 from bot.core.storage.schema import ACTIVE_STATES
 from bot.core.training.checkpoint import checkpoint_step
 from bot.core.training.recipe import TrainProgress
-from bot.core.training.trainrun import RunHandle, progress_to_loop, settle, train_and_publish, train_config
+from bot.core.training.trainrun import (
+    RunHandle,
+    progress_to_loop,
+    report_plan,
+    settle,
+    train_and_publish,
+    train_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ class TrainingWorker:
 
     def __init__(self, settings, name: str | None = None):
         self.settings = settings
+        self.report = report_plan(settings)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.url = database_url(settings.database_url, settings.database_path)
         if not self.url.startswith("postgresql"):
@@ -167,7 +175,7 @@ class TrainingWorker:
             config = replace(train_config(self.settings, job), checkpoint_dir=folder)
             progress = progress_to_loop(asyncio.get_running_loop(), self._on_progress, running)
             running.thread = self.executor.submit(
-                train_and_publish, self.store, running, corpus, config, progress
+                train_and_publish, self.store, running, corpus, config, progress, report=self.report
             )
         ended = await settle(running)
         if ended.state == "interrupted":

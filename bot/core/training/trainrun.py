@@ -1,7 +1,8 @@
 """One training run, as the in-process queue (jobs.py) and a worker (worker.py) both do it.
 
     train_config(settings, job)          how a job is trained, from the training process's settings
-    train_and_publish(store, run, ...)   in the executor: train into staging, write the card, publish
+    report_plan(settings)                how its voice report is made (voicereport.py)
+    train_and_publish(store, run, ...)   in the executor: train into staging, report, card, publish
     settle(run)                          await the run and sort its ending into done/failed/...
 
 What differs between the two is only where the job comes from and where the result goes (the
@@ -15,17 +16,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.core.errors import TrainingError
+from bot.core.generation.decoding import sampling_from
 from bot.core.generation.safety import save_index
+from bot.core.personas.keptposts import keep_posts
 from bot.core.personas.modelcard import render_card
 from bot.core.personas.modelstore import BASES, ModelStore, StoreError
 from bot.core.storage import JobRecord, ModelRecord
-from bot.core.training.bases import describe
+from bot.core.training.bases import describe, loadable
 from bot.core.training.loop import train
 from bot.core.training.plots import loss_curve_png
 from bot.core.training.recipe import (
@@ -35,6 +39,7 @@ from bot.core.training.recipe import (
     TrainProgress,
     TrainResult,
 )
+from bot.core.training.voicereport import ReportPlan, report_line, voice_report
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +114,17 @@ def train_config(settings, job: JobRecord) -> TrainConfig:
     )
 
 
+def report_plan(settings) -> ReportPlan | None:
+    """The voice report's posts and sampling (those of /impersonate); None when it is switched off."""
+    if not settings.voice_report_posts:
+        return None
+    return ReportPlan(
+        posts=settings.voice_report_posts,
+        sampling=sampling_from(settings),
+        cache_dir=str(settings.models_path / BASES / "voice"),
+    )
+
+
 async def settle(run: RunHandle) -> Settled:
     """Wait for a run's thread and say how it ended; a bug fails the job, never the backend."""
     try:
@@ -148,15 +164,20 @@ def train_and_publish(
     config: TrainConfig,
     progress: Callable[[TrainProgress], None],
     train_fn: Callable[..., TrainResult] = train,
+    report: ReportPlan | None = None,
 ) -> ModelRecord:
-    """Runs in the executor thread: train into a staging folder, add the card, move into place."""
+    """Runs in the executor thread: train into a staging folder, add the voice report and the card,
+    move into place."""
     job = run.job
     staging = store.new_staging_dir(job.guild_id, job.handle)
     try:
         result = train_fn(
             corpus, staging, config, progress=progress, cancel=run.cancel, interrupt=run.interrupt
         )
-        _write_card(staging, job, config, result, corpus)
+        _write_extras(staging, job, result, corpus)
+        if report is not None and result.held_out_posts:
+            result.metrics["voice_report"] = _report(staging, config, result, report)
+        _write_card(staging, job, config, result)
         final = store.publish(staging, job.guild_id, job.handle)
     except OSError as exc:  # disk full while saving weights, read-only store...
         raise StoreError(f"Could not save the model: {exc.strerror or exc}.") from exc
@@ -188,8 +209,34 @@ async def dispatch_event(emit: EventSink | None, event: str, *args: Any) -> None
         log.exception("The %s event sink failed", event)
 
 
-def _write_card(staging, job: JobRecord, config: TrainConfig, result: TrainResult, corpus: list[str]) -> None:
-    """The model card, the loss curve and the anti-recitation index beside the weights."""
+def _report(staging, config: TrainConfig, result: TrainResult, plan: ReportPlan) -> dict[str, Any] | None:
+    """The voice report; one that cannot be made (a bug, a library failing) costs only itself."""
+    started = time.monotonic()
+    try:
+        base = loadable(config.base_model, config.bases_dir)
+        split = (result.train_posts, result.held_out_posts)
+        report = voice_report(staging, base, split, result.metrics, plan)
+    except (TrainingError, OSError, RuntimeError, ValueError) as exc:
+        log.warning("No voice report for this persona: %s", exc, exc_info=True)
+        return None
+    report["seconds"] = round(time.monotonic() - started, 1)
+    log.info("Voice report in %.1fs: %s", report["seconds"], report_line(report))
+    return report
+
+
+def _write_extras(staging, job: JobRecord, result: TrainResult, corpus: list[str]) -> None:
+    """The loss curve, the anti-recitation index (the report's posts pass it, as users' do) and the
+    posts, split as trained, beside the weights."""
+    try:
+        (staging / LOSS_CURVE_FILE).write_bytes(loss_curve_png(result.history, f"@{job.handle}"))
+        save_index(corpus, staging)
+        if result.held_out_posts:
+            keep_posts(staging, result.train_posts, result.held_out_posts)
+    except OSError as exc:
+        raise StoreError(f"Cannot write the model's files ({exc.strerror}).") from exc
+
+
+def _write_card(staging, job: JobRecord, config: TrainConfig, result: TrainResult) -> None:
     try:
         card = render_card(
             handle=job.handle,
@@ -202,8 +249,6 @@ def _write_card(staging, job: JobRecord, config: TrainConfig, result: TrainResul
             avatar_url=job.avatar_url,
         )
         (staging / "README.md").write_text(card, encoding="utf-8")
-        (staging / LOSS_CURVE_FILE).write_bytes(loss_curve_png(result.history, f"@{job.handle}"))
-        save_index(corpus, staging)
     except OSError as exc:
         raise StoreError(f"Cannot write the model card ({exc.strerror}).") from exc
 

@@ -44,7 +44,7 @@ class AutopostCog(commands.Cog):
     async def cog_unload(self) -> None:
         """A tick at work finishes (its claimed posts sent, its queries done) before the core closes
         the database; a sleeping one ends at once. A tick cancelled mid-query left its connection
-        half-closed, and the process could not leave its event loop (see bot/shutdown.py)."""
+        half-closed, and the process could not leave its event loop (see bot/runtime/shutdown.py)."""
         ticking = self.tick.get_task()
         self.tick.stop()  # no new iteration
         if not self._ticking:

@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.conversation.chatter import Answer, Incoming
+from bot.core.conversation import Answer, Incoming
 from bot.core.errors import UserError
 from bot.discord.discord_limits import fit_embed
 from bot.discord.options import Duration, Handle

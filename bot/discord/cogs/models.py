@@ -11,10 +11,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.service import check_hub_id
+from bot.core.personas import KEPT_POSTS_FILE, check_hub_id
 from bot.discord.discord_limits import fit_content, fit_embed, safe_url
 from bot.discord.options import AvatarOrNone, Handle
-from bot.discord.ui import NO_PINGS, ConfirmView, defer_public, handle_autocomplete, number, stats_table
+from bot.discord.ui import (
+    NO_PINGS,
+    ConfirmView,
+    defer_public,
+    handle_autocomplete,
+    number,
+    stats_table,
+    voice_text,
+)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
 HUB_URL = "https://huggingface.co/"
@@ -73,6 +81,8 @@ class ModelsCog(commands.Cog):
                     f"\nkept epoch {m['best_epoch']} of {m.get('epochs', '?')}" if m.get("best_epoch") else ""
                 ),
             )
+        if voice_text(m.get("voice_report")):
+            embed.add_field(name="Voice", value=voice_text(m["voice_report"]), inline=False)
         if m.get("steps"):
             embed.add_field(name="Training", value=f"{m['steps']} steps, {m.get('epochs', '?')} epochs")
         who = f"<@{model.created_by}>" if model.created_by else "someone"
@@ -211,7 +221,7 @@ def zip_folder(folder: Path) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(folder.rglob("*")):
-            if path.is_file():
+            if path.is_file() and path.name != KEPT_POSTS_FILE:  # the uploaded posts stay here
                 archive.write(path, path.relative_to(folder).as_posix())
     return buffer.getvalue()
 

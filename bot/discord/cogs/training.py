@@ -12,14 +12,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.errors import UserError
-from bot.core.ingest.cleaning import balance_people
-from bot.core.ingest.datapackage import FORMAT as PACKAGE_FORMAT
-from bot.core.ingest.pipeline import ingest
-from bot.core.ingest.rawposts import UnsupportedFile
+from bot.core.ingest import PACKAGE_FORMAT, UnsupportedFile, combine_people, ingest
 from bot.core.limits import MAX_EPOCHS
 from bot.core.storage import JobRecord
-from bot.core.training.recipe import TrainProgress
-from bot.core.training.trainrun import JobOutcome
+from bot.core.training import JobOutcome, TrainProgress
 from bot.discord.discord_limits import fit_choices, fit_content, fit_embed
 from bot.discord.options import AvatarUrl, Handle
 from bot.discord.ui import (
@@ -35,6 +31,7 @@ from bot.discord.ui import (
     stats_table,
     token_expired,
     upload_limit,
+    voice_text,
 )
 
 log = logging.getLogger(__name__)
@@ -141,7 +138,7 @@ class TrainingCog(commands.Cog):
                 raise UserError(f"`{name[:80]}` ({person}): {exc}" if len(people) > 1 else str(exc)) from None
             if results[-1].format == PACKAGE_FORMAT:
                 raise UserError(PACKAGE_IS_PERSONAL)
-        tweets, stats = combine(people, results)
+        tweets, stats = combine_people([h for h, _ in people], results)
         job = await self.core.trainings.submit(
             guild_id=interaction.guild_id,
             handle=combined,
@@ -320,9 +317,11 @@ class TrainingCog(commands.Cog):
                 f"{number(m.get('initial_val_loss'))} → {number(m.get('val_loss'))}, "
                 f"perplexity {number(m.get('val_perplexity'), 1)}."
             )
+            voice = voice_text(m.get("voice_report"))
             text = (
                 f"<@{job.requested_by}> `{job.handle}` is ready. {status[2:]} "
-                f"Try `/impersonate {job.handle}`."
+                + (f"Voice: {voice.splitlines()[0]}. " if voice else "")
+                + f"Try `/impersonate {job.handle}`."
             )
         elif outcome.state == "cancelled":
             status = "🛑 Cancelled."
@@ -377,18 +376,6 @@ class TrainingCog(commands.Cog):
                 f"<@{job.requested_by}> training of `{job.handle}` was interrupted by a restart; "
                 f"it is queued again and {resume}.",
             )
-
-
-def combine(people, results) -> tuple[list[str], dict]:
-    """One person's tweets and stats as they are; several people balanced like huggingtweets."""
-    if len(results) == 1:
-        return results[0].tweets, results[0].stats.as_dict()
-    tweets = balance_people([r.tweets for r in results])
-    per_person = [
-        dict(r.stats.as_dict(), name=h, handle=h) for (h, _), r in zip(people, results, strict=False)
-    ]
-    totals = {key: sum(p[key] for p in per_person) for key in results[0].stats.as_dict()}
-    return tweets, dict(totals, people=per_person)
 
 
 async def setup(bot) -> None:
