@@ -110,7 +110,9 @@ def run_one(base: str, tweets: list[str], settings: dict[str, Any], out_dir: Pat
     }
 
 
-def report_one(base: str, tweets: list[str], out_dir: Path, posts: int, seed: int = 42) -> dict[str, Any]:
+def report_one(
+    base: str, tweets: list[str], out_dir: Path, posts: int, seed: int = 42, sampling: dict | None = None
+) -> dict[str, Any]:
     """The voice report of a trained persona folder, as a training makes it (same split, sampling)."""
     from bot.config import load_settings
     from bot.core.generation.decoding import sampling_from
@@ -121,7 +123,9 @@ def report_one(base: str, tweets: list[str], out_dir: Path, posts: int, seed: in
     train_posts, held_out = split_tweets(tweets, 0.1, seed)
     if not (out_dir / NGRAM_FILE).exists():
         save_index(tweets, out_dir)
-    plan = ReportPlan(posts, sampling_from(load_settings({})), str(out_dir.parent.parent / "voice"))
+    plan = ReportPlan(
+        posts, sampling_from(load_settings(sampling or {})), str(out_dir.parent.parent / "voice")
+    )
     started = time.monotonic()
     info = json.loads((out_dir / "training.json").read_text())["metrics"]
     report = voice_report(out_dir, base, (train_posts, held_out), info, plan)
@@ -131,10 +135,15 @@ def report_one(base: str, tweets: list[str], out_dir: Path, posts: int, seed: in
 
 
 def run_isolated(
-    base: str, tweets_file: Path, settings: dict[str, Any], out_dir: Path, report_posts: int = 0
+    base: str,
+    tweets_file: Path,
+    settings: dict[str, Any],
+    out_dir: Path,
+    report_posts: int = 0,
+    sampling: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     job = {"base": base, "tweets": str(tweets_file), "settings": settings, "out": str(out_dir)}
-    job["report_posts"] = report_posts
+    job |= {"report_posts": report_posts, "sampling": sampling}
     proc = subprocess.run(
         [sys.executable, "-m", "bench.real_base", "--one", json.dumps(job)],
         cwd=ROOT,
@@ -207,6 +216,37 @@ def add_reports(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def sampling_sweep(args: argparse.Namespace) -> str:
+    """Voice reports of the trained personas of a results file under other sampling settings."""
+    folder, _ = prepare_base(args.cache)
+    rows = [json.loads(line) for line in args.sweep.read_text().splitlines() if line.strip()]
+    lines = [
+        "| person | variant | temperature | top_p | detector accuracy (base) | distinct-2 (person) | mean words (person) | copies |",
+        "|" + " --- |" * 8,
+    ]
+    for row in rows:
+        if args.variants and not any(v in row["variant"] for v in args.variants):
+            continue
+        if args.persons and row["person"] not in args.persons:
+            continue
+        out_dir = args.cache / "runs" / row["person"] / row["variant"].split(" (")[0].replace(" ", "_")
+        tweets_file = args.cache / "runs" / f"{row['person']}-tweets.json"
+        for point in args.sampling:
+            temperature, top_p = point.split(",")
+            sampling = {"GENERATION_TEMPERATURE": temperature, "GENERATION_TOP_P": top_p}
+            v = run_isolated(str(folder), tweets_file, {}, out_dir, args.report_posts, sampling)[
+                "voice_report"
+            ]
+            lines.append(
+                f"| @{row['person']} | {row['variant']} | {temperature} | {top_p} | "
+                f"{v['detector_accuracy']:.1%} ({v['base_detector_accuracy']:.1%}) | "
+                f"{v['distinct_2']} ({v['person_distinct_2']}) | {v['length_words']['mean']} "
+                f"({v['person_length_words']['mean']}) | {v['copies']['exact']:.1%} / {v['copies']['run']:.1%} |"
+            )
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def voice_table(rows: list[dict[str, Any]]) -> str:
     """Markdown: per person, the real posts and the base as references, then each variant."""
     head = "| person | variant | held-out ppl | detector accuracy | distinct-2 | copies (exact / 8+ words) | mean words | report time (vs training) |"
@@ -245,6 +285,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prepare-only", action="store_true", help="fetch and prepare the base, print its folder")
     p.add_argument("--report-posts", type=int, default=200, help="voice report posts per run (0: none)")
     p.add_argument("--voice", type=Path, help="add voice reports to the runs of a results file, print them")
+    p.add_argument(
+        "--sweep", type=Path, help="voice reports of a results file's personas per --sampling point"
+    )
+    p.add_argument("--sampling", nargs="*", default=["1.0,0.95", "0.9,0.95", "1.0,0.9", "0.8,0.95"])
     p.add_argument("--one", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -258,11 +302,16 @@ def main(argv: list[str] | None = None) -> None:
         tweets = json.loads(Path(job["tweets"]).read_text())
         row = run_one(job["base"], tweets, job["settings"], Path(job["out"])) if job["settings"] else {}
         if job["report_posts"] and not row.get("no_improvement"):
-            row["voice_report"] = report_one(job["base"], tweets, Path(job["out"]), job["report_posts"])
+            row["voice_report"] = report_one(
+                job["base"], tweets, Path(job["out"]), job["report_posts"], sampling=job.get("sampling")
+            )
         print(json.dumps(row))
         return
     if args.voice:
         print(voice_table(add_reports(args)))
+        return
+    if args.sweep:
+        print(sampling_sweep(args))
         return
     if args.table:
         print(table([json.loads(line) for line in args.table.read_text().splitlines() if line.strip()]))

@@ -160,6 +160,18 @@ class Settings(BaseSettings):
         ge=0,
         le=2000,
     )
+    realorfake_round_seconds: int = setting(
+        120, "How long a /realorfake round takes votes before the answer is shown.", ge=10, le=86400
+    )
+    realorfake_votes_to_close: int = setting(
+        10, "Votes that end a /realorfake round early (one per member).", ge=1, le=1000
+    )
+    realorfake_channel_gap_seconds: int = setting(
+        30,
+        "Least time between two /realorfake rounds in one channel (one open round at a time).",
+        ge=0,
+        le=86400,
+    )
     model_cache_size: int = setting(
         16,
         "Personas kept loaded (LRU). LoRA personas share one base model, so each costs a few MB.",

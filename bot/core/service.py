@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bot.core.conversation.chatter import Chatter
+from bot.core.conversation.realorfake import RealOrFake
 from bot.core.conversation.schedules import Scheduler
 from bot.core.errors import UserError
 from bot.core.generation.batcher import GenerationBatcher
@@ -80,6 +81,7 @@ class PersonaService:
         self.voices = Voices(self)  # members' personas of themselves (core/personas/voices.py)
         self._unpacking = asyncio.Lock()
         self.trainings = Trainings(self)  # /train: service.trainings.submit(...), .cancel(...)
+        self.games = RealOrFake(self, clock=clock)  # /realorfake (core/conversation/realorfake.py)
         self.reports = VoiceReports(self)  # does it sound like the person? (core/training/voicereport.py)
         self._closed = False
 
@@ -232,6 +234,7 @@ class PersonaService:
             raise RegistryError(f"There is no model called `{handle}` in this server.")
         await self.storage.blobs.delete(persona_key(guild_id, handle))
         await self.chatter.forget_persona(guild_id, handle)
+        await self.storage.games.delete_for_persona(guild_id, handle)  # its rounds show its posts
         location = self.model_location(model)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.generate_executor, self.generator.forget, location)

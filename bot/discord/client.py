@@ -27,6 +27,7 @@ EXTENSIONS = (
     "bot.discord.cogs.autopost",
     "bot.discord.cogs.voice",
     "bot.discord.cogs.chatter",
+    "bot.discord.cogs.realorfake",
 )
 
 

@@ -117,6 +117,7 @@ class Voices:
                 await service.storage.jobs.cancel_queued(job.guild_id, job.id)
             report.jobs_cancelled += 1
         await service.storage.models.forget_sources(user_id, guild_id)
+        await service.storage.games.forget_member(user_id, guild_id)  # their /realorfake votes
         return report
 
     async def opt_out(self, user_id: int) -> Erasure:

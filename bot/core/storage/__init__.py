@@ -5,6 +5,7 @@
     storage.schedules  auto-post schedules
     storage.guilds     persona webhooks, guild options, the generated-post log
     storage.chatter    /chatter settings and the claims that answer each message once
+    storage.games      /realorfake rounds and votes (fool rates, members' accuracy)
     storage.blobs      files kept in the database (LoRA personas and checkpoints of worker trainings)
 
 Every query about a guild's data takes the guild id and filters on it, so one guild can never
@@ -17,6 +18,7 @@ from __future__ import annotations
 from bot.core.storage.blobs import Blobs, checkpoint_key, persona_key
 from bot.core.storage.chatter import Chatter
 from bot.core.storage.database import Database, database_url
+from bot.core.storage.games import Games, Score
 from bot.core.storage.guilds import Guilds
 from bot.core.storage.jobs import Jobs
 from bot.core.storage.migrations import SCHEMA_VERSION
@@ -24,6 +26,7 @@ from bot.core.storage.models import Models
 from bot.core.storage.records import (
     ChatterSetting,
     Erasure,
+    GameRound,
     JobRecord,
     ModelRecord,
     Post,
@@ -42,6 +45,7 @@ class Storage:
         self.guilds = Guilds(db)
         self.blobs = Blobs(db)
         self.chatter = Chatter(db)
+        self.games = Games(db)
 
     @classmethod
     async def open(cls, url: str) -> Storage:
@@ -66,10 +70,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "ChatterSetting",
     "Erasure",
+    "GameRound",
     "JobRecord",
     "ModelRecord",
     "Post",
     "Schedule",
+    "Score",
     "Storage",
     "checkpoint_key",
     "persona_key",

@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, Table, inspect, text
 
 from bot.core.storage import schema
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # Steps from the SQLite-only releases (1.x): only old SQLite files ever need them.
 _V2 = """
@@ -96,6 +96,8 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     6: _claimed_schedules,
     7: _chatter,
     8: _no_collected_history,
+    # 9: /realorfake's rounds and votes.
+    9: lambda conn: schema.metadata.create_all(conn, tables=[schema.game_rounds, schema.game_votes]),
 }
 
 

@@ -143,3 +143,22 @@ class Erasure:
     personas: list[tuple[int, str]] = field(default_factory=list)
     schedules: int = 0
     jobs_cancelled: int = 0
+
+
+@dataclass
+class GameRound:
+    """One /realorfake round: the post shown, whether it is real, and (once closed) the tally."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    handle: str
+    is_real: bool
+    post: str
+    opened_at: float
+    closes_at: float
+    message_id: int | None = None
+    opened_by: int | None = None
+    closed_at: float | None = None
+    real_votes: int = 0
+    generated_votes: int = 0

@@ -208,3 +208,37 @@ blobs = Table(
     Column("data", LargeBinary, nullable=False),
     Column("updated_at", Time, nullable=False),
 )
+
+# /realorfake: a round shows one post, a persona's real held-out post or a generated one, and
+# members vote once each. The post text is the admin's upload (or the persona's); rounds go with
+# their persona. Fool rates and members' accuracy are counted from the votes.
+game_rounds = Table(
+    "game_rounds",
+    metadata,
+    Column("id", RowId, primary_key=True),
+    Column("guild_id", Snowflake, nullable=False),
+    Column("channel_id", Snowflake, nullable=False),
+    Column("message_id", Snowflake),  # the round's message, once sent
+    Column("handle", Text, nullable=False),
+    _flag("is_real"),
+    Column("post", Text, nullable=False),
+    Column("opened_by", Snowflake),
+    Column("opened_at", Time, nullable=False),
+    Column("closes_at", Time, nullable=False),
+    Column("closed_at", Time),
+    Index("game_rounds_guild", "guild_id", "handle"),
+    Index("game_rounds_open", "closed_at", "closes_at"),
+    Index("game_rounds_channel", "channel_id", "opened_at"),
+)
+
+game_votes = Table(
+    "game_votes",
+    metadata,
+    Column("round_id", RowId, nullable=False),
+    Column("guild_id", Snowflake, nullable=False),
+    Column("user_id", Snowflake, nullable=False),
+    _flag("says_real"),
+    Column("voted_at", Time, nullable=False),
+    PrimaryKeyConstraint("round_id", "user_id"),  # one vote per member per round
+    Index("game_votes_user", "guild_id", "user_id"),
+)

@@ -83,6 +83,12 @@ class ModelsCog(commands.Cog):
             )
         if voice_text(m.get("voice_report")):
             embed.add_field(name="Voice", value=voice_text(m["voice_report"]), inline=False)
+        fooled = await self.core.games.fool_rate(interaction.guild_id, model.handle)
+        if fooled is not None:
+            embed.add_field(
+                name="/realorfake",
+                value=f"its posts were voted real {fooled.hits} of {fooled.votes} times ({fooled.rate:.0%})",
+            )
         if m.get("steps"):
             embed.add_field(name="Training", value=f"{m['steps']} steps, {m.get('epochs', '?')} epochs")
         who = f"<@{model.created_by}>" if model.created_by else "someone"
