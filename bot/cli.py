@@ -41,7 +41,8 @@ class ProgressBar:
             self.bar = tqdm(total=progress.total_steps, initial=progress.step, unit="step", file=sys.stderr)
         self.bar.set_description("training")
         eta = f"{progress.eta_seconds:.0f}s" if progress.eta_seconds is not None else "?"
-        self.bar.set_postfix_str(f"loss {progress.loss:.3f}, ETA {eta}", refresh=False)
+        most = "at most " if progress.may_end_early else ""
+        self.bar.set_postfix_str(f"loss {progress.loss:.3f}, ETA {most}{eta}", refresh=False)
         self.bar.update(progress.step - self.bar.n)
 
     def close(self) -> None:
@@ -99,6 +100,8 @@ async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
             f"validation loss {m['initial_val_loss']:.3f} -> {m['val_loss']:.3f}, "
             f"perplexity {m['val_perplexity']:.1f}"
         )
+    if m.get("stopped_early"):
+        print(f"{m['stopped_early'][0].upper()}{m['stopped_early'][1:]} (TRAIN_PATIENCE).")
     if m.get("voice_report"):
         print(f"voice report: {report_line(m['voice_report'])}")
     return 0

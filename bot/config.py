@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         "lora (small adapters, default) or full fine-tuning.",
     )
     train_epochs: int = setting(4, "Passes over the shuffled tweets (huggingtweets used 4).", ge=1, le=50)
+    train_patience: int = setting(
+        1,
+        "Stop when this many epochs in a row do not fit the held-out posts better (0 = always run "
+        "TRAIN_EPOCHS); the best epoch is kept either way.",
+        ge=0,
+        le=50,
+    )
     train_batch_size: int = setting(8, "Blocks per optimisation step.", ge=1, le=256)
     train_block_size: int = setting(
         128,

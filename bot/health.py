@@ -19,6 +19,13 @@ def heartbeat_path(database_path: str) -> Path:
     return Path(database_path).parent / "heartbeat"
 
 
+def touch_heartbeat(database_path: str) -> None:
+    """Refresh the heartbeat; its folder may not exist yet when the registry is PostgreSQL."""
+    path = heartbeat_path(database_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
 def main() -> int:
     path = heartbeat_path(load_settings().database_path)
     try:

@@ -41,3 +41,38 @@ def test_training_reports_an_eta_from_its_own_steps(tiny_base_model, tmp_path):
     train(tiny_tweets(), tmp_path / "out", config, progress=seen.append)
     etas = [p.eta_seconds for p in seen if p.phase == "training"]
     assert len(etas) == 4 and etas[-1] == 0.0 and all(e is not None and e >= 0 for e in etas)
+
+
+def held_out_losses(monkeypatch, losses):
+    """The run's held-out evaluations return these losses in turn (the base's first)."""
+    from bot.core.training.loop import TrainingRun
+
+    values = iter(losses)
+    monkeypatch.setattr(TrainingRun, "evaluate", lambda self: next(values))
+
+
+def test_training_stops_when_the_held_out_loss_stops_improving(tiny_base_model, tmp_path, monkeypatch):
+    from bot.core.training.loop import train
+    from bot.core.training.recipe import TrainConfig
+    from tests.conftest import tiny_tweets
+
+    held_out_losses(monkeypatch, [4.0, 3.0, 2.0, 2.5, 1.0, 1.0, 1.0])
+    seen = []
+    config = TrainConfig(base_model=tiny_base_model, epochs=6, patience=1, block_size=64, batch_size=64)
+    result = train(tiny_tweets(), tmp_path / "out", config, progress=seen.append)
+    m = result.metrics
+    assert m["epochs_run"] == 3 and m["best_epoch"] == 2 and m["val_loss"] == 2.0
+    assert "stopped after epoch 3 of 6" in m["stopped_early"] and "best after epoch 2" in m["stopped_early"]
+    shown = progress_text(next(p for p in seen if p.phase == "training" and p.eta_seconds is not None))
+    assert "ETA at most" in shown and "may end sooner" in shown
+
+
+def test_patience_zero_runs_every_epoch(tiny_base_model, tmp_path, monkeypatch):
+    from bot.core.training.loop import train
+    from bot.core.training.recipe import TrainConfig
+    from tests.conftest import tiny_tweets
+
+    held_out_losses(monkeypatch, [4.0, 3.0, 2.0, 2.5, 2.6, 2.7, 2.8])
+    config = TrainConfig(base_model=tiny_base_model, epochs=6, patience=0, block_size=64, batch_size=64)
+    m = train(tiny_tweets(), tmp_path / "out", config).metrics
+    assert m["epochs_run"] == 6 and m["best_epoch"] == 2 and m["stopped_early"] is None

@@ -16,7 +16,7 @@ from bot.config import Settings
 from bot.core.service import PersonaService
 from bot.core.shards import GuildShards
 from bot.discord.ui import send_error, user_message_for
-from bot.health import heartbeat_path
+from bot.health import touch_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class TweetalikeBot(commands.Bot):
     async def heartbeat(self) -> None:
         """Touch a file while connected, for the container health check."""
         if self.is_ready() and not self.is_closed():
-            await asyncio.to_thread(heartbeat_path(self.settings.database_path).touch)
+            await asyncio.to_thread(touch_heartbeat, self.settings.database_path)
 
     async def on_message(self, message: discord.Message) -> None:
         """No prefix commands: messages are only for the chatter cog's listener (commands.Bot would

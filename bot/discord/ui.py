@@ -208,11 +208,14 @@ def _phase_text(progress: TrainProgress) -> str:
         }.get(progress.phase, progress.phase)
     fraction = progress.step / progress.total_steps
     loss = f"{progress.loss:.3f}" if progress.loss is not None else "?"
-    return (
+    eta = format_duration(progress.eta_seconds)
+    text = (
         f"`{progress_bar(fraction)}` {fraction:4.0%}\n"
         f"step {progress.step}/{progress.total_steps} · epoch {progress.epoch} · loss {loss} · "
-        f"ETA {format_duration(progress.eta_seconds)}"
     )
+    if progress.may_end_early:  # an honest ETA: the run stops sooner once held-out posts stop improving
+        return text + f"ETA at most {eta} (it may end sooner)"
+    return text + f"ETA {eta}"
 
 
 def tweet_embed(model: ModelRecord, text: str) -> discord.Embed:

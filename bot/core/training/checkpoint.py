@@ -58,6 +58,7 @@ class LoopState:
     max_climb: float | None = None  # its highest rise over that start so far
     rollbacks: int = 0  # times the guard rolled back and halved the learning rate
     note: str | None = None  # what the run did by itself, for the progress message
+    stopped_early: str | None = None  # why the run ended before its last epoch
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:

@@ -146,7 +146,8 @@ class TrainingRun:
         """A progress report of this run, carrying its note (a roll-back, a retry) once there is one."""
         state = self.state
         base = dict(step=state.step, total_steps=self.total_steps, loss=state.smoothed_loss)
-        return TrainProgress(phase=phase, **(base | kw), note=state.note)
+        early = bool(self.config.patience) and self.config.epochs > 1
+        return TrainProgress(phase=phase, **(base | kw), note=state.note, may_end_early=early)
 
     def evaluate(self) -> float | None:
         cfg = self.config
@@ -233,7 +234,7 @@ def _train_loop(run: TrainingRun, cancel, interrupt) -> float:
             continue
         _train_epoch(run, epoch, order, cancel, interrupt)
         _end_epoch(run, epoch)
-        if run.state.step >= run.total_steps:
+        if run.state.step >= run.total_steps or run.state.stopped_early:
             break
     return time.monotonic() - run.train_started
 
@@ -391,6 +392,26 @@ def _end_epoch(run: TrainingRun, epoch: int) -> None:
             # that may turn out best (it also goes into checkpoints, so a resumed run keeps it).
             state.best_weights = None if last or not run.config.keep_best else trainable_copy(run.model)
     state.epoch, state.batch_in_epoch = epoch + 1, 0
+    _stop_when_no_better(run, epoch + 1)
+
+
+def _stop_when_no_better(run: TrainingRun, done: int) -> None:
+    """Early stopping: `patience` epochs in a row without a lower held-out loss end the run (the
+    best epoch is kept as always); the epochs after it only made the persona worse."""
+    state, config = run.state, run.config
+    if (
+        not config.patience
+        or state.best_epoch is None
+        or done >= config.epochs
+        or state.step >= run.total_steps
+    ):
+        return
+    if done - state.best_epoch >= config.patience:
+        state.stopped_early = (
+            f"stopped after epoch {done} of {config.epochs}: the held-out posts were fitted best after "
+            f"epoch {state.best_epoch}, and {done - state.best_epoch} more did not do better"
+        )
+        log.info("Early stop: %s", state.stopped_early)
 
 
 def _restore_best(run: TrainingRun) -> None:
@@ -469,6 +490,8 @@ def _metrics(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "last_val_perplexity": _perplexity(last_val),
         "steps": state.step,
         "epochs": run.config.epochs,
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
         "train_tweets": len(run.data.train_tweets),
         "val_tweets": len(run.data.val_tweets),
         "train_tokens": state.tokens_seen,

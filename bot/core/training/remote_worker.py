@@ -60,7 +60,7 @@ class TrainingWorker:
 
     def __init__(self, settings, name: str | None = None):
         self.settings = settings
-        self.report = report_plan(settings)
+        self.voice_report_plan = report_plan(settings)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.url = database_url(settings.database_url, settings.database_path)
         if not self.url.startswith("postgresql"):
@@ -175,7 +175,13 @@ class TrainingWorker:
             config = replace(train_config(self.settings, job), checkpoint_dir=folder)
             progress = progress_to_loop(asyncio.get_running_loop(), self._on_progress, running)
             running.thread = self.executor.submit(
-                train_and_publish, self.store, running, corpus, config, progress, report=self.report
+                train_and_publish,
+                self.store,
+                running,
+                corpus,
+                config,
+                progress,
+                report=self.voice_report_plan,
             )
         ended = await settle(running)
         if ended.state == "interrupted":
@@ -192,7 +198,7 @@ class TrainingWorker:
         now = asyncio.get_running_loop().time()
         if now - running.last_saved >= REPORT_SECONDS or progress.phase != "training":
             running.last_saved = now
-            asyncio.ensure_future(self.report(running, progress))
+            asyncio.ensure_future(self.send_progress(running, progress))
 
     async def _publish(self, job: JobRecord, token: str, model: ModelRecord) -> bool:
         if await self.storage.jobs.report_progress(job.id, token, {"phase": "saving"}) == "lost":
@@ -227,7 +233,7 @@ class TrainingWorker:
                 checkpoint_step(self.store.checkpoint_dir(job.id)),
             )
 
-    async def report(self, running: RunHandle, progress: TrainProgress) -> None:
+    async def send_progress(self, running: RunHandle, progress: TrainProgress) -> None:
         """Write a training's progress; act on a cancel request or on the job being lost."""
         job_id = running.job.id
         try:

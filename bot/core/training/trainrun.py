@@ -101,6 +101,7 @@ def train_config(settings, job: JobRecord) -> TrainConfig:
         base_model=job.base_model,
         method=job.method,
         epochs=job.epochs,
+        patience=s.train_patience,
         batch_size=s.train_batch_size,
         block_size=s.train_block_size,
         learning_rate=s.train_learning_rate,

@@ -316,6 +316,7 @@ class TrainingCog(commands.Cog):
                 f"✅ Done in {format_duration(m.get('train_seconds'))}: validation loss "
                 f"{number(m.get('initial_val_loss'))} → {number(m.get('val_loss'))}, "
                 f"perplexity {number(m.get('val_perplexity'), 1)}."
+                + (f" It {m['stopped_early']}." if m.get("stopped_early") else "")
             )
             voice = voice_text(m.get("voice_report"))
             text = (
