@@ -1,10 +1,12 @@
 """Command line for the core, without Discord: same registry, same model store as the bot.
 
 python -m bot.cli train --guild G --handle H --file F|URL [--base-model M] [--method lora|full] [--epochs N]
+python -m bot.cli train --guild G --handle H --file NEW --continue
 python -m bot.cli generate --guild G --handle H [--prompt P] [-n N]
 python -m bot.cli list --guild G
 python -m bot.cli delete --guild G --handle H
 python -m bot.cli report --guild G --handle H [--recompute]
+python -m bot.cli rollback --guild G --handle H
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from bot.core.errors import UserError
 from bot.core.handles import RegistryError
 from bot.core.ingest import ingest, ingest_path
 from bot.core.service import PersonaService
-from bot.core.training import JobOutcome, TrainProgress, report_line
+from bot.core.training import JobOutcome, TrainProgress, continued_line, queued_line, report_line
 from bot.runtime.logs import quiet_libraries
 from bot.runtime.shutdown import cancel_leftover_tasks
 
@@ -62,17 +64,7 @@ async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
     print(result.stats.as_markdown())
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    job = await core.trainings.submit(
-        guild_id=args.guild,
-        handle=args.handle,
-        tweets=result.tweets,
-        stats=result.stats.as_dict(),
-        display_name=args.display_name,
-        method=args.method,
-        epochs=args.epochs,
-        base_model=args.base_model,
-    )
-    print(f"Job #{job.id} queued for {job.handle}.")
+    job = await queue_training(core, args, result)
     finished: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
     bar = ProgressBar()
 
@@ -95,6 +87,8 @@ async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
         return 1
     m = outcome.model.metrics
     print(f"Saved {outcome.model.handle} to {core.model_location(outcome.model)}")
+    grown = continued_line(m)
+    print(f"version {outcome.model.version_label}" + (f", {grown}" if grown else ""))
     if m.get("val_loss") is not None:
         print(
             f"validation loss {m['initial_val_loss']:.3f} -> {m['val_loss']:.3f}, "
@@ -104,6 +98,36 @@ async def cmd_train(core: PersonaService, args: argparse.Namespace) -> int:
         print(f"{m['stopped_early'][0].upper()}{m['stopped_early'][1:]} (TRAIN_PATIENCE).")
     if m.get("voice_report"):
         print(f"voice report: {report_line(m['voice_report'])}")
+    return 0
+
+
+async def queue_training(core: PersonaService, args: argparse.Namespace, result):
+    """A new training, or with --continue an update of the persona from its current version."""
+    if args.continue_:
+        if args.method or args.base_model or args.display_name:
+            raise UserError("--continue goes on with the persona's own base, method and name.")
+        job, plan = await core.trainings.update(
+            guild_id=args.guild, handle=args.handle, tweets=result.tweets, stats=result.stats.as_dict()
+        )
+        print(f"Job #{job.id} queued for {job.handle}. {queued_line(plan, job.continues)}")
+        return job
+    job = await core.trainings.submit(
+        guild_id=args.guild,
+        handle=args.handle,
+        tweets=result.tweets,
+        stats=result.stats.as_dict(),
+        display_name=args.display_name,
+        method=args.method,
+        epochs=args.epochs,
+        base_model=args.base_model,
+    )
+    print(f"Job #{job.id} queued for {job.handle}.")
+    return job
+
+
+async def cmd_rollback(core: PersonaService, args: argparse.Namespace) -> int:
+    back, gone = await core.versions.rollback(args.guild, args.handle)
+    print(f"{back.handle} is back to {back.version_label}; {gone.version_label} was deleted.")
     return 0
 
 
@@ -120,7 +144,8 @@ async def cmd_list(core: PersonaService, args: argparse.Namespace) -> int:
         print("No models in this guild.")
     for m in models:
         kept = m.stats.get("kept", "?")
-        print(f"{m.handle:24} {m.display_name:24} {m.method:8} {kept!s:>6} tweets  {m.status}")
+        row = f"{m.handle:24} {m.display_name:24} {m.method:8} {kept!s:>6} tweets"
+        print(f"{row}  {m.version_label:4} {m.status}")
     for job in await core.trainings.list(args.guild, active_only=True):
         print(f"{job.handle:24} job #{job.id} {job.state}")
     return 0
@@ -160,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--base-model", help="hub id, local folder or .gguf file (default: BASE_MODEL)")
     train.add_argument("--method", choices=["lora", "full"])
     train.add_argument("--epochs", type=int)
+    train.add_argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="update the persona: go on from its current version with the file's new posts",
+    )
     train.set_defaults(run=cmd_train)
 
     generate = sub.add_parser("generate", help="write tweets with a trained model")
@@ -183,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--handle", required=True)
     report.add_argument("--recompute", action="store_true", help="write the posts and measure them again")
     report.set_defaults(run=cmd_report)
+
+    rollback = sub.add_parser("rollback", help="go back to a persona's previous version")
+    rollback.add_argument("--guild", type=int, required=True)
+    rollback.add_argument("--handle", required=True)
+    rollback.set_defaults(run=cmd_rollback)
     return parser
 
 

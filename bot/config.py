@@ -167,6 +167,13 @@ class Settings(BaseSettings):
         ge=0,
         le=2000,
     )
+    persona_versions_kept: int = setting(
+        2,
+        "Earlier versions of each persona kept for /models rollback (a training or update makes the "
+        "next version); older ones are deleted with their files. 0 = keep none.",
+        ge=0,
+        le=20,
+    )
     realorfake_round_seconds: int = setting(
         120, "How long a /realorfake round takes votes before the answer is shown.", ge=10, le=86400
     )

@@ -290,3 +290,39 @@ async def test_a_stopped_worker_hands_its_training_back(scale_env, start_workers
     await finished(env, "long", timeout=240)
     model = await storage.models.get(env.guild, "long")
     assert step >= 10 and model.metrics["resumed_from_step"] == step
+
+
+async def test_a_persona_updated_on_a_worker_keeps_its_versions(scale_env, start_workers, storage):
+    """/train update on workers: the worker unpacks the current version from the database, trains on
+    from it and uploads v2 beside v1; the bot serves v2, and /models rollback brings v1 back."""
+    env, server = scale_env, scale_env.server
+    start_workers(1)
+    posts = TINY_CORPUS.read_text(encoding="utf-8").splitlines()
+    await train(env, file=("first.txt", "\n".join(posts[:200]).encode()))
+    await finished(env, "alice")
+    reply = await server.slash(
+        env.guild,
+        env.admin,
+        "train update",
+        handle="alice",
+        file=("later.txt", "\n".join(posts[150:]).encode()),
+    )
+    await reply.answered()
+    done = await server.wait_for_message(
+        env.channel,
+        lambda m: "(v2, continued" in m["content"] or "`alice` failed" in m["content"],
+        timeout=120,
+    )
+    assert "is ready (v2, continued from v1 with" in done["content"], done["content"]
+    v1, v2 = (
+        (await storage.models.versions(env.guild, "alice"))[0],
+        await storage.models.get(env.guild, "alice"),
+    )
+    assert (v1.version, v2.version) == (1, 2) and v1.metrics["bundle"] != v2.metrics["bundle"]
+    assert len((await impersonate(env, "alice")).original["embeds"]) == 2
+    back, _ = await env.bot.core.versions.rollback(env.guild, "alice")
+    assert (
+        back.version == 1
+        and (await storage.models.get(env.guild, "alice")).metrics["bundle"] == v1.metrics["bundle"]
+    )
+    assert len((await impersonate(env, "alice")).original["embeds"]) == 2

@@ -67,7 +67,7 @@ async def test_blobs_round_trip_a_persona_folder(storage, tmp_path):
     store = ModelStore(tmp_path / "bot-models")
     final = store.unpack(data, got_digest, 7, "alice")
     assert (final / "weights.bin").read_bytes() == (folder / "weights.bin").read_bytes()
-    assert store.bundle_digest(7, "alice") == digest
+    assert store.bundle_digest(final) == digest
     assert await storage.blobs.put(persona_key(7, "alice"), b"x") != digest  # replaced in place
     await storage.blobs.delete(persona_key(7, "alice"))
     assert await storage.blobs.get(persona_key(7, "alice")) is None

@@ -13,7 +13,13 @@ class NoImprovement(TrainingError):
     """The trained weights fit the held-out posts no better than the base did (also after the retry at
     a lower learning rate): nothing is published, and the requester is told why."""
 
-    def __init__(self, initial_val_loss: float, best_val_loss: float, learning_rates: list[float]):
+    def __init__(
+        self,
+        initial_val_loss: float,
+        best_val_loss: float,
+        learning_rates: list[float],
+        model: str = "the model",
+    ):
         import math
 
         self.initial_val_loss = initial_val_loss
@@ -21,7 +27,7 @@ class NoImprovement(TrainingError):
         self.learning_rates = learning_rates
         rates = " and ".join(f"{lr:g}" for lr in learning_rates)
         super().__init__(
-            "the posts did not improve the model: held-out perplexity "
+            f"the posts did not improve {model}: held-out perplexity "
             f"{math.exp(initial_val_loss):.1f} before → {math.exp(best_val_loss):.1f} at best after "
             f"training (learning rate {rates}). Nothing was saved; more or longer posts may help."
         )

@@ -27,6 +27,7 @@ from bot.core.limits import MAX_PROMPT_CHARS, MAX_TWEETS_PER_REQUEST
 from bot.core.personas.hubimport import check_hub_id, check_loadable, fetch_repo
 from bot.core.personas.modelcard import read_card
 from bot.core.personas.modelstore import ModelStore, StoreError
+from bot.core.personas.versions import Versions, local_folder, remove_versions
 from bot.core.personas.voices import Voices
 from bot.core.storage import Guilds, ModelRecord, Storage, database_url, persona_key
 from bot.core.training.local_queue import TrainingQueue
@@ -83,6 +84,7 @@ class PersonaService:
         self.trainings = Trainings(self)  # /train: service.trainings.submit(...), .cancel(...)
         self.games = RealOrFake(self, clock=clock)  # /realorfake (core/conversation/realorfake.py)
         self.reports = VoiceReports(self)  # does it sound like the person? (core/training/voicereport.py)
+        self.versions = Versions(self)  # v1, v2, ... and /models rollback (core/personas/versions.py)
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -131,6 +133,7 @@ class PersonaService:
                 lambda job: train_config(self.settings, job),
                 workers=self.settings.training_workers,
                 report=report_plan(self.settings),
+                versions_kept=self.settings.persona_versions_kept,
             )
         self.queue.emit = self._events
         if run_queue:
@@ -154,19 +157,8 @@ class PersonaService:
     async def local_copy(self, model: ModelRecord) -> None:
         """Make a persona trained on a worker loadable here: unpack it from the database into the
         local model store, once per version (a no-op for models already in MODELS_DIR)."""
-        if not model.metrics.get("bundle"):
-            return
         async with self._unpacking:
-            if (
-                await asyncio.to_thread(self.store.bundle_digest, model.guild_id, model.handle)
-                == model.metrics["bundle"]
-            ):
-                return
-            blob = await self.storage.blobs.get(persona_key(model.guild_id, model.handle))
-            if blob is None:
-                raise UserError(f"`{model.handle}`'s files are missing from the database; train it again.")
-            digest, data = blob
-            await asyncio.to_thread(self.store.unpack, data, digest, model.guild_id, model.handle)
+            await local_folder(self.storage, self.store, model)
 
     # -- personas -----------------------------------------------------------------------------
 
@@ -228,11 +220,14 @@ class PersonaService:
         return model, self.store.resolve(model.path)
 
     async def delete_model(self, guild_id: int, handle: str) -> ModelRecord:
+        """Delete a persona with every version it keeps, its files and what refers to it."""
         handle = normalize_handle(handle)
+        earlier = await self.storage.models.versions(guild_id, handle)
         model = await self.storage.models.delete(guild_id, handle)
         if model is None:
             raise RegistryError(f"There is no model called `{handle}` in this server.")
-        await self.storage.blobs.delete(persona_key(guild_id, handle))
+        await self.storage.blobs.delete(persona_key(guild_id, handle, model.version))
+        await remove_versions(self.storage, self.store, earlier)
         await self.chatter.forget_persona(guild_id, handle)
         await self.storage.games.delete_for_persona(guild_id, handle)  # its rounds show its posts
         location = self.model_location(model)

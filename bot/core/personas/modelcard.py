@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -59,6 +60,7 @@ def render_card(
             _header(name, handle, avatar_url),
             _how_it_works(name, base_model),
             f"## Training data\n\nThe model was trained on tweets from {name}.\n\n{data_table(stats, name)}",
+            *([_version_section(metrics)] if metrics.get("version", 1) > 1 else []),
             _procedure(handle, base_model, method, config, metrics),
             *([_voice_section(handle, report)] if report else []),
             _usage(handle, method),
@@ -69,6 +71,25 @@ def render_card(
         ]
     )
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
+
+
+def _version_section(metrics: dict[str, Any]) -> str:
+    """Which version this is and how it came to be (an update, or a new training over the last)."""
+    version, parent = metrics["version"], metrics.get("continued_from")
+    if not parent:
+        return f"## Version\n\nVersion {version}: trained anew, replacing version {version - 1}.\n"
+    before, after = metrics.get("old_held_out_loss_before"), metrics.get("old_held_out_loss")
+    forgot = ""
+    if before is not None and after is not None:
+        forgot = (
+            f" Held-out perplexity on the posts version {parent} was measured on: "
+            f"{math.exp(before):.1f} before, {math.exp(after):.1f} after."
+        )
+    return (
+        f"## Version\n\nVersion {version}: continued from version {parent} with "
+        f"{metrics.get('new_posts', 0):,} new posts (and {metrics.get('replayed_posts', 0):,} of the "
+        f"earlier ones replayed).{forgot}\n"
+    )
 
 
 def eval_results(handle: str, report: dict[str, Any] | None, metrics: dict[str, Any]) -> list[EvalResult]:

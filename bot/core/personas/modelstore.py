@@ -1,4 +1,5 @@
-"""The on-disk model store: MODELS_DIR/<guild_id>/<handle>/, written atomically.
+"""The on-disk model store: MODELS_DIR/<guild_id>/<handle>/ (a persona's first version; a later one
+is <handle>.v<N>/, so the versions kept for rollback sit side by side), written atomically.
 
 A model is built in MODELS_DIR/.staging/<unique>/ and only then renamed into place, so a
 process killed mid-write leaves a staging folder (removed at start-up), never a half-written
@@ -61,9 +62,11 @@ class ModelStore:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
 
-    def model_dir(self, guild_id: int, handle: str) -> Path:
-        # Handles are validated to [a-z0-9_-] by the registry; guild ids are integers.
-        return self.root / str(int(guild_id)) / handle
+    def model_dir(self, guild_id: int, handle: str, version: int = 1) -> Path:
+        # Handles are validated to [a-z0-9_-] by the registry (no dot: a version's suffix never
+        # makes another handle's name); guild ids are integers.
+        name = handle if version == 1 else f"{handle}.v{int(version)}"
+        return self.root / str(int(guild_id)) / name
 
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.root))
@@ -81,9 +84,10 @@ class ModelStore:
             raise StoreError(f"Cannot create a folder in the model store ({exc.strerror}).") from exc
         return path
 
-    def publish(self, staging: Path, guild_id: int, handle: str) -> Path:
-        """Move a finished staging folder to its final place, replacing any previous version."""
-        final = self.model_dir(guild_id, handle)
+    def publish(self, staging: Path, guild_id: int, handle: str, version: int = 1) -> Path:
+        """Move a finished staging folder to its final place (replacing a folder of that version left
+        by an update that died before the registry took it)."""
+        final = self.model_dir(guild_id, handle, version)
         _fsync_tree(staging)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -101,8 +105,13 @@ class ModelStore:
         return final
 
     def remove(self, guild_id: int, handle: str) -> None:
+        """Delete every version's folder of a persona."""
+        guild = self.root / str(int(guild_id))
+        for folder in [guild / handle, *guild.glob(f"{handle}.v*")]:
+            self.remove_folder(folder)
+
+    def remove_folder(self, final: Path) -> None:
         """Delete a model folder: rename it away first so a half-deleted folder is never loaded."""
-        final = self.model_dir(guild_id, handle)
         if not final.exists():
             return
         doomed = self.root / TRASH / f"deleted__{uuid.uuid4().hex[:12]}"
@@ -132,21 +141,21 @@ class ModelStore:
                 shutil.rmtree(entry, ignore_errors=True)
                 log.info("Model store recovery: removed the checkpoint of ended %s", entry.name)
 
-    def bundle_digest(self, guild_id: int, handle: str) -> str | None:
+    def bundle_digest(self, folder: Path) -> str | None:
         """The digest of the archive a persona's folder was unpacked from (None: not unpacked here)."""
         try:
-            return (self.model_dir(guild_id, handle) / BUNDLE_MARK).read_text().strip()
+            return (folder / BUNDLE_MARK).read_text().strip()
         except OSError:
             return None
 
-    def unpack(self, data: bytes, digest: str, guild_id: int, handle: str) -> Path:
+    def unpack(self, data: bytes, digest: str, guild_id: int, handle: str, version: int = 1) -> Path:
         """Put a persona kept in the database (see `pack`) in its place, atomically."""
         staging = self.new_staging_dir(guild_id, handle)
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
                 archive.extractall(staging, filter="data")  # no paths outside the folder
             (staging / BUNDLE_MARK).write_text(digest)
-            return self.publish(staging, guild_id, handle)
+            return self.publish(staging, guild_id, handle, version)
         except (OSError, tarfile.TarError) as exc:
             raise StoreError(f"Cannot unpack the model from the database ({exc}).") from exc
         finally:

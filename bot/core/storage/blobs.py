@@ -46,9 +46,11 @@ class Blobs:
             await conn.execute(delete(blobs).where(blobs.c.key == key))
 
 
-def persona_key(guild_id: int, handle: str) -> str:
-    """Where a LoRA persona trained on a worker is kept."""
-    return f"model/{int(guild_id)}/{handle}"
+def persona_key(guild_id: int, handle: str, version: int = 1) -> str:
+    """Where a LoRA persona trained on a worker is kept (one archive per version; v1 where the first
+    releases kept the one)."""
+    key = f"model/{int(guild_id)}/{handle}"
+    return key if version == 1 else f"{key}@v{int(version)}"
 
 
 def checkpoint_key(job_id: int) -> str:

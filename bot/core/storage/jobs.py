@@ -36,6 +36,7 @@ class Jobs:
         requested_by: int | None = None,
         channel_id: int | None = None,
         source_user_id: int | None = None,
+        continues: int | None = None,
     ) -> JobRecord:
         statement = jobs.insert().values(
             guild_id=guild_id,
@@ -51,6 +52,7 @@ class Jobs:
             stats_json=json.dumps(stats),
             created_at=time.time(),
             source_user_id=source_user_id,
+            continues=continues,
         )
         async with self.db.write() as conn:
             return from_row(JobRecord, (await conn.execute(statement.returning(*_COLUMNS))).one())

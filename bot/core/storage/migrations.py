@@ -17,7 +17,7 @@ from sqlalchemy import Column, Connection, Table, inspect, text
 
 from bot.core.storage import schema
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # Steps from the SQLite-only releases (1.x): only old SQLite files ever need them.
 _V2 = """
@@ -86,6 +86,14 @@ def _no_collected_history(conn: Connection) -> None:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
 
 
+def _versions(conn: Connection) -> None:
+    """Personas that grow: a persona's version, its earlier versions, and what an update continues."""
+    for table, column in ((schema.models, "version"), (schema.training_jobs, "continues")):
+        if column not in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+            add_column(conn, table, table.c[column])
+    schema.metadata.create_all(conn, tables=[schema.model_versions])
+
+
 UPGRADES: dict[int, Callable[[Connection], None]] = {
     2: _run_script(_V2, [schema.channel_webhooks, schema.guild_options, schema.generated_posts]),
     # 3 also made the history-collection tables that 8 drops; they are no longer declared.
@@ -98,6 +106,7 @@ UPGRADES: dict[int, Callable[[Connection], None]] = {
     8: _no_collected_history,
     # 9: /realorfake's rounds and votes.
     9: lambda conn: schema.metadata.create_all(conn, tables=[schema.game_rounds, schema.game_votes]),
+    10: _versions,
 }
 
 

@@ -34,7 +34,12 @@ class ModelRecord:
     created_by: int | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    version: int = 1
     id: int | None = None
+
+    @property
+    def version_label(self) -> str:
+        return f"v{self.version}"
 
 
 @dataclass
@@ -63,6 +68,7 @@ class JobRecord:
     resume_step: int | None = None  # the checkpoint step its last take-over resumed from
     announced: int = 0
     resumes_told: int = 0
+    continues: int | None = None  # an update: the persona version it continues from
 
 
 def format_interval(seconds: int) -> str:

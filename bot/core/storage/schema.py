@@ -51,7 +51,22 @@ models = Table(
     Column("created_by", Snowflake),
     Column("created_at", Time, nullable=False),
     Column("updated_at", Time, nullable=False),
+    # v1, v2, ...: each training of the handle (new or an update) publishes the next version.
+    Column("version", Integer, nullable=False, server_default="1"),
     UniqueConstraint("guild_id", "handle"),
+)
+
+# The earlier versions of a persona kept for /models rollback (PERSONA_VERSIONS_KEPT of them): the
+# registry row each had when it was current, its folder still in the model store.
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("guild_id", Snowflake, nullable=False),
+    Column("handle", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("record_json", Text, nullable=False),
+    Column("created_at", Time, nullable=False),
+    PrimaryKeyConstraint("guild_id", "handle", "version"),
 )
 
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -87,6 +102,8 @@ training_jobs = Table(
     Column("resume_step", Integer),
     _flag("announced"),
     Column("resumes_told", Integer, nullable=False, server_default="0"),
+    # An update (/train update): the version of the persona it continues from; None: from the base.
+    Column("continues", Integer),
     CheckConstraint(
         "state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="training_jobs_state_check"
     ),

@@ -9,10 +9,14 @@ from bot.core.training.loop import train
 from bot.core.training.recipe import TrainConfig, TrainingCancelled, TrainProgress, TrainResult
 from bot.core.training.trainings import Trainings
 from bot.core.training.trainrun import JobOutcome, TrainingBackend, train_config
+from bot.core.training.update import UpdatePlan, continued_line, queued_line
 from bot.core.training.voicereport import report_line
 
 __all__ = [
     "report_line",
+    "continued_line",
+    "queued_line",
+    "UpdatePlan",
     "JobOutcome",
     "TrainConfig",
     "TrainProgress",

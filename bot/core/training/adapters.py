@@ -60,6 +60,82 @@ def wrap_lora(model, config: TrainConfig, token_indices: list[int] | None = None
     return get_peft_model(model, lora)
 
 
+def fast_token_rows(model) -> int:
+    """Train peft's token rows without rebuilding the whole vocabulary matrix at every forward.
+
+    peft's TrainableTokensLayer copies the embedding matrix with the trained rows written in
+    (`index_copy`) on every call, for the embedding and again for the tied output layer, and autograd
+    then computes the output layer's full weight gradient (vocabulary x width) just to keep the rows'
+    part: the share of a full fine-tune's arithmetic that LoRA is meant to skip. Here the frozen matrix
+    is used as it is and only the trained rows are computed: looked up where their tokens occur, and
+    for the logits a correction `x @ (rows - original rows)^T` added to their columns (the same values:
+    x.W_j + x.(row_j - W_j) = x.row_j). The parameters, and so the saved files, are peft's own.
+    Returns how many layers were sped up; layers this cannot do exactly keep peft's forward."""
+    import types
+
+    from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, TrainableTokensLayer) and module._get_embed_scale() is None:
+            module.forward = types.MethodType(_token_rows_forward, module)
+            count += 1
+    return count
+
+
+def _token_rows_forward(layer, x, *args, **kwargs):
+    import torch
+    import torch.nn.functional as F
+
+    adapters = layer.active_adapters
+    base = layer.base_layer
+    if layer.disable_adapters or layer.merged or len(adapters) != 1 or args or kwargs:
+        return type(layer).forward(layer, x, *args, **kwargs)
+    delta = layer.trainable_tokens_delta[adapters[0]]
+    weight = base.weight
+    index = _cached_index(layer, adapters[0], weight.device)
+    if isinstance(base, torch.nn.Embedding):
+        slots = _cached_slots(layer, adapters[0], weight.shape[0], weight.device)[x]
+        out = F.embedding(x, weight, padding_idx=base.padding_idx)
+        rows = F.embedding(slots.clamp(min=0), delta.to(out.dtype))  # its backward adds up in a fixed order
+        return torch.where((slots >= 0).unsqueeze(-1), rows, out)
+    if isinstance(base, torch.nn.Linear) and base.bias is None:
+        out = F.linear(x, weight)
+        correction = F.linear(x, delta.to(weight.dtype) - weight[index])
+        return out.index_add_(-1, index, correction.to(out.dtype))
+    return type(layer).forward(layer, x, *args, **kwargs)
+
+
+def _cached_index(layer, adapter: str, device):
+    import torch
+
+    cache = layer.__dict__.setdefault("_fast_index", {})
+    if adapter not in cache:
+        cache[adapter] = torch.tensor(layer.token_indices[adapter], dtype=torch.long, device=device)
+    return cache[adapter]
+
+
+def _cached_slots(layer, adapter: str, vocabulary: int, device):
+    """Token id -> its row among the trained ones, -1 for the others."""
+    import torch
+
+    cache = layer.__dict__.setdefault("_fast_slots", {})
+    if adapter not in cache:
+        index = _cached_index(layer, adapter, device)
+        slots = torch.full((vocabulary,), -1, dtype=torch.long, device=device)
+        slots[index] = torch.arange(len(index), device=device)
+        cache[adapter] = slots
+    return cache[adapter]
+
+
+def continue_lora(model, folder: str):
+    """A LoRA persona's adapters and token rows put back on its base, trainable: an update goes on
+    from them (the same layers and token rows; its saved bf16 values become the fp32 start)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, folder, is_trainable=True)
+
+
 def parameter_groups(model, config: TrainConfig) -> list[dict[str, Any]]:
     """The optimizer's groups: the token rows (raw embedding rows) get their own learning rate and
     no weight decay; everything else trained takes the method's learning rate."""

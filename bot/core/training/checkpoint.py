@@ -59,6 +59,7 @@ class LoopState:
     rollbacks: int = 0  # times the guard rolled back and halved the learning rate
     note: str | None = None  # what the run did by itself, for the progress message
     stopped_early: str | None = None  # why the run ended before its last epoch
+    watch_val: float | None = None  # an update's loss on the old held-out posts, after training
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Path | None:

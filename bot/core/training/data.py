@@ -72,12 +72,24 @@ class TrainData:
     steps_per_epoch: int
     arrange: Callable[[list[list[int]], int], list[list[int]]]  # packing, or one tweet per row
     rows_per_epoch: int = 0
+    watch_blocks: list[list[int]] | None = None  # an update's old held-out posts (forgetting)
 
 
-def prepare_data(tokenizer, tweets: list[str], config: TrainConfig, max_positions: int) -> TrainData:
-    """Hold out the validation tweets, tokenize, and work out the blocks and steps per epoch."""
+def prepare_data(
+    tokenizer,
+    tweets: list[str],
+    config: TrainConfig,
+    max_positions: int,
+    held_out: list[str] | None = None,
+    watch: list[str] | None = None,
+) -> TrainData:
+    """Hold out the validation tweets (or take those given), tokenize, and work out the blocks and
+    steps per epoch."""
     block_size = min(config.block_size, max_positions)
-    train_tweets, val_tweets = split_tweets(tweets, config.val_fraction, config.seed)
+    if held_out is None:
+        train_tweets, val_tweets = split_tweets(tweets, config.val_fraction, config.seed)
+    else:
+        train_tweets, val_tweets = list(tweets), list(held_out)
     val_blocks = pack_blocks(encode_tweets(tokenizer, val_tweets), block_size)
     arrange = pack_blocks if config.pack else pad_rows
     train_encoded = encode_tweets(tokenizer, train_tweets)
@@ -92,4 +104,5 @@ def prepare_data(tokenizer, tweets: list[str], config: TrainConfig, max_position
         steps_per_epoch,
         arrange,
         rows_per_epoch,
+        pack_blocks(encode_tweets(tokenizer, watch), block_size) if watch else None,
     )

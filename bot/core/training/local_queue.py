@@ -19,7 +19,9 @@ from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any
 
+from bot.core.errors import TrainingError
 from bot.core.personas.modelstore import ModelStore
+from bot.core.personas.versions import publish_version
 from bot.core.storage import JobRecord, Storage
 from bot.core.training.checkpoint import checkpoint_step
 from bot.core.training.loop import train
@@ -32,6 +34,7 @@ from bot.core.training.trainrun import (
     dispatch_event,
     progress_to_loop,
     settle,
+    starting_point,
     train_and_publish,
 )
 from bot.core.training.voicereport import ReportPlan
@@ -55,9 +58,12 @@ class TrainingQueue:
         workers: int = 1,
         train_fn: Callable[..., TrainResult] = train,
         report: ReportPlan | None = None,
+        versions_kept: int = 2,
     ):
+        self.storage = storage
         self.jobs = storage.jobs
         self.models = storage.models
+        self.versions_kept = versions_kept
         self.store = store
         self.executor = executor
         self.make_config = make_config
@@ -165,9 +171,10 @@ class TrainingQueue:
             if ended.state == "interrupted":
                 return  # shutting down: the job stays 'running' and resumes at the next start
             if ended.state == "done":
-                model = await self.models.save(ended.model)
-                sources = [job.source_user_id] if job.source_user_id else []
-                await self.models.set_sources(job.guild_id, job.handle, sources)
+                model = await publish_version(self.storage, self.store, ended.model, self.versions_kept)
+                if not job.continues:  # an update keeps whose data the persona holds
+                    sources = [job.source_user_id] if job.source_user_id else []
+                    await self.models.set_sources(job.guild_id, job.handle, sources)
         except asyncio.CancelledError:
             raise  # shutting down: the job stays 'running' and is re-queued at the next start
         except Exception as exc:  # the registry failed us: fail the job, keep the worker alive
@@ -185,6 +192,11 @@ class TrainingQueue:
         job = run.job
         corpus = await self.jobs.corpus(job.id)
         config = replace(self.make_config(job), checkpoint_dir=str(self.store.checkpoint_dir(job.id)))
+        try:
+            run.version, start_from = await starting_point(self.storage, self.store, job)
+        except TrainingError as exc:
+            return Settled("failed", error=str(exc))
+        config = replace(config, start_from=start_from)
         progress = progress_to_loop(self._loop, self._on_progress, run)
         run.thread = self.executor.submit(
             train_and_publish, self.store, run, corpus, config, progress, self.train_fn, self.report

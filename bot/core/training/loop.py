@@ -37,7 +37,7 @@ from bot.core.devices import (
 )
 from bot.core.errors import NoImprovement, TrainingError
 from bot.core.generation.decoding import position_limit
-from bot.core.training.adapters import parameter_groups, wrap_lora
+from bot.core.training.adapters import continue_lora, fast_token_rows, parameter_groups, wrap_lora
 from bot.core.training.bases import default_bases_dir, describe, loadable
 from bot.core.training.checkpoint import Checkpointer, LoopState, fingerprint, stored_fingerprint
 from bot.core.training.data import TrainData, frequent_tokens, make_batch, prepare_data
@@ -103,7 +103,9 @@ def _recorded_config(config: TrainConfig) -> dict[str, Any]:
     """The hyper-parameters of a run (where its checkpoints and bases are kept is not one); a GGUF
     base is recorded by file name and sha256."""
     recorded = {
-        k: v for k, v in asdict(config).items() if not k.startswith("checkpoint_") and k != "bases_dir"
+        k: v
+        for k, v in asdict(config).items()
+        if not k.startswith("checkpoint_") and k not in ("bases_dir", "start_from")
     }
     return recorded | {"base_model": describe(config.base_model)}
 
@@ -149,11 +151,12 @@ class TrainingRun:
         early = bool(self.config.patience) and self.config.epochs > 1
         return TrainProgress(phase=phase, **(base | kw), note=state.note, may_end_early=early)
 
-    def evaluate(self) -> float | None:
+    def evaluate(self, blocks: list[list[int]] | None = None) -> float | None:
+        """Mean loss on the held-out blocks (or on `blocks`)."""
         cfg = self.config
         return evaluate(
             self.model,
-            self.data.val_blocks,
+            self.data.val_blocks if blocks is None else blocks,
             cfg.batch_size,
             self.tokenizer.pad_token_id,
             self.device,
@@ -169,8 +172,12 @@ def train(
     progress: Callable[[TrainProgress], None] | None = None,
     cancel: threading.Event | None = None,
     interrupt: threading.Event | None = None,
+    held_out: list[str] | None = None,
+    watch: list[str] | None = None,
 ) -> TrainResult:
-    """Fine-tune `config.base_model` on `tweets` and save model + tokenizer in `output_dir`.
+    """Fine-tune `config.base_model` (or the persona at `config.start_from`) on `tweets` and save
+    model + tokenizer in `output_dir`; `held_out` fixes the held-out posts (else `val_fraction` of
+    `tweets`), the loss on `watch` (an update's old held-out posts) is measured on the kept weights.
 
     Between steps, `cancel` stops the run for good; `interrupt` (a shutdown) stops it after
     saving a checkpoint, so the job resumes where it was at the next start. After each epoch the
@@ -185,6 +192,17 @@ def train(
     if config.method not in ("lora", "full"):
         raise TrainingError(f"Unknown training method {config.method!r} (use lora or full).")
     report = progress or (lambda p: None)
+    run, train_seconds = _fit((tweets, held_out, watch), config, report, cancel, interrupt)
+    report(run.progress("saving"))
+    _restore_best(run)
+    if run.data.watch_blocks:
+        run.state.watch_val = run.evaluate(run.data.watch_blocks)
+    return save_result(run, Path(output_dir), train_seconds)
+
+
+def _fit(posts, config: TrainConfig, report, cancel, interrupt) -> tuple[TrainingRun, float]:
+    """Train, and once more at a quarter of the learning rates when that did not beat the starting
+    weights; the run that did, or NoImprovement."""
     started = time.monotonic()
     report(TrainProgress(phase="loading"))
     retry = replace(
@@ -194,31 +212,29 @@ def train(
     )
     attempts = [config, retry]
     # A job interrupted during its retry resumes the retry (its checkpoint carries its settings).
-    first = 1 if _has_checkpoint_of(attempts[1], tweets) else 0
+    first = 1 if _has_checkpoint_of(attempts[1], posts[0]) else 0
     best_after: list[float] = []
     for attempt in range(first, len(attempts)):
-        run = _prepare_run(tweets, attempts[attempt], report, started)
+        run = _prepare_run(posts, attempts[attempt], report, started)
         if attempt:
             run.state.note = run.state.note or retry_note(config.lr, attempts[attempt].lr)
             report(run.progress("loading"))
         train_seconds = _train_loop(run, cancel, interrupt)
         kept = _kept_val(run)
         if kept is None or run.state.initial_val is None or kept < run.state.initial_val - MIN_IMPROVEMENT:
-            break
+            return run, train_seconds
         best_after.append(kept)
         log.info(
-            "Validation loss %.4f did not beat the base's %.4f at lr %g",
-            kept,
-            run.state.initial_val,
-            run.config.lr,
+            "Validation loss %.4f did not beat %.4f at lr %g", kept, run.state.initial_val, run.config.lr
         )
         if attempt + 1 == len(attempts):
-            raise NoImprovement(run.state.initial_val, min(best_after), [a.lr for a in attempts[first:]])
+            than = "the persona" if config.start_from else "the model"
+            raise NoImprovement(
+                run.state.initial_val, min(best_after), [a.lr for a in attempts[first:]], than
+            )
         if run.checkpointer is not None:
             run.checkpointer.clear()  # the retry starts over from the base
-    report(run.progress("saving"))
-    _restore_best(run)
-    return save_result(run, Path(output_dir), train_seconds)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _train_loop(run: TrainingRun, cancel, interrupt) -> float:
@@ -250,20 +266,14 @@ def _has_checkpoint_of(config: TrainConfig, tweets: list[str]) -> bool:
     return stored_fingerprint(config.checkpoint_dir) == _run_fingerprint(config, tweets)
 
 
-def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float) -> TrainingRun:
+def _prepare_run(posts, config: TrainConfig, report, started: float) -> TrainingRun:
     """Model, data, optimizer and loop state (restored from a checkpoint when there is one)."""
     from transformers import get_cosine_schedule_with_warmup
 
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
-    with MODEL_BUILD_LOCK:
-        model, tokenizer = load_base_model(config.base_model, device, config.bases_dir)
-        data = prepare_data(tokenizer, tweets, config, position_limit(model.config) or config.block_size)
-        config = _fit_batch(config, data, device)
-        if config.method == "lora":
-            limit = config.lora_token_rows
-            model = wrap_lora(model, config, frequent_tokens(data.train_encoded, limit) if limit else None)
+    model, tokenizer, data, config = _model_and_data(posts, config, device)
     model.train()
     total_steps = data.steps_per_epoch * config.epochs
     if config.max_steps:
@@ -280,7 +290,7 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
     checkpointer = None
     if config.checkpoint_dir:
         checkpointer = Checkpointer(
-            config.checkpoint_dir, config.checkpoint_seconds, _run_fingerprint(config, tweets)
+            config.checkpoint_dir, config.checkpoint_seconds, _run_fingerprint(config, posts[0])
         )
     run = TrainingRun(
         config,
@@ -307,6 +317,32 @@ def _prepare_run(tweets: list[str], config: TrainConfig, report, started: float)
             state.history.append({"step": 0, "val_loss": state.initial_val})
     run.state = state
     return run
+
+
+def _model_and_data(posts, config: TrainConfig, device: torch.device):
+    """The model to train (the base with new adapters, or what an update starts from) and its data."""
+    tweets, held_out, watch = posts
+    with MODEL_BUILD_LOCK:
+        model, tokenizer = _starting_model(config, device)
+        limit = position_limit(model.config) or config.block_size
+        data = prepare_data(tokenizer, tweets, config, limit, held_out, watch)
+        config = _fit_batch(config, data, device)
+        if config.method == "lora" and config.start_from:
+            model = continue_lora(model, config.start_from)
+        elif config.method == "lora":
+            limit = config.lora_token_rows
+            model = wrap_lora(model, config, frequent_tokens(data.train_encoded, limit) if limit else None)
+        if config.method == "lora" and config.fast_token_rows:
+            fast_token_rows(model)
+    return model, tokenizer, data, config
+
+
+def _starting_model(config: TrainConfig, device: torch.device):
+    """The base, or for an update of a fully fine-tuned persona the persona itself (its folder is a
+    whole model); a LoRA persona's adapters go on the base in `continue_lora`."""
+    if config.start_from and config.method == "full":
+        return load_base_model(config.start_from, device, config.bases_dir)
+    return load_base_model(config.base_model, device, config.bases_dir)
 
 
 def _fit_batch(config: TrainConfig, data: TrainData, device: torch.device) -> TrainConfig:
@@ -492,6 +528,7 @@ def _metrics(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "epochs": run.config.epochs,
         "epochs_run": state.epoch,
         "stopped_early": state.stopped_early,
+        "old_held_out_loss": state.watch_val,  # an update's old posts, kept weights
         "train_tweets": len(run.data.train_tweets),
         "val_tweets": len(run.data.val_tweets),
         "train_tokens": state.tokens_seen,

@@ -71,10 +71,14 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda
     pack: bool = True  # False: one tweet per row, padded to the batch's longest (the baseline in bench/)
+    fast_token_rows: bool = True  # False: peft's own token-rows forward (adapters.py; the baseline in bench/)
     checkpoint_dir: str | None = None  # where to keep a resumable checkpoint (None: no checkpoints)
     checkpoint_seconds: float = 300.0  # least time between two checkpoints
     # Where a GGUF base is dequantized once (MODELS_DIR/.bases in the bot; bases.py).
     bases_dir: str | None = None
+    # An update: the persona folder whose weights (adapters and token rows, or the whole model)
+    # training starts from instead of the base's; that version is then the one to beat.
+    start_from: str | None = None
 
     @property
     def lr(self) -> float:

@@ -28,6 +28,7 @@ from typing import Any
 
 from bot.core.errors import TrainingError, UserError
 from bot.core.personas.modelstore import ModelStore, StoreError, pack, unpack_into
+from bot.core.personas.versions import publish_version
 from bot.core.storage import (
     JobRecord,
     ModelRecord,
@@ -45,6 +46,7 @@ from bot.core.training.trainrun import (
     progress_to_loop,
     report_plan,
     settle,
+    starting_point,
     train_and_publish,
     train_config,
 )
@@ -164,6 +166,8 @@ class TrainingWorker:
         finally:
             self.running.pop(job_id, None)
             self.tokens.pop(job_id, None)
+            if taken.method == "lora":  # the personas live in the database: no copy stays here
+                await asyncio.to_thread(self.store.remove, taken.guild_id, taken.handle)
             if sync is not None:
                 sync.cancel()
                 await asyncio.gather(sync, return_exceptions=True)
@@ -172,7 +176,12 @@ class TrainingWorker:
         if running.thread is None:  # not a retry of the writes below
             corpus = await self.storage.jobs.corpus(job.id)
             folder = str(self.store.checkpoint_dir(job.id))
-            config = replace(train_config(self.settings, job), checkpoint_dir=folder)
+            try:
+                running.version, start_from = await starting_point(self.storage, self.store, job)
+            except TrainingError as exc:
+                await self.storage.jobs.finish_as(job.id, token, "failed", str(exc))
+                return
+            config = replace(train_config(self.settings, job), checkpoint_dir=folder, start_from=start_from)
             progress = progress_to_loop(asyncio.get_running_loop(), self._on_progress, running)
             running.thread = self.executor.submit(
                 train_and_publish,
@@ -204,18 +213,18 @@ class TrainingWorker:
         if await self.storage.jobs.report_progress(job.id, token, {"phase": "saving"}) == "lost":
             log.warning("Training job %s was taken over by another worker; not publishing", job.id)
             return False
+        folder = self.store.resolve(model.path)
         if job.method == "lora":  # the persona travels through the database; this copy is not needed
-            folder = self.store.model_dir(job.guild_id, job.handle)
             data = await asyncio.to_thread(pack, folder)
-            digest = await self.storage.blobs.put(persona_key(job.guild_id, job.handle), data, job.guild_id)
+            key = persona_key(job.guild_id, job.handle, model.version)
+            digest = await self.storage.blobs.put(key, data, job.guild_id)
             model = replace(model, metrics=model.metrics | {"bundle": digest})
-        await self.storage.models.save(model)
-        await self.storage.models.set_sources(
-            job.guild_id, job.handle, [job.source_user_id] if job.source_user_id else []
-        )
+        await publish_version(self.storage, self.store, model, self.settings.persona_versions_kept)
+        if not job.continues:  # an update keeps whose data the persona holds
+            await self.storage.models.set_sources(
+                job.guild_id, job.handle, [job.source_user_id] if job.source_user_id else []
+            )
         await self.storage.jobs.finish_as(job.id, token, "done")
-        if job.method == "lora":
-            await asyncio.to_thread(self.store.remove, job.guild_id, job.handle)
         log.info("Training job %s done and published", job.id)
         return True
 

@@ -13,9 +13,12 @@ from typing import Any
 from bot.core.errors import UserError
 from bot.core.handles import clean_display_name, normalize_handle
 from bot.core.limits import MAX_EPOCHS, MAX_QUEUED_JOBS_PER_GUILD
+from bot.core.personas.keptposts import kept_posts
+from bot.core.personas.modelcard import gguf_label_parts
 from bot.core.storage import JobRecord
-from bot.core.training.bases import check_base
-from bot.core.training.recipe import TrainProgress
+from bot.core.training.bases import check_base, describe
+from bot.core.training.recipe import TrainConfig, TrainProgress
+from bot.core.training.update import UpdatePlan, merged_stats, new_posts_of, plan_update
 from bot.core.urls import normalize_http_url
 
 
@@ -66,6 +69,70 @@ class Trainings:
         )
         await self.service.queue.submit(job)
         return job
+
+    async def update(
+        self,
+        *,
+        guild_id: int,
+        handle: str,
+        tweets: list[str],
+        stats: dict[str, Any],
+        requested_by: int | None = None,
+        channel_id: int | None = None,
+    ) -> tuple[JobRecord, UpdatePlan]:
+        """Queue an update: the persona goes on training from its current version on the posts it
+        has not seen (update.py). Refused, with nothing queued, when the persona is not ready, was
+        imported, kept no posts, or none of the posts is new."""
+        service = self.service
+        model = await service.get_model(guild_id, handle)
+        if model.method not in ("lora", "full"):
+            raise UserError(f"`{model.handle}` was imported, not trained here, so it cannot be updated.")
+        if await service.storage.models.sources(guild_id, model.handle):
+            raise UserError(
+                f"`{model.handle}` is a member's own voice: only they can train it, with `/voice train`."
+            )
+        await self.check_can_queue(guild_id, model.handle)
+        folder = service.store.resolve(model.path)
+        await service.local_copy(model)
+        kept = await asyncio.to_thread(kept_posts, folder)
+        if kept is None:
+            raise UserError(
+                f"`{model.handle}` was trained before the bot kept a persona's posts, so it cannot be "
+                "continued: train it again with `/train new` (the old version is kept for rollback)."
+            )
+        # The split the training makes again from the same posts (trainrun._train_update).
+        seed, val_fraction = service.settings.train_seed, TrainConfig.val_fraction
+        plan = plan_update(kept, tweets, val_fraction, seed, model.handle)
+        base_model = await asyncio.to_thread(check_base, await self._base_of(model))
+        job = await service.storage.jobs.create(
+            guild_id=guild_id,
+            handle=model.handle,
+            display_name=model.display_name,
+            avatar_url=model.avatar_url,
+            base_model=base_model,
+            method=model.method,
+            epochs=service.settings.train_epochs,
+            corpus=new_posts_of(kept, tweets, model.handle),
+            stats=merged_stats(model.stats, stats, plan),
+            requested_by=requested_by,
+            channel_id=channel_id,
+            continues=model.version,
+        )
+        await service.queue.submit(job)
+        return job, plan
+
+    async def _base_of(self, model) -> str:
+        """What the update loads as its base: the persona's own (a hub id or folder), or the bot's
+        BASE_MODEL when that is the GGUF file it was trained on (a GGUF is recorded by name and hash)."""
+        configured = self.service.settings.base_model
+        if await asyncio.to_thread(describe, configured) == model.base_model:
+            return configured
+        if gguf_label_parts(model.base_model):
+            raise UserError(
+                f"`{model.handle}` was trained on {model.base_model}, which is not this bot's BASE_MODEL "
+                "now: set BASE_MODEL to that file to update it."
+            )
+        return model.base_model
 
     async def check_can_queue(self, guild_id: int, handle: str) -> None:
         """Refuse early (before a download) what `submit` would refuse."""

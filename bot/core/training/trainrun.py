@@ -14,23 +14,26 @@ the worker (remote_queue.WorkerQueue) implements it too.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from bot.core.errors import TrainingError
 from bot.core.generation.decoding import sampling_from
 from bot.core.generation.safety import save_index
-from bot.core.personas.keptposts import keep_posts
+from bot.core.personas.keptposts import keep_posts, kept_posts
 from bot.core.personas.modelcard import render_card
 from bot.core.personas.modelstore import BASES, ModelStore, StoreError
+from bot.core.personas.versions import local_folder, next_version
 from bot.core.storage import JobRecord, ModelRecord
 from bot.core.training.bases import describe, loadable
-from bot.core.training.loop import train
+from bot.core.training.loop import TRAINING_INFO_FILE, train
 from bot.core.training.plots import loss_curve_png
 from bot.core.training.recipe import (
     TrainConfig,
@@ -39,6 +42,7 @@ from bot.core.training.recipe import (
     TrainProgress,
     TrainResult,
 )
+from bot.core.training.update import plan_update
 from bot.core.training.voicereport import ReportPlan, report_line, voice_report
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,7 @@ class RunHandle:
     progress: TrainProgress | None = None
     last_saved: float = 0.0
     lost: bool = False  # a worker's job was taken over by another: stop without publishing
+    version: int = 1  # the persona version this run publishes (personas/versions.py)
 
 
 @dataclass
@@ -126,6 +131,22 @@ def report_plan(settings) -> ReportPlan | None:
     )
 
 
+async def starting_point(storage, store: ModelStore, job: JobRecord) -> tuple[int, str | None]:
+    """The version a job publishes and, for an update, the folder of the version it continues
+    (unpacked here first when a worker trained it); a TrainingError when that version is gone."""
+    current = await storage.models.get(job.guild_id, job.handle)
+    if not job.continues:
+        return next_version(current), None
+    if current is None or current.version != job.continues:
+        now = f"it is {current.version_label} now" if current else "it was deleted"
+        raise TrainingError(
+            f"`{job.handle}` changed since this update was queued ({now}, the update continues "
+            f"v{job.continues}); queue the update again."
+        )
+    folder = await local_folder(storage, store, current)
+    return next_version(current), str(folder)
+
+
 async def settle(run: RunHandle) -> Settled:
     """Wait for a run's thread and say how it ended; a bug fails the job, never the backend."""
     try:
@@ -172,14 +193,17 @@ def train_and_publish(
     job = run.job
     staging = store.new_staging_dir(job.guild_id, job.handle)
     try:
-        result = train_fn(
-            corpus, staging, config, progress=progress, cancel=run.cancel, interrupt=run.interrupt
-        )
+        stop = {"progress": progress, "cancel": run.cancel, "interrupt": run.interrupt}
+        if config.start_from:  # an update: the new posts, a replay of the old, the old held out
+            result, corpus = _train_update(train_fn, corpus, staging, config, stop, job.continues)
+        else:
+            result = train_fn(corpus, staging, config, **stop)
+        result.metrics["version"] = run.version
         _write_extras(staging, job, result, corpus)
         if report is not None and result.held_out_posts:
             result.metrics["voice_report"] = _report(staging, config, result, report)
         _write_card(staging, job, config, result)
-        final = store.publish(staging, job.guild_id, job.handle)
+        final = store.publish(staging, job.guild_id, job.handle, run.version)
     except OSError as exc:  # disk full while saving weights, read-only store...
         raise StoreError(f"Could not save the model: {exc.strerror or exc}.") from exc
     finally:
@@ -195,7 +219,34 @@ def train_and_publish(
         stats=job.stats,
         metrics=result.metrics | {"history": _thin_history(result.history)},
         created_by=job.requested_by,
+        version=run.version,
     )
+
+
+def _train_update(train_fn, new_posts, staging, config: TrainConfig, stop, continues: int | None):
+    """Train an update from the persona at `config.start_from` (see update.py); returns the result,
+    with the new version's whole training set as its training posts, and every post it has seen."""
+    kept = kept_posts(Path(config.start_from))
+    if kept is None:
+        raise TrainingError("The persona's kept posts are missing, so it cannot be updated; train it anew.")
+    plan = plan_update(kept, new_posts, config.val_fraction, config.seed)
+    result = train_fn(plan.train, staging, config, held_out=plan.held_out, watch=plan.old_held_out, **stop)
+    before = _parent_metrics(config.start_from).get("val_loss")
+    result.metrics |= {
+        "continued_from": continues,
+        "new_posts": plan.new_posts,
+        "replayed_posts": plan.replayed,
+        "old_held_out_loss_before": before,
+    }
+    result.train_posts = plan.all_train
+    return result, plan.all_train + plan.held_out
+
+
+def _parent_metrics(folder: str) -> dict[str, Any]:
+    try:
+        return json.loads((Path(folder) / TRAINING_INFO_FILE).read_text())["metrics"]
+    except (OSError, ValueError, KeyError):
+        return {}
 
 
 async def dispatch_event(emit: EventSink | None, event: str, *args: Any) -> None:

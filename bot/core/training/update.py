@@ -12,6 +12,7 @@ upload.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ class UpdatePlan:
     all_train: list[str]  # every training post of the new version (kept, and the anti-recitation index)
     new_posts: int  # posts in the upload the persona had not seen
     repeated: int  # posts in the upload it had seen already
+    replayed: int  # old training posts in `train`
 
 
 def new_posts_of(kept: tuple[list[str], list[str]], uploaded: list[str], handle: str) -> list[str]:
@@ -68,6 +70,7 @@ def plan_update(
         all_train=old_train + new_train,
         new_posts=len(fresh),
         repeated=len(uploaded) - len(fresh),
+        replayed=replay,
     )
 
 
@@ -88,3 +91,31 @@ def merged_stats(old: dict[str, Any], new: dict[str, Any], plan: UpdatePlan) -> 
 
 def _key(post: str) -> str:
     return " ".join(post.split()).casefold()
+
+
+def queued_line(plan: UpdatePlan, version: int) -> str:
+    """What an update will do, as /train update and the CLI say when it is queued."""
+    seen = f" ({plan.repeated:,} it had seen already)" if plan.repeated else ""
+    new_held = len(plan.held_out) - len(plan.old_held_out)
+    return (
+        f"Continues from v{version} with {plan.new_posts:,} new posts{seen}: trains on "
+        f"{len(plan.train) - plan.replayed:,} of them and {plan.replayed:,} earlier ones replayed, "
+        f"judged on {len(plan.held_out):,} held-out posts ({new_held:,} of them new)."
+    )
+
+
+def continued_line(metrics: dict[str, Any]) -> str | None:
+    """How an update went, for the CLI and the ready message: which version it continued, and what
+    it did to the fit of the earlier held-out posts (forgetting)."""
+    parent = metrics.get("continued_from")
+    if not parent:
+        return None
+    line = f"continued from v{parent} with {metrics.get('new_posts', 0):,} new posts"
+    before, after = metrics.get("old_held_out_loss_before"), metrics.get("old_held_out_loss")
+    if before is not None and after is not None:
+        change = math.exp(after - before) - 1
+        line += (
+            f"; held-out perplexity on v{parent}'s posts {math.exp(before):.1f} -> {math.exp(after):.1f} "
+            f"({change:+.1%})"
+        )
+    return line

@@ -46,7 +46,8 @@ class ModelsCog(commands.Cog):
             )
             return
         lines = [
-            f"**{m.display_name}** `@{m.handle}` · {m.method} · {m.stats.get('kept', '?')} tweets"
+            f"**{m.display_name}** `@{m.handle}` {m.version_label} · {m.method} · "
+            f"{m.stats.get('kept', '?')} tweets"
             for m in models
         ]
         lines += [f"⏳ `@{j.handle}` · {j.state} (job #{j.id})" for j in jobs]
@@ -67,6 +68,8 @@ class ModelsCog(commands.Cog):
             embed.add_field(name="Data", value=f"```\n{stats_table(model.stats)}\n```", inline=False)
         embed.add_field(name="Base model", value=f"`{model.base_model}`")
         embed.add_field(name="Method", value=model.method)
+        earlier = await self.core.versions.earlier(interaction.guild_id, model.handle)
+        embed.add_field(name="Version", value=version_text(model, earlier))
         if m.get("source"):
             embed.add_field(name="Imported from", value=f"[{m['source']}]({HUB_URL}{m['source']})")
         if m.get("suggested_prompt"):
@@ -142,6 +145,32 @@ class ModelsCog(commands.Cog):
         await self.core.delete_model(interaction.guild_id, model.handle)
         await interaction.edit_original_response(content=f"Deleted `@{model.handle}`.", view=None)
 
+    @models.command(name="rollback", description="Go back to a persona's previous version")
+    @app_commands.describe(handle="Which persona (its current version is deleted)")
+    @app_commands.autocomplete(handle=handle_autocomplete)
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def models_rollback(self, interaction: discord.Interaction, handle: Handle) -> None:
+        model = await self.core.get_model(interaction.guild_id, handle)
+        earlier = await self.core.versions.earlier(interaction.guild_id, model.handle)
+        if not earlier:
+            await self.core.versions.rollback(interaction.guild_id, model.handle)  # says why not
+        view = ConfirmView(interaction.user.id)
+        await interaction.response.send_message(
+            f"Go back from {model.version_label} of `@{model.handle}` to {earlier[0].version_label}? "
+            f"{model.version_label} is deleted.",
+            view=view,
+            ephemeral=True,
+        )
+        await view.wait()
+        if not view.confirmed:
+            await interaction.edit_original_response(content="Nothing changed.", view=None)
+            return
+        back, gone = await self.core.versions.rollback(interaction.guild_id, model.handle)
+        await interaction.edit_original_response(
+            content=f"`@{back.handle}` is back to {back.version_label}; {gone.version_label} was deleted.",
+            view=None,
+        )
+
     @models.command(
         name="import", description="Use an existing Hugging Face model, e.g. huggingtweets/js_thrill"
     )
@@ -203,6 +232,16 @@ class ModelsCog(commands.Cog):
             else "Persona posts are **off**."
         )
         await interaction.response.send_message(text, ephemeral=True)
+
+
+def version_text(model, earlier) -> str:
+    """v3 (earlier: v2, v1), and what made it: an update of the version before, or a new training."""
+    made = ""
+    if model.metrics.get("continued_from"):
+        new = model.metrics.get("new_posts", 0)
+        made = f", continued from v{model.metrics['continued_from']} with {new:,} new posts"
+    kept = ", ".join(v.version_label for v in earlier)
+    return f"{model.version_label}{made}" + (f"\nearlier, for `/models rollback`: {kept}" if kept else "")
 
 
 def imported_text(model, repo: str) -> str:

@@ -15,7 +15,7 @@ from bot.core.errors import UserError
 from bot.core.ingest import PACKAGE_FORMAT, UnsupportedFile, combine_people, ingest
 from bot.core.limits import MAX_EPOCHS
 from bot.core.storage import JobRecord
-from bot.core.training import JobOutcome, TrainProgress
+from bot.core.training import JobOutcome, TrainProgress, continued_line, queued_line
 from bot.discord.discord_limits import fit_choices, fit_content, fit_embed
 from bot.discord.options import AvatarUrl, Handle
 from bot.discord.ui import (
@@ -24,6 +24,7 @@ from bot.discord.ui import (
     defer_public,
     exactly_one_source,
     format_duration,
+    handle_autocomplete,
     interaction_age,
     number,
     progress_text,
@@ -153,8 +154,42 @@ class TrainingCog(commands.Cog):
         )
         await self.show_queued(interaction, job, [w for result in results for w in result.warnings])
 
+    @train.command(name="update", description="Continue a persona with new posts (it keeps what it learnt)")
+    @app_commands.describe(
+        handle="The persona to continue",
+        file="New posts: an archive, tweets.js, CSV, JSON/JSONL or text (posts it has seen are skipped)",
+        url="Or a link to the file (http/https)",
+    )
+    @app_commands.autocomplete(handle=handle_autocomplete)
+    @app_commands.checks.has_permissions(manage_guild=True)
+    async def train_update(
+        self,
+        interaction: discord.Interaction,
+        handle: Handle,
+        file: discord.Attachment | None = None,
+        url: app_commands.Range[str, 1, 2048] | None = None,
+    ) -> None:
+        (_, source), *_ = self.people_from(
+            interaction, handle, exactly_one_source(file, url, "the new posts")
+        )
+        model = await self.core.get_model(interaction.guild_id, handle)  # before the download
+        await self.core.trainings.check_can_queue(interaction.guild_id, model.handle)
+        await defer_public(interaction)
+        result = await self.read_source(interaction, source)
+        if result.format == PACKAGE_FORMAT:
+            raise UserError(PACKAGE_IS_PERSONAL)
+        job, plan = await self.core.trainings.update(
+            guild_id=interaction.guild_id,
+            handle=model.handle,
+            tweets=result.tweets,
+            stats=result.stats.as_dict(),
+            requested_by=interaction.user.id,
+            channel_id=interaction.channel_id,
+        )
+        await self.show_queued(interaction, job, result.warnings, intro=queued_line(plan, job.continues))
+
     async def show_queued(
-        self, interaction: discord.Interaction, job: JobRecord, warnings: list[str]
+        self, interaction: discord.Interaction, job: JobRecord, warnings: list[str], intro: str | None = None
     ) -> None:
         """The deferred reply becomes the job's progress message: the data table, then progress
         (also for /voice train, whose cog hands its jobs here)."""
@@ -163,7 +198,7 @@ class TrainingCog(commands.Cog):
             job=job, interaction=interaction, started=time.monotonic() - interaction_age(interaction)
         )
         ahead = await self.core.trainings.ahead(job.id)
-        note = "\n".join(f"⚠️ {w}" for w in warnings)
+        note = "\n".join([intro] * bool(intro) + [f"⚠️ {w}" for w in warnings])
         queued = "starting now" if ahead == 0 else f"{ahead} job(s) ahead in the queue"
         async with watcher.lock:  # after a long download the interaction may have expired: show() knows
             await self.show(
@@ -319,8 +354,11 @@ class TrainingCog(commands.Cog):
                 + (f" It {m['stopped_early']}." if m.get("stopped_early") else "")
             )
             voice = voice_text(m.get("voice_report"))
+            grown = ", ".join(filter(None, [outcome.model.version_label, continued_line(m)]))
             text = (
-                f"<@{job.requested_by}> `{job.handle}` is ready. {status[2:]} "
+                f"<@{job.requested_by}> `{job.handle}` is ready"
+                + (f" ({grown})" if outcome.model.version > 1 else "")
+                + f". {status[2:]} "
                 + (f"Voice: {voice.splitlines()[0]}. " if voice else "")
                 + f"Try `/impersonate {job.handle}`."
             )
