@@ -49,6 +49,7 @@ def variants() -> list[Variant]:
         Variant("LoRA 5e-4 + rows 2e-4", {"method": "lora", "learning_rate": 5e-4}),
         Variant("LoRA 2e-3 + rows 2e-4", {"method": "lora", "learning_rate": 2e-3}),
         Variant("LoRA 1e-3, no token rows", {"method": "lora", "lora_token_rows": 0}),
+        Variant("LoRA 1e-3 + rows 2e-4, no LoRA dropout", {"method": "lora", "lora_dropout": 0.0}),
     ]
 
 

@@ -31,8 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 VARIANTS = {
     "full fine-tune": {"method": "full"},
-    "LoRA, peft's token rows (before)": {"method": "lora", "fast_token_rows": False},
-    "LoRA (default: fast token rows)": {"method": "lora"},
+    "LoRA as before: dropout 0.05, peft's token rows": {
+        "method": "lora",
+        "lora_dropout": 0.05,
+        "fast_token_rows": False,
+    },
+    "LoRA, dropout 0.05": {"method": "lora", "lora_dropout": 0.05},
+    "LoRA (default: no dropout, fast token rows)": {"method": "lora"},
     "LoRA, no token rows": {"method": "lora", "lora_token_rows": 0},
 }
 

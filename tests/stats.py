@@ -12,6 +12,20 @@ def exact_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return nucleus / nucleus.sum()
 
 
+def untied_top_p(probs: torch.Tensor, near: float) -> float:
+    """A top_p at or just above `near` whose nucleus ends between two clearly different probabilities.
+
+    In a flat tail many tokens tie, and which of the tied ones a sort keeps at the edge is arbitrary
+    (it changed with the model a few training steps give): the nucleus is then not one set.
+    """
+    ordered, _ = probs.sort(descending=True)
+    before = ordered.cumsum(0) - ordered  # the mass ahead of each token
+    for first_out in range(max(1, int((before < near).sum())), ordered.shape[0]):
+        if ordered[first_out - 1] > 1.01 * ordered[first_out]:
+            return float(before[first_out - 1] + ordered[first_out - 1] / 2)
+    return 1.0
+
+
 def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
     """p-value of observed counts against exact probabilities (bins expecting < 5 merged)."""
     expected = probs * counts.sum()

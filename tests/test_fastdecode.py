@@ -13,7 +13,7 @@ from bot.core.training.data import encode_tweets, split_tweets
 from bot.core.training.loop import train
 from bot.core.training.recipe import TrainConfig
 from tests.conftest import tiny_tweets
-from tests.stats import chi_square_p_value, exact_nucleus
+from tests.stats import chi_square_p_value, exact_nucleus, untied_top_p
 from tests.tiny_model import build_tiny_gpt2, set_adapter_weights
 
 pytestmark = pytest.mark.skipif(devices.int8_engine() is None, reason="no int8 kernels on this CPU")
@@ -194,17 +194,18 @@ def test_sampled_tokens_follow_the_exact_nucleus_distribution(trained):
     prompt = tokenizer(tokenizer.eos_token + "the", add_special_tokens=False, return_tensors="pt")[
         "input_ids"
     ]
+    rows = 6000
     logits = decoder.logits_of(prompt)[0, -1]
     probs = torch.softmax(logits, -1)
-    nucleus = exact_nucleus(probs, 0.95)
+    top_p = untied_top_p(probs, 0.95)
+    nucleus = exact_nucleus(probs, top_p)
 
-    rows = 6000
     torch.manual_seed(1)
     tokens = fastdecode.sample_int8(
         decoder,
         prompt.expand(rows, -1),
         torch.ones(rows, prompt.shape[1], dtype=torch.long),
-        Sampling(top_p=0.95, max_new_tokens=1, min_new_tokens=0),
+        Sampling(top_p=top_p, max_new_tokens=1, min_new_tokens=0),
         stop_ids=torch.tensor([-1]),
         eos_id=tokenizer.eos_token_id,
     )
@@ -212,7 +213,7 @@ def test_sampled_tokens_follow_the_exact_nucleus_distribution(trained):
     assert counts[nucleus == 0].sum() == 0  # nothing outside the nucleus
     assert chi_square_p_value(counts, nucleus.double()) > 1e-3
     # The shared sampler, fed the float model's logits, draws from the same nucleus too.
-    reference = top_p_sample(logits.expand(rows, -1), 0.95)
+    reference = top_p_sample(logits.expand(rows, -1), top_p)
     ref_counts = torch.bincount(reference, minlength=probs.shape[0]).double()
     assert chi_square_p_value(ref_counts, nucleus.double()) > 1e-3
 

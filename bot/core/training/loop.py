@@ -32,8 +32,10 @@ from bot.core.devices import (
     autocast,
     autocast_dtype,
     fitted_batch_size,
+    fused_optimizer,
     gpu_memory_bytes,
     pick_device,
+    reusing_freed_memory,
 )
 from bot.core.errors import NoImprovement, TrainingError
 from bot.core.generation.decoding import position_limit
@@ -192,7 +194,8 @@ def train(
     if config.method not in ("lora", "full"):
         raise TrainingError(f"Unknown training method {config.method!r} (use lora or full).")
     report = progress or (lambda p: None)
-    run, train_seconds = _fit((tweets, held_out, watch), config, report, cancel, interrupt)
+    with reusing_freed_memory():
+        run, train_seconds = _fit((tweets, held_out, watch), config, report, cancel, interrupt)
     report(run.progress("saving"))
     _restore_best(run)
     if run.data.watch_blocks:
@@ -280,7 +283,10 @@ def _prepare_run(posts, config: TrainConfig, report, started: float) -> Training
         total_steps = min(total_steps, config.max_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, config), lr=config.lr, weight_decay=config.weight_decay
+        parameter_groups(model, config),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        fused=fused_optimizer(device, params),
     )
     warmup = int(total_steps * config.warmup_fraction)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
