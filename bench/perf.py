@@ -298,28 +298,28 @@ def decoding_report(results: dict, q: dict | None, concurrent: int) -> str:
     d = decoding.engines(results)
     base = d[decoding.BASELINE]
     ct2 = decoding.peer(d)
+    floor = results.get("floor")
     lines = [
         "| engine (5 rows x 40 tokens, top_p 0.95) | ms per decoding step | vs baseline "
-        f"| vs CTranslate2 int8 | {concurrent} concurrent personas, tweets/s | vs baseline |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"| vs CTranslate2 int8 | x the floor | {concurrent} concurrent personas, tweets/s | vs baseline |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, row in d.items():
         vs_ct2 = ratio(row["ms_per_step"], ct2["ms_per_step"], True) if ct2 else "n/a"
         vs_base = ratio(row["ms_per_step"], base["ms_per_step"], True)
-        lines.append(
-            f"| {name} | {row['ms_per_step']:.1f} | {vs_base} "
-            f"| {vs_ct2} | {row['rate']:.1f} | {ratio(row['rate'], base['rate'])} |"
-        )
-    if "floor" in results:
-        floor = results["floor"]
+        vs_floor = f"{row['ms_per_step'] / floor['ms']:.2f}x" if floor else "n/a"
+        rate = f"{row['rate']:.1f} | {ratio(row['rate'], base['rate'])}" if row["rate"] else "n/a | n/a"
+        lines.append(f"| {name} | {row['ms_per_step']:.1f} | {vs_base} | {vs_ct2} | {vs_floor} | {rate} |")
+    if floor:
         lines.append(
             f"| the floor: reading {floor['weights'] / 1e6:.0f} M int8 weights once per step at the "
-            f"measured {floor['gb_per_s']:.1f} GB/s | {floor['ms']:.1f} | | | | |"
+            f"measured {floor['gb_per_s']:.1f} GB/s | {floor['ms']:.1f} | | | 1.00x | | |"
         )
         ours = d[decoding.INT8]["ms_per_step"]
         lines += ["", f"Ours (int8) is {ours / floor['ms']:.2f}x the floor. Where one of its steps goes:", ""]
         lines += ["| part of a step | ms |", "| --- | --- |"]
-        lines += [f"| {part} | {ms:.2f} |" for part, ms in decoding.step_breakdown(results).items()]
+        parts = decoding.step_breakdown(results).items()
+        lines += [f"| {part} | {ms:.2f} |" for part, ms in parts if ms > 0]
     if q:
         change = 100 * (q["int8"] / q["bf16"] - 1)
         lines += [

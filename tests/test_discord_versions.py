@@ -37,6 +37,9 @@ async def test_train_update_then_models_info_and_rollback(discord_env):
     info = await (await server.slash(env.guild, env.member, "models info", handle="alice")).answered()
     version = next(f for f in info.original["embeds"][0]["fields"] if f["name"] == "Version")
     assert "v2, continued from v1 with 200 new posts" in version["value"] and "v1" in version["value"]
+    decoding = next(f for f in info.original["embeds"][0]["fields"] if f["name"] == "Decoding")
+    expected = "int8 engine" if env.bot.core.generator.int8 else "generic path"  # a GPT-2 LoRA persona
+    assert expected in decoding["value"]
 
     ask = await (await server.slash(env.guild, env.admin, "models rollback", handle="alice")).answered()
     assert ask.ephemeral and "Go back from v2 of `@alice` to v1?" in ask.text()

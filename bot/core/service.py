@@ -208,6 +208,10 @@ class PersonaService:
     def model_location(self, model: ModelRecord) -> str:
         return str(self.store.resolve(model.path))
 
+    async def decoding_path(self, model: ModelRecord) -> str:
+        """ "int8" or "generic": how this persona's posts are sampled on this machine."""
+        return await asyncio.to_thread(self.generator.decoding_path, self.model_location(model))
+
     def loss_curve(self, model: ModelRecord) -> Path | None:
         """The persona's loss-curve picture, when its training drew one."""
         path = self.store.resolve(model.path) / LOSS_CURVE_FILE

@@ -70,7 +70,7 @@ class _Loaded:
 
 @dataclass
 class _Base:
-    peft_model: Any  # a PeftModel, or on the int8 path the shared fastdecode.Int8GPT2
+    peft_model: Any  # a PeftModel, or on the int8 path the shared fastdecode.Int8Decoder
     adapters: set[str] = field(default_factory=set)
 
 
@@ -159,7 +159,7 @@ class Generator:
         if allow_int8 and self.int8:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
             if fastdecode.supports(model.config):
-                return fastdecode.Int8GPT2(model.eval())
+                return fastdecode.build(model.eval())
             return model.to(self.dtype).eval()
         return AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
 
@@ -171,7 +171,10 @@ class Generator:
         lora = fastdecode.LoraWeights.load(path) if self.int8 else None
         if lora is not None:
             int8_base = self._int8_base(path, base_id)
-            if int8_base is not None:
+            lora = None if int8_base is None else int8_base.peft_model.adapt(lora)
+            if lora is None and int8_base is not None and not int8_base.adapters:
+                del self._bases[base_id + " int8"]  # this adapter takes the generic path: free the base
+            if lora is not None:
                 int8_base.adapters.add(name)
                 tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path), int8_base.peft_model)
                 return _Loaded(
@@ -245,7 +248,7 @@ class Generator:
         return weight, ids, weights[token_keys[0]].to(weight.device, weight.dtype)
 
     def _int8_base(self, path: str, base_id: str) -> _Base | None:
-        """The shared int8 GPT-2 base for LoRA personas, or None where the base is not GPT-2."""
+        """The shared int8 base for LoRA personas, or None where its architecture has no int8 decoder."""
         key = base_id + " int8"
         base = self._bases.get(key)
         if base is None:
@@ -255,7 +258,7 @@ class Generator:
                 raise GenerationError(
                     f"Could not load the persona or its base model {base_id!r} ({exc.__class__.__name__})."
                 ) from exc
-            if not isinstance(model, fastdecode.Int8GPT2):
+            if not isinstance(model, fastdecode.Int8Decoder):
                 return None
             base = self._bases[key] = _Base(peft_model=model)
         return base
@@ -279,6 +282,16 @@ class Generator:
         """Unload a model (after it is deleted or replaced)."""
         with self._lock:
             self._drop_stale(str(path))
+
+    def decoding_path(self, path: str | os.PathLike) -> str:
+        """ "int8" where this model samples on an int8 decoder here, else "generic" (for /models info)."""
+        if not self.int8:
+            return "generic"
+        with self._lock:
+            loaded = self._personas.get(model_key(str(path)))
+        if loaded is not None:
+            return "int8" if isinstance(loaded.model, fastdecode.Int8Decoder) else "generic"
+        return "int8" if fastdecode.takes(str(path)) else "generic"
 
     def loaded_count(self) -> int:
         return len(self._personas)
@@ -338,7 +351,7 @@ class Generator:
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         extra: dict[str, Any] = {}
         model = personas[0].model
-        if isinstance(model, fastdecode.Int8GPT2):
+        if isinstance(model, fastdecode.Int8Decoder):
             rows = [
                 persona.lora for persona, count in zip(personas, counts, strict=True) for _ in range(count)
             ]

@@ -27,6 +27,9 @@ from bot.discord.ui import (
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # Discord's limit for servers without boosts
 HUB_URL = "https://huggingface.co/"
 
+# How /models info names the decoding path a persona takes here (generation.Generator.decoding_path).
+DECODING_PATHS = {"int8": "int8 engine (fast CPU path)", "generic": "transformers (generic path)"}
+
 
 class ModelsCog(commands.Cog):
     models = app_commands.Group(name="models", description="This server's personas", guild_only=True)
@@ -68,6 +71,8 @@ class ModelsCog(commands.Cog):
             embed.add_field(name="Data", value=f"```\n{stats_table(model.stats)}\n```", inline=False)
         embed.add_field(name="Base model", value=f"`{model.base_model}`")
         embed.add_field(name="Method", value=model.method)
+        path = await self.core.decoding_path(model)
+        embed.add_field(name="Decoding", value=DECODING_PATHS.get(path, path))
         earlier = await self.core.versions.earlier(interaction.guild_id, model.handle)
         embed.add_field(name="Version", value=version_text(model, earlier))
         if m.get("source"):
