@@ -157,8 +157,8 @@ class Settings(BaseSettings):
     generation_min_new_tokens: int = setting(10, "Shortest generated tweet, in tokens.", ge=0, le=1024)
     generation_int8: bool = setting(
         True,
-        "Decode GPT-2 bases with int8 weights on CPUs with fast int8 kernels (AVX-512 VNNI, AMX); "
-        "false keeps bf16/fp32 (docs/performance.md).",
+        "Decode GPT-2 and Llama-family bases (Llama, SmolLM2, Qwen2) with int8 weights on CPUs with "
+        "fast int8 kernels (AVX-512 VNNI, AMX); false keeps bf16/fp32 (docs/performance.md).",
     )
     voice_report_posts: int = setting(
         200,
