@@ -119,9 +119,10 @@ def takes(path: str) -> bool:
     adapter_config = Path(path) / "adapter_config.json"
     try:
         if not adapter_config.is_file():
-            return supports(AutoConfig.from_pretrained(path))
+            return supports(AutoConfig.from_pretrained(path, local_files_only=True))
         base = json.loads(adapter_config.read_text()).get("base_model_name_or_path") or "gpt2"
-        config = AutoConfig.from_pretrained(base)
+        # Local files only: /models info must answer within Discord's 3 s, never wait on the hub.
+        config = AutoConfig.from_pretrained(base, local_files_only=True)
     except (OSError, ValueError):  # unreadable, or a hub base that cannot be reached
         return False
     lora = LoraWeights.load(path)
