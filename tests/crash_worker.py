@@ -8,6 +8,7 @@ It prints one line per event so the test knows when to kill it.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import sys
 
@@ -25,7 +26,10 @@ async def main(env: dict, mode: str) -> None:
             job, p = args
             print(f"progress {job.id} {p.phase} {p.step}", flush=True)
         else:
-            print(f"finished {args[0].job.id} {args[0].state}", flush=True)
+            ended = args[0]
+            print(f"finished {ended.job.id} {ended.state}", flush=True)
+            if ended.error:  # the test reports it when the job did not end as it expected
+                print(f"error {ended.error}", flush=True)
 
     core.set_event_sink(on_event)
     print("recovered " + " ".join(str(j.id) for j in core.trainings.recovered()), flush=True)
@@ -41,4 +45,5 @@ async def main(env: dict, mode: str) -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.enable()  # a crash in native code shows its stack in the test's output
     asyncio.run(main(json.loads(sys.argv[1]), sys.argv[2]))

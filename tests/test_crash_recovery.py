@@ -32,6 +32,7 @@ def env_for(settings) -> dict:
         "TRAIN_BLOCK_SIZE": "64",
         "TRAIN_LEARNING_RATE": "0.003",
         "TRAIN_MAX_STEPS": "25",
+        "VOICE_REPORT_POSTS": str(settings.voice_report_posts),
     }
 
 
@@ -47,13 +48,19 @@ def start_worker(env: dict, mode: str) -> subprocess.Popen:
 
 def read_until(proc: subprocess.Popen, predicate, timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
+    seen = []  # what the worker said, so a failure shows it
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
-            raise AssertionError(f"worker exited early ({proc.poll()})")
+            try:
+                code = proc.wait(timeout=10)  # a negative code names the signal that ended it
+            except subprocess.TimeoutExpired:
+                code = None
+            raise AssertionError(f"worker exited early (exit code {code}) after: {seen[-8:]}")
+        seen.append(line.strip())
         if predicate(line.strip()):
             return line.strip()
-    raise AssertionError("timed out waiting for the worker")
+    raise AssertionError(f"timed out waiting for the worker after: {seen[-8:]}")
 
 
 def kill(proc: subprocess.Popen) -> None:
