@@ -18,6 +18,20 @@ import torch
 MODEL_BUILD_LOCK = threading.RLock()
 
 
+# Up to this many positions per row, plain attention (two matrix products and a softmax) trains
+# faster on a CPU than torch's fused kernel: 3x at 128 positions, 1.6x at 256 in bf16, slower at 512
+# (AMD EPYC, 2 threads, 9 heads of 64: docs/performance.md). It keeps a row's scores for the
+# backward pass, which is why it stops there.
+EAGER_ATTENTION_MAX_POSITIONS = 256
+
+
+def training_attention(device: torch.device, block_size: int) -> str | None:
+    """The attention implementation a training loads its model with (None: the library's choice)."""
+    if device.type == "cpu" and block_size <= EAGER_ATTENTION_MAX_POSITIONS:
+        return "eager"
+    return None
+
+
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

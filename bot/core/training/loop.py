@@ -36,6 +36,7 @@ from bot.core.devices import (
     gpu_memory_bytes,
     pick_device,
     reusing_freed_memory,
+    training_attention,
 )
 from bot.core.errors import NoImprovement, TrainingError
 from bot.core.generation.decoding import position_limit
@@ -60,14 +61,18 @@ log = logging.getLogger(__name__)
 TRAINING_INFO_FILE = "training.json"
 
 
-def load_base_model(base_model: str, device: torch.device, bases_dir: str | None = None):
-    """The base and its tokenizer: a hub id, a local folder, or a GGUF file (dequantized once)."""
+def load_base_model(
+    base_model: str, device: torch.device, bases_dir: str | None = None, attention: str | None = None
+):
+    """The base and its tokenizer: a hub id, a local folder, or a GGUF file (dequantized once);
+    `attention` picks transformers' attention implementation (None: its default)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = loadable(base_model, bases_dir or default_bases_dir())
+    options = {"attn_implementation": attention} if attention else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, **options)
     except (OSError, ValueError) as exc:
         raise TrainingError(
             f"Could not load the base model {base_model!r}: it must be a Hugging Face hub id "
@@ -346,9 +351,8 @@ def _model_and_data(posts, config: TrainConfig, device: torch.device):
 def _starting_model(config: TrainConfig, device: torch.device):
     """The base, or for an update of a fully fine-tuned persona the persona itself (its folder is a
     whole model); a LoRA persona's adapters go on the base in `continue_lora`."""
-    if config.start_from and config.method == "full":
-        return load_base_model(config.start_from, device, config.bases_dir)
-    return load_base_model(config.base_model, device, config.bases_dir)
+    source = config.start_from if config.start_from and config.method == "full" else config.base_model
+    return load_base_model(source, device, config.bases_dir, training_attention(device, config.block_size))
 
 
 def _fit_batch(config: TrainConfig, data: TrainData, device: torch.device) -> TrainConfig:
