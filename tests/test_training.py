@@ -364,3 +364,25 @@ def test_the_batch_grows_to_fill_a_gpu_but_keeps_enough_updates():
     assert fitted_batch_size(8, 60, 4, 128, 80 * gib) == 8  # 300 tweets: every update counts
     assert fitted_batch_size(8, 100_000, 4, 128, 80 * gib) == 128  # the cap
     assert fitted_batch_size(8, 100_000, 4, 128, 4 * gib) == 16  # half of a small GPU's memory
+
+
+def test_cpu_training_uses_plain_attention_for_short_rows_with_the_same_loss(tiny_base_model):
+    import torch
+
+    from bot.core.devices import training_attention
+    from bot.core.training.loop import load_base_model
+
+    cpu = torch.device("cpu")
+    assert training_attention(cpu, 128) == "eager"
+    assert training_attention(cpu, 512) is None  # there the fused kernel is faster and holds less
+    assert training_attention(torch.device("cuda"), 128) is None
+    ids = torch.arange(2 * 48).reshape(2, 48) % 200 + 5
+    mask = torch.ones_like(ids)
+    mask[1, 40:] = 0  # a padded row: both implementations must mask it the same way
+    losses = []
+    for attention in (None, training_attention(cpu, 64)):
+        model, _ = load_base_model(tiny_base_model, cpu, attention=attention)
+        assert model.config._attn_implementation == (attention or "sdpa")
+        with torch.no_grad():
+            losses.append(float(model(input_ids=ids, attention_mask=mask, labels=ids).loss))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
