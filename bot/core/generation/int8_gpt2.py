@@ -25,6 +25,7 @@ class Int8GPT2(Int8Decoder):
         core = model.transformer
         self.heads = config.n_head
         self.width = config.n_embd
+        self.kv_heads, self.head_dim = self.heads, self.width // self.heads  # every head has its keys
         self.eps = config.layer_norm_epsilon
         self.positions = config.n_positions
         self.wte = core.wte.weight.detach().float().clone()
@@ -51,11 +52,6 @@ class Int8GPT2(Int8Decoder):
         if lora is None or any(kind not in _KINDS for _, kind in lora.pairs):
             return None
         return lora  # peft's names for GPT-2's layers are this decoder's kinds
-
-    def new_cache(self, rows: int, length: int) -> list[torch.Tensor]:
-        """Per layer, keys and values in one tensor (2, rows, heads, length, head width): one write a step."""
-        shape = (2, rows, self.heads, length, self.width // self.heads)
-        return [torch.empty(shape) for _ in self.layers]
 
     def forward(
         self,

@@ -144,11 +144,6 @@ class Int8Llama(Int8Decoder):
             fused[(layer, kind)] = (down, up)
         return LoraWeights(fused, lora.token_ids, lora.token_rows)
 
-    def new_cache(self, rows: int, length: int) -> list[torch.Tensor]:
-        """Per layer, keys and values of the key-value heads (2, rows, kv heads, length, head width)."""
-        shape = (2, rows, self.kv_heads, length, self.head_dim)
-        return [torch.empty(shape) for _ in self.layers]
-
     def forward(
         self,
         ids: torch.Tensor,

@@ -254,8 +254,9 @@ class Int8Decoder:
     """The parts of a forward pass for sampling that every architecture shares.
 
     A subclass sets `layers` (one dict of packed matrices per block, keyed by its own layer
-    kinds), `wte` (float input embedding), `tied`, `head`, `positions`, and writes `forward` and
-    `new_cache`; `adapt` maps an adapter's layer names onto its kinds.
+    kinds), `wte` (float input embedding), `tied`, `head`, `positions`, `kv_heads` and `head_dim`
+    (the shape of its key-value cache), and writes `forward`; `adapt` maps an adapter's layer names
+    onto its kinds.
     """
 
     def __init__(self, model, engine: str | None):
@@ -266,6 +267,12 @@ class Int8Decoder:
         self.engine = engine
         self.reduce_range = engine in ("fbgemm", "x86")  # 7-bit activations avoid fbgemm's int16 saturation
         self.layers: list[dict] = []
+
+    def new_cache(self, rows: int, length: int) -> list[torch.Tensor]:
+        """Per layer, keys and values of the key-value heads in one tensor (2, rows, kv heads, length,
+        head width): one write a step."""
+        shape = (2, rows, self.kv_heads, length, self.head_dim)
+        return [torch.empty(shape) for _ in self.layers]
 
     def pack(
         self, weight: torch.Tensor, bias: torch.Tensor | None = None, inputs: torch.Tensor | None = None
