@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 VARIANTS = {
     "full fine-tune": {"method": "full"},
+    "full fine-tune, the library's loss": {"method": "full", "chunked_loss": False},
     "LoRA as before: dropout 0.05, peft's token rows": {
         "method": "lora",
         "lora_dropout": 0.05,
@@ -39,6 +41,7 @@ VARIANTS = {
     "LoRA, dropout 0.05": {"method": "lora", "lora_dropout": 0.05},
     "LoRA (default: no dropout, fast token rows)": {"method": "lora"},
     "LoRA, no token rows": {"method": "lora", "lora_token_rows": 0},
+    "LoRA, the library's loss": {"method": "lora", "chunked_loss": False},
 }
 
 
@@ -59,7 +62,12 @@ def one(job: dict[str, Any]) -> dict[str, Any]:
     steps = [h for h in result.history if "train_loss" in h]
     first, last = steps[job["warmup"] - 1], steps[-1]
     tokens_per_second = (last["tokens"] - first["tokens"]) / (last["time"] - first["time"])
-    return {"tokens_per_second": tokens_per_second, "precision": result.metrics["precision"]}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {
+        "tokens_per_second": tokens_per_second,
+        "precision": result.metrics["precision"],
+        "peak_mib": peak,
+    }
 
 
 def matmul_gflops(precision: str, rows: int, width: int, threads: int) -> float:
@@ -142,30 +150,40 @@ def main(argv: list[str] | None = None) -> None:
         if not args.variants or name == "full fine-tune" or any(part in name for part in args.variants)
     }  # the full fine-tune always runs: the other rows are read against it
     speeds: dict[str, list[float]] = {name: [] for name in chosen}
+    peaks: dict[str, list[float]] = {name: [] for name in chosen}
     precision = "fp32"
     for _ in range(args.repeats):
         for name, settings in chosen.items():
             result = run_isolated(job | {"settings": settings})
             speeds[name].append(result["tokens_per_second"])
+            peaks[name].append(result["peak_mib"])
             precision = result["precision"]
-    print(table(base, speeds, precision, parameters(base), args.threads))
+    print(table(base, speeds, peaks, precision, parameters(base), args.threads))
 
 
-def table(base: str, speeds: dict[str, list[float]], precision: str, n_params: int, threads: int) -> str:
+def table(
+    base: str,
+    speeds: dict[str, list[float]],
+    peaks: dict[str, list[float]],
+    precision: str,
+    n_params: int,
+    threads: int,
+) -> str:
     floor = matmul_gflops(precision, 1024, 768, threads)
     full = statistics.median(speeds["full fine-tune"])
     lines = [
         f"base {base} ({n_params / 1e6:.1f} M parameters), {threads} threads, {precision}; "
         f"matrix product [1024 x 768] @ [768 x 3072] in {precision}: {floor:.0f} GFLOPS",
-        "| variant | tokens/s (median) | runs | vs full | achieved GFLOPS | share of the matrix product |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| variant | tokens/s (median) | runs | vs full | achieved GFLOPS | share of the matrix product "
+        "| peak RSS |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, runs in speeds.items():
         rate = statistics.median(runs)
         flops = (6 if name.startswith("full") else 4) * n_params * rate / 1e9
         lines.append(
             f"| {name} | {rate:.0f} | {', '.join(f'{r:.0f}' for r in runs)} | {rate / full:.2f}x | "
-            f"{flops:.0f} | {flops / floor:.0%} |"
+            f"{flops:.0f} | {flops / floor:.0%} | {max(peaks[name]):,.0f} MiB |"
         )
     return "\n".join(lines)
 

@@ -128,6 +128,26 @@ def _cached_slots(layer, adapter: str, vocabulary: int, device):
     return cache[adapter]
 
 
+def frozen_weights_in(model, dtype) -> int:
+    """Store the frozen base weights of the adapted layers in the autocast dtype.
+
+    Autocast casts a frozen fp32 weight to bf16 at every use (it caches only trainable leaves): on
+    the real base a ninth of a LoRA step was these copies (docs/performance.md). Cast once, the
+    products get the same bf16 values, so the loss is the same to the last digit. Embeddings and
+    layer norms stay fp32 (the residual stream and the norms are computed in fp32 under autocast).
+    Returns how many weights were cast."""
+    from peft.tuners.lora import LoraLayer
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            weight = module.get_base_layer().weight
+            if not weight.requires_grad and weight.dtype != dtype:
+                weight.data = weight.data.to(dtype)
+                count += 1
+    return count
+
+
 def continue_lora(model, folder: str):
     """A LoRA persona's adapters and token rows put back on its base, trainable: an update goes on
     from them (the same layers and token rows; its saved bf16 values become the fp32 start)."""

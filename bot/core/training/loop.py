@@ -40,11 +40,18 @@ from bot.core.devices import (
 )
 from bot.core.errors import NoImprovement, TrainingError
 from bot.core.generation.decoding import position_limit
-from bot.core.training.adapters import continue_lora, fast_token_rows, parameter_groups, wrap_lora
+from bot.core.training.adapters import (
+    continue_lora,
+    fast_token_rows,
+    frozen_weights_in,
+    parameter_groups,
+    wrap_lora,
+)
 from bot.core.training.bases import default_bases_dir, describe, loadable
 from bot.core.training.checkpoint import Checkpointer, LoopState, fingerprint, stored_fingerprint
 from bot.core.training.data import TrainData, frequent_tokens, make_batch, prepare_data
 from bot.core.training.guard import GoodState, guard_divergence, trainable_copy
+from bot.core.training.headloss import causal_lm_loss
 from bot.core.training.progress import StepTimer, retry_note
 from bot.core.training.recipe import (
     MIN_IMPROVEMENT,
@@ -88,7 +95,9 @@ def load_base_model(
 
 
 @torch.no_grad()
-def evaluate(model, blocks: list[list[int]], batch_size: int, pad_id: int, device, amp_dtype) -> float | None:
+def evaluate(
+    model, blocks: list[list[int]], batch_size: int, pad_id: int, device, amp_dtype, chunked: bool = True
+) -> float | None:
     """Mean loss per predicted token over the validation blocks."""
     if not blocks:
         return None
@@ -98,7 +107,7 @@ def evaluate(model, blocks: list[list[int]], batch_size: int, pad_id: int, devic
         rows = blocks[i : i + batch_size]
         batch = make_batch(rows, pad_id, device)
         with autocast(device, amp_dtype):
-            loss = model(**batch).loss
+            loss = causal_lm_loss(model, batch, amp_dtype, chunked)
         tokens = sum(len(row) - 1 for row in rows)
         total_loss += float(loss) * tokens
         total_tokens += tokens
@@ -168,6 +177,7 @@ class TrainingRun:
             self.tokenizer.pad_token_id,
             self.device,
             self.amp_dtype,
+            cfg.chunked_loss,
         )
 
 
@@ -282,6 +292,8 @@ def _prepare_run(posts, config: TrainConfig, report, started: float) -> Training
     device = pick_device(config.device)
     amp_dtype = autocast_dtype(config.precision, device)
     model, tokenizer, data, config = _model_and_data(posts, config, device)
+    if config.method == "lora" and amp_dtype is not None:
+        frozen_weights_in(model, amp_dtype)
     model.train()
     total_steps = data.steps_per_epoch * config.epochs
     if config.max_steps:
@@ -413,7 +425,7 @@ def _train_epoch(run: TrainingRun, epoch: int, order: list[list[int]], cancel, i
 def train_step(run: TrainingRun, batch: dict[str, torch.Tensor]) -> float:
     """One optimizer step on one batch; returns its loss."""
     with autocast(run.device, run.amp_dtype):
-        loss = run.model(**batch).loss
+        loss = causal_lm_loss(run.model, batch, run.amp_dtype, run.config.chunked_loss)
     run.scaler.scale(loss).backward()
     run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the scaled ones
     torch.nn.utils.clip_grad_norm_(run.params, 1.0)
