@@ -93,7 +93,7 @@ def _token_rows_forward(layer, x, *args, **kwargs):
         return type(layer).forward(layer, x, *args, **kwargs)
     delta = layer.trainable_tokens_delta[adapters[0]]
     weight = base.weight
-    index = _cached_index(layer, adapters[0], weight.device)
+    index = cached_token_index(layer, adapters[0], weight.device)
     if isinstance(base, torch.nn.Embedding):
         slots = _cached_slots(layer, adapters[0], weight.shape[0], weight.device)[x]
         out = F.embedding(x, weight, padding_idx=base.padding_idx)
@@ -106,7 +106,7 @@ def _token_rows_forward(layer, x, *args, **kwargs):
     return type(layer).forward(layer, x, *args, **kwargs)
 
 
-def _cached_index(layer, adapter: str, device):
+def cached_token_index(layer, adapter: str, device):
     import torch
 
     cache = layer.__dict__.setdefault("_fast_index", {})
@@ -121,7 +121,7 @@ def _cached_slots(layer, adapter: str, vocabulary: int, device):
 
     cache = layer.__dict__.setdefault("_fast_slots", {})
     if adapter not in cache:
-        index = _cached_index(layer, adapter, device)
+        index = cached_token_index(layer, adapter, device)
         slots = torch.full((vocabulary,), -1, dtype=torch.long, device=device)
         slots[index] = torch.arange(len(index), device=device)
         cache[adapter] = slots
@@ -132,8 +132,9 @@ def frozen_weights_in(model, dtype) -> int:
     """Store the frozen base weights of the adapted layers in the autocast dtype.
 
     Autocast casts a frozen fp32 weight to bf16 at every use (it caches only trainable leaves): on
-    the real base a ninth of a LoRA step was these copies (docs/performance.md). Cast once, the
-    products get the same bf16 values, so the loss is the same to the last digit. Embeddings and
+    the real base a profile put a ninth of a LoRA step in these copies, though timed runs gained less
+    than their noise (docs/performance.md). Cast once, the products get the same bf16 values, so the
+    loss is the same to the last digit. Embeddings and
     layer norms stay fp32 (the residual stream and the norms are computed in fp32 under autocast).
     Returns how many weights were cast."""
     from peft.tuners.lora import LoraLayer

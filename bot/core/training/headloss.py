@@ -3,8 +3,9 @@ computed together, a few hundred positions at a time.
 
 A batch of 8 x 128 positions over a 49,152-token vocabulary has 50 M logits. Computed the library's
 way (`model(**batch).loss`) they are written in bf16, copied to fp32, turned into log-probabilities,
-and their gradient is filled, scattered and copied back: on a 2-core CPU about a third of a LoRA
-step on SmolLM2-135M went to these passes over 200 MB tensors (docs/performance.md). Here each
+and their gradient is filled, scattered and copied back: passes over 200 MB tensors that a LoRA
+training on SmolLM2-135M holds at once (timed on 2 CPU cores it was about as fast; a third less
+peak memory, docs/performance.md). Here each
 chunk's logits are made, used for the loss and, in training, turned into their gradient at once
 (softmax minus the one-hot target), which goes straight into the gradients of the hidden states and
 of the output weights; the chunk's logits are then dropped. The arithmetic is the library's (the same
@@ -19,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from bot.core.training.adapters import cached_token_index
 
 # Positions per chunk: 256 x 49,152 fp32 logits are 50 MB; on 2 CPU cores 128 ran the products
 # below their rate and 512 or 1,024 were no faster. A GPU wants larger products (its batch is larger
@@ -63,7 +66,7 @@ def _token_rows_head(causal, output) -> Head | None:
     base, adapters = output.base_layer, output.active_adapters
     if not isinstance(base, torch.nn.Linear) or base.bias is not None or len(adapters) != 1:
         return None
-    index = torch.tensor(output.token_indices[adapters[0]], dtype=torch.long, device=base.weight.device)
+    index = cached_token_index(output, adapters[0], base.weight.device)  # not rebuilt every step
     return Head(causal.get_decoder(), base.weight, output.trainable_tokens_delta[adapters[0]], index)
 
 
