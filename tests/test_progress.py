@@ -67,6 +67,20 @@ def test_training_stops_when_the_held_out_loss_stops_improving(tiny_base_model, 
     assert "ETA at most" in shown and "may end sooner" in shown
 
 
+def test_the_eta_is_exact_when_the_run_cannot_stop_early(tiny_base_model, tmp_path, monkeypatch):
+    from bot.core.training.loop import train
+    from bot.core.training.recipe import TrainConfig
+    from tests.conftest import tiny_tweets
+
+    held_out_losses(monkeypatch, [4.0, 3.0, 3.5])
+    seen = []
+    config = TrainConfig(base_model=tiny_base_model, epochs=2, patience=1, block_size=64, batch_size=64)
+    m = train(tiny_tweets(), tmp_path / "out", config, progress=seen.append).metrics
+    assert m["epochs_run"] == 2 and m["best_epoch"] == 1 and m["stopped_early"] is None
+    shown = progress_text(next(p for p in seen if p.phase == "training" and p.eta_seconds is not None))
+    assert "ETA" in shown and "at most" not in shown
+
+
 def test_patience_zero_runs_every_epoch(tiny_base_model, tmp_path, monkeypatch):
     from bot.core.training.loop import train
     from bot.core.training.recipe import TrainConfig

@@ -164,7 +164,9 @@ class TrainingRun:
         """A progress report of this run, carrying its note (a roll-back, a retry) once there is one."""
         state = self.state
         base = dict(step=state.step, total_steps=self.total_steps, loss=state.smoothed_loss)
-        early = bool(self.config.patience) and self.config.epochs > 1
+        # A stop needs `patience` epochs after the best one, before the last: with 2 epochs and
+        # patience 1 the run always trains both, and the ETA is not "at most".
+        early = bool(self.config.patience) and self.config.epochs > self.config.patience + 1
         return TrainProgress(phase=phase, **(base | kw), note=state.note, may_end_early=early)
 
     def evaluate(self, blocks: list[list[int]] | None = None) -> float | None:

@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.config import Settings
 from bot.core.errors import UserError
 from bot.core.ingest import PACKAGE_FORMAT, UnsupportedFile, combine_people, ingest
 from bot.core.limits import MAX_EPOCHS
@@ -96,7 +97,7 @@ class TrainingCog(commands.Cog):
         display_name="Name shown on generated posts",
         avatar="Image URL shown on generated posts",
         method="LoRA adapters (default, small and fast) or full fine-tuning",
-        epochs="Passes over the data (default 4)",
+        epochs=f"Passes over the data (default {Settings.model_fields['train_epochs'].default})",
         handle2="A second person, to mix both voices",
         file2="The second person's posts",
         handle3="A third person",
