@@ -2,7 +2,8 @@
 
 Trains the GPT-2-124M-shaped model of bench/perf.py (random weights, tokenizer trained on the
 corpus) on the shared Obama corpus with the bot's defaults (LoRA, then full fine-tuning) for a few
-steps, measures tokens/s from the second step on, and extrapolates to the default 4 epochs.
+steps, measures tokens/s from the second step on, and extrapolates to the default epochs
+(`TrainConfig().epochs`).
 
     python bench/first_persona.py            # about 3 minutes on 2 cores
 """

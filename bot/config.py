@@ -71,10 +71,10 @@ class Settings(BaseSettings):
         "lora",
         "lora (small adapters, default) or full fine-tuning.",
     )
-    train_epochs: int = setting(
-        2,
-        "Passes over the shuffled tweets (huggingtweets used 4; on real weights 2 at twice the rates "
-        "fit as well in half the time, see docs/quality.md).",
+    train_epochs: int | None = setting(
+        None,
+        "Passes over the shuffled tweets (default 2 for LoRA, 4 for full fine-tuning; huggingtweets "
+        "used 4; see docs/quality.md).",
         ge=1,
         le=50,
     )

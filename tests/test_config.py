@@ -53,3 +53,11 @@ def test_readme_test_command_is_what_ci_runs():
     # The suite's command, then the image built and run (.ci/image: slower, so after the suite).
     steps = [line for line in ci.strip().splitlines() if not line.startswith("#")]
     assert steps[-2:] == [command, "bash .ci/image"]
+
+
+def test_epochs_default_by_method_unless_asked():
+    from bot.core.training.recipe import TrainConfig
+
+    assert TrainConfig(method="lora").epochs == 2 and TrainConfig(method="full").epochs == 4
+    assert TrainConfig(method="full", epochs=3).epochs == 3
+    assert load_settings({}, dotenv=False).train_epochs is None  # resolved per method when queued

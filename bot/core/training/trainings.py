@@ -17,7 +17,7 @@ from bot.core.personas.keptposts import kept_posts
 from bot.core.personas.modelcard import gguf_label_parts
 from bot.core.storage import JobRecord
 from bot.core.training.bases import check_base, describe
-from bot.core.training.recipe import TrainConfig, TrainProgress
+from bot.core.training.recipe import TrainConfig, TrainProgress, default_epochs
 from bot.core.training.update import UpdatePlan, merged_stats, new_posts_of, plan_update
 from bot.core.urls import normalize_http_url
 
@@ -46,7 +46,7 @@ class Trainings:
         method = (method or self.service.settings.train_method).lower()
         if method not in ("lora", "full"):
             raise UserError("The method must be `lora` or `full`.")
-        epochs = epochs or self.service.settings.train_epochs
+        epochs = epochs or self.service.settings.train_epochs or default_epochs(method)
         if not 1 <= epochs <= MAX_EPOCHS:
             raise UserError(f"Epochs must be between 1 and {MAX_EPOCHS}.")
         avatar_url = normalize_http_url(avatar_url, what="The avatar URL") if avatar_url else None
@@ -111,7 +111,7 @@ class Trainings:
             avatar_url=model.avatar_url,
             base_model=base_model,
             method=model.method,
-            epochs=service.settings.train_epochs,
+            epochs=service.settings.train_epochs or default_epochs(model.method),
             corpus=new_posts_of(kept, tweets, model.handle),
             stats=merged_stats(model.stats, stats, plan),
             requested_by=requested_by,
