@@ -3,7 +3,7 @@
 Trains the GPT-2-124M-shaped model of bench/perf.py (random weights, tokenizer trained on the
 corpus) on the shared Obama corpus with the bot's defaults (LoRA, then full fine-tuning) for a few
 steps, measures tokens/s from the second step on, and extrapolates to the default epochs
-(`TrainConfig().epochs`).
+(`recipe.default_epochs`).
 
     python bench/first_persona.py            # about 3 minutes on 2 cores
 """
@@ -22,7 +22,7 @@ from bench.perf import SHAPES, SHARED, build_model, machine, throughput  # noqa:
 from bot.core.ingest.pipeline import ingest_path  # noqa: E402
 from bot.core.training.data import encode_tweets, split_tweets  # noqa: E402
 from bot.core.training.loop import train  # noqa: E402
-from bot.core.training.recipe import TrainConfig  # noqa: E402
+from bot.core.training.recipe import TrainConfig, default_epochs  # noqa: E402
 
 
 def main() -> None:
@@ -45,7 +45,8 @@ def main() -> None:
         print(f"machine: {machine()}")
         print(
             f"corpus: {args.corpus.name}, {len(tweets)} tweets, {epoch_tokens} tokens per epoch, "
-            f"{defaults.epochs} epochs by default; measured over {args.steps} steps, extrapolated"
+            f"{default_epochs('lora', len(tweets))} epochs by default for LoRA, "
+            f"{default_epochs('full', len(tweets))} for full; measured over {args.steps} steps, extrapolated"
         )
         print("| method | tokens/s | one epoch | default run (all epochs) |")
         print("| --- | --- | --- | --- |")
@@ -53,7 +54,7 @@ def main() -> None:
             config = TrainConfig(base_model=base, method=method, max_steps=args.steps + 1)
             result = train(tweets, work / method, config)
             rate = throughput(result.history)
-            total = epoch_tokens * defaults.epochs / rate
+            total = epoch_tokens * default_epochs(method, len(tweets)) / rate
             print(
                 f"| {method} ({result.metrics['precision']}) | {rate:.0f} "
                 f"| {epoch_tokens / rate / 60:.1f} min | {total / 60:.0f} min |",

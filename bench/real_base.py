@@ -49,6 +49,7 @@ def variants() -> list[Variant]:
         # Two epochs whose schedule ends where the old default's best epoch (2 of 4) was, at higher
         # rates so that they learn as much: the epoch early stopping spent to confirm it is saved.
         Variant("before: 4 epochs, LoRA 1e-3 + rows 2e-4", _lora_rates(4, 1e-3, 2e-4)),
+        Variant("4 epochs, LoRA 2e-3 + rows 4e-4", _lora_rates(4, 2e-3, 4e-4)),
         Variant("2 epochs, LoRA 1.5e-3 + rows 3e-4", _lora_rates(2, 1.5e-3, 3e-4)),
         Variant("2 epochs, LoRA 2e-3 + rows 2e-4", _lora_rates(2, 2e-3, 2e-4)),
         Variant("2 epochs, LoRA 3e-3 + rows 6e-4", _lora_rates(2, 3e-3, 6e-4)),

@@ -73,8 +73,8 @@ class Settings(BaseSettings):
     )
     train_epochs: int | None = setting(
         None,
-        "Passes over the shuffled tweets (default 2 for LoRA, 4 for full fine-tuning; huggingtweets "
-        "used 4; see docs/quality.md).",
+        "Passes over the shuffled tweets (default 2 for LoRA on 1,000 posts or more, else 4, as "
+        "huggingtweets used; see docs/quality.md).",
         ge=1,
         le=50,
     )

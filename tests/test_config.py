@@ -56,8 +56,8 @@ def test_readme_test_command_is_what_ci_runs():
 
 
 def test_epochs_default_by_method_unless_asked():
-    from bot.core.training.recipe import TrainConfig
+    from bot.core.training.recipe import default_epochs
 
-    assert TrainConfig(method="lora").epochs == 2 and TrainConfig(method="full").epochs == 4
-    assert TrainConfig(method="full", epochs=3).epochs == 3
+    assert default_epochs("lora", 2000) == 2 and default_epochs("lora", 400) == 4
+    assert default_epochs("full", 2000) == 4
     assert load_settings({}, dotenv=False).train_epochs is None  # resolved per method when queued

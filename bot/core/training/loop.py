@@ -61,6 +61,7 @@ from bot.core.training.recipe import (
     TrainingInterrupted,
     TrainProgress,
     TrainResult,
+    default_epochs,
 )
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,8 @@ def train(
     if config.method not in ("lora", "full"):
         raise TrainingError(f"Unknown training method {config.method!r} (use lora or full).")
     report = progress or (lambda p: None)
+    if config.epochs is None:
+        config = replace(config, epochs=default_epochs(config.method, len(tweets) + len(held_out or [])))
     with reusing_freed_memory():
         run, train_seconds = _fit((tweets, held_out, watch), config, report, cancel, interrupt)
     report(run.progress("saving"))

@@ -46,7 +46,7 @@ class Trainings:
         method = (method or self.service.settings.train_method).lower()
         if method not in ("lora", "full"):
             raise UserError("The method must be `lora` or `full`.")
-        epochs = epochs or self.service.settings.train_epochs or default_epochs(method)
+        epochs = epochs or self.service.settings.train_epochs or default_epochs(method, len(tweets))
         if not 1 <= epochs <= MAX_EPOCHS:
             raise UserError(f"Epochs must be between 1 and {MAX_EPOCHS}.")
         avatar_url = normalize_http_url(avatar_url, what="The avatar URL") if avatar_url else None
@@ -111,7 +111,8 @@ class Trainings:
             avatar_url=model.avatar_url,
             base_model=base_model,
             method=model.method,
-            epochs=service.settings.train_epochs or default_epochs(model.method),
+            epochs=service.settings.train_epochs
+            or default_epochs(model.method, len(plan.train) + len(plan.held_out)),
             corpus=new_posts_of(kept, tweets, model.handle),
             stats=merged_stats(model.stats, stats, plan),
             requested_by=requested_by,

@@ -15,7 +15,7 @@ from bot.core.errors import UserError
 from bot.core.ingest import PACKAGE_FORMAT, UnsupportedFile, combine_people, ingest
 from bot.core.limits import MAX_EPOCHS
 from bot.core.storage import JobRecord
-from bot.core.training import JobOutcome, TrainProgress, continued_line, default_epochs, queued_line
+from bot.core.training import JobOutcome, TrainProgress, continued_line, queued_line
 from bot.discord.discord_limits import fit_choices, fit_content, fit_embed
 from bot.discord.options import AvatarUrl, Handle
 from bot.discord.ui import (
@@ -96,8 +96,7 @@ class TrainingCog(commands.Cog):
         display_name="Name shown on generated posts",
         avatar="Image URL shown on generated posts",
         method="LoRA adapters (default, small and fast) or full fine-tuning",
-        epochs=f"Passes over the data (default {default_epochs('lora')} for LoRA, "
-        f"{default_epochs('full')} for full)",
+        epochs="Passes over the data (default 2 for LoRA on 1,000+ posts, else 4)",
         handle2="A second person, to mix both voices",
         file2="The second person's posts",
         handle3="A third person",
