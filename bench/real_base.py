@@ -45,7 +45,7 @@ def variants() -> list[Variant]:
     """The defaults, the defaults before, full fine-tunes at the published 2e-4 and at 5e-5, and
     LoRA at other rates and epochs (each names its epochs: `--epochs` sets them where it does not)."""
     return [
-        Variant("default (2 epochs, LoRA 2e-3 + 1,000 token rows 4e-4)", {"method": "lora"}),
+        Variant("default (LoRA 2e-3 + 1,000 token rows 4e-4, 2 epochs from 1,000 posts)", {"method": "lora"}),
         # Two epochs whose schedule ends where the old default's best epoch (2 of 4) was, at higher
         # rates so that they learn as much: the epoch early stopping spent to confirm it is saved.
         Variant("before: 4 epochs, LoRA 1e-3 + rows 2e-4", _lora_rates(4, 1e-3, 2e-4)),
