@@ -6,13 +6,7 @@ on workers)."""
 from bot.core.training.bases import check_base
 from bot.core.training.local_queue import TrainingQueue
 from bot.core.training.loop import train
-from bot.core.training.recipe import (
-    TrainConfig,
-    TrainingCancelled,
-    TrainProgress,
-    TrainResult,
-    default_epochs,
-)
+from bot.core.training.recipe import TrainConfig, TrainingCancelled, TrainProgress, TrainResult
 from bot.core.training.trainings import Trainings
 from bot.core.training.trainrun import JobOutcome, TrainingBackend, train_config
 from bot.core.training.update import UpdatePlan, continued_line, queued_line
@@ -32,7 +26,6 @@ __all__ = [
     "TrainingQueue",
     "Trainings",
     "check_base",
-    "default_epochs",
     "train",
     "train_config",
 ]

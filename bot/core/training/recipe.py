@@ -33,7 +33,7 @@ def default_epochs(method: str, posts: int) -> int:
     """Passes over `posts` posts when none are asked for. On the real base (docs/quality.md) LoRA at
     1e-3 over 4 epochs was best after epoch 2: 2 epochs whose schedule ends there, at twice the
     rates, fit as well (+0.1% and +0.6% perplexity on 2,109 and 1,357 posts) in two thirds of the
-    time; on 400 posts 2 epochs were 3.4% worse and 4 at the same rates 1.2%. A full fine-tune at
+    time; on 400 posts 2 epochs were 3.4% worse and 4 at the new rates 1.2%. A full fine-tune at
     2e-4 over 2 epochs was 6% worse than over 4 (best after epoch 2; early stopping ends it after 3)."""
     return 2 if method == "lora" and posts >= MANY_POSTS else 4
 
