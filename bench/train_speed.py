@@ -42,6 +42,7 @@ VARIANTS = {
     "LoRA (default: no dropout, fast token rows)": {"method": "lora"},
     "LoRA, no token rows": {"method": "lora", "lora_token_rows": 0},
     "LoRA, the library's loss": {"method": "lora", "chunked_loss": False},
+    "LoRA, peft's own layers": {"method": "lora", "fast_lora": False},
 }
 
 

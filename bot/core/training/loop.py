@@ -42,6 +42,7 @@ from bot.core.errors import NoImprovement, TrainingError
 from bot.core.generation.decoding import position_limit
 from bot.core.training.adapters import (
     continue_lora,
+    fast_lora_layers,
     fast_token_rows,
     frozen_weights_in,
     parameter_groups,
@@ -362,6 +363,8 @@ def _model_and_data(posts, config: TrainConfig, device: torch.device):
             model = wrap_lora(model, config, frequent_tokens(data.train_encoded, limit) if limit else None)
         if config.method == "lora" and config.fast_token_rows:
             fast_token_rows(model)
+        if config.method == "lora" and config.fast_lora:
+            fast_lora_layers(model)
     return model, tokenizer, data, config
 
 

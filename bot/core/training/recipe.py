@@ -89,6 +89,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     pack: bool = True  # False: one tweet per row, padded to the batch's longest (the baseline in bench/)
     fast_token_rows: bool = True  # False: peft's own token-rows forward (adapters.py; the baseline in bench/)
+    fast_lora: bool = True  # False: peft's own LoRA layers' forward (adapters.fast_lora_layers; bench/)
     chunked_loss: bool = True  # False: the library's loss on the whole logits (headloss.py; bench/)
     checkpoint_dir: str | None = None  # where to keep a resumable checkpoint (None: no checkpoints)
     checkpoint_seconds: float = 300.0  # least time between two checkpoints
