@@ -106,3 +106,29 @@ def test_frozen_weights_cast_once_give_the_same_loss_to_the_last_digit(bases):
     assert after[0] == before[0]
     for name, grad in before[1].items():
         torch.testing.assert_close(after[1][name], grad, rtol=0, atol=0, msg=name)
+
+
+def test_a_frozen_output_weight_cast_once_follows_its_rows_and_its_values():
+    from bot.core.training.headloss import Head, linear_cross_entropy
+
+    torch.manual_seed(0)
+    weight = torch.randn(300, 16)  # frozen, fp32: LoRA's tied output layer under bf16 autocast
+    hidden, targets = torch.randn(40, 16), torch.randint(0, 300, (40,))
+    index = torch.tensor([1, 7, 42, 299])
+
+    def expected(rows):
+        matrix = weight.to(torch.bfloat16)
+        if rows is not None:
+            matrix = matrix.index_copy(0, index, rows.to(torch.bfloat16))
+        logits = (hidden.to(torch.bfloat16) @ matrix.T).float()
+        return float(torch.nn.functional.cross_entropy(logits, targets))
+
+    def ours(rows):
+        head = Head(torch.nn.Identity(), weight, rows, index if rows is not None else None)
+        return float(linear_cross_entropy(hidden, head, targets, torch.bfloat16))
+
+    for rows in (torch.randn(4, 16), torch.randn(4, 16), None, torch.randn(4, 16)):
+        assert ours(rows) == pytest.approx(expected(rows), rel=1e-5)
+    with torch.no_grad():
+        weight.mul_(2.0)  # the weight itself changed: the kept copy is made again
+    assert ours(None) == pytest.approx(expected(None), rel=1e-5)

@@ -120,9 +120,7 @@ def _chunked(hidden, weight, rows, index, targets, dtype, want):
     """The loss and, where `want` asks, the gradients of hidden, weight and rows, chunk by chunk."""
     if want[1] and rows is not None:
         raise ValueError("trained token rows over trained output weights: not one of the known heads")
-    matrix = weight.detach().to(dtype)
-    if rows is not None:
-        matrix = matrix.index_copy(0, index, rows.detach().to(dtype))
+    matrix = _output_matrix(weight, rows, index, dtype)
     inputs = hidden.detach().to(dtype)
     count = max(1, targets.numel())
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -130,18 +128,26 @@ def _chunked(hidden, weight, rows, index, targets, dtype, want):
     grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want[1] else None
     grad_rows = torch.zeros_like(rows, dtype=torch.float32) if want[2] else None
     chunk = CUDA_CHUNK_POSITIONS if hidden.device.type == "cuda" else CHUNK_POSITIONS
+    # One pair of buffers for every chunk: on a CPU a fresh 50 MB tensor per chunk is memory the
+    # system hands out page by page, which cost more than the passes over it.
+    size = (min(chunk, targets.numel()), matrix.shape[0])
+    scores = torch.empty(size, dtype=dtype, device=hidden.device)
+    probs = torch.empty(size, dtype=torch.float32, device=hidden.device)
     for start in range(0, targets.numel(), chunk):
         part = slice(start, start + chunk)
         x, y = inputs[part], targets[part]
-        logits = (x @ matrix.T).float()
-        norm = torch.logsumexp(logits, dim=-1)
-        total += (norm - logits.gather(1, y[:, None]).squeeze(1)).sum()
+        logits, low = probs[: len(y)], scores[: len(y)]
+        logits.copy_(torch.mm(x, matrix.T, out=low))
+        picked = logits.gather(1, y[:, None])
+        peak = logits.amax(dim=1, keepdim=True)
+        sums = logits.sub_(peak).exp_().sum(dim=1, keepdim=True)  # logits now exp(logit - peak)
+        total += (peak + sums.log() - picked).sum()
         if not any(want):
             continue
         # d(loss)/d(logits) = (softmax - one-hot) / count, written over the logits
-        grad = logits.sub_(norm[:, None]).exp_()
-        grad[torch.arange(len(y), device=y.device), y] -= 1.0
-        grad = grad.div_(count).to(dtype)
+        logits.div_(sums * count)
+        logits[torch.arange(len(y), device=y.device), y] -= 1.0 / count
+        grad = low.copy_(logits)
         if grad_hidden is not None:
             grad_hidden[part] = grad @ matrix
         if grad_weight is not None:
@@ -150,3 +156,25 @@ def _chunked(hidden, weight, rows, index, targets, dtype, want):
             grad_rows += (grad[:, index].T @ x).float()
     pairs = zip((grad_hidden, grad_weight, grad_rows), (hidden, weight, rows), strict=True)
     return total / count, [g.to(t.dtype) if g is not None else None for g, t in pairs]
+
+
+def _output_matrix(weight, rows, index, dtype):
+    """The output weights in `dtype` with the token rows written in. A frozen weight (LoRA's) is cast
+    once and kept with it: each step then writes only its rows in, instead of two copies of the
+    whole vocabulary matrix (28 M numbers on SmolLM2) per step."""
+    if weight.requires_grad or weight.dtype == dtype:  # trained, or used as it is: copy per step
+        matrix = weight.detach().to(dtype)
+        return matrix if rows is None else matrix.index_copy(0, index, rows.detach().to(dtype))
+    key = (weight._version, weight.data_ptr(), dtype)
+    kept = getattr(weight, "_chunked_loss_copy", None)
+    if kept is None or kept["key"] != key:
+        kept = {"key": key, "matrix": weight.detach().to(dtype), "rows": None}
+        weight._chunked_loss_copy = kept
+    matrix, written = kept["matrix"], kept["rows"]
+    if written is not None and (rows is None or not torch.equal(written, index)):
+        matrix.index_copy_(0, written, weight.detach()[written].to(dtype))  # the base's own rows back
+        kept["rows"] = None
+    if rows is not None:
+        matrix.index_copy_(0, index, rows.detach().to(dtype))
+        kept["rows"] = index
+    return matrix
