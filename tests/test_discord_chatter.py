@@ -73,7 +73,14 @@ async def impersonated(env, handle="alice") -> dict:
     ).answered()
     assert not reply.refused, reply.refused
     await wait_until(lambda: len(posts_in(env.server, env.channel)) > before)
-    return posts_in(env.server, env.channel)[-1]
+    post = posts_in(env.server, env.channel)[-1]
+    # The bot records its post just after sending it: a reply faster than that (no person types
+    # that fast) would find no persona post to answer.
+    for _ in range(400):
+        if await env.bot.core.storage.guilds.post(env.guild, int(post["id"])) is not None:
+            return post
+        await asyncio.sleep(0.05)
+    raise AssertionError("the bot never recorded its post")
 
 
 async def test_replies_to_an_embed_post_and_a_webhook_post_are_answered(discord_env):
