@@ -130,12 +130,15 @@ def report_one(
     from bot.config import load_settings
     from bot.core.generation.decoding import sampling_from
     from bot.core.generation.safety import NGRAM_FILE, save_index
+    from bot.core.personas.keptposts import keep_posts, kept_posts
     from bot.core.training.data import split_tweets
     from bot.core.training.voicereport import ReportPlan, detector_accuracy, voice_report
 
     train_posts, held_out = split_tweets(tweets, 0.1, seed)
     if not (out_dir / NGRAM_FILE).exists():
         save_index(tweets, out_dir)
+    if kept_posts(out_dir) is None:  # as a training keeps them: fresh posts follow one of them
+        keep_posts(out_dir, train_posts, held_out)
     plan = ReportPlan(
         posts, sampling_from(load_settings(sampling or {})), str(out_dir.parent.parent / "voice")
     )
@@ -237,8 +240,8 @@ def sampling_sweep(args: argparse.Namespace) -> str:
     folder, _ = prepare_base(args.cache)
     rows = [json.loads(line) for line in args.sweep.read_text().splitlines() if line.strip()]
     lines = [
-        "| person | variant | temperature | top_p | detector accuracy (base) | distinct-2 (person) | mean words (person) | copies |",
-        "|" + " --- |" * 8,
+        "| person | variant | temperature | top_p | detector accuracy (base) | distinct-2 (person) | mean words (person) | opens with @ / a capital (person) | copies |",
+        "|" + " --- |" * 9,
     ]
     for row in rows:
         if args.variants and not any(v in row["variant"] for v in args.variants):
@@ -257,10 +260,20 @@ def sampling_sweep(args: argparse.Namespace) -> str:
                 f"| @{row['person']} | {row['variant']} | {temperature} | {top_p} | "
                 f"{v['detector_accuracy']:.1%} ({v['base_detector_accuracy']:.1%}) | "
                 f"{v['distinct_2']} ({v['person_distinct_2']}) | {v['length_words']['mean']} "
-                f"({v['person_length_words']['mean']}) | {v['copies']['exact']:.1%} / {v['copies']['run']:.1%} |"
+                f"({v['person_length_words']['mean']}) | {_openings(v)} | "
+                f"{v['copies']['exact']:.1%} / {v['copies']['run']:.1%} |"
             )
             print(lines[-1], flush=True)
     return "\n".join(lines)
+
+
+def _openings(report: dict[str, Any]) -> str:
+    mine, person = report.get("openings"), report.get("person_openings")
+    if not mine or not person:
+        return ""
+    return (
+        f"{mine['mention']:.0%} / {mine['capital']:.0%} ({person['mention']:.0%} / {person['capital']:.0%})"
+    )
 
 
 def voice_table(rows: list[dict[str, Any]]) -> str:

@@ -386,3 +386,39 @@ def test_cpu_training_uses_plain_attention_for_short_rows_with_the_same_loss(tin
         with torch.no_grad():
             losses.append(float(model(input_ids=ids, attention_mask=mask, labels=ids).loss))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+class _SeenTexts:
+    """A tokenizer that records the texts the generator hands the model."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.texts = tokenizer, []
+
+    def __call__(self, texts, **kw):
+        self.texts += texts
+        return self.tokenizer(texts, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_a_fresh_post_follows_one_of_the_personas_training_posts(tiny_base_model, tmp_path):
+    from bot.core.personas.keptposts import keep_posts
+
+    for folder in ("kept", "none"):
+        train(tiny_tweets(), tmp_path / folder, config(tiny_base_model, max_steps=1))
+    train_posts = ["first kept post", "second kept post", "third kept post"]
+    keep_posts(tmp_path / "kept", train_posts, ["a held-out post"])
+    gen = Generator(Sampling(max_new_tokens=4, min_new_tokens=1), cache_size=4)
+    eos = "<|endoftext|>"
+    for folder in ("kept", "none"):
+        gen._load(str(tmp_path / folder)).tokenizer = seen = _SeenTexts(
+            gen._load(str(tmp_path / folder)).tokenizer
+        )
+        gen.generate(tmp_path / folder, prompt="We", n=12)
+        gen.generate_batch([GenerationRequest(str(tmp_path / folder), "", 1, context="the message")])
+        fresh, answered = seen.texts[:12], seen.texts[-1]
+        # As in training (<eos>tweet<eos><eos>next...), never the held-out posts the report scores.
+        expected = {f"{eos}{p}{eos}{eos}We" for p in train_posts} if folder == "kept" else {f"{eos}We"}
+        assert set(fresh) <= expected and (folder == "none" or len(set(fresh)) > 1)
+        assert answered == f"{eos}the message{eos}{eos}"  # an answer reads the message, not a lead-in

@@ -12,7 +12,13 @@ import yaml
 
 from bot.core.ingest import ingest_path
 from bot.core.personas import KEPT_POSTS_FILE
-from bot.core.training.voicereport import copy_rates, detector_accuracy, distinct_2, length_words
+from bot.core.training.voicereport import (
+    copy_rates,
+    detector_accuracy,
+    distinct_2,
+    length_words,
+    openings,
+)
 from bot.discord.cogs.models import zip_folder
 from tests.conftest import TINY_CORPUS, shared_corpus
 from tests.test_cli import cli
@@ -45,6 +51,8 @@ def test_copies_distinct_2_and_length():
     assert distinct_2(["a b a b"]) == pytest.approx(2 / 3, abs=1e-3)
     assert distinct_2([]) is None
     assert length_words(["one two", "one two three four"]) == {"mean": 3.0, "sd": 1.0}
+    assert openings(["@ann yes", "Well then", "ated to see", "@bo hi"]) == {"mention": 0.5, "capital": 0.25}
+    assert openings([]) is None
 
 
 def test_train_prints_the_report_and_report_shows_it_again(settings, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import threading
 from collections import OrderedDict
@@ -28,6 +29,7 @@ from bot.core.generation import fastdecode
 from bot.core.generation.decoding import Sampling, position_limit, sample_tokens, stop_token_ids
 from bot.core.generation.nucleus import fit_to_positions
 from bot.core.generation.safety import MemorizationIndex, strip_links
+from bot.core.personas.keptposts import kept_posts
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ EOS_TEXT = "<|endoftext|>"
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[a-z_]+\|>")
 # Control characters and U+FFFD appear when sampling stops inside a multi-byte character.
 _JUNK_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
+# A fresh post reads one of the persona's own training posts first (at most this many kept in memory).
+LEAD_IN_POSTS = 1000
 
 
 class GenerationError(RuntimeError):
@@ -66,6 +70,8 @@ class _Loaded:
     # rows). peft applies them to every row of a batch, so this persona samples in a batch of its own,
     # with its rows written into the shared embedding for that batch only.
     token_rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    # Training posts a fresh post follows, as it followed one in training (see `lead_in`).
+    lead_ins: list[str] | None = None
 
 
 @dataclass
@@ -137,6 +143,7 @@ class Generator:
             )
         loaded.memorized = MemorizationIndex.load(path)
         loaded.stop_ids = stop_token_ids(loaded.tokenizer)
+        loaded.lead_ins = _lead_ins(path)
         self._personas[key] = loaded
         while len(self._personas) > self.cache_size:
             self._evict(next(iter(self._personas)))
@@ -345,8 +352,9 @@ class Generator:
             personas, prompts, counts, contexts or [""] * len(prompts), strict=True
         ):
             # Training packs each tweet as <eos>tweet<eos>: a context is the tweet before this one.
-            before = f"{eos}{context}{eos}" if context else ""
-            texts += [before + eos + prompt] * count
+            for _ in range(count):
+                before = context or lead_in(persona)
+                texts.append((f"{eos}{before}{eos}" if before else "") + eos + prompt)
             adapter_names += [persona.adapter] * count
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         extra: dict[str, Any] = {}
@@ -400,6 +408,26 @@ class Generator:
             out.append([clean_generated(prompt, d) for d in decoded[offset : offset + count]])
             offset += count
         return out
+
+
+def _lead_ins(path: str) -> list[str] | None:
+    """The persona's kept training posts (never its held-out ones), a bounded sample of them."""
+    kept = kept_posts(Path(path))
+    if kept is None or not kept[0]:
+        return None  # a persona trained before posts were kept, or an imported one
+    posts = kept[0]
+    return random.Random(0).sample(posts, LEAD_IN_POSTS) if len(posts) > LEAD_IN_POSTS else posts
+
+
+def lead_in(persona: _Loaded) -> str:
+    """The tweet a fresh post follows: one of the persona's own training posts, at random.
+
+    Training cuts packed tweets into blocks anywhere, so a model never learnt what a lone
+    end-of-text at the very start means: sampled after it, a post began mid-word in about half
+    the cases (a Llama cannot even tell <eos><eos> from <eos>). After <eos>tweet<eos><eos>, as
+    everywhere in training, it starts like the person's posts start (measured in docs/quality.md).
+    """
+    return random.choice(persona.lead_ins) if persona.lead_ins else ""
 
 
 def _prepare_tokenizer(tokenizer, model=None):

@@ -64,6 +64,15 @@ def length_words(posts: list[str]) -> dict[str, float] | None:
     return {"mean": round(statistics.fmean(counts), 1), "sd": round(spread, 1)}
 
 
+def openings(posts: list[str]) -> dict[str, float] | None:
+    """How posts begin: the share that open with an @mention (a reply) and with a capital letter.
+    A reader spots a post that starts mid-word at once; these shares show it."""
+    if not posts:
+        return None
+    share = lambda test: round(sum(map(test, posts)) / len(posts), 3)  # noqa: E731
+    return {"mention": share(lambda p: p.startswith("@")), "capital": share(lambda p: p[:1].isupper())}
+
+
 def copy_rates(generated: list[str], train_posts: list[str]) -> dict[str, float]:
     """Share of generated posts equal to a training post, and share with a long run of one."""
     if not generated:
@@ -164,6 +173,8 @@ def voice_report(
         "person_distinct_2": distinct_2(held_out[: len(generated)]),
         "length_words": length_words(generated),
         "person_length_words": length_words(held_out),
+        "openings": openings(generated),
+        "person_openings": openings(held_out),
         "perplexity_before": metrics.get("initial_val_perplexity"),
         "perplexity_after": metrics.get("val_perplexity"),
         "examples": generated[:3],
